@@ -6,6 +6,7 @@ require (
 	github.com/cilium/ebpf v0.22.0 // indirect
 	github.com/elastic/go-lumber v0.1.0 // indirect
 	github.com/google/gopacket v1.1.19 // indirect
+	github.com/klauspost/compress v1.20.1 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/vishvananda/netlink v1.3.1 // indirect
 	github.com/vishvananda/netns v0.0.5 // indirect
