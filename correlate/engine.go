@@ -1,0 +1,428 @@
+package correlate
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Emitter receives alerts. It is defined here, by its consumer; the alert
+// sinks implement it. Emit is called from the goroutine that delivered the
+// completing evidence, never with the engine's state locked, and alerts
+// reach it one at a time in the order the engine decided them. A slow
+// Emit delays the callers of the engine, so sinks should buffer or spool.
+type Emitter interface {
+	Emit(a Alert)
+}
+
+// EmitterFunc adapts a function to Emitter.
+type EmitterFunc func(Alert)
+
+// Emit calls f(a).
+func (f EmitterFunc) Emit(a Alert) { f(a) }
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithInventory sets the host inventory (see SetInventory).
+func WithInventory(inv Inventory) Option { return func(e *Engine) { e.inv = inv } }
+
+// WithLogger sets the logger (the engine names it "correlate").
+func WithLogger(l *zap.Logger) Option {
+	return func(e *Engine) {
+		if l != nil {
+			e.log = l.Named("correlate")
+		}
+	}
+}
+
+// Log field names.
+const (
+	logFieldCap     = "cap"
+	logFieldEvicted = "evicted"
+	logFieldKind    = "evidence"
+)
+
+// Engine evaluates AN0842 over knocks, handshakes and exposure changes.
+// All methods are safe for concurrent use: state is guarded by one mutex,
+// and alerts are handed to the Emitter outside it but in decision order.
+type Engine struct {
+	mu     sync.Mutex
+	emitMu sync.Mutex
+
+	cfg  Config
+	rule *rule
+	sup  *suppressor
+	inv  Inventory
+	out  Emitter
+	log  *zap.Logger
+
+	st        *state
+	maxSensor int64 // newest sensor event time seen (or Advance'd)
+	lastSweep int64
+	c         counters
+	pending   []Alert
+}
+
+// New returns an engine for cfg that hands alerts to out (nil: alerts are
+// only counted).
+func New(cfg Config, out Emitter, opts ...Option) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	sup, err := compileSuppression(cfg.Suppression)
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState()}
+	e.c.init()
+	for _, o := range opts {
+		o(e)
+	}
+	return e, nil
+}
+
+// SetInventory swaps the inventory (for a SIGHUP reload). Changes whose
+// host name was not in the old inventory are resolved again and evaluated.
+func (e *Engine) SetInventory(inv Inventory) {
+	e.mu.Lock()
+	e.inv = inv
+	still := e.st.unresolved[:0]
+	var now []*chg
+	for _, c := range e.st.unresolved {
+		if c.ips = e.resolve(&c.c); len(c.ips) == 0 {
+			still = append(still, c)
+		} else {
+			now = append(now, c)
+		}
+	}
+	clear(e.st.unresolved[len(still):])
+	e.st.unresolved = still
+	for _, c := range now {
+		e.attach(c)
+	}
+	e.unlockAndEmit()
+}
+
+// SetSuppression swaps the suppression settings. It affects matches
+// decided from now on; alerts already emitted stay as they are.
+func (e *Engine) SetSuppression(s Suppression) error {
+	sup, err := compileSuppression(s)
+	if err != nil {
+		return fmt.Errorf("set suppression: %w", err)
+	}
+	e.mu.Lock()
+	e.sup = sup
+	e.cfg.Suppression = s
+	e.mu.Unlock()
+	return nil
+}
+
+// Watermark returns the engine's event-time watermark: the newest sensor
+// event time seen (or passed to Advance) minus Config.SensorLateness.
+// Evidence older than Watermark - Retention is dropped.
+func (e *Engine) Watermark() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.maxSensor == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, e.wm()).UTC()
+}
+
+func (e *Engine) wm() int64 { return e.maxSensor - int64(e.cfg.SensorLateness) }
+
+// Advance moves the watermark as if sensor evidence with time t had
+// arrived. In live mode call it periodically with the sensor's clock so
+// that state expires while the network is quiet; in replay mode the
+// evidence's own times drive it and Advance is not needed.
+func (e *Engine) Advance(t time.Time) {
+	e.mu.Lock()
+	e.observe(t.UnixNano())
+	e.maybeSweep()
+	e.mu.Unlock()
+}
+
+// observe raises the watermark with a sensor event time.
+func (e *Engine) observe(t int64) {
+	if t > e.maxSensor {
+		e.maxSensor = t
+	}
+}
+
+func (e *Engine) late(t int64) bool {
+	return e.maxSensor != 0 && t < e.wm()-e.rule.retention
+}
+
+// AddKnock adds a knock record from the sensor.
+func (e *Engine) AddKnock(k Knock) error {
+	if err := k.validate(); err != nil {
+		e.mu.Lock()
+		e.c.rejected[evKnock]++
+		e.mu.Unlock()
+		return fmt.Errorf("add knock: %w", err)
+	}
+	src, dst := k.Src.Unmap(), k.Dst.Unmap()
+	e.mu.Lock()
+	e.c.in[evKnock]++
+	var newest int64
+	for _, t := range k.Touches {
+		newest = max(newest, t.Time.UnixNano())
+	}
+	if e.late(newest) {
+		e.c.late[evKnock]++
+	}
+	e.observe(newest)
+	h, p := e.pairFor(dst, src)
+	if p.scan {
+		p.last = max(p.last, newest)
+		e.c.scanEvidence++
+		e.unlockAndEmit()
+		return nil
+	}
+	added, dropped := p.mergeTouches(k.Touches, e.cfg.MaxTouchesPerPair)
+	e.c.touchesDropped += uint64(dropped)
+	if added == 0 {
+		e.c.duplicates[evKnock]++
+	}
+	p.sensorDistinct = max(p.sensorDistinct, sat8(k.DistinctClosed))
+	maxDistinct := p.knockWindows(e.rule.window, 0, nil)
+	switch {
+	case maxDistinct > e.cfg.MaxPorts || int(p.sensorDistinct) > e.cfg.MaxPorts:
+		e.markScan(p)
+	case added > 0:
+		for _, r := range p.hs {
+			e.evalHS(dst, h, src, p, r)
+		}
+	}
+	e.maybeSweep()
+	e.unlockAndEmit()
+	return nil
+}
+
+// AddHandshake adds a first-handshake record from the sensor.
+func (e *Engine) AddHandshake(hs Handshake) error {
+	if err := hs.validate(); err != nil {
+		e.mu.Lock()
+		e.c.rejected[evHandshake]++
+		e.mu.Unlock()
+		return fmt.Errorf("add handshake: %w", err)
+	}
+	hs.Src, hs.Dst = hs.Src.Unmap(), hs.Dst.Unmap()
+	src, dst := hs.Src, hs.Dst
+	ack := hs.ACK.UnixNano()
+	e.mu.Lock()
+	e.c.in[evHandshake]++
+	if e.late(ack) {
+		e.c.late[evHandshake]++
+	}
+	e.observe(ack)
+	if e.st.nHS >= e.cfg.MaxHandshakes {
+		// Evict before looking the pair up: eviction sweeps expired state.
+		e.evictHandshakes()
+	}
+	h, p := e.pairFor(dst, src)
+	p.last = max(p.last, ack)
+	p.sensorDistinct = max(p.sensorDistinct, sat8(hs.DistinctClosed))
+	switch {
+	case p.scan:
+		e.c.scanEvidence++
+	case int(p.sensorDistinct) > e.cfg.MaxPorts:
+		e.markScan(p)
+	default:
+		syn := hs.SYN.UnixNano()
+		for _, r := range p.hs {
+			if r.h.Port == hs.Port && r.ack == ack && r.syn == syn {
+				e.c.duplicates[evHandshake]++
+				e.unlockAndEmit()
+				return nil
+			}
+		}
+		r := &hsRec{h: hs, ack: ack, syn: syn}
+		p.hs = append(p.hs, r)
+		e.st.nHS++
+		e.evalHS(dst, h, src, p, r)
+	}
+	e.maybeSweep()
+	e.unlockAndEmit()
+	return nil
+}
+
+// AddChange adds an exposure change from winevents. Changes that cannot
+// open a TCP port inbound (outbound, block, inactive, deleted, UDP) are
+// counted by reason and not kept.
+func (e *Engine) AddChange(c ExposureChange) error {
+	if err := c.validate(); err != nil {
+		e.mu.Lock()
+		e.c.rejected[evChange]++
+		e.mu.Unlock()
+		return fmt.Errorf("add change: %w", err)
+	}
+	e.mu.Lock()
+	e.c.in[evChange]++
+	if ok, why := e.rule.opens(&c); !ok {
+		e.c.ignored[why]++
+		e.mu.Unlock()
+		return nil
+	}
+	key := keyOf(&c)
+	if _, dup := e.st.changes[key]; dup {
+		e.c.duplicates[evChange]++
+		e.mu.Unlock()
+		return nil
+	}
+	t := c.Time.UnixNano()
+	if e.late(t + e.rule.skew) {
+		e.c.late[evChange]++
+	}
+	if len(e.st.changes) >= e.cfg.MaxChanges {
+		e.evictChanges()
+	}
+	c.HostIPs = slices.Clone(c.HostIPs)
+	c.Ports.Ranges = slices.Clone(c.Ports.Ranges)
+	ch := &chg{c: c, t: t, key: key}
+	ch.ips = e.resolve(&ch.c)
+	e.st.changes[key] = ch
+	if len(ch.ips) == 0 {
+		e.st.unresolved = append(e.st.unresolved, ch)
+		e.c.unresolvedSeen++
+	} else {
+		e.attach(ch)
+	}
+	e.unlockAndEmit()
+	return nil
+}
+
+// resolve returns the destination addresses of a change: the ones it
+// carries and the inventory's for its host name.
+func (e *Engine) resolve(c *ExposureChange) []netip.Addr {
+	var ips []netip.Addr
+	for _, ip := range c.HostIPs {
+		ips = appendUnique(ips, ip.Unmap().WithZone(""))
+	}
+	if e.inv != nil && c.Host != "" {
+		for _, ip := range e.inv.IPs(c.Host) {
+			ips = appendUnique(ips, ip.Unmap().WithZone(""))
+		}
+	}
+	return ips
+}
+
+// attach files a resolved change under each of its hosts and evaluates
+// the handshakes pending there.
+func (e *Engine) attach(ch *chg) {
+	for _, d := range ch.ips {
+		h := e.st.host(d, true)
+		h.changes = append(h.changes, ch)
+		for src, p := range h.pairs {
+			for _, r := range p.hs {
+				e.evalHS(d, h, src, p, r)
+			}
+		}
+	}
+}
+
+// pairFor returns the pair (src, dst), creating it (after eviction when
+// the cap is reached).
+func (e *Engine) pairFor(dst, src netip.Addr) (*host, *pair) {
+	if h := e.st.hosts[dst]; h != nil {
+		if p := h.pairs[src]; p != nil {
+			return h, p
+		}
+	}
+	if e.st.nPairs >= e.cfg.MaxPairs {
+		e.evictPairs()
+	}
+	h := e.st.host(dst, true)
+	p := &pair{}
+	h.pairs[src] = p
+	e.st.nPairs++
+	return h, p
+}
+
+func (e *Engine) markScan(p *pair) {
+	p.scan = true
+	p.touches = nil
+	e.st.nHS -= len(p.hs)
+	p.hs = nil
+	e.c.scans++
+}
+
+// evalHS evaluates one handshake and queues an alert record when its
+// outcome improved.
+func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec) {
+	best, noAlert := e.rule.evaluate(e.sup, src, d, func() string { return e.hostName(d, nil) }, p, h, r)
+	if best.conf == ConfidenceNone {
+		if noAlert != "" && r.noAlert == "" {
+			r.noAlert = noAlert
+			e.c.noAlert[noAlert]++
+		}
+		return
+	}
+	if !best.better(r.best) {
+		return
+	}
+	prev := r.best.rank()
+	r.best = best
+	if best.rank() <= prev {
+		return // same standing, evidence that sorts first: no new record
+	}
+	if best.suppressed != "" {
+		e.c.suppressed[best.suppressed]++
+		if !e.cfg.EmitSuppressed {
+			return
+		}
+	} else {
+		e.c.alerts[best.conf]++
+	}
+	action := ActionCreated
+	if r.emitted {
+		action = ActionUpgraded
+		e.c.upgrades++
+	}
+	r.emitted = true
+	if e.out != nil {
+		e.pending = append(e.pending, e.buildAlert(action, d, p, r))
+	}
+}
+
+func (e *Engine) hostName(d netip.Addr, c *chg) string {
+	if c != nil && c.c.Host != "" {
+		return c.c.Host
+	}
+	if n, ok := e.inv.(HostNamer); ok {
+		return n.Name(d)
+	}
+	return ""
+}
+
+// unlockAndEmit releases the state lock and hands the queued alerts to the
+// emitter, holding emitMu across the hand-off so records keep their order.
+func (e *Engine) unlockAndEmit() {
+	if len(e.pending) == 0 {
+		e.mu.Unlock()
+		return
+	}
+	out := e.pending
+	e.pending = nil
+	e.emitMu.Lock()
+	e.mu.Unlock()
+	defer e.emitMu.Unlock()
+	for _, a := range out {
+		e.out.Emit(a)
+	}
+}
+
+func sat8(n int) uint8 {
+	switch {
+	case n < 0:
+		return 0
+	case n > 255:
+		return 255
+	}
+	return uint8(n)
+}

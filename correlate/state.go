@@ -1,0 +1,186 @@
+package correlate
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// touch is Touch packed into 16 bytes.
+type touch struct {
+	t    int64
+	port uint16
+	kind TouchKind
+}
+
+// pair is the state of one (source, destination) pair. Its size matters:
+// with a 3-touch knock a pair costs its map entry, this struct (56 bytes)
+// and the touches (48 bytes).
+type pair struct {
+	touches []touch  // sorted by (t, port), no duplicates
+	hs      []*hsRec // handshakes of the source to the destination
+	last    int64    // newest sensor event time of the pair's evidence
+	// sensorDistinct is the largest distinct-closed-port count the sensor
+	// reported for the pair (saturating).
+	sensorDistinct uint8
+	scan           bool
+}
+
+// hsRec is a handshake and what the engine decided about it.
+type hsRec struct {
+	h        Handshake
+	ack, syn int64
+	best     outcome // best outcome so far (zero: none)
+	emitted  bool    // a record with this alert id was emitted
+	counted  bool    // best was counted in the stats
+	noAlert  string  // why it cannot alert (counted once), if known
+}
+
+// chg is a stored exposure change.
+type chg struct {
+	c   ExposureChange
+	t   int64
+	key changeKey
+	ips []netip.Addr // resolved destination addresses; empty = unresolved
+}
+
+// changeKey identifies a Windows record; records without a record id are
+// keyed by their content.
+type changeKey struct {
+	host    string
+	channel string
+	record  uint64
+	content string
+}
+
+func keyOf(c *ExposureChange) changeKey {
+	host := normName(c.Host)
+	if host == "" && len(c.HostIPs) > 0 {
+		host = c.HostIPs[0].String()
+	}
+	k := changeKey{host: host, channel: c.Channel, record: c.RecordID}
+	if c.RecordID == 0 {
+		k.content = contentKey(c)
+	}
+	return k
+}
+
+// host is the state of one destination address: everything is keyed by
+// it, so that the engine can be partitioned by host.
+type host struct {
+	pairs   map[netip.Addr]*pair // by source
+	changes []*chg
+}
+
+// state is the engine's whole table.
+type state struct {
+	hosts      map[netip.Addr]*host
+	changes    map[changeKey]*chg // every stored change, for duplicates
+	unresolved []*chg
+	nPairs     int
+	nHS        int
+}
+
+func newState() *state {
+	return &state{hosts: make(map[netip.Addr]*host), changes: make(map[changeKey]*chg)}
+}
+
+func (s *state) host(d netip.Addr, create bool) *host {
+	h := s.hosts[d]
+	if h == nil && create {
+		h = &host{pairs: make(map[netip.Addr]*pair)}
+		s.hosts[d] = h
+	}
+	return h
+}
+
+// mergeTouches adds touches to p keeping them sorted and unique; it
+// returns how many were new and how many were dropped by the cap (the
+// oldest go first).
+func (p *pair) mergeTouches(ts []Touch, max int) (added, dropped int) {
+	for _, t := range ts {
+		n := touch{t: t.Time.UnixNano(), port: t.Port, kind: t.Kind}
+		i, found := slices.BinarySearchFunc(p.touches, n, cmpTouch)
+		if found {
+			continue
+		}
+		p.touches = slices.Insert(p.touches, i, n)
+		added++
+		if n.t > p.last {
+			p.last = n.t
+		}
+	}
+	if over := len(p.touches) - max; over > 0 {
+		p.touches = slices.Delete(p.touches, 0, over)
+		dropped = over
+	}
+	return added, dropped
+}
+
+func cmpTouch(a, b touch) int {
+	switch {
+	case a.t < b.t:
+		return -1
+	case a.t > b.t:
+		return 1
+	}
+	return int(a.port) - int(b.port)
+}
+
+// knockEnd is a touch that ends a valid knock window.
+type knockEnd struct {
+	t        int64
+	first    int // index of the window's first touch
+	last     int // index of the ending touch
+	distinct int
+}
+
+// knockWindows calls fn for every touch that ends a window of at most
+// window ns holding at least min distinct ports, latest first, and returns
+// the largest distinct count of any window (for scan detection).
+func (p *pair) knockWindows(window int64, min int, fn func(knockEnd) bool) (maxDistinct int) {
+	var seen [64]uint16
+	stop := false
+	for i := len(p.touches) - 1; i >= 0; i-- {
+		end := p.touches[i].t
+		n, first := 0, i
+		for j := i; j >= 0 && end-p.touches[j].t <= window; j-- {
+			first = j
+			port := p.touches[j].port
+			dup := false
+			for _, s := range seen[:min2(n, len(seen))] {
+				if s == port {
+					dup = true
+					break
+				}
+			}
+			if !dup {
+				if n < len(seen) {
+					seen[n] = port
+				}
+				n++
+			}
+		}
+		if n > maxDistinct {
+			maxDistinct = n
+		}
+		if !stop && n >= min && fn != nil {
+			stop = !fn(knockEnd{t: end, first: first, last: i, distinct: n})
+		}
+	}
+	return maxDistinct
+}
+
+func min2(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}

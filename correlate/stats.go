@@ -1,0 +1,114 @@
+package correlate
+
+import "time"
+
+// Evidence kinds, the keys of the per-kind counters in Stats.
+const (
+	evKnock     = "knock"
+	evHandshake = "handshake"
+	evChange    = "change"
+)
+
+// counters are the engine's counters, guarded by Engine.mu.
+type counters struct {
+	in, rejected, duplicates, late map[string]uint64
+	ignored, noAlert, suppressed   map[string]uint64
+	alerts                         [3]uint64
+	upgrades, scans, scanEvidence  uint64
+	touchesDropped, unresolvedSeen uint64
+	capHits, evicted, expired      map[string]uint64
+}
+
+func (c *counters) init() {
+	for _, m := range []*map[string]uint64{&c.in, &c.rejected, &c.duplicates, &c.late, &c.ignored,
+		&c.noAlert, &c.suppressed, &c.capHits, &c.evicted, &c.expired} {
+		*m = make(map[string]uint64)
+	}
+}
+
+// Stats is a snapshot of the engine's state sizes and counters, in plain
+// values (maps are copies), for the command layer to export as metrics.
+// Maps keyed by evidence kind use "knock", "handshake" and "change"; cap
+// maps use "pairs", "changes" and "handshakes".
+type Stats struct {
+	Watermark time.Time
+
+	// State sizes.
+	Hosts             int
+	Pairs             int
+	Changes           int // stored changes, resolved or not
+	UnresolvedChanges int // changes whose host is not in the inventory
+	Handshakes        int
+
+	// Evidence counters by kind.
+	In         map[string]uint64 // accepted for processing
+	Rejected   map[string]uint64 // invalid (missing address, time, port)
+	Duplicates map[string]uint64 // the same record again: no effect
+	Late       map[string]uint64 // older than watermark - retention on arrival
+	// ChangesIgnored counts changes that cannot open a TCP port inbound,
+	// by reason (outbound, block, inactive, not_tcp, deleted, service).
+	ChangesIgnored map[string]uint64
+	// ChangesUnresolved counts changes that arrived naming a host the
+	// inventory did not know.
+	ChangesUnresolved uint64
+
+	// Outcomes.
+	AlertsHigh   uint64 // handshakes that reached an unsuppressed high alert
+	AlertsMedium uint64 // handshakes that reached an unsuppressed medium alert
+	Upgrades     uint64 // records emitted with event.action "upgraded"
+	Scans        uint64 // pairs found scanning (more than MaxPorts ports)
+	ScanEvidence uint64 // evidence from pairs already known as scans
+	// Suppressed counts matches by suppression reason.
+	Suppressed map[string]uint64
+	// NoAlert counts handshakes that cannot alert by reason
+	// (open_all_along, other_first).
+	NoAlert map[string]uint64
+
+	// Bounds.
+	CapHits        map[string]uint64 // times a cap was reached
+	Evicted        map[string]uint64 // entries evicted by a cap
+	Expired        map[string]uint64 // entries dropped by retention
+	TouchesDropped uint64            // oldest touches dropped by MaxTouchesPerPair
+}
+
+// Stats returns a snapshot.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Stats{
+		Hosts:             len(e.st.hosts),
+		Pairs:             e.st.nPairs,
+		Changes:           len(e.st.changes),
+		UnresolvedChanges: len(e.st.unresolved),
+		Handshakes:        e.st.nHS,
+		In:                clone(e.c.in),
+		Rejected:          clone(e.c.rejected),
+		Duplicates:        clone(e.c.duplicates),
+		Late:              clone(e.c.late),
+		ChangesIgnored:    clone(e.c.ignored),
+		ChangesUnresolved: e.c.unresolvedSeen,
+		AlertsHigh:        e.c.alerts[ConfidenceHigh],
+		AlertsMedium:      e.c.alerts[ConfidenceMedium],
+		Upgrades:          e.c.upgrades,
+		Scans:             e.c.scans,
+		ScanEvidence:      e.c.scanEvidence,
+		Suppressed:        clone(e.c.suppressed),
+		NoAlert:           clone(e.c.noAlert),
+		CapHits:           clone(e.c.capHits),
+		Evicted:           clone(e.c.evicted),
+		Expired:           clone(e.c.expired),
+		TouchesDropped:    e.c.touchesDropped,
+	}
+	if e.maxSensor != 0 {
+		s.Watermark = time.Unix(0, e.wm()).UTC()
+	}
+	return s
+}
+
+func clone(m map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,289 @@
+package correlate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// TouchKind says how the sensor knew a port was closed.
+type TouchKind uint8
+
+// Touch kinds, named after Zeek's conn_state values.
+const (
+	// TouchREJ is a SYN answered by an RST.
+	TouchREJ TouchKind = iota + 1
+	// TouchS0 is a SYN that got no answer within the sensor's timeout.
+	TouchS0
+)
+
+// String returns "REJ" or "S0".
+func (k TouchKind) String() string {
+	switch k {
+	case TouchREJ:
+		return "REJ"
+	case TouchS0:
+		return "S0"
+	}
+	return fmt.Sprintf("TouchKind(%d)", uint8(k))
+}
+
+// Touch is one closed-port touch of a knock.
+type Touch struct {
+	Port uint16
+	Time time.Time
+	Kind TouchKind
+}
+
+// Knock is what the sensor reports when source Src has touched enough
+// distinct closed TCP ports on host Dst: the touches in the order they
+// happened (the sensor sends up to the last 16).
+type Knock struct {
+	Src, Dst netip.Addr
+	Touches  []Touch
+	// DistinctClosed is the sensor's count of distinct closed ports Src
+	// touched on Dst in its window, when known (0 = unknown). It may be
+	// larger than len(Touches) because the record holds only the last few.
+	DistinctClosed int
+}
+
+// Handshake is the first completed three-way handshake of a flagged source
+// Src to Dst:Port, as the sensor reports it.
+type Handshake struct {
+	Src, Dst netip.Addr
+	SrcPort  uint16
+	Port     uint16
+	SYN      time.Time
+	SYNACK   time.Time
+	ACK      time.Time
+	// PortLastClosed and PortLastOpen are when Dst:Port was last seen
+	// closed (RST or S0, to anyone) and last seen open (a SYN-ACK, to
+	// anyone) before this connection. The zero time means unknown/never.
+	PortLastClosed time.Time
+	PortLastOpen   time.Time
+	// DistinctClosed is how many distinct closed ports Src touched on Dst
+	// in the sensor's current window (saturating; 0 = unknown).
+	DistinctClosed int
+}
+
+// ChangeKind is what happened on the Windows host.
+type ChangeKind uint8
+
+// Change kinds.
+const (
+	ChangeUnknown ChangeKind = iota
+	// ChangeRuleAdded is a firewall rule added (2004/2071/2097, 4946, 5447 add).
+	ChangeRuleAdded
+	// ChangeRuleModified is a firewall rule modified (2005/2073/2099, 4947);
+	// the change carries the new values.
+	ChangeRuleModified
+	// ChangeRuleEnabled is a rule that became active (a modification whose
+	// only effect is Active=1, as winevents reports it).
+	ChangeRuleEnabled
+	// ChangeRuleDeleted is a rule deleted (2006/2052, 2033/2059, 4948).
+	ChangeRuleDeleted
+	// ChangeListener is a process listening on a port (5154, 5158).
+	ChangeListener
+	// ChangeFirewallDisabled is the firewall switched off (4950, 2003/2082).
+	ChangeFirewallDisabled
+	// ChangeServiceStarted is a service installed or started (7045, 7036):
+	// no port, weak evidence.
+	ChangeServiceStarted
+)
+
+var changeKindNames = [...]string{
+	ChangeUnknown:          "unknown",
+	ChangeRuleAdded:        "rule_added",
+	ChangeRuleModified:     "rule_modified",
+	ChangeRuleEnabled:      "rule_enabled",
+	ChangeRuleDeleted:      "rule_deleted",
+	ChangeListener:         "listener",
+	ChangeFirewallDisabled: "firewall_disabled",
+	ChangeServiceStarted:   "service_started",
+}
+
+// String returns the snake_case name used in alerts.
+func (k ChangeKind) String() string {
+	if int(k) < len(changeKindNames) {
+		return changeKindNames[k]
+	}
+	return fmt.Sprintf("ChangeKind(%d)", uint8(k))
+}
+
+// Protocol is the IP protocol number as Windows reports it (6 TCP, 17 UDP,
+// 256 any). Zero means not reported.
+type Protocol uint16
+
+// Protocols that matter to the rule.
+const (
+	ProtocolUnknown Protocol = 0
+	ProtocolTCP     Protocol = 6
+	ProtocolUDP     Protocol = 17
+	ProtocolAny     Protocol = 256
+)
+
+// String returns "tcp", "udp", "any", "" for unknown, or the number.
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolUnknown:
+		return ""
+	case ProtocolTCP:
+		return "tcp"
+	case ProtocolUDP:
+		return "udp"
+	case ProtocolAny:
+		return "any"
+	}
+	return fmt.Sprintf("%d", uint16(p))
+}
+
+// coversTCP reports whether a change with this protocol can open a TCP port.
+func (p Protocol) coversTCP() bool {
+	return p == ProtocolTCP || p == ProtocolAny || p == ProtocolUnknown
+}
+
+// Direction of a firewall rule.
+type Direction uint8
+
+// Directions.
+const (
+	DirectionUnknown Direction = iota
+	DirectionInbound
+	DirectionOutbound
+)
+
+// String returns "inbound", "outbound" or "".
+func (d Direction) String() string {
+	switch d {
+	case DirectionInbound:
+		return "inbound"
+	case DirectionOutbound:
+		return "outbound"
+	}
+	return ""
+}
+
+// Action of a firewall rule.
+type Action uint8
+
+// Actions.
+const (
+	ActionUnknown Action = iota
+	ActionAllow
+	ActionBlock
+)
+
+// String returns "allow", "block" or "".
+func (a Action) String() string {
+	switch a {
+	case ActionAllow:
+		return "allow"
+	case ActionBlock:
+		return "block"
+	}
+	return ""
+}
+
+// Tri is a boolean that may be unknown (Windows events do not always say).
+type Tri uint8
+
+// Tri values.
+const (
+	TriUnknown Tri = iota
+	TriTrue
+	TriFalse
+)
+
+// ExposureChange is a normalized change of a Windows host's exposure, as
+// winevents derives it from forwarded events.
+type ExposureChange struct {
+	// Time is when the change happened on the host (host clock, UTC).
+	Time time.Time
+	// Host is the computer name as the event names it; HostIPs are the
+	// host's addresses when the event carries them. At least one is needed.
+	Host    string
+	HostIPs []netip.Addr
+	Kind    ChangeKind
+	// Ports the change opens; a zero PortSet means the event carried no
+	// port (a 4946 that only names the rule).
+	Ports     PortSet
+	Protocol  Protocol
+	Direction Direction
+	Action    Action
+	Active    Tri
+	RuleID    string
+	RuleName  string
+	// Application is the program the rule or listener belongs to.
+	Application string
+	Service     string
+	// ModifyingUser (often a SID) and ModifyingApplication made the change.
+	ModifyingUser        string
+	ModifyingApplication string
+	ProcessID            uint32
+	// EventID, Channel and RecordID identify the source Windows record;
+	// (Host, Channel, RecordID) recognises the same record forwarded twice.
+	EventID  uint32
+	Channel  string
+	RecordID uint64
+}
+
+// Validation errors; wrap them with errors.Is to count by reason.
+var (
+	ErrInvalidAddr  = errors.New("invalid or missing address")
+	ErrMissingTime  = errors.New("missing time")
+	ErrNoTouches    = errors.New("knock without touches")
+	ErrInvalidPort  = errors.New("port 0")
+	ErrNoHost       = errors.New("change names no host")
+	ErrInvalidOrder = errors.New("times out of order")
+)
+
+func (k *Knock) validate() error {
+	if !k.Src.IsValid() || !k.Dst.IsValid() {
+		return ErrInvalidAddr
+	}
+	if len(k.Touches) == 0 {
+		return ErrNoTouches
+	}
+	for i := range k.Touches {
+		t := &k.Touches[i]
+		if t.Time.IsZero() {
+			return fmt.Errorf("touch %d: %w", i, ErrMissingTime)
+		}
+		if t.Port == 0 {
+			return fmt.Errorf("touch %d: %w", i, ErrInvalidPort)
+		}
+	}
+	return nil
+}
+
+func (h *Handshake) validate() error {
+	if !h.Src.IsValid() || !h.Dst.IsValid() {
+		return ErrInvalidAddr
+	}
+	if h.Port == 0 {
+		return ErrInvalidPort
+	}
+	if h.SYN.IsZero() || h.SYNACK.IsZero() || h.ACK.IsZero() {
+		return ErrMissingTime
+	}
+	if h.SYNACK.Before(h.SYN) || h.ACK.Before(h.SYNACK) {
+		return ErrInvalidOrder
+	}
+	return nil
+}
+
+func (c *ExposureChange) validate() error {
+	if c.Time.IsZero() {
+		return ErrMissingTime
+	}
+	if c.Host == "" && len(c.HostIPs) == 0 {
+		return ErrNoHost
+	}
+	for _, ip := range c.HostIPs {
+		if !ip.IsValid() {
+			return ErrInvalidAddr
+		}
+	}
+	return nil
+}
