@@ -16,12 +16,13 @@ const (
 	ReasonTLSHandshake = "tls_handshake"  // TLS handshake failed (incl. missing client certificate)
 	ReasonTruncated    = "truncated"      // followed file shrank (copytruncate); reading restarts at 0
 	ReasonIO           = "io"             // read/stat/open error
+	ReasonTooManyFiles = "too_many_files" // followed-file limit reached
 )
 
 var allReasons = [...]string{
 	ReasonTooLarge, ReasonUnauthorized, ReasonBadFrame, ReasonBadSyslog, ReasonBadRequest,
 	ReasonUnreadable, ReasonBusy, ReasonReadTimeout, ReasonTooManyConns, ReasonTLSHandshake,
-	ReasonTruncated, ReasonIO,
+	ReasonTruncated, ReasonIO, ReasonTooManyFiles,
 }
 
 type reason int
@@ -39,6 +40,7 @@ const (
 	rTLSHandshake
 	rTruncated
 	rIO
+	rTooManyFiles
 	numReasons
 )
 
