@@ -1,0 +1,360 @@
+package winevents
+
+import (
+	"strings"
+)
+
+// apply interprets one relevant, non-duplicate record against the state
+// and emits its changes. It is called with s.mu held.
+func (s *state) apply(r *record, emit func(ExposureChange)) {
+	h := s.host(r.computer)
+	switch classifyChannel(r.channel) {
+	case clsFirewall:
+		s.firewallEvent(h, r, emit)
+	case clsSecurity:
+		s.securityEvent(h, r, emit)
+	case clsSystem:
+		serviceEvent(r, emit)
+	case clsSysmon:
+		s.sysmonEvent(h, r, emit)
+	}
+}
+
+func (s *state) firewallEvent(h *hostState, r *record, emit func(ExposureChange)) {
+	c := baseChange(r)
+	switch r.eventID {
+	case 2004, 2071, 2097:
+		c.Kind = KindRuleAdded
+		ruleFields(r, &c)
+		s.ruleChange(h, c, emit)
+	case 2005, 2073, 2099:
+		c.Kind = KindRuleModified
+		ruleFields(r, &c)
+		s.ruleChange(h, c, emit)
+	case 2006, 2052:
+		c.Kind = KindRuleDeleted
+		c.RuleID, c.RuleName = r.get("RuleId"), r.get("RuleName")
+		modifierFields(r, &c)
+		key := strings.ToLower(c.RuleID)
+		ri, ok := h.rules.get(key)
+		if ok && ri.haveFW {
+			copyRuleShape(&c, &ri.fw)
+			c.Joined = refPtr(ri.fw.Source)
+		}
+		if !ok {
+			ri = &ruleInfo{}
+			h.rules.put(key, ri)
+		}
+		ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+		emit(c)
+	case 2033, 2059:
+		c.Kind = KindRuleDeleted
+		c.Ports = AnyPorts()
+		c.Protocol = ProtoAny
+		c.Setting = "all rules deleted"
+		modifierFields(r, &c)
+		emit(c)
+	case 2003, 2082:
+		value := r.get("SettingValueString")
+		if value == "" {
+			value = r.get("SettingValueDisplay")
+		}
+		if value == "" {
+			value = r.get("SettingValue")
+		}
+		st := r.get("SettingType")
+		if firewallSettingDisables(st, value) {
+			c.Kind = KindFirewallDisabled
+			disabledShape(&c, r.get("Profiles"), st, value)
+			modifierFields(r, &c)
+			emit(c)
+		}
+	}
+}
+
+func disabledShape(c *ExposureChange, profiles, setting, value string) {
+	c.Ports = AnyPorts()
+	c.Protocol = ProtoAny
+	c.Direction = DirIn
+	c.Action = ActionAllow
+	c.Active = true
+	c.Profiles = profilesText(profiles)
+	c.Setting = strings.TrimSpace(setting) + " = " + strings.TrimSpace(value)
+}
+
+// copyRuleShape copies what a deletion or a port-less Security event does
+// not carry from the rule's last known state.
+func copyRuleShape(c, from *ExposureChange) {
+	c.Ports, c.Protocol, c.Direction, c.Action = from.Ports, from.Protocol, from.Direction, from.Action
+	c.Profiles, c.Application, c.Service = from.Profiles, from.Application, from.Service
+	if c.RuleName == "" {
+		c.RuleName = from.RuleName
+	}
+	if c.RuleGroup == "" {
+		c.RuleGroup, c.AppPackageRule = from.RuleGroup, from.AppPackageRule
+	}
+}
+
+func refPtr(r SourceRef) *SourceRef { return &r }
+
+// ruleChange handles a Firewall-channel add or modify of a rule, in event
+// time: a modify with Active=1 of a rule last seen inactive is an enable;
+// an older record arriving after a newer one does not overwrite the state
+// (and turns an already emitted "modified, active" into "enabled" when it
+// shows the rule was inactive before).
+func (s *state) ruleChange(h *hostState, c ExposureChange, emit func(ExposureChange)) {
+	key := strings.ToLower(c.RuleID)
+	ri, ok := h.rules.get(key)
+	if !ok {
+		ri = &ruleInfo{}
+		h.rules.put(key, ri)
+	}
+	if ri.sec != nil && within(ri.secTime, c.Time, s.opts.JoinWindow) && c.Joined == nil {
+		c.Joined = ri.sec
+	}
+	if ri.haveFW && c.Time.Before(ri.fw.Time) {
+		emit(c)
+		if !c.Active && ri.fw.Active && ri.fwKind == KindRuleModified && within(ri.fw.Time, c.Time, s.opts.JoinWindow) {
+			up := ri.fw
+			up.Kind = KindRuleEnabled
+			up.Joined = refPtr(c.Source)
+			ri.fw, ri.fwKind = up, KindRuleEnabled
+			s.counts.Joins++
+			emit(up)
+		}
+		return
+	}
+	if c.Kind == KindRuleModified && c.Active && ri.haveFW && !ri.fw.Active && ri.fw.Kind != KindRuleDeleted {
+		c.Kind = KindRuleEnabled
+		c.Joined = refPtr(ri.fw.Source)
+		s.counts.Joins++
+	}
+	ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+	emit(c)
+}
+
+func (s *state) securityEvent(h *hostState, r *record, emit func(ExposureChange)) {
+	switch r.eventID {
+	case 4946, 4947, 4948:
+		s.mpssvcRule(h, r, emit)
+	case 4950:
+		st, v := r.get("SettingType"), r.get("SettingValue")
+		if firewallSettingDisables(st, v) {
+			c := baseChange(r)
+			c.Kind = KindFirewallDisabled
+			disabledShape(&c, r.get("ProfileChanged"), st, v)
+			emit(c)
+		}
+	case 5447:
+		s.filterChange(h, r, emit)
+	case 5154, 5158:
+		s.listener(h, r, emit)
+	case 5156:
+		s.wfpConnection(h, r, emit)
+	}
+}
+
+// mpssvcRule handles 4946/4947/4948, which name a rule but carry no port.
+// When the Firewall channel already described the same rule (same RuleId,
+// within JoinWindow) the Security record adds nothing and is counted as
+// redundant. Otherwise it is emitted at once (without ports unless a 5447
+// of the same name already gave them) and kept pending so that a later
+// 5447 re-emits it with ports.
+func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
+	c := baseChange(r)
+	c.RuleID, c.RuleName = r.get("RuleId"), r.get("RuleName")
+	c.Profiles = r.get("ProfileChanged")
+	switch r.eventID {
+	case 4946:
+		c.Kind = KindRuleAdded
+	case 4947:
+		c.Kind = KindRuleModified
+	default:
+		c.Kind = KindRuleDeleted
+	}
+	key := strings.ToLower(c.RuleID)
+	ri, ok := h.rules.get(key)
+	if ok && ri.haveFW && within(ri.fw.Time, c.Time, s.opts.JoinWindow) {
+		s.counts.Redundant++
+		return
+	}
+	if !ok {
+		ri = &ruleInfo{}
+		h.rules.put(key, ri)
+	}
+	ri.sec, ri.secTime = refPtr(c.Source), c.Time
+	if c.Kind == KindRuleDeleted {
+		if ri.haveFW {
+			copyRuleShape(&c, &ri.fw)
+			c.Joined = refPtr(ri.fw.Source)
+		} else if ni, ok := h.names.get(c.RuleName); ok && ni.hasPort {
+			c.Ports, c.Protocol, c.Action, c.Direction = ni.ports, ni.proto, ni.action, ni.dir
+			c.Joined = refPtr(ni.src)
+			s.counts.Joins++
+		}
+		emit(c)
+		return
+	}
+	ni, ok := h.names.get(c.RuleName)
+	if !ok {
+		ni = &nameInfo{}
+		h.names.put(c.RuleName, ni)
+	}
+	ni.ruleID = c.RuleID
+	if ni.hasPort && within(ni.src.Time, c.Time, s.opts.JoinWindow) {
+		joinFilter(&c, ni)
+		s.counts.Joins++
+		emit(c)
+		return
+	}
+	emit(c)
+	if len(ni.pending) >= maxPendingPerName {
+		ni.pending = ni.pending[1:]
+		s.counts.PendingDropped++
+	}
+	ni.pending = append(ni.pending, pendingRule{c: c})
+}
+
+// joinFilter gives a port-less rule change the ports of its WFP filters.
+func joinFilter(c *ExposureChange, ni *nameInfo) {
+	c.Ports = c.Ports.Union(ni.ports)
+	if ni.proto != ProtoUnknown {
+		c.Protocol = ni.proto
+	} else if c.Protocol == ProtoUnknown {
+		c.Protocol = ProtoAny
+	}
+	if ni.action != "" {
+		c.Action = ni.action
+	}
+	if ni.dir != "" {
+		c.Direction = ni.dir
+	}
+	c.Active = true // WFP filters exist only for enabled rules
+	c.Joined = refPtr(ni.src)
+}
+
+// filterChange handles 5447. It never emits on its own: it remembers the
+// filter (for 5154/5158 FilterRTID) and, for an added permit/block filter
+// with a local-port condition, the ports of the rule of that name, giving
+// them to pending 4946/4947 records and to waiting listeners.
+func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange)) {
+	name := r.get("FilterName")
+	id, _ := parseUint(r.get("FilterId"), 64)
+	src := r.source()
+	change := strings.TrimSpace(r.get("ChangeType"))
+	if change == codeChangeDelete {
+		if id != 0 {
+			h.filters.remove(id)
+		}
+		return
+	}
+	if id != 0 {
+		h.filters.put(id, &filterInfo{name: name, src: src})
+		if waiting, ok := h.waiting.get(id); ok {
+			h.waiting.remove(id)
+			for _, l := range waiting {
+				l.RuleName = name
+				if ni, ok := h.names.get(name); ok {
+					l.RuleID = ni.ruleID
+				}
+				l.Joined = refPtr(src)
+				s.counts.Joins++
+				emit(l)
+			}
+		}
+	}
+	if change != "" && change != codeChangeAdd && !strings.EqualFold(change, "add") {
+		return
+	}
+	ports, proto, ok := parseConditions(r.get("Conditions"))
+	if !ok || name == "" {
+		return
+	}
+	layer := r.get("LayerName")
+	if proto == ProtoUnknown && strings.Contains(strings.ToLower(layer), "listen") {
+		proto = ProtoTCP // the ALE listen layers see TCP only
+	}
+	ni, found := h.names.get(name)
+	if !found {
+		ni = &nameInfo{}
+		h.names.put(name, ni)
+	}
+	if !ni.hasPort || !within(ni.src.Time, src.Time, s.opts.JoinWindow) {
+		ni.ports = PortSet{}
+		ni.proto = ProtoUnknown
+	}
+	ni.ports = ni.ports.Union(ports)
+	if proto != ProtoUnknown {
+		ni.proto = proto
+	}
+	switch strings.TrimSpace(r.get("Action")) {
+	case codeActionPermit:
+		ni.action = ActionAllow
+	case codeActionBlock:
+		ni.action = ActionBlock
+	}
+	if d := wfpLayerDirection(layer); d != "" {
+		ni.dir = d
+	}
+	ni.src, ni.hasPort = src, true
+	kept := ni.pending[:0]
+	for _, p := range ni.pending {
+		if !within(p.c.Time, src.Time, s.opts.JoinWindow) {
+			continue
+		}
+		if !p.emitted.Covers(ni.ports) || !p.emitted.Known() {
+			c := p.c
+			joinFilter(&c, ni)
+			p.emitted = c.Ports
+			s.counts.Joins++
+			emit(c)
+		}
+		kept = append(kept, p)
+	}
+	ni.pending = kept
+}
+
+// listener handles 5154 (listen permitted) and 5158 (bind permitted).
+func (s *state) listener(h *hostState, r *record, emit func(ExposureChange)) {
+	port, ok := parsePortField(r.get("SourcePort"))
+	if !ok || port == 0 {
+		return
+	}
+	c := baseChange(r)
+	c.Kind = KindListener
+	c.Ports = SinglePort(port)
+	c.Protocol = parseProtocol(r.get("Protocol"))
+	c.Direction = DirIn
+	c.Action = ActionAllow
+	c.Active = true
+	c.Application = r.get("Application")
+	if pid, ok := parseUint(r.get("ProcessId"), 32); ok {
+		c.ProcessID = uint32(pid)
+	}
+	c.LocalAddress = parseAddr(r.get("SourceAddress"))
+	h.learnIP(c.LocalAddress)
+	c.Layer = layerText(r.get("LayerName"))
+	if c.Layer == "listen" || r.eventID == 5154 {
+		h.listening.put(uint32(c.Protocol)<<16|uint32(port), struct{}{})
+	}
+	rtid, _ := parseUint(r.get("FilterRTID"), 64)
+	c.FilterID = rtid
+	if rtid != 0 {
+		if f, ok := h.filters.get(rtid); ok {
+			c.RuleName = f.name
+			if ni, ok := h.names.get(f.name); ok {
+				c.RuleID = ni.ruleID
+			}
+			c.Joined = refPtr(f.src)
+			s.counts.Joins++
+		} else {
+			w, _ := h.waiting.get(rtid)
+			if len(w) >= maxWaitingPerID {
+				w = w[1:]
+				s.counts.PendingDropped++
+			}
+			h.waiting.put(rtid, append(w, c))
+		}
+	}
+	emit(c)
+}

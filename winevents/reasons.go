@@ -1,0 +1,42 @@
+package winevents
+
+// Reason says why a record was rejected.
+type Reason string
+
+// Rejection reasons.
+const (
+	ReasonUnknownFormat  Reason = "unknown_format"
+	ReasonMalformedJSON  Reason = "malformed_json"
+	ReasonMalformedXML   Reason = "malformed_xml"
+	ReasonTruncated      Reason = "truncated"
+	ReasonTooLarge       Reason = "too_large"
+	ReasonTooDeep        Reason = "too_deep"
+	ReasonDTD            Reason = "dtd_forbidden"
+	ReasonMissingEventID Reason = "missing_event_id"
+	ReasonMissingHost    Reason = "missing_host"
+	ReasonBadTime        Reason = "bad_time"
+)
+
+// Reasons lists every Reason in a stable order (for metrics).
+var Reasons = []Reason{
+	ReasonUnknownFormat, ReasonMalformedJSON, ReasonMalformedXML, ReasonTruncated, ReasonTooLarge,
+	ReasonTooDeep, ReasonDTD, ReasonMissingEventID, ReasonMissingHost, ReasonBadTime,
+}
+
+func reasonIndex(r Reason) int {
+	for i, x := range Reasons {
+		if x == r {
+			return i
+		}
+	}
+	return 0
+}
+
+func formatIndex(f Format) int {
+	for i, x := range Formats {
+		if x == f {
+			return i
+		}
+	}
+	return len(Formats) - 1
+}

@@ -1,0 +1,158 @@
+package winevents
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// state is everything the Decoder remembers between records: recently seen
+// record ids (duplicates) and, per host, what the joins need. Every table
+// is an LRU with a cap; evictions are counted. One mutex guards it all:
+// parsing happens outside the lock, only the short state step inside.
+type state struct {
+	mu     sync.Mutex
+	opts   Options
+	seen   *lru[dedupeKey, struct{}]
+	hosts  *lru[string, *hostState]
+	counts stateCounts
+}
+
+// stateCounts are guarded by state.mu and copied into Stats.
+type stateCounts struct {
+	DedupeEvicted  uint64
+	HostsEvicted   uint64
+	JoinEvicted    uint64
+	Joins          uint64
+	Redundant      uint64
+	PendingDropped uint64
+}
+
+type dedupeKey struct {
+	host, channel string
+	record        uint64
+}
+
+type hostState struct {
+	rules     *lru[string, *ruleInfo]        // by lower-case RuleId
+	names     *lru[string, *nameInfo]        // by rule name = 5447 FilterName
+	filters   *lru[uint64, *filterInfo]      // by 5447 FilterId
+	waiting   *lru[uint64, []ExposureChange] // listeners waiting for their FilterRTID
+	listening *lru[uint32, struct{}]         // proto<<16 | port seen in 5154/5158
+	ips       []netip.Addr                   // learned local addresses (bounded)
+}
+
+// ruleInfo is the last known state of a rule.
+type ruleInfo struct {
+	fw      ExposureChange // last Firewall-channel change (haveFW)
+	haveFW  bool
+	fwKind  Kind // kind as first emitted for fw (to upgrade modified->enabled once)
+	sec     *SourceRef
+	secTime time.Time
+}
+
+// nameInfo joins 4946/4947 (by RuleName) with 5447 (by FilterName).
+type nameInfo struct {
+	ports   PortSet
+	proto   Protocol
+	action  Action
+	dir     Direction
+	src     SourceRef
+	hasPort bool
+	ruleID  string
+	pending []pendingRule
+}
+
+type pendingRule struct {
+	c       ExposureChange
+	emitted PortSet
+}
+
+type filterInfo struct {
+	name string
+	src  SourceRef
+}
+
+const (
+	maxPendingPerName = 8
+	maxWaitingPerID   = 8
+	maxLearnedIPs     = 16
+)
+
+func newState(o Options) *state {
+	s := &state{opts: o}
+	s.seen = newLRU[dedupeKey, struct{}](o.DedupeSize, &s.counts.DedupeEvicted)
+	s.hosts = newLRU[string, *hostState](o.MaxHosts, &s.counts.HostsEvicted)
+	return s
+}
+
+func (s *state) host(name string) *hostState {
+	k := strings.ToLower(name)
+	if h, ok := s.hosts.get(k); ok {
+		return h
+	}
+	n := s.opts.MaxPerHost
+	ev := &s.counts.JoinEvicted
+	h := &hostState{
+		rules:     newLRU[string, *ruleInfo](n, ev),
+		names:     newLRU[string, *nameInfo](n, ev),
+		filters:   newLRU[uint64, *filterInfo](n, ev),
+		waiting:   newLRU[uint64, []ExposureChange](n, ev),
+		listening: newLRU[uint32, struct{}](n, ev),
+	}
+	s.hosts.put(k, h)
+	return h
+}
+
+// duplicate records the key of r and reports whether it was seen already.
+// Records without a record id cannot be recognised and are never duplicates.
+func (s *state) duplicate(r *record) bool {
+	if r.recordID == 0 {
+		return false
+	}
+	k := dedupeKey{strings.ToLower(r.computer), strings.ToLower(r.channel), r.recordID}
+	if _, ok := s.seen.get(k); ok {
+		return true
+	}
+	s.seen.put(k, struct{}{})
+	return false
+}
+
+func (h *hostState) learnIP(a netip.Addr) {
+	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+		return
+	}
+	for _, x := range h.ips {
+		if x == a {
+			return
+		}
+	}
+	if len(h.ips) >= maxLearnedIPs {
+		copy(h.ips, h.ips[1:])
+		h.ips = h.ips[:len(h.ips)-1]
+	}
+	h.ips = append(h.ips, a)
+}
+
+func (h *hostState) isLocalIP(a netip.Addr, extra []netip.Addr) bool {
+	for _, x := range extra {
+		if x == a {
+			return true
+		}
+	}
+	for _, x := range h.ips {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func within(a, b time.Time, w time.Duration) bool {
+	d := a.Sub(b)
+	if d < 0 {
+		d = -d
+	}
+	return d <= w
+}

@@ -1,0 +1,48 @@
+package winevents
+
+// FormatStats are the cumulative counts of one format.
+type FormatStats struct {
+	Read, Relevant, Skipped, Duplicates, Rejected, Emitted uint64
+}
+
+// Stats is a snapshot of a Decoder's cumulative counters, as plain values
+// for the cmd layer to export (it owns the Prometheus collector).
+type Stats struct {
+	ByFormat map[Format]FormatStats
+	// Rejected counts rejections by reason over all formats.
+	Rejected map[Reason]uint64
+	// DedupeEvicted counts record keys pushed out of the duplicate window,
+	// HostsEvicted hosts whose join state was dropped, JoinEvicted entries
+	// dropped from a per-host join table, PendingDropped joins abandoned
+	// because too many records waited for the same partner: each shows a
+	// cap being hit.
+	DedupeEvicted, HostsEvicted, JoinEvicted, PendingDropped uint64
+	// Joins counts completed two-record joins; Redundant counts Security
+	// 4946/4947/4948 records not emitted because the Firewall channel had
+	// already described the same rule change.
+	Joins, Redundant uint64
+	// Hosts is the number of hosts with join state now.
+	Hosts int
+}
+
+// Stats returns the cumulative counters.
+func (d *Decoder) Stats() Stats {
+	s := Stats{ByFormat: map[Format]FormatStats{}, Rejected: map[Reason]uint64{}}
+	for i, f := range Formats {
+		c := &d.c.byFormat[i]
+		s.ByFormat[f] = FormatStats{
+			Read: c.read.Load(), Relevant: c.relevant.Load(), Skipped: c.skipped.Load(),
+			Duplicates: c.duplicates.Load(), Rejected: c.rejected.Load(), Emitted: c.emitted.Load(),
+		}
+	}
+	for i, r := range Reasons {
+		s.Rejected[r] = d.c.reasons[i].Load()
+	}
+	d.st.mu.Lock()
+	sc := d.st.counts
+	s.Hosts = d.st.hosts.len()
+	d.st.mu.Unlock()
+	s.DedupeEvicted, s.HostsEvicted, s.JoinEvicted, s.PendingDropped = sc.DedupeEvicted, sc.HostsEvicted, sc.JoinEvicted, sc.PendingDropped
+	s.Joins, s.Redundant = sc.Joins, sc.Redundant
+	return s
+}
