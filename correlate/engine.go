@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -65,6 +66,7 @@ type Engine struct {
 	maxSensor int64 // newest sensor event time seen (or Advance'd)
 	lastSweep int64
 	c         counters
+	arriving  *chg // the change being attached, evaluated even if late
 	pending   []Alert
 }
 
@@ -154,8 +156,14 @@ func (e *Engine) observe(t int64) {
 	}
 }
 
-func (e *Engine) late(t int64) bool {
-	return e.maxSensor != 0 && t < e.wm()-e.rule.retention
+func (e *Engine) late(t int64) bool { return t < e.cutoff() }
+
+// cutoff is the event time before which evidence has expired.
+func (e *Engine) cutoff() int64 {
+	if e.maxSensor == 0 {
+		return math.MinInt64
+	}
+	return e.wm() - e.rule.retention
 }
 
 // AddKnock adds a knock record from the sensor.
@@ -315,10 +323,16 @@ func (e *Engine) resolve(c *ExposureChange) []netip.Addr {
 // attach files a resolved change under each of its hosts and evaluates
 // the handshakes pending there.
 func (e *Engine) attach(ch *chg) {
+	e.arriving = ch
+	defer func() { e.arriving = nil }()
 	for _, d := range ch.ips {
 		h := e.st.host(d, true)
 		h.changes = append(h.changes, ch)
+		cutoff := e.cutoff()
 		for src, p := range h.pairs {
+			if p.last < cutoff {
+				continue // expired, not swept yet
+			}
 			for _, r := range p.hs {
 				e.evalHS(d, h, src, p, r)
 			}
@@ -355,7 +369,7 @@ func (e *Engine) markScan(p *pair) {
 // evalHS evaluates one handshake and queues an alert record when its
 // outcome improved.
 func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec) {
-	best, noAlert := e.rule.evaluate(e.sup, src, d, func() string { return e.hostName(d, nil) }, p, h, r)
+	best, noAlert := e.rule.evaluate(e.sup, e.cutoff(), e.arriving, src, d, func() string { return e.hostName(d, nil) }, p, h, r)
 	if best.conf == ConfidenceNone {
 		if noAlert != "" && r.noAlert == "" {
 			r.noAlert = noAlert

@@ -189,7 +189,10 @@ func portState(h *hsRec, kEnd int64) string {
 // evaluate returns the best outcome for handshake h of pair p to host d
 // with the changes of host hs, and the reason it cannot alert when no
 // outcome exists.
-func (r *rule) evaluate(sup *suppressor, src, dst netip.Addr, hostName func() string, p *pair, hst *host, h *hsRec) (best outcome, noAlert string) {
+// Stored changes older than cutoff (plus the skew) have expired and are
+// ignored even if no sweep has removed them yet; arriving is the change
+// being added now, which is evaluated however late it is.
+func (r *rule) evaluate(sup *suppressor, cutoff int64, arriving *chg, src, dst netip.Addr, hostName func() string, p *pair, hst *host, h *hsRec) (best outcome, noAlert string) {
 	if p.scan {
 		return outcome{}, ""
 	}
@@ -206,7 +209,7 @@ func (r *rule) evaluate(sup *suppressor, src, dst netip.Addr, hostName func() st
 			return true
 		}
 		for _, c := range hst.changes {
-			if c.t < k.t-r.skew || c.t > k.t+r.after {
+			if (c.t+r.skew < cutoff && c != arriving) || c.t < k.t-r.skew || c.t > k.t+r.after {
 				continue
 			}
 			if h.ack < c.t-r.skew || h.ack > c.t+r.hsAfter {
