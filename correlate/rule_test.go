@@ -371,7 +371,9 @@ func TestConfigValidation(t *testing.T) {
 		func(c *Config) {
 			c.Suppression.ChangeWindows = []ChangeWindow{{Groups: []string{"nope"}, Start: t0, End: t0.Add(1)}}
 		},
-		func(c *Config) { c.Suppression.ChangeWindows = []ChangeWindow{{Hosts: []string{"*"}, Start: t0, End: t0}} },
+		func(c *Config) {
+			c.Suppression.ChangeWindows = []ChangeWindow{{Hosts: []string{"*"}, Start: t0, End: t0}}
+		},
 	} {
 		cfg := DefaultConfig()
 		mod(&cfg)
