@@ -1,0 +1,54 @@
+/* counters.h — per-CPU counters. One PERCPU_ARRAY entry holds them all, so a
+ * packet pays one (inlined) lookup and then plain increments; userspace sums
+ * the CPUs at scrape time. The order is the ABI: loader/counters.go names
+ * each index and must be kept in step (TestCounterNames checks the count). */
+#ifndef KW_COUNTERS_H
+#define KW_COUNTERS_H
+
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+enum kw_counter {
+	KW_C_PACKETS,          /* every packet */
+	KW_C_BYTES,            /* bytes of every packet */
+	KW_C_NON_IP,           /* not IPv4/IPv6 after up to two VLAN tags */
+	KW_C_NON_TCP,          /* IP but not TCP */
+	KW_C_TRUNCATED,        /* a header ran past the end of the packet */
+	KW_C_FRAGMENT,         /* IPv4 non-first fragment or IPv6 fragment: skipped */
+	KW_C_UNKNOWN_EXT,      /* IPv6 extension header we do not walk, or too many */
+	KW_C_BAD_HEADER,       /* IHL < 5, doff < 5, IP version mismatch */
+	KW_C_TCP,              /* TCP packets parsed */
+	KW_C_SYN,              /* SYN without ACK */
+	KW_C_SYNACK,           /* SYN+ACK */
+	KW_C_RST,              /* RST, with or without ACK */
+	KW_C_BAD_FLAGS,        /* SYN together with RST: ignored */
+	KW_C_SYN_RETRANS,      /* SYN to a port already pending for the same pair */
+	KW_C_TOUCH_REJ,        /* closed-port touch: SYN answered by matching RST */
+	KW_C_TOUCH_S0,         /* closed-port touch: SYN unanswered past the S0 timeout */
+	KW_C_BACKSCATTER,      /* RST answering no SYN we saw (or with a wrong ack) */
+	KW_C_SYNACK_UNMATCHED, /* SYN-ACK answering no SYN we saw (or with a wrong ack) */
+	KW_C_PORT_OPEN,        /* SYN-ACK matched to a pending SYN: port seen open */
+	KW_C_PENDING_EVICTED,  /* an unanswered, not yet timed out SYN was pushed out */
+	KW_C_SLOT_TAKEOVER,    /* a pair slot changed owner (direct-mapped collision) */
+	KW_C_CANDIDATES,       /* candidate state created (second distinct closed touch) */
+	KW_C_FLAGS,            /* knocks flagged (KNOCK records sent) */
+	KW_C_HANDSHAKES,       /* HANDSHAKE records sent */
+	KW_C_HANDSHAKE_BAD_ACK,/* watched connection's ACK did not ack the SYN-ACK */
+	KW_C_HANDSHAKE_REPEAT, /* completed handshake to a port already reported */
+	KW_C_WATCH_STARTED,    /* SYN of a flagged pair: handshake watched */
+	KW_C_ALLOWLISTED,      /* touches by allowlisted sources (never flagged) */
+	KW_C_RINGBUF_FULL,     /* ring-buffer reserve failed: record lost */
+	KW_C_MAP_INSERT_FAIL,  /* a map update failed */
+	KW_C_PORT_SLOT_TAKEOVER, /* port-state slot changed owner */
+	KW_C_NO_META,          /* replay mode packet without 8 bytes of metadata */
+	KW_C_IPV4,
+	KW_C_IPV6,
+	KW_C_VLAN,             /* packets with at least one 802.1Q/802.1ad tag */
+	KW_C__MAX,
+};
+
+struct kw_counters {
+	__u64 c[KW_C__MAX];
+};
+
+#endif

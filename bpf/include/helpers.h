@@ -1,0 +1,97 @@
+/* helpers.h — small inline helpers: time, hashing, address comparison,
+ * counters and the window arithmetic every handler shares. */
+#ifndef KW_HELPERS_H
+#define KW_HELPERS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "config.h"
+#include "counters.h"
+#include "types.h"
+
+#define KW_INC(c, idx) ((c)->c[(idx)]++)
+
+/* kw_now returns the packet's time in ns. Live mode: CLOCK_TAI, which
+ * userspace maps to UTC. Replay mode: the 8 bytes of XDP metadata in front of
+ * the packet (unix ns, the capture timestamp); returns 0 when they are
+ * missing. */
+static __always_inline __u64 kw_now(struct xdp_md *ctx)
+{
+	if (CFG.replay) {
+		void *meta = (void *)(long)ctx->data_meta;
+		void *data = (void *)(long)ctx->data;
+		__u64 ts;
+
+		if (meta + sizeof(ts) > data)
+			return 0;
+		__builtin_memcpy(&ts, meta, sizeof(ts));
+		return ts;
+	}
+	return bpf_ktime_get_tai_ns();
+}
+
+/* kw_after reports whether a is later than b by more than d (ns), robust to
+ * a < b (evidence detected out of order). */
+static __always_inline int kw_after(__u64 a, __u64 b, __u64 d)
+{
+	return (__s64)(a - b) > (__s64)d;
+}
+
+static __always_inline __u32 kw_mix(__u32 h, __u32 v)
+{
+	h ^= v;
+	h *= 0x9e3779b1;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline __u32 kw_hash_addr(__u32 h, const struct kw_addr *a)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, a->b, 16);
+	h = kw_mix(h, w[0]);
+	h = kw_mix(h, w[1]);
+	h = kw_mix(h, w[2]);
+	h = kw_mix(h, w[3]);
+	return h;
+}
+
+/* kw_hash_pair: slot hash of (S, D), keyed by the per-load random seed so an
+ * outsider cannot aim collisions at a known attacker's slot. */
+static __always_inline __u32 kw_hash_pair(const struct kw_pair *p)
+{
+	__u32 h = CFG.hash_seed;
+
+	h = kw_hash_addr(h, &p->src);
+	h = kw_hash_addr(h, &p->dst);
+	h *= 0x85ebca6b;
+	return h ^ (h >> 13);
+}
+
+static __always_inline __u32 kw_hash_port(const struct kw_addr *host, __u16 port)
+{
+	__u32 h = kw_hash_addr(CFG.hash_seed ^ 0x5bd1e995, host);
+
+	h = kw_mix(h, port);
+	h *= 0x85ebca6b;
+	return h ^ (h >> 13);
+}
+
+static __always_inline int kw_addr_eq(const struct kw_addr *a, const struct kw_addr *b)
+{
+	__u64 a0, a1, b0, b1;
+
+	__builtin_memcpy(&a0, a->b, 8);
+	__builtin_memcpy(&a1, &a->b[8], 8);
+	__builtin_memcpy(&b0, b->b, 8);
+	__builtin_memcpy(&b1, &b->b[8], 8);
+	return a0 == b0 && a1 == b1;
+}
+
+static __always_inline int kw_pair_eq(const struct kw_pair *a, const struct kw_pair *b)
+{
+	return kw_addr_eq(&a->src, &b->src) && kw_addr_eq(&a->dst, &b->dst);
+}
+
+#endif

@@ -1,0 +1,398 @@
+//go:build ignore
+
+/* knockwatch.c — the XDP sensor: closed-port touches, knock flags and first
+ * handshakes of flagged sources, at line rate.
+ *
+ * The entry point parses (parsing.h), classifies the TCP packet and hands it
+ * to one handler. Plain ACK/data packets leave after one global load unless
+ * a watched handshake is in flight. See docs/ARCHITECTURE.md for the state
+ * machine and bpf/include/maps.h for every map.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "types.h"
+#include "config.h"
+#include "counters.h"
+#include "maps.h"
+#include "parsing.h"
+#include "helpers.h"
+#include "portstate.h"
+#include "touch.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+/* Keep the record types in BTF so bpf2go can generate their Go twins. */
+const struct handshake_rec *unused_handshake_rec __attribute__((unused));
+const struct knock_rec *unused_knock_rec __attribute__((unused));
+
+/* A touch found inside a pair slot's lock, finished after it is released. */
+struct kw_found {
+	__u64 ts;
+	__u16 port;
+	__u8 kind;
+	__u8 tier;
+};
+
+/* kw_on_syn: S -> D:dport SYN. Records it as pending in the pair slot, ages
+ * the pair's earlier pending SYNs into S0 touches, and starts watching the
+ * handshake if (S, D) is flagged. */
+static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u64 now)
+{
+	struct kw_pair pair = { .src = p->saddr, .dst = p->daddr };
+	__u32 h = kw_hash_pair(&pair);
+	__u32 idx = h & CFG.pair_slots_mask;
+	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
+	struct kw_found found[KW_PENDING] = {};
+	struct kw_touch first = {};
+	int same = -1, oldest = 0, nfound = 0;
+	__u64 oldest_ts = ~0ULL;
+
+	KW_INC(c, KW_C_SYN);
+	if (!slot)
+		return;
+	bpf_spin_lock(&slot->lock);
+	if (!kw_pair_eq(&slot->owner, &pair)) {
+		for (int i = 0; i < KW_PENDING; i++)
+			if (slot->pend[i].ts)
+				KW_INC(c, KW_C_PENDING_EVICTED);
+		if (slot->first_ts || slot->pend[0].ts)
+			KW_INC(c, KW_C_SLOT_TAKEOVER);
+		slot->owner = pair;
+		slot->first_ts = 0;
+		__builtin_memset(slot->pend, 0, sizeof(slot->pend));
+	}
+	for (int i = 0; i < KW_PENDING; i++) {
+		struct kw_pending *e = &slot->pend[i];
+
+		if (!e->ts) {
+			oldest_ts = 0;
+			oldest = i;
+			continue;
+		}
+		if (kw_after(now, e->ts, CFG.s0_timeout_ns)) {
+			/* Unanswered past the timeout: an S0 touch. */
+			found[i].ts = e->ts;
+			found[i].port = e->dport;
+			found[i].kind = KW_TOUCH_S0;
+			found[i].tier = kw_tier1(slot, h, e->dport, KW_TOUCH_S0, e->ts, &first);
+			nfound++;
+			if (e->dport == p->dport) {
+				same = i; /* a new attempt at the same port */
+				e->ts = now;
+				e->seq = p->seq;
+				e->sport = p->sport;
+			} else {
+				e->ts = 0;
+				oldest_ts = 0;
+				oldest = i;
+			}
+			continue;
+		}
+		if (e->dport == p->dport) {
+			/* Retransmission (or a new attempt) within the timeout:
+			 * one touch; answers must ack the latest SYN. */
+			same = i;
+			e->seq = p->seq;
+			e->sport = p->sport;
+			KW_INC(c, KW_C_SYN_RETRANS);
+			continue;
+		}
+		if (oldest_ts && e->ts < oldest_ts) {
+			oldest_ts = e->ts;
+			oldest = i;
+		}
+	}
+	if (same < 0) {
+		struct kw_pending *e = &slot->pend[oldest & (KW_PENDING - 1)];
+
+		if (e->ts)
+			KW_INC(c, KW_C_PENDING_EVICTED);
+		e->ts = now;
+		e->seq = p->seq;
+		e->sport = p->sport;
+		e->dport = p->dport;
+	}
+	bpf_spin_unlock(&slot->lock);
+
+	if (nfound) {
+		for (int i = 0; i < KW_PENDING; i++) {
+			if (!found[i].ts)
+				continue;
+			kw_port_seen(c, &pair.dst, found[i].port, KW_PORT_CLOSED, found[i].ts, NULL, NULL);
+			KW_INC(c, KW_C_TOUCH_S0);
+			kw_tier2(c, &pair, found[i].tier, &first, found[i].port, KW_TOUCH_S0,
+				 found[i].ts, now);
+		}
+	}
+
+	if (any_flagged && bpf_map_lookup_elem(&flagged, &pair)) {
+		struct kw_conn conn = { .pair = pair, .sport = p->sport, .dport = p->dport };
+		struct watch w = { .syn_seq = p->seq, .state = 1, .syn_ts = now };
+
+		if (bpf_map_update_elem(&watch, &conn, &w, BPF_ANY))
+			KW_INC(c, KW_C_MAP_INSERT_FAIL);
+		else
+			KW_INC(c, KW_C_WATCH_STARTED);
+	}
+}
+
+/* kw_answer looks for the pending SYN that a packet from D:sport to
+ * S:dport answers (ack == SYN seq + 1) and frees it. Returns the SYN's time,
+ * 0 when nothing matches. On a match of an RST the touch's tier-1 step runs
+ * under the same lock. */
+static __always_inline __u64 kw_answer(struct kw_packet *p, int rst, struct kw_found *f,
+				       struct kw_touch *first, struct kw_pair *pair)
+{
+	__u32 h = kw_hash_pair(pair);
+	__u32 idx = h & CFG.pair_slots_mask;
+	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
+	__u64 syn_ts = 0;
+
+	if (!slot)
+		return 0;
+	bpf_spin_lock(&slot->lock);
+	if (kw_pair_eq(&slot->owner, pair)) {
+		for (int i = 0; i < KW_PENDING; i++) {
+			struct kw_pending *e = &slot->pend[i];
+
+			if (!e->ts || e->dport != p->sport || e->sport != p->dport ||
+			    p->ack != e->seq + 1)
+				continue;
+			syn_ts = e->ts;
+			e->ts = 0;
+			break;
+		}
+		if (syn_ts && rst) {
+			f->ts = syn_ts;
+			f->port = p->sport;
+			f->kind = KW_TOUCH_REJ;
+			f->tier = kw_tier1(slot, h, p->sport, KW_TOUCH_REJ, syn_ts, first);
+		}
+	}
+	bpf_spin_unlock(&slot->lock);
+	return syn_ts;
+}
+
+/* kw_on_rst: D:sport -> S RST. A REJ touch when it answers a pending SYN. */
+static __noinline void kw_on_rst(struct kw_counters *c, struct kw_packet *p, __u64 now)
+{
+	struct kw_pair pair = { .src = p->daddr, .dst = p->saddr };
+	struct kw_found f = {};
+	struct kw_touch first = {};
+
+	KW_INC(c, KW_C_RST);
+	if (!kw_answer(p, 1, &f, &first, &pair)) {
+		KW_INC(c, KW_C_BACKSCATTER);
+		return;
+	}
+	kw_port_seen(c, &pair.dst, f.port, KW_PORT_CLOSED, now, NULL, NULL);
+	KW_INC(c, KW_C_TOUCH_REJ);
+	kw_tier2(c, &pair, f.tier, &first, f.port, KW_TOUCH_REJ, f.ts, now);
+}
+
+/* kw_on_synack: D:sport -> S SYN-ACK. The port is open; a watched handshake
+ * learns the SYN-ACK and what the port state knew before it. */
+static __noinline void kw_on_synack(struct kw_counters *c, struct kw_packet *p, __u64 now)
+{
+	struct kw_pair pair = { .src = p->daddr, .dst = p->saddr };
+	struct kw_found f = {};
+	struct kw_touch first = {};
+	struct watch *w = NULL;
+	__u64 prev_closed = 0, prev_open = 0;
+	int matched, watched = 0;
+
+	KW_INC(c, KW_C_SYNACK);
+	matched = kw_answer(p, 0, &f, &first, &pair) != 0;
+	if (any_flagged) {
+		struct kw_conn conn = { .pair = pair, .sport = p->dport, .dport = p->sport };
+
+		w = bpf_map_lookup_elem(&watch, &conn);
+		if (w && w->state == 1 && p->ack == w->syn_seq + 1)
+			watched = 1;
+	}
+	if (!matched && !watched) {
+		KW_INC(c, KW_C_SYNACK_UNMATCHED);
+		return;
+	}
+	KW_INC(c, KW_C_PORT_OPEN);
+	kw_port_seen(c, &pair.dst, p->sport, KW_PORT_OPEN, now, &prev_closed, &prev_open);
+	if (!watched || !w)
+		return;
+	bpf_spin_lock(&w->lock);
+	if (w->state == 1 && p->ack == w->syn_seq + 1) {
+		w->synack_seq = p->seq;
+		w->synack_ts = now;
+		w->port_last_closed = prev_closed;
+		w->port_last_open = prev_open;
+		w->state = 2;
+	}
+	bpf_spin_unlock(&w->lock);
+	if (kw_after(now + CFG.handshake_timeout_ns, watch_until, 0))
+		watch_until = now + CFG.handshake_timeout_ns;
+}
+
+/* kw_first_for_port marks port as reported for the flagged pair; returns 1
+ * the first time, 0 after (or when the list is full). */
+static __always_inline int kw_first_for_port(struct flagged *fl, __u16 port)
+{
+	int first = 1;
+
+	bpf_spin_lock(&fl->lock);
+	for (int i = 0; i < KW_REPORTED_PORTS; i++)
+		if (i < fl->nreported && fl->reported[i] == port)
+			first = 0;
+	if (first) {
+		if (fl->nreported < KW_REPORTED_PORTS)
+			fl->reported[fl->nreported & (KW_REPORTED_PORTS - 1)] = port;
+		else
+			first = 0;
+		fl->nreported++;
+	}
+	bpf_spin_unlock(&fl->lock);
+	return first;
+}
+
+/* kw_on_ack: S -> D ACK while a watched handshake is in flight. Reports the
+ * first completed handshake of a flagged pair to each port. */
+static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, struct kw_packet *p)
+{
+	__u64 until = watch_until, now = kw_now(ctx);
+	struct kw_conn conn = {
+		.pair = { .src = p->saddr, .dst = p->daddr },
+		.sport = p->sport,
+		.dport = p->dport,
+	};
+	struct handshake_rec hs = {};
+	struct candidate *cd;
+	struct flagged *fl;
+	struct watch *w;
+	int done = 0;
+
+	if (!now || !(p->flags & KW_TH_ACK))
+		return;
+	if (kw_after(now, until, 0)) {
+		/* Nothing in flight any more: close the gate unless someone
+		 * re-armed it meanwhile. */
+		__sync_val_compare_and_swap(&watch_until, until, 0);
+		return;
+	}
+	w = bpf_map_lookup_elem(&watch, &conn);
+	if (!w)
+		return;
+	bpf_spin_lock(&w->lock);
+	if (w->state == 2) {
+		if (p->ack == w->synack_seq + 1 && p->seq == w->syn_seq + 1 &&
+		    !kw_after(now, w->syn_ts, CFG.handshake_timeout_ns)) {
+			hs.syn_ts = w->syn_ts;
+			hs.synack_ts = w->synack_ts;
+			hs.port_last_closed = w->port_last_closed;
+			hs.port_last_open = w->port_last_open;
+			w->state = 3;
+			done = 1;
+		} else {
+			done = -1;
+		}
+	}
+	bpf_spin_unlock(&w->lock);
+	if (done < 0) {
+		KW_INC(c, KW_C_HANDSHAKE_BAD_ACK);
+		return;
+	}
+	if (!done)
+		return;
+	bpf_map_delete_elem(&watch, &conn);
+	fl = bpf_map_lookup_elem(&flagged, &conn.pair);
+	if (!fl)
+		return;
+	if (!kw_first_for_port(fl, conn.dport)) {
+		KW_INC(c, KW_C_HANDSHAKE_REPEAT);
+		return;
+	}
+	hs.type = KW_REC_HANDSHAKE;
+	hs.conn = conn;
+	hs.ack_ts = now;
+	hs.distinct = fl->distinct;
+	cd = bpf_map_lookup_elem(&candidates, &conn.pair);
+	if (cd)
+		hs.distinct = cd->distinct;
+	if (bpf_ringbuf_output(&events, &hs, sizeof(hs), 0)) {
+		KW_INC(c, KW_C_RINGBUF_FULL);
+		return;
+	}
+	KW_INC(c, KW_C_HANDSHAKES);
+}
+
+static __always_inline void kw_count_parse(struct kw_counters *c, int rc)
+{
+	switch (rc) {
+	case KW_NON_IP:
+		KW_INC(c, KW_C_NON_IP);
+		break;
+	case KW_NON_TCP:
+		KW_INC(c, KW_C_NON_TCP);
+		break;
+	case KW_TRUNCATED:
+		KW_INC(c, KW_C_TRUNCATED);
+		break;
+	case KW_FRAGMENT:
+		KW_INC(c, KW_C_FRAGMENT);
+		break;
+	case KW_UNKNOWN_EXT:
+		KW_INC(c, KW_C_UNKNOWN_EXT);
+		break;
+	default:
+		KW_INC(c, KW_C_BAD_HEADER);
+		break;
+	}
+}
+
+SEC("xdp")
+int knockwatch(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	int verdict = CFG.pass ? XDP_PASS : XDP_DROP;
+	struct kw_packet p = {};
+	struct kw_counters *c;
+	__u32 zero = 0;
+	__u64 now;
+	int rc;
+
+	c = bpf_map_lookup_elem(&stats, &zero);
+	if (!c)
+		return verdict;
+	KW_INC(c, KW_C_PACKETS);
+	c->c[KW_C_BYTES] += data_end - data;
+
+	rc = kw_parse(data, data_end, &p);
+	if (p.vlan)
+		KW_INC(c, KW_C_VLAN);
+	if (rc != KW_OK) {
+		kw_count_parse(c, rc);
+		return verdict;
+	}
+	KW_INC(c, KW_C_TCP);
+	KW_INC(c, p.ipv6 ? KW_C_IPV6 : KW_C_IPV4);
+
+	/* Fast path: no SYN, no RST. */
+	if (!(p.flags & (KW_TH_SYN | KW_TH_RST))) {
+		if (watch_until)
+			kw_on_ack(ctx, c, &p);
+		return verdict;
+	}
+	now = kw_now(ctx);
+	if (!now) {
+		KW_INC(c, KW_C_NO_META);
+		return verdict;
+	}
+	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_RST))
+		KW_INC(c, KW_C_BAD_FLAGS);
+	else if (p.flags & KW_TH_RST)
+		kw_on_rst(c, &p, now);
+	else if (p.flags & KW_TH_ACK)
+		kw_on_synack(c, &p, now);
+	else
+		kw_on_syn(c, &p, now);
+	return verdict;
+}

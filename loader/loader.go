@@ -1,0 +1,136 @@
+// Package loader loads knockwatch's XDP program (bpf/) with its load-time
+// configuration, attaches it to capture interfaces, and reads what it
+// reports: KNOCK and HANDSHAKE records from the ring buffer and the per-CPU
+// counters.
+//
+// One Sensor is one loaded program with one set of maps; it may be attached
+// to any number of interfaces (a span port, or the two ports of a passive
+// tap), all sharing that state.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Options are the parts of loading that are not the program's configuration.
+type Options struct {
+	// PinPath, when set, pins the state maps under this bpffs directory so
+	// a restarted sensor keeps its candidates, flags and port state. The
+	// directory is created if missing.
+	PinPath string
+}
+
+// Sensor is a loaded XDP program and its maps.
+type Sensor struct {
+	cfg   Config
+	objs  knockwatchObjects
+	links map[string]link.Link
+}
+
+// pinnedMaps are the maps whose content is worth keeping across a restart.
+var pinnedMaps = []string{"pair_slots", "candidates", "flagged", "watch", "port_slots", "allowlist"}
+
+// Load checks cfg, loads the program into the kernel and returns it
+// unattached. It raises RLIMIT_MEMLOCK where the kernel still charges BPF
+// memory to it, and explains plainly what is missing when it cannot load.
+func Load(cfg Config, opts Options) (*Sensor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("check config: %w", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", explainPerm(err))
+	}
+	spec, err := loadKnockwatch()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	kcfg, err := cfg.bpfConfig()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["CFG"].Set(kcfg); err != nil {
+		return nil, fmt.Errorf("set CFG: %w", err)
+	}
+	sizes := map[string]uint32{
+		"pair_slots": kcfg.PairSlotsMask + 1,
+		"port_slots": kcfg.PortSlotsMask + 1,
+		"candidates": cfg.Candidates,
+		"flagged":    cfg.Flagged,
+		"watch":      cfg.Watches,
+		"allowlist":  cfg.Allowlist,
+		"events":     cfg.RingBytes,
+	}
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = n
+	}
+	var copts ebpf.CollectionOptions
+	if opts.PinPath != "" {
+		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", opts.PinPath, err)
+		}
+		copts.Maps.PinPath = opts.PinPath
+		for _, name := range pinnedMaps {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+	}
+	s := &Sensor{cfg: cfg, links: map[string]link.Link{}}
+	if err := spec.LoadAndAssign(&s.objs, &copts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load XDP program: verifier rejected it:\n%+v", ve)
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load XDP program: pinned maps in %s were made with other sizes; remove them (rm %s) or restore the old sizes: %w",
+				opts.PinPath, filepath.Join(opts.PinPath, "*"), err)
+		}
+		return nil, fmt.Errorf("load XDP program: %w", explainPerm(err))
+	}
+	if opts.PinPath != "" {
+		// The gates live in .bss, which is not pinned: reopen the SYN
+		// check if the pinned flagged map survived with entries.
+		var k knockwatchKwPair
+		if err := s.objs.Flagged.NextKey(nil, &k); err == nil {
+			if err := s.objs.AnyFlagged.Set(uint32(1)); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("restore flag gate: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+func explainPerm(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w (knockwatch needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)", err)
+	}
+	return err
+}
+
+// Config returns the configuration the program was loaded with.
+func (s *Sensor) Config() Config { return s.cfg }
+
+// Program returns the XDP program, for BPF_PROG_RUN in tests and replay.
+func (s *Sensor) Program() *ebpf.Program { return s.objs.Knockwatch }
+
+// Close detaches from every interface and releases the program and maps
+// (pinned maps stay pinned).
+func (s *Sensor) Close() error {
+	var errs []error
+	for name, l := range s.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach from %s: %w", name, err))
+		}
+		delete(s.links, name)
+	}
+	if err := s.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close BPF objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
