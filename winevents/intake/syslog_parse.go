@@ -49,7 +49,7 @@ func ParseSyslog(b []byte, now time.Time, loc *time.Location) (SyslogMessage, er
 	pri, rest, ok := parsePRI(b)
 	if !ok {
 		t := trimMsg(b)
-		if len(t) > 0 && (t[0] == '{' || t[0] == '[' || t[0] == '<') {
+		if looksLikeEvent(t) {
 			m.Format, m.Msg = SyslogRaw, t
 			return m, nil
 		}
@@ -63,6 +63,13 @@ func ParseSyslog(b []byte, now time.Time, loc *time.Location) (SyslogMessage, er
 	m.Format = SyslogRFC3164
 	parse3164(&m, rest, now, loc)
 	return m, nil
+}
+
+// looksLikeEvent reports whether b starts like a JSON value or an Event XML
+// document.
+func looksLikeEvent(b []byte) bool {
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[') ||
+		bytes.HasPrefix(b, []byte("<Event")) || bytes.HasPrefix(b, []byte("<?xml"))
 }
 
 func parsePRI(b []byte) (int, []byte, bool) {
