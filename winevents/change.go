@@ -222,7 +222,10 @@ type ExposureChange struct {
 
 // Opens reports whether the change makes ports reachable from outside: an
 // active allow rule that is inbound (or either direction) being added,
-// enabled or modified, a listener, or the firewall being disabled.
+// enabled or modified, a listener (a TCP socket only once it listens), or
+// the firewall being disabled. AppX package rules written by Windows itself
+// (WindowsManaged and AppPackageRule) do not count: they are the benign
+// logon churn and apply only inside the package's app container.
 func (c *ExposureChange) Opens() bool {
 	switch c.Kind {
 	case KindFirewallDisabled:
@@ -232,6 +235,11 @@ func (c *ExposureChange) Opens() bool {
 		// listens (5154); a bound UDP socket is.
 		return !(c.Layer == "bind" && c.Protocol == ProtoTCP)
 	case KindRuleAdded, KindRuleEnabled, KindRuleModified:
+		if c.WindowsManaged && c.AppPackageRule {
+			// Windows' own AppX package rules apply only inside that
+			// package's app container: no arbitrary port opens.
+			return false
+		}
 		return c.Active && c.Action != ActionBlock && c.Direction != DirOut
 	}
 	return false

@@ -187,10 +187,12 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		if ri.haveFW {
 			copyRuleShape(&c, &ri.fw)
 			c.Joined = refPtr(ri.fw.Source)
-		} else if ni, ok := h.names.get(c.RuleName); ok && ni.hasPort {
-			c.Ports, c.Protocol, c.Action, c.Direction = ni.ports, ni.proto, ni.action, ni.dir
-			c.Joined = refPtr(ni.src)
-			s.counts.Joins++
+		} else if ni, ok := h.names.get(c.RuleName); ok {
+			if b := ni.closestBatch(c.Time, s.opts.JoinWindow); b != nil {
+				b.applyTo(&c)
+				c.Active = false
+				s.counts.Joins++
+			}
 		}
 		emit(c)
 		return
@@ -200,37 +202,22 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		ni = &nameInfo{}
 		h.names.put(c.RuleName, ni)
 	}
-	ni.ruleID = c.RuleID
-	if ni.hasPort && within(ni.src.Time, c.Time, s.opts.JoinWindow) {
-		joinFilter(&c, ni)
+	ni.addRule(c.RuleID, c.Time)
+	p := pendingRule{c: c}
+	if b := ni.closestBatch(c.Time, s.opts.JoinWindow); b != nil {
+		joined := c
+		b.applyTo(&joined)
+		p.joined, p.dist, p.emitted = true, absDur(c.Time.Sub(b.time)), joined.Ports
 		s.counts.Joins++
+		emit(joined)
+	} else {
 		emit(c)
-		return
 	}
-	emit(c)
 	if len(ni.pending) >= maxPendingPerName {
 		ni.pending = ni.pending[1:]
 		s.counts.PendingDropped++
 	}
-	ni.pending = append(ni.pending, pendingRule{c: c})
-}
-
-// joinFilter gives a port-less rule change the ports of its WFP filters.
-func joinFilter(c *ExposureChange, ni *nameInfo) {
-	c.Ports = c.Ports.Union(ni.ports)
-	if ni.proto != ProtoUnknown {
-		c.Protocol = ni.proto
-	} else if c.Protocol == ProtoUnknown {
-		c.Protocol = ProtoAny
-	}
-	if ni.action != "" {
-		c.Action = ni.action
-	}
-	if ni.dir != "" {
-		c.Direction = ni.dir
-	}
-	c.Active = true // WFP filters exist only for enabled rules
-	c.Joined = refPtr(ni.src)
+	ni.pending = append(ni.pending, p)
 }
 
 // filterChange handles 5447. It never emits on its own: it remembers the
@@ -255,7 +242,7 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 			for _, l := range waiting {
 				l.RuleName = name
 				if ni, ok := h.names.get(name); ok {
-					l.RuleID = ni.ruleID
+					l.RuleID = ni.ruleIDAt(src.Time, s.opts.JoinWindow)
 				}
 				l.Joined = refPtr(src)
 				s.counts.Joins++
@@ -266,11 +253,21 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 	if change != "" && change != codeChangeAdd && !strings.EqualFold(change, "add") {
 		return
 	}
-	ports, proto, ok := parseConditions(r.get("Conditions"))
-	if !ok || name == "" {
+	if name == "" {
 		return
 	}
 	layer := r.get("LayerName")
+	action := strings.TrimSpace(r.get("Action"))
+	ports, proto, ok := parseConditions(r.get("Conditions"))
+	if !ok {
+		// A permit or block filter of an inbound ALE layer without a
+		// local-port condition (a program rule such as "allow python.exe")
+		// applies to every port.
+		if (action != codeActionPermit && action != codeActionBlock) || wfpLayerDirection(layer) != DirIn {
+			return
+		}
+		ports = AnyPorts()
+	}
 	if proto == ProtoUnknown && strings.Contains(strings.ToLower(layer), "listen") {
 		proto = ProtoTCP // the ALE listen layers see TCP only
 	}
@@ -279,33 +276,24 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 		ni = &nameInfo{}
 		h.names.put(name, ni)
 	}
-	if !ni.hasPort || !within(ni.src.Time, src.Time, s.opts.JoinWindow) {
-		ni.ports = PortSet{}
-		ni.proto = ProtoUnknown
-	}
-	ni.ports = ni.ports.Union(ports)
-	if proto != ProtoUnknown {
-		ni.proto = proto
-	}
-	switch strings.TrimSpace(r.get("Action")) {
+	fb := filterBatch{time: src.Time, ports: ports, proto: proto, dir: wfpLayerDirection(layer), src: src}
+	switch action {
 	case codeActionPermit:
-		ni.action = ActionAllow
+		fb.action = ActionAllow
 	case codeActionBlock:
-		ni.action = ActionBlock
+		fb.action = ActionBlock
 	}
-	if d := wfpLayerDirection(layer); d != "" {
-		ni.dir = d
-	}
-	ni.src, ni.hasPort = src, true
+	b := ni.addFilter(fb)
 	kept := ni.pending[:0]
 	for _, p := range ni.pending {
-		if !within(p.c.Time, src.Time, s.opts.JoinWindow) {
+		if !within(p.c.Time, b.time, s.opts.JoinWindow) {
 			continue
 		}
-		if !p.emitted.Covers(ni.ports) || !p.emitted.Known() {
+		d := absDur(p.c.Time.Sub(b.time))
+		if !p.joined || d < p.dist || (d == p.dist && !p.emitted.Covers(b.ports)) {
 			c := p.c
-			joinFilter(&c, ni)
-			p.emitted = c.Ports
+			b.applyTo(&c)
+			p.joined, p.dist, p.emitted = true, d, c.Ports
 			s.counts.Joins++
 			emit(c)
 		}
@@ -343,7 +331,7 @@ func (s *state) listener(h *hostState, r *record, emit func(ExposureChange)) {
 		if f, ok := h.filters.get(rtid); ok {
 			c.RuleName = f.name
 			if ni, ok := h.names.get(f.name); ok {
-				c.RuleID = ni.ruleID
+				c.RuleID = ni.ruleIDAt(f.src.Time, s.opts.JoinWindow)
 			}
 			c.Joined = refPtr(f.src)
 			s.counts.Joins++

@@ -52,23 +52,6 @@ type ruleInfo struct {
 	secTime time.Time
 }
 
-// nameInfo joins 4946/4947 (by RuleName) with 5447 (by FilterName).
-type nameInfo struct {
-	ports   PortSet
-	proto   Protocol
-	action  Action
-	dir     Direction
-	src     SourceRef
-	hasPort bool
-	ruleID  string
-	pending []pendingRule
-}
-
-type pendingRule struct {
-	c       ExposureChange
-	emitted PortSet
-}
-
 type filterInfo struct {
 	name string
 	src  SourceRef
