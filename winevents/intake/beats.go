@@ -59,7 +59,10 @@ func NewBeatsServer(cfg BeatsConfig, h Handler, logger *zap.Logger) (*BeatsServe
 	cfg.Keepalive = orDefault(cfg.Keepalive, 3*time.Second)
 	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
 	logger = logger.Named("intake.beats")
-	lumberLogOnce.Do(func() { lumberlog.Logger = zapPrinter{logger.Named("golumber").Sugar()} })
+	// go-lumber logs every connection through a process-wide logger; the
+	// guard and this server log and count what matters, so its chatter is
+	// dropped rather than written unstructured to stderr.
+	lumberLogOnce.Do(func() { lumberlog.Logger = discardPrinter{} })
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -184,9 +187,9 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	}
 }
 
-// zapPrinter routes go-lumber's chatty per-connection log lines to debug.
-type zapPrinter struct{ l *zap.SugaredLogger }
+// discardPrinter silences go-lumber's own log lines.
+type discardPrinter struct{}
 
-func (z zapPrinter) Printf(f string, a ...any) { z.l.Debugf(f, a...) }
-func (z zapPrinter) Println(a ...any)          { z.l.Debugln(a...) }
-func (z zapPrinter) Print(a ...any)            { z.l.Debug(a...) }
+func (discardPrinter) Printf(string, ...any) {}
+func (discardPrinter) Println(...any)        {}
+func (discardPrinter) Print(...any)          {}

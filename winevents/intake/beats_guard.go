@@ -210,6 +210,15 @@ func (g *lumberGuard) fill() error {
 
 // jsonFrame reads a JSON data frame's sequence, length and payload from src.
 func (g *lumberGuard) jsonFrame(src io.Reader) error {
+	err := g.readJSONFrame(src)
+	if err != nil && g.zr != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		// the inflated data ended inside a frame
+		return fmt.Errorf("inflate lumberjack frame: %w: truncated event", errLumberFrame)
+	}
+	return err
+}
+
+func (g *lumberGuard) readJSONFrame(src io.Reader) error {
 	var b [8]byte
 	if _, err := io.ReadFull(src, b[:]); err != nil {
 		return err

@@ -50,6 +50,13 @@ func (r *recorder) Handle(_ context.Context, m Message) Result {
 	return Result{Accepted: 1}
 }
 
+// setBusy makes the next n offers fail with ErrBusy.
+func (r *recorder) setBusy(n int) {
+	r.mu.Lock()
+	r.busy = n
+	r.mu.Unlock()
+}
+
 func (r *recorder) messages() []Message {
 	r.mu.Lock()
 	defer r.mu.Unlock()

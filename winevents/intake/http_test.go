@@ -119,7 +119,7 @@ func TestHTTPWithCurl(t *testing.T) {
 	}
 
 	// backpressure: 429 with Retry-After, then accepted on retry
-	rec.busy = 1
+	rec.setBusy(1)
 	status, body, err := curl(t, "-H", auth, "--data-binary", "@"+xmlFile, url)
 	if err != nil || status != 429 {
 		t.Fatalf("busy: got %d %q %v, want 429", status, body, err)
