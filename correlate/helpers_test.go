@@ -3,7 +3,6 @@ package correlate
 import (
 	"net/netip"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -42,7 +41,13 @@ func (c *collector) final() map[string]string {
 	return out
 }
 
-func newTestEngine(t testing.TB, mod func(*Config), opts ...Option) (*Engine, *collector) {
+// tb is what the helpers need of *testing.T, *testing.B and *rapid.T.
+type tb interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func newTestEngine(t tb, mod func(*Config), opts ...Option) (*Engine, *collector) {
 	t.Helper()
 	cfg := DefaultConfig()
 	if mod != nil {
@@ -98,7 +103,7 @@ func ruleAdded(at time.Time, ports PortSet, record uint64) ExposureChange {
 
 // feed delivers evidence items (Knock, Handshake, ExposureChange or
 // time.Time for Advance) in order.
-func feed(t testing.TB, e *Engine, items ...any) {
+func feed(t tb, e *Engine, items ...any) {
 	t.Helper()
 	for _, it := range items {
 		var err error

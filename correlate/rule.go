@@ -45,14 +45,20 @@ const (
 )
 
 // opens reports whether the change can open a TCP port inbound, or why not.
+// Whatever the kind, a change that says it is outbound or blocks opens
+// nothing inbound.
 func (r *rule) opens(c *ExposureChange) (ok bool, why string) {
-	switch c.Kind {
-	case ChangeRuleAdded, ChangeRuleModified, ChangeRuleEnabled:
+	if c.Kind != ChangeRuleDeleted && c.Kind != ChangeFirewallDisabled {
 		switch {
 		case c.Direction == DirectionOutbound:
 			return false, IgnoredOutbound
 		case c.Action == ActionBlock:
 			return false, IgnoredBlock
+		}
+	}
+	switch c.Kind {
+	case ChangeRuleAdded, ChangeRuleModified, ChangeRuleEnabled:
+		switch {
 		case c.Active == TriFalse:
 			return false, IgnoredInactive
 		case !c.Protocol.coversTCP():
