@@ -169,12 +169,17 @@ func allSyntax(m map[Reason]int) bool {
 
 // decodeXMLPayload decodes every <Event> in b. final says b is complete
 // (an <Event> without its end is then truncated); it returns the offset
-// up to which b was consumed.
+// up to which b was consumed, or -1 when the rest must be refused (DTD).
 func (d *Decoder) decodeXMLPayload(b []byte, res *Result, emit func(ExposureChange), final bool) int {
 	i := 0
 	for {
 		start, end, found, incomplete := nextXMLEvent(b, i)
 		if incomplete {
+			if hasDTD(b[i:start]) {
+				res.Read++
+				d.reject(res, FormatXML, ReasonDTD)
+				return -1
+			}
 			if !final {
 				return start
 			}
@@ -183,11 +188,22 @@ func (d *Decoder) decodeXMLPayload(b []byte, res *Result, emit func(ExposureChan
 			return len(b)
 		}
 		if !found {
+			if hasDTD(b[i:]) {
+				res.Read++
+				d.reject(res, FormatXML, ReasonDTD)
+				return -1
+			}
 			if res.Read == 0 && final {
 				res.Read++
 				d.reject(res, FormatXML, ReasonMalformedXML)
 			}
 			return len(b)
+		}
+		if hasDTD(b[i:start]) {
+			// A DTD may declare entities for what follows: refuse the rest.
+			res.Read++
+			d.reject(res, FormatXML, ReasonDTD)
+			return -1
 		}
 		d.xmlEvent(b[start:end], res, emit)
 		i = end
@@ -370,4 +386,8 @@ func (d *Decoder) process(r *record, res *Result, emit func(ExposureChange)) {
 		fc.emitted.Add(1)
 		emit(c)
 	}
+}
+
+func hasDTD(b []byte) bool {
+	return bytes.Contains(b, []byte("<!DOCTYPE")) || bytes.Contains(b, []byte("<!ENTITY"))
 }

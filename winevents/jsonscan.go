@@ -34,7 +34,10 @@ func (s *jsonScanner) ws() {
 // str scans a string starting at the opening quote and returns its raw
 // content (between the quotes) and whether it holds escapes.
 func (s *jsonScanner) str() (raw []byte, esc bool, err error) {
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
+	if s.i >= len(s.b) {
+		return nil, false, errJSONEOF
+	}
+	if s.b[s.i] != '"' {
 		return nil, false, errJSONSyntax
 	}
 	start := s.i + 1

@@ -63,6 +63,9 @@ func (d *Decoder) streamXML(br *bufio.Reader, res *Result, emit func(ExposureCha
 			return fmt.Errorf("read events: %w", err)
 		}
 		used := d.decodeXMLPayload(buf, res, emit, eof)
+		if used < 0 {
+			return fmt.Errorf("read events: %w", errXMLDTD)
+		}
 		if !eof && used < len(buf) && len(buf)-used > d.opts.MaxEventBytes {
 			// An <Event> longer than the cap: reject it and resync at
 			// the next <Event after its start.

@@ -360,6 +360,10 @@ func (ff *FileFollower) consume(fl *followed, data []byte) bool {
 			}
 			end := scanFrom + i + len(delim)
 			rec := fl.pending[:end]
+			if end-len(delim) > ff.cfg.MaxRecordBytes {
+				ff.tooLarge(fl)
+				rec = nil
+			}
 			if !ff.deliver(fl, rec, fl.offset+int64(end)) {
 				fl.readPos = fl.offset
 				fl.pending = fl.pending[:0]
@@ -369,13 +373,17 @@ func (ff *FileFollower) consume(fl *followed, data []byte) bool {
 			scanFrom = 0
 		}
 		if len(fl.pending) > ff.cfg.MaxRecordBytes {
-			ff.c.drop(rTooLarge)
-			ff.log.Warn("record over the size limit skipped", zap.String(fPath, fl.path),
-				zap.Int64(fOffset, fl.offset), zap.Int(fLimit, ff.cfg.MaxRecordBytes))
+			ff.tooLarge(fl)
 			fl.skipping, fl.pending = true, fl.pending[:0]
 		}
 	}
 	return true
+}
+
+func (ff *FileFollower) tooLarge(fl *followed) {
+	ff.c.drop(rTooLarge)
+	ff.log.Warn("record over the size limit skipped", zap.String(fPath, fl.path),
+		zap.Int64(fOffset, fl.offset), zap.Int(fLimit, ff.cfg.MaxRecordBytes))
 }
 
 // deliver hands one record to the handler and, once taken, moves the
