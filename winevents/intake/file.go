@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -52,12 +53,14 @@ type followed struct {
 	offset   int64 // end of the last record the handler took
 	readPos  int64 // next byte to read; offset+len(pending) unless skipping
 	pending  []byte
-	skipping bool // inside a record over the limit: discard to the next delimiter
-	xml      int8 // 0 unknown, 1 XML events, -1 JSON lines
-	fpLen    int64
+	skipping bool  // inside a record over the limit: discard to the next delimiter
+	xml      int8  // 0 unknown, 1 XML events, -1 JSON lines
+	fpLen    int64 // fingerprint of the file's first bytes, as read
 	fpSum    uint64
-	gone     bool // its path no longer names it (rotated away or deleted)
-	idle     int  // polls without new data while gone
+	fpBuf    []byte // the first bytes read, while fewer than fingerprintLen
+	fpFrozen bool   // fingerprint restored from the state file
+	gone     bool   // its path no longer names it (rotated away or deleted)
+	idle     int    // polls without new data while gone
 }
 
 // NewFileFollower loads the state file and starts following. Files that do
@@ -232,6 +235,7 @@ func (ff *FileFollower) open(p string, key fileKey) {
 		if fi, err := f.Stat(); err == nil && st.FPLen <= fi.Size() && st.Offset <= fi.Size() {
 			if sum, err := fingerprint(f, st.FPLen); err == nil && sum == st.FPSum {
 				fl.offset, fl.readPos, fl.fpLen, fl.fpSum = st.Offset, st.Offset, st.FPLen, st.FPSum
+				fl.fpFrozen = st.Offset > 0
 			}
 		}
 		if fl.offset == 0 && st.Offset > 0 {
@@ -278,7 +282,8 @@ func (ff *FileFollower) read(fl *followed) bool {
 		ff.c.drop(rTruncated)
 		ff.log.Info("file truncated (copytruncate): reading from the start", zap.String(fPath, fl.path),
 			zap.Int64(fOffset, fl.readPos), zap.Int64(fSize, fi.Size()))
-		fl.offset, fl.readPos, fl.pending, fl.skipping, fl.fpLen, fl.xml = 0, 0, fl.pending[:0], false, 0, 0
+		fl.offset, fl.readPos, fl.pending, fl.skipping, fl.xml = 0, 0, fl.pending[:0], false, 0
+		fl.fpLen, fl.fpSum, fl.fpBuf, fl.fpFrozen = 0, 0, fl.fpBuf[:0], false
 		ff.dirty = true
 	}
 	if fi.Size() == fl.readPos {
@@ -303,7 +308,6 @@ func (ff *FileFollower) read(fl *followed) bool {
 			break
 		}
 	}
-	ff.updateFingerprint(fl)
 	return true
 }
 
@@ -334,6 +338,7 @@ var (
 func (ff *FileFollower) consume(fl *followed, data []byte) bool {
 	start := fl.readPos
 	fl.readPos += int64(len(data))
+	fl.extendFingerprint(start, data)
 	delim := []byte{'\n'}
 	if fl.xml == 1 {
 		delim = xmlEnd
@@ -429,14 +434,16 @@ func recordPayload(rec []byte, xml bool) []byte {
 	}
 }
 
-func (ff *FileFollower) updateFingerprint(fl *followed) {
-	want := min(fl.offset, fingerprintLen)
-	if want <= fl.fpLen {
+// extendFingerprint hashes the file's first bytes from the data actually
+// read (re-reading them later could hash a rewrite we never read).
+func (fl *followed) extendFingerprint(at int64, data []byte) {
+	if fl.fpFrozen || at != int64(len(fl.fpBuf)) || len(fl.fpBuf) >= fingerprintLen {
 		return
 	}
-	if sum, err := fingerprint(fl.f, want); err == nil {
-		fl.fpLen, fl.fpSum = want, sum
-	}
+	fl.fpBuf = append(fl.fpBuf, data[:min(len(data), fingerprintLen-len(fl.fpBuf))]...)
+	h := fnv.New64a()
+	_, _ = h.Write(fl.fpBuf)
+	fl.fpLen, fl.fpSum = int64(len(fl.fpBuf)), h.Sum64()
 }
 
 func (ff *FileFollower) stateEntries() []fileState {

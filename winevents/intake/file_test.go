@@ -93,7 +93,6 @@ func TestFileFollowRotation(t *testing.T) {
 	eventually(t, "truncation noticed", func() bool { return ff.Stats().Dropped[ReasonTruncated] == 1 })
 	appendFile(t, log, line(7)+"\n")
 	msgs = rec.wait(t, 7)
-	t.Logf("so far: %q", payloads(msgs))
 	wantPayloads(t, msgs[6:], line(7))
 	if m := msgs[6]; m.Transport != TransportFile || m.Meta[MetaPath] != log || m.Meta[MetaOffset] != "0" {
 		t.Errorf("message %+v", m)
@@ -162,14 +161,19 @@ func TestFilePositionAcrossRestart(t *testing.T) {
 	}
 	rec3 := newRecorder()
 	ff3 := follow(t, cfg, rec3)
-	defer ff3.Close()
-	rec3.wait(t, 3) // rest of .1 (1, 2, 3) and the new file (4)
+	rec3.wait(t, 4) // .1 from its start (1, 2, 3) and the new file (4)
+	if err := ff3.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := os.WriteFile(state, []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewFileFollower(cfg, rec3, zaptest.NewLogger(t)); err == nil || !strings.Contains(err.Error(), state) {
+	if ff4, err := NewFileFollower(cfg, rec3, zaptest.NewLogger(t)); err == nil || !strings.Contains(err.Error(), state) {
 		t.Errorf("corrupt state file: err %v", err)
+		if err == nil {
+			_ = ff4.Close()
+		}
 	}
 }
 
