@@ -255,3 +255,5 @@ func TestBeatsUnackedOnClose(t *testing.T) {
 		t.Fatal("batch acknowledged although the handler never took it")
 	}
 }
+
+func newZlibWriter(w io.Writer) *zlib.Writer { return zlib.NewWriter(w) }

@@ -73,6 +73,9 @@ func (f *frameReader) next() ([]byte, error) {
 
 // whole returns b as a complete frame.
 func (f *frameReader) whole(b []byte) ([]byte, error) {
+	if len(b) > f.max {
+		return nil, errFrameTooLarge
+	}
 	f.buf = append(f.buf[:0], b...)
 	return f.buf, nil
 }
@@ -101,7 +104,7 @@ func (f *frameReader) counted(length int64) ([]byte, error) {
 // An unterminated frame at the end of the stream is still delivered.
 func (f *frameReader) delimited(prefix ...byte) ([]byte, error) {
 	f.buf = append(f.buf[:0], prefix...)
-	over := false
+	over := len(prefix) > f.max
 	for {
 		if f.r.Buffered() == 0 {
 			if _, err := f.r.Peek(1); err != nil {
