@@ -58,6 +58,7 @@ type lumberGuard struct {
 	remain uint32 // events still expected in the current window
 	bytes  int    // payload bytes in the current window
 	ready  bool   // TLS handshake done
+	hdr    [8]byte // scratch for frame headers (a local array would escape)
 	remote string
 }
 
@@ -143,9 +144,9 @@ func (g *lumberGuard) count(err error) {
 
 // fill appends the next frame for go-lumber to g.out.
 func (g *lumberGuard) fill() error {
-	var hdr [2]byte
+	hdr := g.hdr[:2]
 	if g.zr != nil {
-		if _, err := io.ReadFull(g.zr, hdr[:]); err != nil {
+		if _, err := io.ReadFull(g.zr, hdr); err != nil {
 			if err != io.EOF {
 				return fmt.Errorf("inflate lumberjack frame: %w", errors.Join(errLumberFrame, err))
 			}
@@ -163,7 +164,7 @@ func (g *lumberGuard) fill() error {
 		}
 		return g.jsonFrame(g.zr)
 	}
-	if _, err := io.ReadFull(g.in, hdr[:]); err != nil {
+	if _, err := io.ReadFull(g.in, hdr); err != nil {
 		return err
 	}
 	if hdr[0] != ljVersion {
@@ -171,11 +172,11 @@ func (g *lumberGuard) fill() error {
 	}
 	switch hdr[1] {
 	case ljWindow:
-		var b [4]byte
-		if _, err := io.ReadFull(g.in, b[:]); err != nil {
+		b := g.hdr[:4]
+		if _, err := io.ReadFull(g.in, b); err != nil {
 			return err
 		}
-		n := binary.BigEndian.Uint32(b[:])
+		n := binary.BigEndian.Uint32(b)
 		if g.remain != 0 {
 			return fmt.Errorf("read lumberjack window: %w: new window with %d events outstanding", errLumberFrame, g.remain)
 		}
@@ -188,11 +189,11 @@ func (g *lumberGuard) fill() error {
 	case ljJSON:
 		return g.jsonFrame(g.in)
 	case ljCompressed:
-		var b [4]byte
-		if _, err := io.ReadFull(g.in, b[:]); err != nil {
+		b := g.hdr[:4]
+		if _, err := io.ReadFull(g.in, b); err != nil {
 			return err
 		}
-		n := binary.BigEndian.Uint32(b[:])
+		n := binary.BigEndian.Uint32(b)
 		if n > uint32(g.s.cfg.MaxBatchBytes) {
 			return fmt.Errorf("read lumberjack compressed frame: %w: %d bytes", errFrameTooLarge, n)
 		}
@@ -219,8 +220,8 @@ func (g *lumberGuard) jsonFrame(src io.Reader) error {
 }
 
 func (g *lumberGuard) readJSONFrame(src io.Reader) error {
-	var b [8]byte
-	if _, err := io.ReadFull(src, b[:]); err != nil {
+	b := g.hdr[:8]
+	if _, err := io.ReadFull(src, b); err != nil {
 		return err
 	}
 	if g.remain == 0 {
