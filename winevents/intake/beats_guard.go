@@ -55,9 +55,9 @@ type lumberGuard struct {
 	off    int
 	zr     io.ReadCloser
 	zlim   *io.LimitedReader
-	remain uint32 // events still expected in the current window
-	bytes  int    // payload bytes in the current window
-	ready  bool   // TLS handshake done
+	remain uint32  // events still expected in the current window
+	bytes  int     // payload bytes in the current window
+	ready  bool    // TLS handshake done
 	hdr    [8]byte // scratch for frame headers (a local array would escape)
 	remote string
 }
