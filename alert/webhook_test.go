@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"time"
 	"testing"
+	"time"
 )
 
 // The receiver is down (nothing listens), then answers 503, then accepts:
