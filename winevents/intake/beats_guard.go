@@ -229,16 +229,17 @@ func (g *lumberGuard) readJSONFrame(src io.Reader) error {
 	}
 	g.remain--
 	size := binary.BigEndian.Uint32(b[4:])
+	// skipped events count too: this bounds the inflation work per window
+	g.bytes += int(size)
+	if g.bytes > g.s.cfg.MaxBatchBytes {
+		return fmt.Errorf("read lumberjack window: %w: over %d bytes", errFrameTooLarge, g.s.cfg.MaxBatchBytes)
+	}
 	if size > uint32(g.s.cfg.MaxEventBytes) {
 		if _, err := io.CopyN(io.Discard, src, int64(size)); err != nil {
 			return err
 		}
 		g.emit(b[:4], []byte{guardTooLarge}, 0)
 		return nil
-	}
-	g.bytes += int(size)
-	if g.bytes > g.s.cfg.MaxBatchBytes {
-		return fmt.Errorf("read lumberjack window: %w: over %d bytes", errFrameTooLarge, g.s.cfg.MaxBatchBytes)
 	}
 	body := g.emit(b[:4], g.tag, int(size))
 	_, err := io.ReadFull(src, g.out[body:])

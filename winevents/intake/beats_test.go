@@ -170,7 +170,7 @@ func TestBeatsHostileFrames(t *testing.T) {
 		{"unknown frame", cat([]byte("2W"), u32(1), []byte("2Z")), ReasonBadFrame},
 		{"window inside a window", cat([]byte("2W"), u32(2), []byte("2J"), u32(1), u32(2), []byte("{}"), []byte("2W"), u32(1)), ReasonBadFrame},
 		{"compressed garbage", cat([]byte("2W"), u32(1), []byte("2C"), u32(4), []byte("abcd")), ReasonBadFrame},
-		{"zlib bomb header", cat([]byte("2W"), u32(1), []byte("2C"), u32(uint32(zbomb.Len())), zbomb.Bytes()), ReasonBadFrame},
+		{"zlib bomb header", cat([]byte("2W"), u32(1), []byte("2C"), u32(uint32(zbomb.Len())), zbomb.Bytes()), ReasonTooLarge},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -81,6 +81,15 @@ func NewFileFollower(cfg FileConfig, h Handler, logger *zap.Logger) (*FileFollow
 	if err != nil {
 		return nil, err
 	}
+	if cfg.StatePath != "" { // fail now, not at the first save, if it cannot be written
+		kept := make([]fileState, 0, len(saved))
+		for _, st := range saved {
+			kept = append(kept, st)
+		}
+		if err := saveState(cfg.StatePath, kept); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ff := &FileFollower{cfg: cfg, h: h, log: logger.Named("intake.file"), c: newCounters(TransportFile),
 		saved: saved, files: map[fileKey]*followed{}, ctx: ctx, cancel: cancel, done: make(chan struct{})}

@@ -93,6 +93,10 @@ func NewHTTPServer(cfg HTTPConfig, h Handler, logger *zap.Logger) (*HTTPServer, 
 			logger.Error("http intake stopped", zap.Error(err))
 		}
 	}()
+	if cfg.Token != "" && cfg.TLS == nil && !isLoopback(ln.Addr()) {
+		logger.Warn("bearer token over plain HTTP on a non-loopback address: the token crosses the network in clear text; configure TLS",
+			zap.String(fAddr, ln.Addr().String()))
+	}
 	logger.Info("http intake listening", zap.String(fAddr, ln.Addr().String()),
 		zap.Bool("tls", cfg.TLS != nil), zap.Bool("mtls", requiresClientCert(cfg.TLS)),
 		zap.Bool("token", cfg.Token != ""))
