@@ -34,10 +34,25 @@ struct kw_found {
 	__u8 tier;
 };
 
+/* kw_watch_syn starts watching the handshake of a SYN from a flagged
+ * pair. Its own frame keeps kw_on_syn's stack small. */
+static __noinline void kw_watch_syn(struct kw_counters *c, struct kw_packet *p, __u64 now)
+{
+	struct kw_conn conn = { .pair = { .src = p->saddr, .dst = p->daddr }, .sport = p->sport, .dport = p->dport };
+	struct watch w = { .syn_seq = p->seq, .state = 1, .syn_ts = now };
+
+	if (!bpf_map_lookup_elem(&flagged, &conn.pair))
+		return;
+	if (bpf_map_update_elem(&watch, &conn, &w, BPF_ANY))
+		KW_INC(c, KW_C_MAP_INSERT_FAIL);
+	else
+		KW_INC(c, KW_C_WATCH_STARTED);
+}
+
 /* kw_on_syn: S -> D:dport SYN. Records it as pending in the pair slot, ages
  * the pair's earlier pending SYNs into S0 touches, and starts watching the
  * handshake if (S, D) is flagged. */
-static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u64 now)
+static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u64 now, struct kw_work *work)
 {
 	struct kw_pair pair = { .src = p->saddr, .dst = p->daddr };
 	__u32 h = kw_hash_pair(&pair);
@@ -115,25 +130,24 @@ static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u
 	}
 	bpf_spin_unlock(&slot->lock);
 
-	if (nfound) {
-		for (int i = 0; i < KW_PENDING; i++) {
-			if (!found[i].ts)
-				continue;
-			kw_port_seen(c, &pair.dst, found[i].port, KW_PORT_CLOSED, found[i].ts, NULL, NULL);
-			KW_INC(c, KW_C_TOUCH_S0);
-			kw_tier2(c, &pair, found[i].tier, &first, found[i].port, KW_TOUCH_S0,
-				 found[i].ts, now);
-		}
-	}
+	if (!nfound)
+		return;
+	work->pair = pair;
+	for (int i = 0, n = 0; i < KW_PENDING; i++) {
+		struct kw_tier2_args *t;
 
-	if (any_flagged && bpf_map_lookup_elem(&flagged, &pair)) {
-		struct kw_conn conn = { .pair = pair, .sport = p->sport, .dport = p->dport };
-		struct watch w = { .syn_seq = p->seq, .state = 1, .syn_ts = now };
-
-		if (bpf_map_update_elem(&watch, &conn, &w, BPF_ANY))
-			KW_INC(c, KW_C_MAP_INSERT_FAIL);
-		else
-			KW_INC(c, KW_C_WATCH_STARTED);
+		if (!found[i].ts)
+			continue;
+		kw_port_seen(c, &pair.dst, found[i].port, KW_PORT_CLOSED, found[i].ts, NULL, NULL);
+		KW_INC(c, KW_C_TOUCH_S0);
+		t = &work->t[n & (KW_PENDING - 1)];
+		t->first = first;
+		t->now = now;
+		t->ts = found[i].ts;
+		t->port = found[i].port;
+		t->kind = KW_TOUCH_S0;
+		t->tier = found[i].tier;
+		work->n = ++n;
 	}
 }
 
@@ -141,16 +155,11 @@ static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u
  * S:dport answers (ack == SYN seq + 1) and frees it. Returns the SYN's time,
  * 0 when nothing matches. On a match of an RST the touch's tier-1 step runs
  * under the same lock. */
-static __always_inline __u64 kw_answer(struct kw_packet *p, int rst, struct kw_found *f,
-				       struct kw_touch *first, struct kw_pair *pair)
+static __always_inline __u64 kw_answer(struct pair_slot *slot, __u32 h, struct kw_packet *p, int rst,
+				       struct kw_found *f, struct kw_touch *first, struct kw_pair *pair)
 {
-	__u32 h = kw_hash_pair(pair);
-	__u32 idx = h & CFG.pair_slots_mask;
-	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
 	__u64 syn_ts = 0;
 
-	if (!slot)
-		return 0;
 	bpf_spin_lock(&slot->lock);
 	if (kw_pair_eq(&slot->owner, pair)) {
 		for (int i = 0; i < KW_PENDING; i++) {
@@ -175,20 +184,35 @@ static __always_inline __u64 kw_answer(struct kw_packet *p, int rst, struct kw_f
 }
 
 /* kw_on_rst: D:sport -> S RST. A REJ touch when it answers a pending SYN. */
-static __noinline void kw_on_rst(struct kw_counters *c, struct kw_packet *p, __u64 now)
+static __noinline void kw_on_rst(struct kw_counters *c, struct kw_packet *p, __u64 now, struct kw_work *work)
 {
 	struct kw_pair pair = { .src = p->daddr, .dst = p->saddr };
 	struct kw_found f = {};
 	struct kw_touch first = {};
 
+	__u32 h = kw_hash_pair(&pair);
+	__u32 idx = h & CFG.pair_slots_mask;
+	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
+
 	KW_INC(c, KW_C_RST);
-	if (!kw_answer(p, 1, &f, &first, &pair)) {
+	if (!slot)
+		return;
+	if (!kw_answer(slot, h, p, 1, &f, &first, &pair)) {
 		KW_INC(c, KW_C_BACKSCATTER);
 		return;
 	}
 	kw_port_seen(c, &pair.dst, f.port, KW_PORT_CLOSED, now, NULL, NULL);
 	KW_INC(c, KW_C_TOUCH_REJ);
-	kw_tier2(c, &pair, f.tier, &first, f.port, KW_TOUCH_REJ, f.ts, now);
+	if (f.tier == KW_TIER_DONE)
+		return;
+	work->pair = pair;
+	work->t[0].first = first;
+	work->t[0].ts = f.ts;
+	work->t[0].now = now;
+	work->t[0].port = f.port;
+	work->t[0].kind = KW_TOUCH_REJ;
+	work->t[0].tier = f.tier;
+	work->n = 1;
 }
 
 /* kw_on_synack: D:sport -> S SYN-ACK. The port is open; a watched handshake
@@ -201,9 +225,14 @@ static __noinline void kw_on_synack(struct kw_counters *c, struct kw_packet *p, 
 	struct watch *w = NULL;
 	__u64 prev_closed = 0, prev_open = 0;
 	int matched, watched = 0;
+	__u32 h = kw_hash_pair(&pair);
+	__u32 idx = h & CFG.pair_slots_mask;
+	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
 
 	KW_INC(c, KW_C_SYNACK);
-	matched = kw_answer(p, 0, &f, &first, &pair) != 0;
+	if (!slot)
+		return;
+	matched = kw_answer(slot, h, p, 0, &f, &first, &pair) != 0;
 	if (any_flagged) {
 		struct kw_conn conn = { .pair = pair, .sport = p->dport, .dport = p->sport };
 
@@ -219,7 +248,7 @@ static __noinline void kw_on_synack(struct kw_counters *c, struct kw_packet *p, 
 	kw_port_seen(c, &pair.dst, p->sport, KW_PORT_OPEN, now, &prev_closed, &prev_open);
 	if (!watched || !w)
 		return;
-	bpf_spin_lock(&w->lock);
+	bpf_spin_lock(&slot->lock);
 	if (w->state == 1 && p->ack == w->syn_seq + 1) {
 		w->synack_seq = p->seq;
 		w->synack_ts = now;
@@ -227,29 +256,28 @@ static __noinline void kw_on_synack(struct kw_counters *c, struct kw_packet *p, 
 		w->port_last_open = prev_open;
 		w->state = 2;
 	}
-	bpf_spin_unlock(&w->lock);
+	bpf_spin_unlock(&slot->lock);
 	if (kw_after(now + CFG.handshake_timeout_ns, watch_until, 0))
 		watch_until = now + CFG.handshake_timeout_ns;
 }
 
 /* kw_first_for_port marks port as reported for the flagged pair; returns 1
  * the first time, 0 after (or when the list is full). */
-static __always_inline int kw_first_for_port(struct flagged *fl, __u16 port)
+static __always_inline int kw_first_for_port(struct pair_slot *slot, struct flagged *fl, __u16 port)
 {
-	int first = 1;
+	__u32 seen = 0, n;
+	int first = 0;
 
-	bpf_spin_lock(&fl->lock);
+	bpf_spin_lock(&slot->lock);
+	n = fl->nreported;
 	for (int i = 0; i < KW_REPORTED_PORTS; i++)
-		if (i < fl->nreported && fl->reported[i] == port)
-			first = 0;
-	if (first) {
-		if (fl->nreported < KW_REPORTED_PORTS)
-			fl->reported[fl->nreported & (KW_REPORTED_PORTS - 1)] = port;
-		else
-			first = 0;
-		fl->nreported++;
+		seen |= kw_lt(i, n) & kw_eq16(fl->reported[i], port);
+	if (!seen && n < KW_REPORTED_PORTS) {
+		fl->reported[n & (KW_REPORTED_PORTS - 1)] = port;
+		fl->nreported = n + 1;
+		first = 1;
 	}
-	bpf_spin_unlock(&fl->lock);
+	bpf_spin_unlock(&slot->lock);
 	return first;
 }
 
@@ -264,10 +292,12 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 		.dport = p->dport,
 	};
 	struct handshake_rec hs = {};
+	struct pair_slot *slot;
 	struct candidate *cd;
 	struct flagged *fl;
 	struct watch *w;
 	int done = 0;
+	__u32 idx;
 
 	if (!now || !(p->flags & KW_TH_ACK))
 		return;
@@ -280,7 +310,11 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 	w = bpf_map_lookup_elem(&watch, &conn);
 	if (!w)
 		return;
-	bpf_spin_lock(&w->lock);
+	idx = kw_hash_pair(&conn.pair) & CFG.pair_slots_mask;
+	slot = bpf_map_lookup_elem(&pair_slots, &idx);
+	if (!slot)
+		return;
+	bpf_spin_lock(&slot->lock);
 	if (w->state == 2) {
 		if (p->ack == w->synack_seq + 1 && p->seq == w->syn_seq + 1 &&
 		    !kw_after(now, w->syn_ts, CFG.handshake_timeout_ns)) {
@@ -294,7 +328,7 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 			done = -1;
 		}
 	}
-	bpf_spin_unlock(&w->lock);
+	bpf_spin_unlock(&slot->lock);
 	if (done < 0) {
 		KW_INC(c, KW_C_HANDSHAKE_BAD_ACK);
 		return;
@@ -305,7 +339,7 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 	fl = bpf_map_lookup_elem(&flagged, &conn.pair);
 	if (!fl)
 		return;
-	if (!kw_first_for_port(fl, conn.dport)) {
+	if (!kw_first_for_port(slot, fl, conn.dport)) {
 		KW_INC(c, KW_C_HANDSHAKE_REPEAT);
 		return;
 	}
@@ -354,6 +388,7 @@ int knockwatch(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	int verdict = CFG.pass ? XDP_PASS : XDP_DROP;
 	struct kw_packet p = {};
+	struct kw_scratch *work;
 	struct kw_counters *c;
 	__u32 zero = 0;
 	__u64 now;
@@ -386,13 +421,30 @@ int knockwatch(struct xdp_md *ctx)
 		KW_INC(c, KW_C_NO_META);
 		return verdict;
 	}
-	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_RST))
+	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_RST)) {
 		KW_INC(c, KW_C_BAD_FLAGS);
-	else if (p.flags & KW_TH_RST)
-		kw_on_rst(c, &p, now);
-	else if (p.flags & KW_TH_ACK)
+		return verdict;
+	}
+	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_ACK)) {
 		kw_on_synack(c, &p, now);
+		return verdict;
+	}
+	work = bpf_map_lookup_elem(&scratch, &zero);
+	if (!work)
+		return verdict;
+	work->work.n = 0;
+	if (p.flags & KW_TH_RST)
+		kw_on_rst(c, &p, now, &work->work);
 	else
-		kw_on_syn(c, &p, now);
+		kw_on_syn(c, &p, now, &work->work);
+	/* Touches found under a slot lock continue here, where the stack
+	 * has room for kw_tier2's frame. */
+	for (int i = 0; i < KW_PENDING; i++) {
+		if (i >= work->work.n)
+			break;
+		kw_tier2(&work->work.pair, &work->work.t[i]);
+	}
+	if ((p.flags & KW_TH_SYN) && any_flagged)
+		kw_watch_syn(c, &p, now);
 	return verdict;
 }

@@ -14,17 +14,12 @@ import (
 )
 
 type knockwatchCandidate struct {
-	_    structs.HostLayout
-	Lock struct {
-		_   structs.HostLayout
-		Val uint32
-	}
+	_        structs.HostLayout
 	Head     uint8
 	N        uint8
 	Distinct uint16
 	FlagSent uint8
 	Pad      [3]uint8
-	_        [4]byte
 	LastTs   uint64
 	Ring     [16]struct {
 		_    structs.HostLayout
@@ -36,13 +31,10 @@ type knockwatchCandidate struct {
 }
 
 type knockwatchFlagged struct {
-	_    structs.HostLayout
-	Lock struct {
-		_   structs.HostLayout
-		Val uint32
-	}
+	_         structs.HostLayout
 	Nreported uint16
 	Distinct  uint16
+	_         [4]byte
 	FlagTs    uint64
 	Reported  [8]uint16
 }
@@ -120,6 +112,28 @@ type knockwatchKwScratch struct {
 	_    structs.HostLayout
 	Rec  knockwatchKnockRec
 	Init knockwatchCandidate
+	Work struct {
+		_    structs.HostLayout
+		Pair knockwatchKwPair
+		N    uint32
+		Pad  uint32
+		T    [4]struct {
+			_     structs.HostLayout
+			First struct {
+				_    structs.HostLayout
+				Ts   uint64
+				Port uint16
+				Kind uint8
+				Pad  [5]uint8
+			}
+			Ts   uint64
+			Now  uint64
+			Port uint16
+			Kind uint8
+			Tier uint8
+			Pad  uint32
+		}
+	}
 }
 
 type knockwatchLpmKey struct {
@@ -171,14 +185,11 @@ type knockwatchPortSlot struct {
 }
 
 type knockwatchWatch struct {
-	_    structs.HostLayout
-	Lock struct {
-		_   structs.HostLayout
-		Val uint32
-	}
+	_              structs.HostLayout
 	SynSeq         uint32
 	SynackSeq      uint32
 	State          uint32
+	_              [4]byte
 	SynTs          uint64
 	SynackTs       uint64
 	PortLastClosed uint64

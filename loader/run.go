@@ -46,7 +46,6 @@ func (r *Runner) Run(pkt []byte, ts time.Time) (uint32, error) {
 	return r.run(pkt, ts, 1)
 }
 
-
 func (r *Runner) run(pkt []byte, ts time.Time, repeat uint32) (uint32, error) {
 	r.buf = append(r.buf[:0], make([]byte, 8)...)
 	binary.NativeEndian.PutUint64(r.buf, uint64(ts.UnixNano()))

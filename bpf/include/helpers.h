@@ -11,6 +11,39 @@
 
 #define KW_INC(c, idx) ((c)->c[(idx)]++)
 
+/* kw_hide stops clang from turning the arithmetic below back into compares
+ * and branches: BPF has no conditional move, and a branch per loop step
+ * multiplies the paths the verifier must walk. */
+#define kw_hide(x) asm volatile("" : "+r"(x))
+
+/* kw_eq16: 1 if a == b, else 0, without a branch. */
+static __always_inline __u32 kw_eq16(__u16 a, __u16 b)
+{
+	__u32 x = (__u32)(a ^ b);
+
+	kw_hide(x);
+	return ((x - 1) >> 31) & 1;
+}
+
+/* kw_lt: 1 if a < b (both small non-negative), else 0, without a branch. */
+static __always_inline __u32 kw_lt(__u32 a, __u32 b)
+{
+	__u32 x = a - b;
+
+	kw_hide(x);
+	return x >> 31;
+}
+
+/* kw_within: 1 if newest - ts <= d (ns; ts may also be later), else 0,
+ * without a branch. */
+static __always_inline __u32 kw_within(__u64 newest, __u64 ts, __u64 d)
+{
+	__s64 x = (__s64)d - (__s64)(newest - ts);
+
+	kw_hide(x);
+	return (((__u64)x) >> 63) ^ 1;
+}
+
 /* kw_now returns the packet's time in ns. Live mode: CLOCK_TAI, which
  * userspace maps to UTC. Replay mode: the 8 bytes of XDP metadata in front of
  * the packet (unix ns, the capture timestamp); returns 0 when they are

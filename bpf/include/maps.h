@@ -6,10 +6,14 @@
  *
  * Concurrency: a multi-queue NIC runs this program on many CPUs at once and
  * RSS spreads the packets of one (S, D) pair over them (it hashes ports).
- * Multi-field state that several packets of a pair update (pair slots,
- * candidates, flagged pairs, watched handshakes) carries a bpf_spin_lock:
- * the fields must change together (a touch ring and its head, a pending
- * SYN's port and sequence number), which atomics cannot give, and the
+ * Multi-field state that several packets of a pair update must change
+ * together (a touch ring and its head, a pending SYN's port and sequence
+ * number), which atomics cannot give, so it is guarded by a bpf_spin_lock.
+ * The kernel allows spin locks only in HASH and ARRAY values, not in LRU
+ * maps, so the locks are striped: the pair slot of hash(S, D) — an ARRAY
+ * value — carries the lock that guards that slot AND every candidate,
+ * flagged and watch entry of any pair hashing to it. All CPUs derive the
+ * same slot from the same pair, so they serialize on the same lock. The
  * critical sections are a few dozen instructions with no helper calls.
  * Port slots take the same lock: a slot that changes owner must never be
  * read half old, half new.
@@ -53,8 +57,7 @@ struct {
 /* candidates: LRU hash (S, D) -> struct candidate, created at a pair's second
  * distinct closed touch. Scanners live here; a random-source flood never
  * reaches it (each flood source touches one port). */
-struct candidate {
-	struct bpf_spin_lock lock;
+struct candidate { /* guarded by the pair slot's lock */
 	__u8 head;         /* next write position in ring */
 	__u8 n;            /* valid entries in ring */
 	__u16 distinct;    /* distinct ports in the current burst (saturating) */
@@ -76,8 +79,7 @@ struct {
  * flagged. Kept apart from candidates so that no crowd of scanners or flood
  * sources can evict an attacker who already knocked: only other flagged
  * pairs compete for it. */
-struct flagged {
-	struct bpf_spin_lock lock;
+struct flagged { /* guarded by the pair slot's lock */
 	__u16 nreported;                   /* valid entries in reported[] */
 	__u16 distinct;                    /* distinct closed ports at flag time */
 	__u64 flag_ts;
@@ -94,8 +96,7 @@ struct {
 /* watch: LRU hash 4-tuple -> struct watch, a handshake of a flagged pair in
  * progress (SYN seen; SYN-ACK fills the rest). Only flagged sources create
  * entries. */
-struct watch {
-	struct bpf_spin_lock lock;
+struct watch { /* guarded by the pair slot's lock */
 	__u32 syn_seq;
 	__u32 synack_seq;
 	__u32 state; /* 1: SYN seen, 2: SYN-ACK seen */
@@ -162,12 +163,35 @@ struct {
 	__type(value, struct kw_counters);
 } stats SEC(".maps");
 
+/* Arguments of kw_tier2, passed by pointer (a global function takes at
+ * most five). */
+struct kw_tier2_args {
+	struct kw_touch first; /* the slot's first touch, on KW_TIER_PROMOTE */
+	__u64 ts;              /* this touch */
+	__u64 now;             /* detection time */
+	__u16 port;
+	__u8 kind;
+	__u8 tier;
+	__u32 _pad;
+};
+
+/* Touches a handler found under a pair slot's lock, finished by the entry
+ * point after the handler returns (so the call chain's stack stays under
+ * 512 bytes). */
+struct kw_work {
+	struct kw_pair pair;
+	__u32 n;
+	__u32 _pad;
+	struct kw_tier2_args t[KW_PENDING];
+};
+
 /* scratch: per-CPU staging too large for the 512-byte stack: a KNOCK record
- * copied out of a candidate under its lock, and a new candidate's initial
- * value. */
+ * copied out of a candidate under its lock, a new candidate's initial
+ * value, and the touches a handler leaves to the entry point. */
 struct kw_scratch {
 	struct knock_rec rec;
 	struct candidate init;
+	struct kw_work work;
 };
 
 struct {

@@ -53,40 +53,39 @@ static __always_inline int kw_allowlisted(const struct kw_addr *src)
 }
 
 /* kw_distinct counts the distinct ports among the ring's touches within
- * window_ns of newest. Caller holds the candidate's lock. */
+ * window_ns of newest. Caller holds the pair slot's lock. */
 static __always_inline __u32 kw_distinct(struct candidate *cd, __u64 newest)
 {
-	__u32 distinct = 0;
+	__u32 inwin = 0, distinct = 0, n = cd->n;
 
+	/* Branch-free: the verifier walks these 16 x 16 steps as straight
+	 * code instead of forking on every compare. */
+	for (int i = 0; i < KW_MAX_TOUCHES; i++)
+		inwin |= (kw_lt(i, n) & kw_within(newest, cd->ring[i].ts, CFG.window_ns)) << i;
 	for (int i = 0; i < KW_MAX_TOUCHES; i++) {
-		int dup = 0;
+		__u32 dup = 0;
+		__u16 port = cd->ring[i].port;
 
-		if (i >= cd->n || kw_after(newest, cd->ring[i].ts, CFG.window_ns))
-			continue;
-		for (int j = i + 1; j < KW_MAX_TOUCHES; j++) {
-			if (j >= cd->n || kw_after(newest, cd->ring[j].ts, CFG.window_ns))
-				continue;
-			if (cd->ring[j].port == cd->ring[i].port)
-				dup = 1;
-		}
-		distinct += !dup;
+		for (int j = i + 1; j < KW_MAX_TOUCHES; j++)
+			dup |= (inwin >> j) & kw_eq16(cd->ring[j].port, port);
+		distinct += (inwin >> i) & (dup ^ 1) & 1;
 	}
 	return distinct;
 }
 
 /* kw_candidate_add appends a touch to the candidate and decides whether to
- * flag. On a flag decision it copies the ring, oldest first, into rec
- * (per-CPU scratch) and returns 1. */
-static __always_inline int kw_candidate_add(struct candidate *cd, __u16 port, __u8 kind,
-					    __u64 ts, struct knock_rec *rec)
+ * flag, under the lock of the pair's slot. On a flag decision it copies the
+ * ring, oldest first, into rec (per-CPU scratch) and returns 1. */
+static __always_inline int kw_candidate_add(struct pair_slot *slot, struct candidate *cd, __u16 port,
+					    __u8 kind, __u64 ts, struct knock_rec *rec)
 {
-	int flag = 0, seen = 0;
-	__u32 h;
+	__u32 seen = 0, n, h, full;
+	int flag = 0;
 
-	bpf_spin_lock(&cd->lock);
+	bpf_spin_lock(&slot->lock);
+	n = cd->n;
 	for (int i = 0; i < KW_MAX_TOUCHES; i++)
-		if (i < cd->n && cd->ring[i].port == port)
-			seen = 1;
+		seen |= kw_lt(i, n) & kw_eq16(cd->ring[i].port, port);
 	if (kw_after(ts, cd->last_ts, CFG.window_ns))
 		cd->distinct = 1; /* a new burst */
 	else if (!seen && cd->distinct < 0xffff)
@@ -98,20 +97,20 @@ static __always_inline int kw_candidate_add(struct candidate *cd, __u16 port, __
 	cd->ring[h].port = port;
 	cd->ring[h].kind = kind;
 	cd->head = (h + 1) & (KW_MAX_TOUCHES - 1);
-	if (cd->n < KW_MAX_TOUCHES)
-		cd->n++;
+	if (n < KW_MAX_TOUCHES)
+		cd->n = ++n;
 	if (!cd->flag_sent && kw_distinct(cd, cd->last_ts) >= CFG.min_ports) {
 		cd->flag_sent = 1;
 		flag = 1;
-		rec->n = cd->n;
+		rec->n = n;
 		rec->distinct = cd->distinct;
-		for (int i = 0; i < KW_MAX_TOUCHES; i++) {
-			__u32 from = (cd->n < KW_MAX_TOUCHES ? i : cd->head + i) & (KW_MAX_TOUCHES - 1);
-
-			rec->touches[i] = cd->ring[from];
-		}
+		/* Oldest first: once the ring is full it starts at head. */
+		full = kw_lt(KW_MAX_TOUCHES - 1, n);
+		h = cd->head & (0 - full);
+		for (int i = 0; i < KW_MAX_TOUCHES; i++)
+			rec->touches[i] = cd->ring[(h + i) & (KW_MAX_TOUCHES - 1)];
 	}
-	bpf_spin_unlock(&cd->lock);
+	bpf_spin_unlock(&slot->lock);
 	return flag;
 }
 
@@ -147,20 +146,28 @@ static __always_inline int kw_flag(struct kw_counters *c, const struct kw_pair *
 }
 
 /* kw_tier2 continues a touch that kw_tier1 did not finish: creates the
- * candidate on KW_TIER_PROMOTE, adds the touch, flags when it is time. */
-static __always_inline void kw_tier2(struct kw_counters *c, const struct kw_pair *pair, int tier,
-				     const struct kw_touch *first, __u16 port, __u8 kind,
-				     __u64 ts, __u64 now)
+ * candidate on KW_TIER_PROMOTE, adds the touch, flags when it is time.
+ *
+ * It is a global (non-static, noinline) function so the verifier checks its
+ * loops once, not once per path that reaches it: it looks up everything it
+ * locks itself, since a global function's pointer arguments are plain
+ * memory to the verifier. */
+__attribute__((noinline)) int kw_tier2(const struct kw_pair *pair, const struct kw_tier2_args *t)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, idx;
 	struct kw_scratch *s;
+	struct kw_counters *c;
+	struct pair_slot *slot;
 	struct candidate *cd;
 
-	if (tier == KW_TIER_DONE)
-		return;
+	if (!pair || !t || t->tier == KW_TIER_DONE)
+		return 0;
+	c = bpf_map_lookup_elem(&stats, &zero);
 	s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return;
+	idx = kw_hash_pair(pair) & CFG.pair_slots_mask;
+	slot = bpf_map_lookup_elem(&pair_slots, &idx);
+	if (!c || !s || !slot)
+		return 0;
 	cd = bpf_map_lookup_elem(&candidates, pair);
 	if (!cd) {
 		struct candidate *init = &s->init;
@@ -168,24 +175,25 @@ static __always_inline void kw_tier2(struct kw_counters *c, const struct kw_pair
 		/* Promotion: start from the slot's first touch. A candidate
 		 * the LRU evicted starts again from this touch. */
 		__builtin_memset(init, 0, sizeof(*init));
-		init->last_ts = ts;
-		if (tier == KW_TIER_PROMOTE) {
-			init->ring[0] = *first;
+		init->last_ts = t->ts;
+		if (t->tier == KW_TIER_PROMOTE) {
+			init->ring[0] = t->first;
 			init->n = 1;
 			init->head = 1;
 			init->distinct = 1;
-			init->last_ts = first->ts;
+			init->last_ts = t->first.ts;
 		}
 		if (bpf_map_update_elem(&candidates, pair, init, BPF_NOEXIST) == 0)
 			KW_INC(c, KW_C_CANDIDATES);
 		cd = bpf_map_lookup_elem(&candidates, pair);
 		if (!cd) {
 			KW_INC(c, KW_C_MAP_INSERT_FAIL);
-			return;
+			return 0;
 		}
 	}
-	if (kw_candidate_add(cd, port, kind, ts, &s->rec))
-		kw_flag(c, pair, &s->rec, now);
+	if (kw_candidate_add(slot, cd, t->port, t->kind, t->ts, &s->rec))
+		return kw_flag(c, pair, &s->rec, t->now);
+	return 0;
 }
 
 #endif
