@@ -141,9 +141,13 @@ func (f *frameReader) delimited(prefix ...byte) ([]byte, error) {
 	}
 }
 
+// indexDelim finds the first LF or NUL, scanning for NUL only up to the LF.
 func indexDelim(b []byte) int {
 	i := bytes.IndexByte(b, '\n')
-	if j := bytes.IndexByte(b, 0); j >= 0 && (i < 0 || j < i) {
+	if i >= 0 {
+		b = b[:i]
+	}
+	if j := bytes.IndexByte(b, 0); j >= 0 {
 		return j
 	}
 	return i
