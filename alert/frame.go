@@ -65,8 +65,8 @@ func decodePayload(payload []byte) (Record, error) {
 	payload = payload[n:]
 	action := string(payload[:actLen])
 	body := payload[actLen:]
-	if id == "" || len(body) == 0 {
-		return Record{}, fmt.Errorf("%w: empty id or body", errBadPayload)
+	if id == "" || len(body) < 2 || body[0] != '{' || body[len(body)-1] != '}' {
+		return Record{}, fmt.Errorf("%w: empty id or body not an object", errBadPayload)
 	}
 	return Record{ID: id, Action: action, JSON: bytes.Clone(body)}, nil
 }
@@ -223,6 +223,24 @@ func (r *frameReader) validAt(at int64) (bool, error) {
 	if !ok {
 		return false, nil
 	}
+	// Cheap checks first, so that garbage full of magic bytes does not cost
+	// a read of a whole claimed payload per candidate: the payload must
+	// start with a decodable id and action followed by '{' and end with '}'.
+	var head [2*maxIDBytes + 2*binary.MaxVarintLen64 + 1]byte
+	hn := min(int(n), len(head))
+	if _, err := r.f.ReadAt(head[:hn], at+frameHeaderSize); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		return false, fmt.Errorf("read spool segment: %w", err)
+	}
+	if !plausiblePayload(head[:hn], int(n)) {
+		return false, nil
+	}
+	var last [1]byte
+	if _, err := r.f.ReadAt(last[:], at+frameHeaderSize+int64(n)-1); err != nil || last[0] != '}' {
+		return false, nil
+	}
 	payload := make([]byte, n)
 	if _, err := r.f.ReadAt(payload, at+frameHeaderSize); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -235,4 +253,21 @@ func (r *frameReader) validAt(at int64) (bool, error) {
 	}
 	_, err := decodePayload(payload)
 	return err == nil, nil
+}
+
+// plausiblePayload checks the head of a payload of n bytes: an id and an
+// action of valid lengths followed by the start of a JSON object.
+func plausiblePayload(head []byte, n int) bool {
+	p := 0
+	for range 2 {
+		l, k := binary.Uvarint(head[p:])
+		if k <= 0 || l > maxIDBytes {
+			return false
+		}
+		p += k + int(l)
+		if p >= len(head) {
+			return p < n // the object starts beyond what was read
+		}
+	}
+	return head[p] == '{'
 }
