@@ -19,20 +19,14 @@
 #include "helpers.h"
 #include "portstate.h"
 #include "touch.h"
+#include "sweep.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 /* Keep the record types in BTF so bpf2go can generate their Go twins. */
 const struct handshake_rec *unused_handshake_rec __attribute__((unused));
 const struct knock_rec *unused_knock_rec __attribute__((unused));
-
-/* A touch found inside a pair slot's lock, finished after it is released. */
-struct kw_found {
-	__u64 ts;
-	__u16 port;
-	__u8 kind;
-	__u8 tier;
-};
+const struct kw_sweep_args *unused_sweep_args __attribute__((unused));
 
 /* kw_watch_syn starts watching the handshake of a SYN from a flagged
  * pair. Its own frame keeps kw_on_syn's stack small. */

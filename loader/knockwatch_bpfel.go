@@ -136,6 +136,13 @@ type knockwatchKwScratch struct {
 	}
 }
 
+type knockwatchKwSweepArgs struct {
+	_     structs.HostLayout
+	Now   uint64
+	Start uint32
+	Count uint32
+}
+
 type knockwatchLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -210,10 +217,12 @@ const (
 	knockwatchMapStats              = "stats"
 	knockwatchMapWatch              = "watch"
 	knockwatchProgKnockwatch        = "knockwatch"
+	knockwatchProgKnockwatchSweep   = "knockwatch_sweep"
 	knockwatchVarCFG                = "CFG"
 	knockwatchVarAnyFlagged         = "any_flagged"
 	knockwatchVarUnusedHandshakeRec = "unused_handshake_rec"
 	knockwatchVarUnusedKnockRec     = "unused_knock_rec"
+	knockwatchVarUnusedSweepArgs    = "unused_sweep_args"
 	knockwatchVarWatchUntil         = "watch_until"
 )
 
@@ -259,7 +268,8 @@ type knockwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type knockwatchProgramSpecs struct {
-	Knockwatch *ebpf.ProgramSpec `ebpf:"knockwatch"`
+	Knockwatch      *ebpf.ProgramSpec `ebpf:"knockwatch"`
+	KnockwatchSweep *ebpf.ProgramSpec `ebpf:"knockwatch_sweep"`
 }
 
 // knockwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -285,6 +295,7 @@ type knockwatchVariableSpecs struct {
 	AnyFlagged         *ebpf.VariableSpec `ebpf:"any_flagged"`
 	UnusedHandshakeRec *ebpf.VariableSpec `ebpf:"unused_handshake_rec"`
 	UnusedKnockRec     *ebpf.VariableSpec `ebpf:"unused_knock_rec"`
+	UnusedSweepArgs    *ebpf.VariableSpec `ebpf:"unused_sweep_args"`
 	WatchUntil         *ebpf.VariableSpec `ebpf:"watch_until"`
 }
 
@@ -341,6 +352,7 @@ type knockwatchVariables struct {
 	AnyFlagged         *ebpf.Variable `ebpf:"any_flagged"`
 	UnusedHandshakeRec *ebpf.Variable `ebpf:"unused_handshake_rec"`
 	UnusedKnockRec     *ebpf.Variable `ebpf:"unused_knock_rec"`
+	UnusedSweepArgs    *ebpf.Variable `ebpf:"unused_sweep_args"`
 	WatchUntil         *ebpf.Variable `ebpf:"watch_until"`
 }
 
@@ -348,12 +360,14 @@ type knockwatchVariables struct {
 //
 // It can be passed to loadKnockwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type knockwatchPrograms struct {
-	Knockwatch *ebpf.Program `ebpf:"knockwatch"`
+	Knockwatch      *ebpf.Program `ebpf:"knockwatch"`
+	KnockwatchSweep *ebpf.Program `ebpf:"knockwatch_sweep"`
 }
 
 func (p *knockwatchPrograms) Close() error {
 	return _KnockwatchClose(
 		p.Knockwatch,
+		p.KnockwatchSweep,
 	)
 }
 

@@ -382,3 +382,32 @@ func TestNoMetadata(t *testing.T) {
 		t.Errorf("counters %v, want no_meta=1 syn=0", got)
 	}
 }
+
+// TestSweep: a source that knocks with unanswered SYNs and goes quiet is
+// flagged by userspace's sweep, not left pending forever.
+func TestSweep(t *testing.T) {
+	s := loadReplay(t, nil)
+	rd, err := s.NewReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	run, _ := s.NewRunner()
+	for _, st := range []step{a.syn(0, 7000), a.syn(sec(0.5), 8000), a.syn(sec(1), 9000)} {
+		if _, err := run.Run(st.p.Bytes(), t0.Add(st.at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before the timeout nothing ages.
+	if n, err := s.Sweep(t0.Add(sec(2.5))); err != nil || n != 1 {
+		t.Fatalf("sweep at 2.5s: %d touches, %v; want 1 (port 7000)", n, err)
+	}
+	if n, err := s.Sweep(t0.Add(sec(10))); err != nil || n != 2 {
+		t.Fatalf("sweep at 10s: %d touches, %v; want 2", n, err)
+	}
+	if n, _ := s.Sweep(t0.Add(sec(20))); n != 0 {
+		t.Fatalf("second sweep found %d touches again", n)
+	}
+	checkKnocks(t, knocks(drain(t, rd)), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
+		kinds: []TouchKind{TouchS0, TouchS0, TouchS0}, times: []time.Duration{0, sec(0.5), sec(1)}}})
+}

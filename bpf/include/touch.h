@@ -20,6 +20,14 @@
 
 enum kw_tier { KW_TIER_DONE = 0, KW_TIER_PROMOTE = 1, KW_TIER_CANDIDATE = 2 };
 
+/* A touch found inside a pair slot's lock, finished after it is released. */
+struct kw_found {
+	__u64 ts;
+	__u16 port;
+	__u8 kind;
+	__u8 tier;
+};
+
 /* kw_tier1 records a touch of the slot's owner (hash h). Caller holds
  * slot->lock and has checked the owner. Returns what must follow after the
  * lock is released; on KW_TIER_PROMOTE *first receives the earlier touch. */

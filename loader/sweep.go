@@ -1,0 +1,72 @@
+package loader
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// sweepChunk is the number of pair slots one BPF_PROG_RUN of the sweep
+// visits; a full pass over the default 2^18 slots takes four runs.
+const sweepChunk = 1 << 16
+
+// Sweep ages pending SYNs older than the S0 timeout at now into S0 touches,
+// over every pair slot, through the program's knockwatch_sweep. The packet
+// path ages a pair's SYNs when the pair sends another SYN; this catches the
+// source that knocked and went quiet. Returns the S0 touches found.
+func (s *Sensor) Sweep(now time.Time) (int, error) {
+	ns := s.programTime(now)
+	slots := s.objs.PairSlots.MaxEntries()
+	buf := make([]byte, 16+14) // metadata, then a dummy Ethernet header
+	total := 0
+	for start := uint32(0); start < slots; start += sweepChunk {
+		binary.NativeEndian.PutUint64(buf[0:], ns)
+		binary.NativeEndian.PutUint32(buf[8:], start)
+		binary.NativeEndian.PutUint32(buf[12:], min(sweepChunk, slots-start))
+		ret, err := s.objs.KnockwatchSweep.Run(&ebpf.RunOptions{
+			Data:    buf,
+			Context: &xdpMD{Data: 16, DataEnd: uint32(len(buf))},
+		})
+		if err != nil {
+			return total, fmt.Errorf("sweep pair slots: %w", err)
+		}
+		total += int(ret)
+	}
+	return total, nil
+}
+
+// SweepEvery runs Sweep every interval until ctx ends (live mode). Errors
+// go to onErr, which may be nil.
+func (s *Sensor) SweepEvery(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if _, err := s.Sweep(now); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+// programTime converts wall-clock t to the program's clock: unix ns in
+// replay mode, CLOCK_TAI ns in live mode.
+func (s *Sensor) programTime(t time.Time) uint64 {
+	if s.cfg.Replay {
+		return uint64(t.UnixNano())
+	}
+	var tai, real unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_TAI, &tai) != nil || unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {
+		return uint64(t.UnixNano())
+	}
+	off := tai.Nano() - real.Nano()
+	off = (off + sign(off)*int64(time.Second)/2) / int64(time.Second) * int64(time.Second)
+	return uint64(t.UnixNano() + off)
+}
