@@ -65,6 +65,7 @@ type Engine struct {
 	st        *state
 	maxSensor int64 // newest sensor event time seen (or Advance'd)
 	lastSweep int64
+	lastFull  int64
 	c         counters
 	arriving  *chg // the change being attached, evaluated even if late
 	pending   []Alert
@@ -170,32 +171,33 @@ func (e *Engine) cutoff() int64 {
 func (e *Engine) AddKnock(k Knock) error {
 	if err := k.validate(); err != nil {
 		e.mu.Lock()
-		e.c.rejected[evKnock]++
+		e.c.rejected[iKnock]++
 		e.mu.Unlock()
 		return fmt.Errorf("add knock: %w", err)
 	}
 	src, dst := k.Src.Unmap(), k.Dst.Unmap()
 	e.mu.Lock()
-	e.c.in[evKnock]++
+	e.c.in[iKnock]++
 	var newest int64
 	for _, t := range k.Touches {
 		newest = max(newest, t.Time.UnixNano())
 	}
 	if e.late(newest) {
-		e.c.late[evKnock]++
+		e.c.late[iKnock]++
 	}
 	e.observe(newest)
 	h, p := e.pairFor(dst, src)
 	if p.scan {
 		p.last = max(p.last, newest)
 		e.c.scanEvidence++
+		e.st.touch(p)
 		e.unlockAndEmit()
 		return nil
 	}
 	added, dropped := p.mergeTouches(k.Touches, e.cfg.MaxTouchesPerPair)
 	e.c.touchesDropped += uint64(dropped)
 	if added == 0 {
-		e.c.duplicates[evKnock]++
+		e.c.duplicates[iKnock]++
 	}
 	p.sensorDistinct = max(p.sensorDistinct, sat8(k.DistinctClosed))
 	maxDistinct := p.knockWindows(e.rule.window, 0, nil)
@@ -203,9 +205,16 @@ func (e *Engine) AddKnock(k Knock) error {
 	case maxDistinct > e.cfg.MaxPorts || int(p.sensorDistinct) > e.cfg.MaxPorts:
 		e.markScan(p)
 	case added > 0:
+		p.knocked = maxDistinct >= e.cfg.MinPorts
+		if p.knocked && !p.changed && len(h.changes) > 0 {
+			p.changed = e.fitsAny(p, h.changes)
+		}
+		e.st.touch(p)
 		for _, r := range p.hs {
 			e.evalHS(dst, h, src, p, r)
 		}
+	default:
+		e.st.touch(p)
 	}
 	e.maybeSweep()
 	e.unlockAndEmit()
@@ -216,7 +225,7 @@ func (e *Engine) AddKnock(k Knock) error {
 func (e *Engine) AddHandshake(hs Handshake) error {
 	if err := hs.validate(); err != nil {
 		e.mu.Lock()
-		e.c.rejected[evHandshake]++
+		e.c.rejected[iHandshake]++
 		e.mu.Unlock()
 		return fmt.Errorf("add handshake: %w", err)
 	}
@@ -224,9 +233,9 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 	src, dst := hs.Src, hs.Dst
 	ack := hs.ACK.UnixNano()
 	e.mu.Lock()
-	e.c.in[evHandshake]++
+	e.c.in[iHandshake]++
 	if e.late(ack) {
-		e.c.late[evHandshake]++
+		e.c.late[iHandshake]++
 	}
 	e.observe(ack)
 	if e.st.nHS >= e.cfg.MaxHandshakes {
@@ -239,13 +248,14 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 	switch {
 	case p.scan:
 		e.c.scanEvidence++
+		e.st.touch(p)
 	case int(p.sensorDistinct) > e.cfg.MaxPorts:
 		e.markScan(p)
 	default:
 		syn := hs.SYN.UnixNano()
 		for _, r := range p.hs {
 			if r.h.Port == hs.Port && r.ack == ack && r.syn == syn {
-				e.c.duplicates[evHandshake]++
+				e.c.duplicates[iHandshake]++
 				e.unlockAndEmit()
 				return nil
 			}
@@ -253,6 +263,7 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 		r := &hsRec{h: hs, ack: ack, syn: syn}
 		p.hs = append(p.hs, r)
 		e.st.nHS++
+		e.st.touch(p)
 		e.evalHS(dst, h, src, p, r)
 	}
 	e.maybeSweep()
@@ -266,12 +277,12 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 func (e *Engine) AddChange(c ExposureChange) error {
 	if err := c.validate(); err != nil {
 		e.mu.Lock()
-		e.c.rejected[evChange]++
+		e.c.rejected[iChange]++
 		e.mu.Unlock()
 		return fmt.Errorf("add change: %w", err)
 	}
 	e.mu.Lock()
-	e.c.in[evChange]++
+	e.c.in[iChange]++
 	if ok, why := e.rule.opens(&c); !ok {
 		e.c.ignored[why]++
 		e.mu.Unlock()
@@ -279,13 +290,13 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	key := keyOf(&c)
 	if _, dup := e.st.changes[key]; dup {
-		e.c.duplicates[evChange]++
+		e.c.duplicates[iChange]++
 		e.mu.Unlock()
 		return nil
 	}
 	t := c.Time.UnixNano()
 	if e.late(t + e.rule.skew) {
-		e.c.late[evChange]++
+		e.c.late[iChange]++
 	}
 	if len(e.st.changes) >= e.cfg.MaxChanges {
 		e.evictChanges()
@@ -295,6 +306,11 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	ch := &chg{c: c, t: t, key: key}
 	ch.ips = e.resolve(&ch.c)
 	e.st.changes[key] = ch
+	e.st.changeQ = append(e.st.changeQ, ch)
+	if len(e.st.changeQ) > 2*e.cfg.MaxChanges {
+		// Evicted changes wait in the queue until popped; keep it bounded.
+		e.st.changeQ = slices.DeleteFunc(e.st.changeQ, func(c *chg) bool { return c.gone })
+	}
 	if len(ch.ips) == 0 {
 		e.st.unresolved = append(e.st.unresolved, ch)
 		e.c.unresolvedSeen++
@@ -333,6 +349,10 @@ func (e *Engine) attach(ch *chg) {
 			if p.last < cutoff {
 				continue // expired, not swept yet
 			}
+			if p.knocked && !p.changed && e.fits(p, ch) {
+				p.changed = true
+				e.st.touch(p)
+			}
 			for _, r := range p.hs {
 				e.evalHS(d, h, src, p, r)
 			}
@@ -343,19 +363,46 @@ func (e *Engine) attach(ch *chg) {
 // pairFor returns the pair (src, dst), creating it (after eviction when
 // the cap is reached).
 func (e *Engine) pairFor(dst, src netip.Addr) (*host, *pair) {
-	if h := e.st.hosts[dst]; h != nil {
+	h := e.st.hosts[dst]
+	if h != nil {
 		if p := h.pairs[src]; p != nil {
 			return h, p
 		}
 	}
 	if e.st.nPairs >= e.cfg.MaxPairs {
 		e.evictPairs()
+		h = e.st.hosts[dst] // eviction may have dropped the host
 	}
-	h := e.st.host(dst, true)
-	p := &pair{}
+	if h == nil {
+		h = e.st.host(dst, true)
+	}
+	p := &pair{h: h, src: src}
 	h.pairs[src] = p
 	e.st.nPairs++
+	e.st.touch(p)
 	return h, p
+}
+
+// fits reports whether change c falls in the change window of one of p's
+// knocks.
+func (e *Engine) fits(p *pair, c *chg) bool {
+	return e.fitsAny(p, []*chg{c})
+}
+
+// fitsAny reports whether one of the changes falls in the change window of
+// one of p's knocks.
+func (e *Engine) fitsAny(p *pair, cs []*chg) bool {
+	found := false
+	p.knockWindows(e.rule.window, e.cfg.MinPorts, func(k knockEnd) bool {
+		for _, c := range cs {
+			if c.t >= k.t-e.rule.skew && c.t <= k.t+e.rule.after {
+				found = true
+				break
+			}
+		}
+		return !found
+	})
+	return found
 }
 
 func (e *Engine) markScan(p *pair) {
@@ -364,6 +411,7 @@ func (e *Engine) markScan(p *pair) {
 	e.st.nHS -= len(p.hs)
 	p.hs = nil
 	e.c.scans++
+	e.st.touch(p)
 }
 
 // evalHS evaluates one handshake and queues an alert record when its
@@ -376,6 +424,10 @@ func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec
 			e.c.noAlert[noAlert]++
 		}
 		return
+	}
+	if !p.alerted {
+		p.alerted = true
+		e.st.touch(p)
 	}
 	if !best.better(r.best) {
 		return

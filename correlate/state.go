@@ -14,16 +14,23 @@ type touch struct {
 }
 
 // pair is the state of one (source, destination) pair. Its size matters:
-// with a 3-touch knock a pair costs its map entry, this struct (56 bytes)
+// with a 3-touch knock a pair costs its map entry, this struct (112 bytes)
 // and the touches (48 bytes).
 type pair struct {
-	touches []touch  // sorted by (t, port), no duplicates
-	hs      []*hsRec // handshakes of the source to the destination
-	last    int64    // newest sensor event time of the pair's evidence
+	touches    []touch  // sorted by (t, port), no duplicates
+	hs         []*hsRec // handshakes of the source to the destination
+	prev, next *pair    // the pair's eviction-class list (lru.go)
+	h          *host
+	src        netip.Addr
+	last       int64 // newest sensor event time of the pair's evidence
 	// sensorDistinct is the largest distinct-closed-port count the sensor
 	// reported for the pair (saturating).
 	sensorDistinct uint8
 	scan           bool
+	class          uint8 // eviction class, see lru.go
+	knocked        bool  // the touches hold a valid knock window
+	changed        bool  // a change on the host fits one of its knock windows
+	alerted        bool  // one of its handshakes has an outcome
 }
 
 // hsRec is a handshake and what the engine decided about it.
@@ -42,6 +49,7 @@ type chg struct {
 	t   int64
 	key changeKey
 	ips []netip.Addr // resolved destination addresses; empty = unresolved
+	gone bool        // dropped; still in state.changeQ until popped
 }
 
 // changeKey identifies a Windows record; records without a record id are
@@ -68,6 +76,7 @@ func keyOf(c *ExposureChange) changeKey {
 // host is the state of one destination address: everything is keyed by
 // it, so that the engine can be partitioned by host.
 type host struct {
+	dst     netip.Addr
 	pairs   map[netip.Addr]*pair // by source
 	changes []*chg
 }
@@ -77,18 +86,24 @@ type state struct {
 	hosts      map[netip.Addr]*host
 	changes    map[changeKey]*chg // every stored change, for duplicates
 	unresolved []*chg
+	changeQ    []*chg // stored changes in arrival order, for expiry
 	nPairs     int
 	nHS        int
+	classes    [numClasses]pair // list heads, see lru.go
 }
 
 func newState() *state {
-	return &state{hosts: make(map[netip.Addr]*host), changes: make(map[changeKey]*chg)}
+	s := &state{hosts: make(map[netip.Addr]*host), changes: make(map[changeKey]*chg)}
+	for i := range s.classes {
+		s.classes[i].prev, s.classes[i].next = &s.classes[i], &s.classes[i]
+	}
+	return s
 }
 
 func (s *state) host(d netip.Addr, create bool) *host {
 	h := s.hosts[d]
 	if h == nil && create {
-		h = &host{pairs: make(map[netip.Addr]*pair)}
+		h = &host{dst: d, pairs: make(map[netip.Addr]*pair)}
 		s.hosts[d] = h
 	}
 	return h
@@ -98,6 +113,26 @@ func (s *state) host(d netip.Addr, create bool) *host {
 // returns how many were new and how many were dropped by the cap (the
 // oldest go first).
 func (p *pair) mergeTouches(ts []Touch, max int) (added, dropped int) {
+	if len(p.touches) == 0 {
+		// The common case, a new pair: one allocation, then sort.
+		p.touches = make([]touch, 0, len(ts))
+		for _, t := range ts {
+			n := touch{t: t.Time.UnixNano(), port: t.Port, kind: t.Kind}
+			p.touches = append(p.touches, n)
+			p.last = maxInt64(p.last, n.t)
+		}
+		if !slices.IsSortedFunc(p.touches, cmpTouch) {
+			slices.SortStableFunc(p.touches, cmpTouch)
+		}
+		p.touches = slices.CompactFunc(p.touches, func(a, b touch) bool { return cmpTouch(a, b) == 0 })
+		added = len(p.touches)
+		if over := len(p.touches) - max; over > 0 {
+			p.touches = slices.Delete(p.touches, 0, over)
+			dropped = over
+		}
+		return added, dropped
+	}
+	p.touches = slices.Grow(p.touches, len(ts))
 	for _, t := range ts {
 		n := touch{t: t.Time.UnixNano(), port: t.Port, kind: t.Kind}
 		i, found := slices.BinarySearchFunc(p.touches, n, cmpTouch)
@@ -169,6 +204,13 @@ func (p *pair) knockWindows(window int64, min int, fn func(knockEnd) bool) (maxD
 		}
 	}
 	return maxDistinct
+}
+
+func maxInt64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 func min2(a, b int) int {

@@ -9,9 +9,19 @@ const (
 	evChange    = "change"
 )
 
+// Indexes of the per-kind counter arrays.
+const (
+	iKnock = iota
+	iHandshake
+	iChange
+	numKinds
+)
+
+var kindNames = [numKinds]string{evKnock, evHandshake, evChange}
+
 // counters are the engine's counters, guarded by Engine.mu.
 type counters struct {
-	in, rejected, duplicates, late map[string]uint64
+	in, rejected, duplicates, late [numKinds]uint64
 	ignored, noAlert, suppressed   map[string]uint64
 	alerts                         [3]uint64
 	upgrades, scans, scanEvidence  uint64
@@ -20,8 +30,7 @@ type counters struct {
 }
 
 func (c *counters) init() {
-	for _, m := range []*map[string]uint64{&c.in, &c.rejected, &c.duplicates, &c.late, &c.ignored,
-		&c.noAlert, &c.suppressed, &c.capHits, &c.evicted, &c.expired} {
+	for _, m := range []*map[string]uint64{&c.ignored, &c.noAlert, &c.suppressed, &c.capHits, &c.evicted, &c.expired} {
 		*m = make(map[string]uint64)
 	}
 }
@@ -81,10 +90,10 @@ func (e *Engine) Stats() Stats {
 		Changes:           len(e.st.changes),
 		UnresolvedChanges: len(e.st.unresolved),
 		Handshakes:        e.st.nHS,
-		In:                clone(e.c.in),
-		Rejected:          clone(e.c.rejected),
-		Duplicates:        clone(e.c.duplicates),
-		Late:              clone(e.c.late),
+		In:                byKind(&e.c.in),
+		Rejected:          byKind(&e.c.rejected),
+		Duplicates:        byKind(&e.c.duplicates),
+		Late:              byKind(&e.c.late),
 		ChangesIgnored:    clone(e.c.ignored),
 		ChangesUnresolved: e.c.unresolvedSeen,
 		AlertsHigh:        e.c.alerts[ConfidenceHigh],
@@ -109,6 +118,14 @@ func clone(m map[string]uint64) map[string]uint64 {
 	out := make(map[string]uint64, len(m))
 	for k, v := range m {
 		out[k] = v
+	}
+	return out
+}
+
+func byKind(a *[numKinds]uint64) map[string]uint64 {
+	out := make(map[string]uint64, numKinds)
+	for i, v := range a {
+		out[kindNames[i]] = v
 	}
 	return out
 }

@@ -1,0 +1,129 @@
+package correlate
+
+import (
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// mixFeeder produces an endless evidence stream: per cycle of 8 items, 5
+// knocks by new sources (3 touches each), one more knock touch by an
+// earlier source, the first handshake of an earlier knocker (one in 8 of
+// them alerts) and one inbound allow-rule change, over 4096 hosts. Event
+// time advances by step per item. It is harsher than real traffic, where
+// knocks, handshakes and firewall changes are far rarer than this.
+type mixFeeder struct {
+	e       *Engine
+	step    time.Duration
+	now     time.Time
+	n       int
+	touches [3]Touch
+}
+
+func (f *mixFeeder) addr(base byte, n int) netip.Addr {
+	return netip.AddrFrom4([4]byte{base, byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+func (f *mixFeeder) next() error {
+	f.n++
+	f.now = f.now.Add(f.step)
+	dst := f.addr(10, f.n%4096)
+	switch f.n % 8 {
+	case 0, 1, 2, 3, 4:
+		for i := range f.touches {
+			f.touches[i] = Touch{Port: uint16(1000 + i + f.n%7), Time: f.now.Add(time.Duration(i-3) * time.Second), Kind: TouchREJ}
+		}
+		return f.e.AddKnock(Knock{Src: f.addr(100, f.n), Dst: dst, Touches: f.touches[:]})
+	case 5:
+		f.touches[0] = Touch{Port: 4444, Time: f.now, Kind: TouchS0}
+		return f.e.AddKnock(Knock{Src: f.addr(100, f.n-5), Dst: f.addr(10, (f.n-5)%4096), Touches: f.touches[:1]})
+	case 6:
+		h := handshakeAt(f.addr(100, f.n-6), f.addr(10, (f.n-6)%4096), 22, f.now.Add(30*time.Second))
+		if f.n%64 == 6 {
+			// One handshake in 8 shows the port opening: a medium alert.
+			h.PortLastClosed = f.now.Add(-time.Minute)
+		}
+		return f.e.AddHandshake(h)
+	default:
+		c := ExposureChange{Time: f.now, HostIPs: []netip.Addr{dst}, Kind: ChangeRuleAdded, Ports: Ports(3389),
+			Protocol: ProtocolTCP, Direction: DirectionInbound, Action: ActionAllow, Active: TriTrue,
+			Channel: "Firewall", RecordID: uint64(f.n)}
+		return f.e.AddChange(c)
+	}
+}
+
+func benchFeed(b *testing.B, cfg Config, step time.Duration) {
+	e, err := New(cfg, EmitterFunc(func(Alert) {}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &mixFeeder{e: e, step: step, now: t0}
+	// Warm up to a steady state: a full retention of evidence (or the cap).
+	for i := 0; i < 200_000; i++ {
+		if err := f.next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if err := f.next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "items/s")
+	s := e.Stats()
+	b.ReportMetric(float64(s.Pairs), "pairs")
+}
+
+// BenchmarkEvidenceMix: the realistic mix, event time 10 ms per item, so
+// the retained state (~120k items) stays under the caps.
+func BenchmarkEvidenceMix(b *testing.B) {
+	benchFeed(b, DefaultConfig(), 10*time.Millisecond)
+}
+
+// BenchmarkEvidenceFloodAtCap: the same mix at 1 µs of event time per item
+// with 65,536 pairs allowed: every new knock meets the pair cap, so this
+// measures eviction under a flood.
+func BenchmarkEvidenceFloodAtCap(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.MaxPairs = 1 << 16
+	benchFeed(b, cfg, time.Microsecond)
+}
+
+// BenchmarkBytesPerPair measures the heap held per tracked (S, D) pair:
+// 200,000 pairs with a 3-touch knock each, spread over 4096 hosts.
+func BenchmarkBytesPerPair(b *testing.B) {
+	const pairs = 200_000
+	var total float64
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		e, err := New(DefaultConfig(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := &mixFeeder{e: e, now: t0}
+		for n := 0; n < pairs; n++ {
+			for j := range f.touches {
+				f.touches[j] = Touch{Port: uint16(1000 + j), Time: t0.Add(time.Duration(n)*time.Microsecond + time.Duration(j)*time.Second), Kind: TouchREJ}
+			}
+			if err := e.AddKnock(Knock{Src: f.addr(100, n), Dst: f.addr(10, n%4096), Touches: f.touches[:]}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if s := e.Stats(); s.Pairs != pairs {
+			b.Fatalf("tracked %d pairs, want %d", s.Pairs, pairs)
+		}
+		total += float64(after.HeapAlloc-before.HeapAlloc) / pairs
+		runtime.KeepAlive(e)
+	}
+	b.ReportMetric(total/float64(b.N), "bytes/pair")
+}

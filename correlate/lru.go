@@ -1,0 +1,117 @@
+package correlate
+
+import "go.uber.org/zap"
+
+// Pairs live in one list per eviction class, least recently updated
+// first. Evicting under the pair cap takes the front of the lowest
+// non-empty class, so a flood of scanners and half-knocks goes before any
+// pair that knocked, and those before pairs whose host changed after the
+// knock, that connected, or that alerted: O(1) per eviction however large
+// the table. Expiry by retention walks the same lists from the front.
+
+// Eviction classes, least suspicious first.
+const (
+	classScan         = iota // more than MaxPorts ports: a scanner
+	classPartial             // fewer than MinPorts ports so far
+	classKnock               // a knock, or a handshake still waiting for its knock
+	classKnockChanged        // a knock followed by a change on its host
+	classHandshake           // a knock and a handshake
+	classAlerted             // a handshake with an outcome (kept for upgrades)
+	numClasses
+)
+
+func (p *pair) computeClass() uint8 {
+	switch {
+	case p.scan:
+		return classScan
+	case p.alerted:
+		return classAlerted
+	case p.knocked && len(p.hs) > 0:
+		return classHandshake
+	case p.knocked && p.changed:
+		return classKnockChanged
+	case p.knocked || len(p.hs) > 0:
+		return classKnock
+	}
+	return classPartial
+}
+
+func (s *state) unlink(p *pair) {
+	if p.prev != nil {
+		p.prev.next, p.next.prev = p.next, p.prev
+		p.prev, p.next = nil, nil
+	}
+}
+
+// touch recomputes p's class and moves it to the back of its list.
+func (s *state) touch(p *pair) {
+	s.unlink(p)
+	p.class = p.computeClass()
+	head := &s.classes[p.class]
+	p.prev, p.next = head.prev, head
+	head.prev.next = p
+	head.prev = p
+}
+
+// dropPair removes p from every index, and its host when that is empty.
+func (e *Engine) dropPair(p *pair) {
+	e.st.unlink(p)
+	h := p.h
+	delete(h.pairs, p.src)
+	e.st.nPairs--
+	e.st.nHS -= len(p.hs)
+	e.dropHostIfEmpty(h)
+}
+
+func (e *Engine) dropHostIfEmpty(h *host) {
+	if len(h.pairs) == 0 && len(h.changes) == 0 && e.st.hosts[h.dst] == h {
+		delete(e.st.hosts, h.dst)
+	}
+}
+
+// evictPairs makes room for one pair: it expires what it can, then evicts
+// the least recently updated pair of the lowest class.
+func (e *Engine) evictPairs() {
+	e.c.capHits[capPairs]++
+	e.expirePairs(e.cutoff())
+	for c := range e.st.classes {
+		head := &e.st.classes[c]
+		if e.st.nPairs < e.cfg.MaxPairs {
+			break
+		}
+		for head.next != head && e.st.nPairs >= e.cfg.MaxPairs {
+			e.dropPair(head.next)
+			e.c.evicted[capPairs]++
+		}
+	}
+	if n := e.c.capHits[capPairs]; n&(n-1) == 0 { // log at 1, 2, 4, 8... hits
+		e.log.Warn("pair cap reached: evicting the least suspicious, least recently updated pairs",
+			zap.Int(logFieldCap, e.cfg.MaxPairs), zap.Uint64(logFieldEvicted, e.c.evicted[capPairs]), zap.String(logFieldKind, capPairs))
+	}
+}
+
+// expirePairs drops pairs whose newest evidence is older than cutoff,
+// walking each class list from the front until a live pair; a pair
+// updated out of event-time order may hide expired ones behind it until
+// the periodic full pass (fullExpire).
+func (e *Engine) expirePairs(cutoff int64) {
+	for c := range e.st.classes {
+		head := &e.st.classes[c]
+		for head.next != head && head.next.last < cutoff {
+			e.dropPair(head.next)
+			e.c.expired[capPairs]++
+		}
+	}
+}
+
+// fullExpire checks every pair.
+func (e *Engine) fullExpire(cutoff int64) {
+	for _, h := range e.st.hosts {
+		for _, p := range h.pairs {
+			if p.last < cutoff {
+				e.dropPair(p)
+				e.c.expired[capPairs]++
+			}
+		}
+	}
+}
