@@ -208,15 +208,3 @@ func mustWebhook(t testing.TB, cfg WebhookConfig) *Webhook {
 	t.Cleanup(func() { w.Close() })
 	return w
 }
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -193,6 +194,9 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		return nil, err
 	}
 	w.spool, w.dead = sp, dl
+	if u.Scheme == "http" && cfg.BearerToken != "" && !isLoopback(u.Hostname()) {
+		log.Warn("webhook bearer token is sent over plain http; use https", zap.String(fieldURL, w.url))
+	}
 	if recs, _, _ := sp.usage(); recs > 0 {
 		log.Info("resuming delivery of spooled alerts", zap.Int64(fieldRecords, recs), zap.String(fieldURL, w.url))
 	}
@@ -204,10 +208,15 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 func (cfg *WebhookConfig) fill() error {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
+		// url.Error repeats the url, which may hold credentials.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("parse webhook url: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("parse webhook url %q: want http(s)://host/...", u.Redacted())
+		return fmt.Errorf("parse webhook url %q: want an http or https url with a host", u.Redacted())
 	}
 	if cfg.SpoolDir == "" {
 		return errors.New("configure webhook: no spool directory")
@@ -251,6 +260,14 @@ func setDefault[T int | int64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func badHeaderValue(v string) bool {
