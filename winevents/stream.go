@@ -51,8 +51,8 @@ func (d *Decoder) DecodeReader(r io.Reader, emit func(ExposureChange)) (Result, 
 }
 
 func (d *Decoder) streamXML(br *bufio.Reader, res *Result, emit func(ExposureChange)) error {
-	buf := make([]byte, 0, 256<<10)
-	chunk := make([]byte, 64<<10)
+	buf := make([]byte, 0, 64<<10)
+	chunk := make([]byte, 32<<10)
 	eof := false
 	for !eof {
 		n, err := br.Read(chunk)
