@@ -2,12 +2,12 @@ package intake
 
 import (
 	"bufio"
+	"compress/zlib"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/klauspost/compress/zlib"
 	"io"
 	"net"
 	"slices"
