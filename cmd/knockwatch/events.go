@@ -180,6 +180,9 @@ func decodeFile(dec *winevents.Decoder, name string, emit func(winevents.Exposur
 	if res.Read == 0 {
 		return res, errors.New("no events found")
 	}
+	if res.Rejected == res.Read {
+		return res, fmt.Errorf("no event could be decoded (%s)", reasonList(res.Reasons))
+	}
 	return res, nil
 }
 
@@ -218,6 +221,19 @@ func addResult(t *winevents.Result, r winevents.Result) {
 		}
 		t.Reasons[k] += v
 	}
+}
+
+func reasonList(m map[winevents.Reason]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[winevents.Reason(k)]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func printSummary(w io.Writer, r winevents.Result) {
