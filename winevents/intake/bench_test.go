@@ -206,13 +206,13 @@ func BenchmarkFileFollow(b *testing.B) {
 	reportEvents(b, int(h.n.Load()))
 }
 
-// BenchmarkLumberGuard: the server-side frame work alone (inflate, check,
-// re-frame) on a window of 2048 events as Winlogbeat sends it (zlib level 3),
-// without the network or the client.
-func BenchmarkLumberGuard(b *testing.B) {
+// compressedWindow builds a Lumberjack v2 window of n real events as
+// Winlogbeat sends it (one zlib level 3 compressed frame), and the inflated
+// size.
+func compressedWindow(b *testing.B, n int) ([]byte, int) {
 	lines := benchLines(b)
 	var inner bytes.Buffer
-	for i := range 2048 {
+	for i := range n {
 		ev := lines[i%len(lines)]
 		inner.WriteString("2J")
 		inner.Write(binary.BigEndian.AppendUint32(nil, uint32(i+1)))
@@ -223,13 +223,54 @@ func BenchmarkLumberGuard(b *testing.B) {
 	zw, _ := zlib.NewWriterLevel(&z, 3)
 	_, _ = zw.Write(inner.Bytes())
 	_ = zw.Close()
-	stream := append([]byte("2W"), binary.BigEndian.AppendUint32(nil, 2048)...)
+	stream := append([]byte("2W"), binary.BigEndian.AppendUint32(nil, uint32(n))...)
 	stream = append(stream, "2C"...)
 	stream = append(append(stream, binary.BigEndian.AppendUint32(nil, uint32(z.Len()))...), z.Bytes()...)
+	return stream, inner.Len()
+}
+
+// BenchmarkBeatsServer: the server's whole path (socket, guard, go-lumber,
+// handler, ACK) for compressed windows of 2048 events, with the client's
+// compression done once up front, as it happens on the forwarder's machine.
+func BenchmarkBeatsServer(b *testing.B) {
+	window, inflated := compressedWindow(b, 2048)
+	h := &countHandler{}
+	srv, err := NewBeatsServer(BeatsConfig{Addr: "127.0.0.1:0"}, h, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	ack := make([]byte, 6)
+	b.SetBytes(int64(inflated))
+	for b.Loop() {
+		if _, err := conn.Write(window); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := io.ReadFull(conn, ack); err != nil {
+				b.Fatal(err)
+			}
+			if binary.BigEndian.Uint32(ack[2:]) == 2048 {
+				break
+			}
+		}
+	}
+	reportEvents(b, int(h.n.Load()))
+}
+
+// BenchmarkLumberGuard: the server-side frame work alone (inflate, check,
+// re-frame) on the same window, without the network or go-lumber.
+func BenchmarkLumberGuard(b *testing.B) {
+	stream, inflated := compressedWindow(b, 2048)
 	s := &BeatsServer{cfg: BeatsConfig{MaxEventBytes: DefaultBeatsMaxEvent, MaxBatchBytes: DefaultBeatsMaxBatch,
 		MaxBatchEvents: 16384, Timeout: time.Second, IdleTimeout: time.Second},
 		c: newCounters(TransportBeats), log: zap.NewNop(), ctx: context.Background()}
-	b.SetBytes(int64(inner.Len()))
+	b.SetBytes(int64(inflated))
 	b.ReportAllocs()
 	buf := make([]byte, 32<<10)
 	for b.Loop() {
