@@ -37,7 +37,9 @@ type Result struct {
 	Err                error // non-nil: the payload as a whole was unreadable (or ErrBusy)
 }
 
-// Handler consumes messages. It is called concurrently from many connections.
+// Handler consumes messages. It is called concurrently from many connections
+// and must return promptly once ctx is cancelled (the transports' Close waits
+// for running calls).
 type Handler interface {
 	Handle(ctx context.Context, m Message) Result
 }

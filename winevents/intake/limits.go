@@ -63,11 +63,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		conn, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
 			}
-			return nil, err
+			// e.g. EMFILE: keep serving once descriptors free up
+			l.c.drop(rIO)
+			l.log.Warn("accept failed, retrying", zap.Error(err))
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		select {
 		case l.sem <- struct{}{}:
