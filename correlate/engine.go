@@ -345,40 +345,33 @@ func (e *Engine) attach(ch *chg) {
 		h := e.st.host(d, true)
 		h.changes = append(h.changes, ch)
 		cutoff := e.cutoff()
-		for src, p := range h.pairs {
+		h.each(func(p *pair) {
 			if p.last < cutoff {
-				continue // expired, not swept yet
+				return // expired, not swept yet
 			}
 			if p.knocked && !p.changed && e.fits(p, ch) {
 				p.changed = true
 				e.st.touch(p)
 			}
 			for _, r := range p.hs {
-				e.evalHS(d, h, src, p, r)
+				e.evalHS(d, h, p.src, p, r)
 			}
-		}
+		})
 	}
 }
 
 // pairFor returns the pair (src, dst), creating it (after eviction when
 // the cap is reached).
 func (e *Engine) pairFor(dst, src netip.Addr) (*host, *pair) {
-	h := e.st.hosts[dst]
-	if h != nil {
-		if p := h.pairs[src]; p != nil {
-			return h, p
-		}
+	if p := e.st.pairs[keyPair(dst, src)]; p != nil {
+		return p.h, p
 	}
 	if e.st.nPairs >= e.cfg.MaxPairs {
 		e.evictPairs()
-		h = e.st.hosts[dst] // eviction may have dropped the host
 	}
-	if h == nil {
-		h = e.st.host(dst, true)
-	}
+	h := e.st.host(dst, true)
 	p := &pair{h: h, src: src}
-	h.pairs[src] = p
-	e.st.nPairs++
+	e.st.addPair(h, p)
 	e.st.touch(p)
 	return h, p
 }

@@ -80,7 +80,7 @@ func (e *Engine) dropChange(k changeKey, c *chg) {
 	c.gone = true
 	delete(e.st.changes, k)
 	for _, d := range c.ips {
-		if h := e.st.hosts[d]; h != nil {
+		if h := e.st.host(d, false); h != nil {
 			h.changes = slices.DeleteFunc(h.changes, func(x *chg) bool { return x == c })
 			e.dropHostIfEmpty(h)
 		}
@@ -104,18 +104,16 @@ func (e *Engine) evictHandshakes() {
 		r     *hsRec
 	}
 	var cands []cand
-	for _, h := range e.st.hosts {
-		for _, p := range h.pairs {
-			for _, r := range p.hs {
-				class := 0
-				switch {
-				case r.best.conf != ConfidenceNone:
-					class = 2
-				case p.knocked:
-					class = 1
-				}
-				cands = append(cands, cand{class, r.ack, p, r})
+	for _, p := range e.st.pairs {
+		for _, r := range p.hs {
+			class := 0
+			switch {
+			case r.best.conf != ConfidenceNone:
+				class = 2
+			case p.knocked:
+				class = 1
 			}
+			cands = append(cands, cand{class, r.ack, p, r})
 		}
 	}
 	slices.SortFunc(cands, func(a, b cand) int {
@@ -171,8 +169,8 @@ func (e *Engine) evictChanges() {
 // in the window that the change could complete.
 func (e *Engine) changeHasKnock(c *chg) bool {
 	for _, d := range c.ips {
-		if h := e.st.hosts[d]; h != nil {
-			for _, p := range h.pairs {
+		if h := e.st.host(d, false); h != nil {
+			for p := h.first; p != nil; p = p.hnext {
 				if p.knocked && e.fits(p, c) {
 					return true
 				}

@@ -57,15 +57,14 @@ func (s *state) touch(p *pair) {
 func (e *Engine) dropPair(p *pair) {
 	e.st.unlink(p)
 	h := p.h
-	delete(h.pairs, p.src)
-	e.st.nPairs--
+	e.st.removePair(p)
 	e.st.nHS -= len(p.hs)
 	e.dropHostIfEmpty(h)
 }
 
 func (e *Engine) dropHostIfEmpty(h *host) {
-	if len(h.pairs) == 0 && len(h.changes) == 0 && e.st.hosts[h.dst] == h {
-		delete(e.st.hosts, h.dst)
+	if h.npairs == 0 && len(h.changes) == 0 && e.st.hosts[h.dst.As16()] == h {
+		delete(e.st.hosts, h.dst.As16())
 	}
 }
 
@@ -106,12 +105,10 @@ func (e *Engine) expirePairs(cutoff int64) {
 
 // fullExpire checks every pair.
 func (e *Engine) fullExpire(cutoff int64) {
-	for _, h := range e.st.hosts {
-		for _, p := range h.pairs {
-			if p.last < cutoff {
-				e.dropPair(p)
-				e.c.expired[capPairs]++
-			}
+	for _, p := range e.st.pairs {
+		if p.last < cutoff {
+			e.dropPair(p)
+			e.c.expired[capPairs]++
 		}
 	}
 }

@@ -14,12 +14,14 @@ type touch struct {
 }
 
 // pair is the state of one (source, destination) pair. Its size matters:
-// with a 3-touch knock a pair costs its map entry, this struct (112 bytes)
-// and the touches (48 bytes).
+// with a 3-touch knock a pair costs its map entry (40 bytes plus the
+// table's slack), this struct (128 bytes) and the touches (48 bytes).
 type pair struct {
 	touches    []touch  // sorted by (t, port), no duplicates
 	hs         []*hsRec // handshakes of the source to the destination
 	prev, next *pair    // the pair's eviction-class list (lru.go)
+	hprev      *pair    // the host's list of pairs
+	hnext      *pair
 	h          *host
 	src        netip.Addr
 	last       int64 // newest sensor event time of the pair's evidence
@@ -77,13 +79,39 @@ func keyOf(c *ExposureChange) changeKey {
 // it, so that the engine can be partitioned by host.
 type host struct {
 	dst     netip.Addr
-	pairs   map[netip.Addr]*pair // by source
+	first   *pair // the host's pairs, linked through hnext
+	npairs  int
 	changes []*chg
+}
+
+// each calls fn for every pair of the host; fn may drop the pair.
+func (h *host) each(fn func(*pair)) {
+	for p := h.first; p != nil; {
+		next := p.hnext
+		fn(p)
+		p = next
+	}
+}
+
+// addrKey and pairKey are map keys that hash as plain bytes (netip.Addr
+// carries a zone handle). pairKey puts the destination first: the table
+// is partitioned by host.
+type (
+	addrKey [16]byte
+	pairKey [32]byte
+)
+
+func keyPair(dst, src netip.Addr) (k pairKey) {
+	d, s := dst.As16(), src.As16()
+	copy(k[:16], d[:])
+	copy(k[16:], s[:])
+	return k
 }
 
 // state is the engine's whole table.
 type state struct {
-	hosts      map[netip.Addr]*host
+	hosts      map[addrKey]*host
+	pairs      map[pairKey]*pair
 	changes    map[changeKey]*chg // every stored change, for duplicates
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
@@ -93,7 +121,7 @@ type state struct {
 }
 
 func newState() *state {
-	s := &state{hosts: make(map[netip.Addr]*host), changes: make(map[changeKey]*chg)}
+	s := &state{hosts: make(map[addrKey]*host), pairs: make(map[pairKey]*pair), changes: make(map[changeKey]*chg)}
 	for i := range s.classes {
 		s.classes[i].prev, s.classes[i].next = &s.classes[i], &s.classes[i]
 	}
@@ -101,12 +129,41 @@ func newState() *state {
 }
 
 func (s *state) host(d netip.Addr, create bool) *host {
-	h := s.hosts[d]
+	h := s.hosts[d.As16()]
 	if h == nil && create {
-		h = &host{dst: d, pairs: make(map[netip.Addr]*pair)}
-		s.hosts[d] = h
+		h = &host{dst: d}
+		s.hosts[d.As16()] = h
 	}
 	return h
+}
+
+// addPair links a new pair into the table and its host.
+func (s *state) addPair(h *host, p *pair) {
+	s.pairs[keyPair(h.dst, p.src)] = p
+	p.hnext = h.first
+	if h.first != nil {
+		h.first.hprev = p
+	}
+	h.first = p
+	h.npairs++
+	s.nPairs++
+}
+
+// removePair unlinks p from the table and its host.
+func (s *state) removePair(p *pair) {
+	h := p.h
+	delete(s.pairs, keyPair(h.dst, p.src))
+	if p.hprev != nil {
+		p.hprev.hnext = p.hnext
+	} else {
+		h.first = p.hnext
+	}
+	if p.hnext != nil {
+		p.hnext.hprev = p.hprev
+	}
+	p.hprev, p.hnext = nil, nil
+	h.npairs--
+	s.nPairs--
 }
 
 // mergeTouches adds touches to p keeping them sorted and unique; it
