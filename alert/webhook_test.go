@@ -65,6 +65,7 @@ func TestWebhookRestartDuringOutage(t *testing.T) {
 	addr := downAddr(t)
 	srv := serveAt(t, addr, rv)
 	cfg := testConfig(t, "http://"+addr+"/alerts", dir)
+	cfg.SegmentBytes = 1 << 10 // several segments, removed as they are delivered
 
 	w1, err := NewWebhook(cfg)
 	if err != nil {
@@ -125,6 +126,35 @@ func TestWebhookRestartDuringOutage(t *testing.T) {
 	}
 	if got := rv.received(); len(got) != len(want) {
 		t.Fatalf("records sent again after restart: %d, want %d", len(got), len(want))
+	}
+	if segs := segmentFiles(t, dir); len(segs) > 1 {
+		t.Fatalf("delivered segments left on disk: %v", segs)
+	}
+}
+
+// Close delivers what is spooled when the receiver is up.
+func TestWebhookCloseFlushes(t *testing.T) {
+	rv := newReceiver(t)
+	addr := downAddr(t)
+	serveAt(t, addr, rv)
+	w, err := NewWebhook(testConfig(t, "http://"+addr+"/alerts", t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := recs("flush", 40)
+	for i := 0; i < len(rs); i += 4 {
+		if err := w.Write(context.Background(), rs[i:i+4]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rv.received(); !slices.Equal(got, keys(rs)) {
+		t.Fatalf("after Close the receiver has %d of %d records", len(got), len(rs))
+	}
+	if st := w.Stats(); st.SpooledRecords != 0 || st.Delivered != 40 {
+		t.Fatalf("after Close: %+v", st)
 	}
 }
 
