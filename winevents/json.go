@@ -58,6 +58,48 @@ func (o *jsonObj) str(scope jscope, key string) string {
 	return ""
 }
 
+// get returns a data member as a string: exact key first, then
+// case-insensitive (exporters differ: ProcessId, ProcessID).
+func (o *jsonObj) get(scope jscope, name string) string {
+	for i := range o.spans {
+		sp := &o.spans[i]
+		if sp.scope == scope && !sp.null && string(sp.key) == name {
+			return jsonString(sp.val, sp.vesc)
+		}
+	}
+	for i := range o.spans {
+		sp := &o.spans[i]
+		if sp.scope == scope && !sp.null && equalFoldKey(sp, name) {
+			return jsonString(sp.val, sp.vesc)
+		}
+	}
+	return ""
+}
+
+// equalFoldKey compares a member key with name, ignoring ASCII case,
+// without allocating for the common unescaped key.
+func equalFoldKey(sp *jspan, name string) bool {
+	if sp.kesc {
+		return strings.EqualFold(jsonString(sp.key, true), name)
+	}
+	if len(sp.key) != len(name) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		a, b := sp.key[i], name[i]
+		if a >= 'A' && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if b >= 'A' && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
+
 func (o *jsonObj) has(scope jscope, key string) bool {
 	_, ok := o.find(scope, key)
 	return ok
@@ -245,17 +287,7 @@ func (o *jsonObj) buildRecord(h jsonHead, zones *zoneTable) (*record, Reason) {
 	if r.computer == "" {
 		return nil, ReasonMissingHost
 	}
-	for i := range o.spans {
-		sp := &o.spans[i]
-		if sp.scope != dataScope || sp.null {
-			continue
-		}
-		name := string(sp.key)
-		if sp.kesc {
-			name = jsonString(sp.key, true)
-		}
-		r.data = append(r.data, field{name: name, value: jsonString(sp.val, sp.vesc)})
-	}
+	r.jobj, r.jscope = o, dataScope
 	return r, ""
 }
 

@@ -19,6 +19,11 @@ type record struct {
 	time     time.Time
 	hostIPs  []netip.Addr
 	data     []field
+	// For JSON records the data stay as spans of the payload and become
+	// strings only when asked for (jobj is valid while the record is being
+	// processed, never after).
+	jobj   *jsonObj
+	jscope jscope
 }
 
 type field struct {
@@ -29,6 +34,9 @@ type field struct {
 // exactly first, then case-insensitively (exporters differ: ProcessId,
 // ProcessID).
 func (r *record) get(name string) string {
+	if r.jobj != nil {
+		return r.jobj.get(r.jscope, name)
+	}
 	for i := range r.data {
 		if r.data[i].name == name {
 			return r.data[i].value

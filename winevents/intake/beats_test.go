@@ -231,8 +231,8 @@ func TestBeatsMutualTLS(t *testing.T) {
 	}
 }
 
-// TestBeatsResendAfterDisconnect: a batch whose connection is lost before the
-// ACK is sent again by the client, and reaches the handler.
+// TestBeatsUnackedOnClose: a batch the handler never took is not acknowledged
+// when the server closes, so the client still holds it and sends it again.
 func TestBeatsUnackedOnClose(t *testing.T) {
 	rec := newRecorder()
 	rec.busy = 1 << 30 // never takes anything
