@@ -86,6 +86,9 @@ func (r *Reader) Read() (Record, error) {
 // deadline); replay uses it to drain what is already there.
 func (r *Reader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
+// Pending reports how many bytes of records wait in the ring buffer.
+func (r *Reader) Pending() int { return r.rd.AvailableBytes() }
+
 // Malformed counts records that failed to decode.
 func (r *Reader) Malformed() uint64 { return r.bad.Load() }
 

@@ -1,0 +1,125 @@
+package loader
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// These tests decode ring-buffer records written out byte by byte, with the
+// C layout annotated, so a change to struct knock_rec / handshake_rec in
+// bpf/include/types.h that is not mirrored here fails loudly.
+
+func putAddr(b []byte, a netip.Addr) { s := a.As16(); copy(b, s[:]) }
+
+func TestDecodeKnockBytes(t *testing.T) {
+	src, dst := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("10.0.0.5")
+	b := make([]byte, 304)
+	binary.NativeEndian.PutUint32(b[0:], 1)    // __u32 type = KW_REC_KNOCK
+	binary.NativeEndian.PutUint16(b[4:], 2)    // __u16 n
+	binary.NativeEndian.PutUint16(b[6:], 300)  // __u16 distinct
+	putAddr(b[8:], src)                        // struct kw_pair pair: src[16]
+	putAddr(b[24:], dst)                       //                      dst[16]
+	binary.NativeEndian.PutUint64(b[40:], 3e9) // __u64 flag_ts
+	// struct kw_touch touches[16] at 48, 16 bytes each: ts u64, port u16, kind u8, pad[5]
+	binary.NativeEndian.PutUint64(b[48:], 2e9)
+	binary.NativeEndian.PutUint16(b[56:], 8000)
+	b[58] = 2 // S0
+	binary.NativeEndian.PutUint64(b[64:], 1e9)
+	binary.NativeEndian.PutUint16(b[72:], 7000)
+	b[74] = 1 // REJ
+
+	if got := unsafe.Sizeof(knockwatchKnockRec{}); got != uintptr(len(b)) {
+		t.Fatalf("sizeof(knock_rec) = %d, annotated layout has %d", got, len(b))
+	}
+	rec, err := DecodeRecord(b, UnixClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, ok := rec.(*Knock)
+	if !ok {
+		t.Fatalf("decoded %T, want *Knock", rec)
+	}
+	if k.Src != src || k.Dst != dst || k.Distinct != 300 || !k.FlagTime.Equal(time.Unix(3, 0)) {
+		t.Errorf("knock header = %+v", k)
+	}
+	// Touches come out ordered by time.
+	want := []Touch{{7000, time.Unix(1, 0).UTC(), TouchREJ}, {8000, time.Unix(2, 0).UTC(), TouchS0}}
+	if len(k.Touches) != 2 || k.Touches[0] != want[0] || k.Touches[1] != want[1] {
+		t.Errorf("touches = %+v, want %+v", k.Touches, want)
+	}
+}
+
+func TestDecodeHandshakeBytes(t *testing.T) {
+	src, dst := netip.MustParseAddr("2001:db8::7"), netip.MustParseAddr("2001:db8:1::5")
+	b := make([]byte, 88)
+	binary.NativeEndian.PutUint32(b[0:], 2)      // __u32 type = KW_REC_HANDSHAKE
+	binary.NativeEndian.PutUint16(b[4:], 3)      // __u16 distinct
+	putAddr(b[8:], src)                          // struct kw_conn conn: pair.src
+	putAddr(b[24:], dst)                         //                      pair.dst
+	binary.NativeEndian.PutUint16(b[40:], 51000) // sport
+	binary.NativeEndian.PutUint16(b[42:], 4444)  // dport
+	// __u32 pad at 44
+	binary.NativeEndian.PutUint64(b[48:], 10e9) // syn_ts
+	binary.NativeEndian.PutUint64(b[56:], 11e9) // synack_ts
+	binary.NativeEndian.PutUint64(b[64:], 12e9) // ack_ts
+	binary.NativeEndian.PutUint64(b[72:], 5e9)  // port_last_closed
+	binary.NativeEndian.PutUint64(b[80:], 0)    // port_last_open: never
+
+	if got := unsafe.Sizeof(knockwatchHandshakeRec{}); got != uintptr(len(b)) {
+		t.Fatalf("sizeof(handshake_rec) = %d, annotated layout has %d", got, len(b))
+	}
+	rec, err := DecodeRecord(b, UnixClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := rec.(*Handshake)
+	if h.Src != src || h.Dst != dst || h.SrcPort != 51000 || h.Port != 4444 || h.Distinct != 3 {
+		t.Errorf("handshake = %+v", h)
+	}
+	if !h.SYN.Equal(time.Unix(10, 0)) || !h.SYNACK.Equal(time.Unix(11, 0)) || !h.ACK.Equal(time.Unix(12, 0)) {
+		t.Errorf("times = %v %v %v", h.SYN, h.SYNACK, h.ACK)
+	}
+	if !h.PortLastClosed.Equal(time.Unix(5, 0)) || !h.PortLastOpen.IsZero() {
+		t.Errorf("port state = %v / %v", h.PortLastClosed, h.PortLastOpen)
+	}
+}
+
+func TestDecodeBadRecords(t *testing.T) {
+	for _, b := range [][]byte{nil, {1, 0}, {1, 0, 0, 0, 5}, {2, 0, 0, 0}, {9, 0, 0, 0}} {
+		if _, err := DecodeRecord(b, UnixClock); err == nil {
+			t.Errorf("DecodeRecord(%v) succeeded", b)
+		}
+	}
+}
+
+// TestCounterNames keeps loader.CounterNames in step with enum kw_counter.
+func TestCounterNames(t *testing.T) {
+	if n := len(knockwatchKwCounters{}.C); n != len(CounterNames) {
+		t.Fatalf("C has %d counters, CounterNames %d", n, len(CounterNames))
+	}
+	seen := map[string]bool{}
+	for _, n := range CounterNames {
+		if seen[n] {
+			t.Errorf("duplicate counter name %q", n)
+		}
+		seen[n] = true
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add([]byte{1, 0, 0, 0})
+	f.Add(make([]byte, 304))
+	f.Add(append([]byte{2, 0, 0, 0}, make([]byte, 84)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := DecodeRecord(b, UnixClock)
+		if err == nil && rec == nil {
+			t.Fatal("nil record without error")
+		}
+		if k, ok := rec.(*Knock); ok && len(k.Touches) > maxTouches {
+			t.Fatalf("%d touches", len(k.Touches))
+		}
+	})
+}
