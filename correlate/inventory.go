@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"strings"
 )
 
@@ -37,6 +38,20 @@ type Hosts struct {
 	byName  map[string][]netip.Addr // lower-cased full names
 	byShort map[string][]netip.Addr // first label of FQDNs; nil slice = ambiguous
 	names   map[netip.Addr]string   // first name given for an address
+}
+
+// ReadHostsFile parses the /etc/hosts-format inventory at path.
+func ReadHostsFile(path string) (*Hosts, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read hosts file: %w", err)
+	}
+	defer f.Close()
+	h, err := ParseHosts(f)
+	if err != nil {
+		return nil, fmt.Errorf("read hosts file %s: %w", path, err)
+	}
+	return h, nil
 }
 
 // ParseHosts reads an /etc/hosts-format inventory. Errors name the line.

@@ -2,6 +2,8 @@ package correlate
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -66,6 +68,25 @@ func TestParseHostsErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ParseHosts(%.30q) error = %v, want %q", c.in, err, c.want)
 		}
+	}
+}
+
+func TestReadHostsFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(path, []byte("10.0.0.5 ws01\nbad line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadHostsFile(path); err == nil || !strings.Contains(err.Error(), path+": parse hosts line 2") {
+		t.Fatalf("error = %v", err)
+	}
+	if _, err := ReadHostsFile(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("missing file accepted")
+	}
+	if err := os.WriteFile(path, []byte("10.0.0.5 ws01\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := ReadHostsFile(path); err != nil || h.Len() != 1 {
+		t.Fatalf("ReadHostsFile = %v, %v", h, err)
 	}
 }
 

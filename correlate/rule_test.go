@@ -333,6 +333,9 @@ func TestInvalidEvidence(t *testing.T) {
 		{"knock with port 0", func() error {
 			return e.AddKnock(Knock{Src: attacker, Dst: victim, Touches: []Touch{{Port: 0, Time: t0}}})
 		}},
+		{"knock with an unknown touch kind", func() error {
+			return e.AddKnock(Knock{Src: attacker, Dst: victim, Touches: []Touch{{Port: 1, Time: t0, Kind: 9}}})
+		}},
 		{"knock without time", func() error {
 			return e.AddKnock(Knock{Src: attacker, Dst: victim, Touches: []Touch{{Port: 1}}})
 		}},
@@ -353,7 +356,7 @@ func TestInvalidEvidence(t *testing.T) {
 		}
 	}
 	s := e.Stats()
-	if s.Rejected[evKnock] != 3 || s.Rejected[evHandshake] != 2 || s.Rejected[evChange] != 2 || s.Pairs != 0 {
+	if s.Rejected[evKnock] != 4 || s.Rejected[evHandshake] != 2 || s.Rejected[evChange] != 2 || s.Pairs != 0 {
 		t.Fatalf("stats after bad input: %+v", s)
 	}
 }

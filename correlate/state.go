@@ -15,7 +15,7 @@ type touch struct {
 
 // pair is the state of one (source, destination) pair. Its size matters:
 // with a 3-touch knock a pair costs its map entry (40 bytes plus the
-// table's slack), this struct (128 bytes) and the touches (48 bytes).
+// table's slack) and this struct (176 bytes, the touches inline).
 type pair struct {
 	touches    []touch  // sorted by (t, port), no duplicates
 	hs         []*hsRec // handshakes of the source to the destination
@@ -33,6 +33,9 @@ type pair struct {
 	knocked        bool  // the touches hold a valid knock window
 	changed        bool  // a change on the host fits one of its knock windows
 	alerted        bool  // one of its handshakes has an outcome
+	// inline holds the touches of a typical knock without a second
+	// allocation; touches points into it until it outgrows it.
+	inline [3]touch
 }
 
 // hsRec is a handshake and what the engine decided about it.
@@ -171,8 +174,13 @@ func (s *state) removePair(p *pair) {
 // oldest go first).
 func (p *pair) mergeTouches(ts []Touch, max int) (added, dropped int) {
 	if len(p.touches) == 0 {
-		// The common case, a new pair: one allocation, then sort.
-		p.touches = make([]touch, 0, len(ts))
+		// The common case, a new pair: no allocation for a short knock,
+		// then sort.
+		if len(ts) <= len(p.inline) {
+			p.touches = p.inline[:0]
+		} else {
+			p.touches = make([]touch, 0, len(ts))
+		}
 		for _, t := range ts {
 			n := touch{t: t.Time.UnixNano(), port: t.Port, kind: t.Kind}
 			p.touches = append(p.touches, n)

@@ -236,6 +236,7 @@ var (
 	ErrInvalidPort  = errors.New("port 0")
 	ErrNoHost       = errors.New("change names no host")
 	ErrInvalidOrder = errors.New("times out of order")
+	ErrInvalidKind  = errors.New("unknown touch kind")
 )
 
 func (k *Knock) validate() error {
@@ -252,6 +253,9 @@ func (k *Knock) validate() error {
 		}
 		if t.Port == 0 {
 			return fmt.Errorf("touch %d: %w", i, ErrInvalidPort)
+		}
+		if t.Kind != TouchREJ && t.Kind != TouchS0 {
+			return fmt.Errorf("touch %d: %w %d", i, ErrInvalidKind, t.Kind)
 		}
 	}
 	return nil
