@@ -24,17 +24,27 @@
 // between the receiver's 2xx and the fsync of the committed offset, or a
 // timeout after the receiver already processed the request; then the same
 // records are sent again with the same ids. A receiver that de-duplicates on
-// (event.id, event.action) — both are in every line, and the request header
-// X-Knockwatch-Ids lists them — gets every alert exactly once.
+// (id, action) — the request header X-Knockwatch-Ids lists the pairs of every
+// request, and each line carries its event.id — gets every alert exactly
+// once.
+//
+// Requests: a POST per batch (at most BatchRecords records and BatchBytes of
+// JSON), by default with an NDJSON body (Content-Type application/x-ndjson,
+// one object per line) or, with FormatJSONArray, a JSON array
+// (application/json). Headers: X-Knockwatch-Ids (the id/action pairs in
+// body order), X-Knockwatch-Count, the optional bearer token and custom
+// headers.
 //
 // Responses: 2xx delivers the batch. 408, 429, 5xx, timeouts and connection
 // errors are retried with exponential backoff and jitter (Retry-After is
-// honoured up to the maximum backoff). Any other status (3xx, 4xx) is a
+// honoured up to the maximum backoff); so is a 3xx, which is logged as a
+// misconfigured url (redirects are not followed). Any other 4xx is a
 // rejection: a rejected batch of several records is re-sent one record at a
 // time to find the rejected ones, and each rejected record is moved to the
 // dead-letter file (one JSON line with the status, the receiver's answer and
 // the record) and counted; it is not retried forever and never dropped
-// silently.
+// silently. WebhookConfig.RetryStatuses turns chosen 4xx (say 401 while a
+// token is rotated) into retries.
 //
 // The spool is bounded (WebhookConfig.MaxSpoolBytes, 1 GiB by default). When
 // a Write would pass the bound, the whole Write is refused with an error
