@@ -1,0 +1,53 @@
+# knockwatch — make help lists the targets.
+
+GO        ?= go
+CLANG     ?= clang-19
+STRIP     ?= llvm-strip-19
+BIN       ?= bin/knockwatch
+FUZZTIME  ?= 20s
+BENCHTIME ?= 1s
+STATICCHECK_VERSION ?= 2025.1.1
+
+.DEFAULT_GOAL := help
+
+.PHONY: help build demo test test-short bench fuzz generate check-generate lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/knockwatch (no clang needed: the BPF objects are committed)
+	$(GO) build -o $(BIN) ./cmd/knockwatch
+
+demo: build ## run the lab: namespaces, real TCP, a knock, a firewall event, the alert (root)
+	$(BIN) lab
+
+test: ## run every test, including BPF and network-namespace tests (root)
+	$(GO) test -count=1 -timeout 30m ./...
+
+test-short: ## run the tests that need no root
+	KNOCKWATCH_REQUIRE_PRIVILEGED= $(GO) test -count=1 -short ./...
+
+bench: ## run the benchmarks (root for the XDP ones); figures go in BENCHMARKS.md
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+generate: ## regenerate the bpf2go objects from bpf/ with the pinned clang-19
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./loader/...
+
+check-generate: generate ## fail if the committed BPF objects differ from bpf/ sources
+	@git diff --exit-code -- loader/ || { echo "generated BPF files are stale: run make generate and commit"; exit 1; }
+
+lint: ## gofmt, go vet, staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+clean: ## remove build output
+	rm -rf bin
