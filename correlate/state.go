@@ -44,7 +44,6 @@ type hsRec struct {
 	ack, syn int64
 	best     outcome // best outcome so far (zero: none)
 	emitted  bool    // a record with this alert id was emitted
-	counted  bool    // best was counted in the stats
 	noAlert  string  // why it cannot alert (counted once), if known
 }
 
