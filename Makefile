@@ -6,7 +6,7 @@ STRIP     ?= llvm-strip-19
 BIN       ?= bin/knockwatch
 FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 

@@ -14,10 +14,9 @@ import (
 // Reader reads typed records from the program's ring buffer. Close
 // unblocks a pending Read, which then returns ErrClosed.
 type Reader struct {
-	rd     *ringbuf.Reader
-	clock  Clock
-	bad    atomic.Uint64
-	lostAt atomic.Uint64
+	rd    *ringbuf.Reader
+	clock Clock
+	bad   atomic.Uint64
 }
 
 // ErrClosed is returned by Read after Close.
