@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // curl runs the real curl and returns the HTTP status and body.
@@ -280,5 +285,36 @@ func TestReadTokenFile(t *testing.T) {
 	}
 	if _, err := ReadTokenFile(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("missing file accepted")
+	}
+}
+
+// TestHTTPTokenNeverLogged logs at debug level through refused and accepted
+// requests and looks for the token (and a wrong one) in every entry.
+func TestHTTPTokenNeverLogged(t *testing.T) {
+	const token = "tok-ABCDEF-0123456789"
+	core, logs := observer.New(zapcore.DebugLevel)
+	srv, err := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0", Token: token}, newRecorder(), zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + srv.Addr().String() + EventsPath
+	for _, auth := range []string{"Bearer " + token, "Bearer " + token + "-wrong", "Basic " + token, token} {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"a":1}`))
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+	}
+	_ = srv.Close()
+	if logs.Len() == 0 {
+		t.Fatal("nothing logged: the check would prove nothing")
+	}
+	for _, e := range logs.All() {
+		line := e.Message + fmt.Sprint(e.ContextMap())
+		if strings.Contains(line, "ABCDEF") {
+			t.Errorf("token in log entry: %s", line)
+		}
 	}
 }

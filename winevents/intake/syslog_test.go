@@ -275,4 +275,23 @@ func TestSyslogBusy(t *testing.T) {
 	if st := udp.Stats(); st.Dropped[ReasonBusy] != 1 {
 		t.Errorf("udp busy = %d", st.Dropped[ReasonBusy])
 	}
+	// a datagram over the limit is dropped and counted; the next one passes
+	small, err := NewSyslogUDP(SyslogConfig{Addr: "127.0.0.1:0", MaxMessageBytes: 100}, rec, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	u2, err := net.Dial("udp", small.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u2.Close()
+	fmt.Fprintf(u2, `<13>1 - h kwtest - - - {"pad":"%s"}`, strings.Repeat("x", 200))
+	fmt.Fprint(u2, `<13>1 - h kwtest - - - {"n":"small"}`)
+	if m := rec.wait(t, 5); string(m[4].Payload) != `{"n":"small"}` {
+		t.Errorf("got %q", m[4].Payload)
+	}
+	if st := small.Stats(); st.Dropped[ReasonTooLarge] != 1 {
+		t.Errorf("udp too_large = %d", st.Dropped[ReasonTooLarge])
+	}
 }
