@@ -57,18 +57,24 @@
 // above Windows Event Forwarding's 15-minute batching); a pair lives as long
 // as its newest evidence. Evidence that arrives later than that is still
 // evaluated against what is retained, counted as late, and expires at the
-// next sweep.
+// next sweep. A sensor timestamp far in the future moves the watermark
+// with it and expires everything older: the sensor's clock is the
+// reference, so keep it right (and pass Advance only that clock).
 //
 // # Bounded state
 //
-// State is keyed by destination address (hosts -> pairs by source, and
-// changes), so the engine can be partitioned by host. Tracked pairs,
+// State is keyed by destination address: one table of (destination,
+// source) pairs with the destination first, and per host its pairs and
+// changes, so the engine can be partitioned by host. Tracked pairs,
 // pending changes and handshakes are capped (Config.MaxPairs, MaxChanges,
-// MaxHandshakes); hitting a cap counts it and evicts a batch chosen by
-// class, least suspicious first (scanners, half knocks, bare knocks, knocks
-// with a change, knocks with a handshake, alerted), oldest first within a
-// class, so a flood of scanners cannot push an attacker out. Stats returns
-// the sizes and every counter as plain values.
+// MaxHandshakes). Pairs sit in one list per eviction class, least recently
+// updated first: scanners, half knocks, knocks (or handshakes waiting for
+// their knock), knocks followed by a change on their host, knocks with a
+// handshake, alerted pairs. At the pair cap the front of the lowest class
+// goes, in O(1), so a flood of scanners cannot push an attacker out;
+// changes and handshakes at their caps are evicted in batches, those that
+// cannot complete a knock first. Every cap hit, eviction and expiry is
+// counted; Stats returns the sizes and every counter as plain values.
 //
 // # Host names
 //
@@ -81,6 +87,16 @@
 // # Concurrency
 //
 // An Engine is safe for concurrent use by the ring-buffer reader and the
-// event listeners. Alerts go to an Emitter outside the state lock, in
-// order.
+// event listeners. Alerts go to an Emitter outside the state lock, one at
+// a time and in decision order; Emit may call Stats but must not add
+// evidence.
+//
+// # What cannot be taken back
+//
+// An alert record, once emitted, stays. If evidence arriving later
+// explains it (an administrator's change, a scan), a record with the same
+// id and event.action "upgraded" carries the new outcome — with
+// event.outcome "suppressed" when suppression now applies, even if
+// suppressed matches are not otherwise emitted. Evidence that makes a
+// source a scanner stops all further alerts for that pair.
 package correlate

@@ -175,7 +175,7 @@ func (e *Engine) AddKnock(k Knock) error {
 		e.mu.Unlock()
 		return fmt.Errorf("add knock: %w", err)
 	}
-	src, dst := k.Src.Unmap(), k.Dst.Unmap()
+	src, dst := plain(k.Src), plain(k.Dst)
 	e.mu.Lock()
 	e.c.in[iKnock]++
 	var newest int64
@@ -229,7 +229,7 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 		e.mu.Unlock()
 		return fmt.Errorf("add handshake: %w", err)
 	}
-	hs.Src, hs.Dst = hs.Src.Unmap(), hs.Dst.Unmap()
+	hs.Src, hs.Dst = plain(hs.Src), plain(hs.Dst)
 	src, dst := hs.Src, hs.Dst
 	ack := hs.ACK.UnixNano()
 	e.mu.Lock()
@@ -432,7 +432,9 @@ func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec
 	}
 	if best.suppressed != "" {
 		e.c.suppressed[best.suppressed]++
-		if !e.cfg.EmitSuppressed {
+		// Once a record with this id is out, the analyst hears that it
+		// is now explained, even if suppressed matches are not emitted.
+		if !e.cfg.EmitSuppressed && !r.emitted {
 			return
 		}
 	} else {
@@ -475,6 +477,9 @@ func (e *Engine) unlockAndEmit() {
 		e.out.Emit(a)
 	}
 }
+
+// plain returns ip without IPv4 mapping and zone: the form every key uses.
+func plain(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
 
 func sat8(n int) uint8 {
 	switch {

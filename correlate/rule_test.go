@@ -224,6 +224,13 @@ func TestRuleClauses(t *testing.T) {
 			[]any{knock3(), closedBefore(handshakeAt(attacker, victim, 22, kEnd.Add(360*sec)))}, []string{"created medium"}},
 		{"network medium: handshake 360 s + 1 ms after the knock", nil,
 			[]any{knock3(), closedBefore(handshakeAt(attacker, victim, 22, kEnd.Add(360*sec+ms)))}, nil},
+		{"network medium explained later by an admin change", func(c *Config) {
+			c.Suppression.AdminUsers = []string{"S-1-5-21-1-2-3-500"}
+		}, []any{knock3(), closedBefore(handshakeAt(attacker, victim, 22, ackAt)), ruleAdded(chAt, p22, 1)},
+			[]string{"created medium", "upgraded high suppressed:admin_actor"}},
+		{"admin change then network evidence: nothing emitted", func(c *Config) {
+			c.Suppression.AdminUsers = []string{"S-1-5-21-1-2-3-500"}
+		}, []any{knock3(), ruleAdded(chAt, p22, 1), closedBefore(handshakeAt(attacker, victim, 22, ackAt))}, nil},
 		{"network medium in a change window", func(c *Config) {
 			c.Suppression.ChangeWindows = []ChangeWindow{{Hosts: []string{"10.0.0.5"}, Start: t0, End: t0.Add(time.Hour)}}
 		}, []any{knock3(), closedBefore(handshakeAt(attacker, victim, 22, ackAt))}, nil},
