@@ -257,3 +257,44 @@ func TestBeatsUnackedOnClose(t *testing.T) {
 }
 
 func newZlibWriter(w io.Writer) *zlib.Writer { return zlib.NewWriter(w) }
+
+// TestBeatsResendAfterDisconnect: a forwarder that loses its connection
+// before the ACK sends the batch again on a new one; the server takes it
+// again (at-least-once; the decoders drop the duplicates by record id).
+func TestBeatsResendAfterDisconnect(t *testing.T) {
+	g := &gateHandler{inside: make(chan struct{}), release: make(chan struct{}), rec: newRecorder()}
+	srv := startBeats(t, BeatsConfig{}, g)
+	batch := lumberBatch([][]byte{[]byte(`{"record_id":1}`), []byte(`{"record_id":2}`)})
+	first, err := lumberclient.SyncDial(srv.Addr().String(), lumberclient.JSONEncoder(rawEncoder), lumberclient.Timeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := first.Send(batch); done <- err }()
+	<-g.inside // event 1 is in the handler
+	_ = first.Close()
+	if err := <-done; err == nil {
+		t.Fatal("the first send was acknowledged although the connection dropped before the ACK")
+	}
+	g.release <- struct{}{}
+	<-g.inside
+	g.release <- struct{}{} // the server finishes the orphaned batch; its ACK goes nowhere
+
+	second, err := lumberclient.SyncDial(srv.Addr().String(), lumberclient.JSONEncoder(rawEncoder), lumberclient.Timeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	go func() {
+		for range 2 {
+			<-g.inside
+			g.release <- struct{}{}
+		}
+	}()
+	if n, err := second.Send(batch); err != nil || n != 2 {
+		t.Fatalf("resend: acked %d, %v", n, err)
+	}
+	if got := payloads(g.rec.messages()); len(got) != 4 || got[2] != `{"record_id":1}` || got[3] != `{"record_id":2}` {
+		t.Fatalf("handler saw %q", got)
+	}
+}
