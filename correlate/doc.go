@@ -45,8 +45,8 @@
 // pieces may arrive in any order and an alert fires whichever comes last.
 // Duplicates (the same knock touches, the same handshake, the same Windows
 // record by host, channel and record id) change nothing, and a handshake's
-// outcome only ever improves, so the final alert per id does not depend on
-// arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
+// outcome only ever improves, so its final outcome (confidence, suppressed
+// or not) does not depend on arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
 // same evidence yields the same ids.
 //
 // The watermark is the newest sensor event time seen (knock touches,
@@ -94,7 +94,7 @@
 // # What cannot be taken back
 //
 // An alert record, once emitted, stays. If evidence arriving later
-// explains it (an administrator's change, a scan), a record with the same
+// explains it (an administrator's change), a record with the same
 // id and event.action "upgraded" carries the new outcome — with
 // event.outcome "suppressed" when suppression now applies, even if
 // suppressed matches are not otherwise emitted. Evidence that makes a
