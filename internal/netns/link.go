@@ -1,0 +1,178 @@
+package netns
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Veth creates a veth pair: aName in a, its peer bName in b (a and b may be
+// the same namespace). Both ends are created directly in their namespaces
+// and left down.
+func Veth(a *Namespace, aName string, b *Namespace, bName string) error {
+	a.track(aName)
+	if b != a {
+		b.track(bName)
+	}
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName}
+	if b != a {
+		v.PeerNamespace = netlink.NsFd(int(b.handle))
+	}
+	if err := a.nl.LinkAdd(v); err != nil {
+		return fmt.Errorf("create veth %s/%s <-> %s/%s: %w", a.Role, aName, b.Role, bName, err)
+	}
+	return nil
+}
+
+// link looks an interface up by name inside the namespace.
+func (n *Namespace) link(name string) (netlink.Link, error) {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find interface %s in %s: %w", name, n.Name, err)
+	}
+	return l, nil
+}
+
+// Index returns the interface index of name inside the namespace.
+func (n *Namespace) Index(name string) (int, error) {
+	l, err := n.link(name)
+	if err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
+// LinkUp sets an interface up.
+func (n *Namespace) LinkUp(name string) error {
+	l, err := n.link(name)
+	if err != nil {
+		return err
+	}
+	if err := n.nl.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up in %s: %w", name, n.Name, err)
+	}
+	return nil
+}
+
+// HardwareAddr returns an interface's MAC address.
+func (n *Namespace) HardwareAddr(name string) (net.HardwareAddr, error) {
+	l, err := n.link(name)
+	if err != nil {
+		return nil, err
+	}
+	return l.Attrs().HardwareAddr, nil
+}
+
+// AddAddr assigns an address with its prefix length (10.0.0.5/24) to an
+// interface. IPv6 addresses skip duplicate address detection, so they are
+// usable at once.
+func (n *Namespace) AddAddr(name string, p netip.Prefix) error {
+	l, err := n.link(name)
+	if err != nil {
+		return err
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := n.nl.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("add address %v to %s in %s: %w", p, name, n.Name, err)
+	}
+	return nil
+}
+
+// AddBridge creates a bridge (up, no STP, so ports forward at once).
+func (n *Namespace) AddBridge(name string) error {
+	n.track(name)
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := n.nl.LinkAdd(br); err != nil {
+		return fmt.Errorf("create bridge %s in %s: %w", name, n.Name, err)
+	}
+	return n.LinkUp(name)
+}
+
+// SetMaster enslaves an interface to a bridge.
+func (n *Namespace) SetMaster(name, bridge string) error {
+	l, err := n.link(name)
+	if err != nil {
+		return err
+	}
+	br, err := n.link(bridge)
+	if err != nil {
+		return err
+	}
+	if err := n.nl.LinkSetMasterByIndex(l, br.Attrs().Index); err != nil {
+		return fmt.Errorf("add %s to bridge %s in %s: %w", name, bridge, n.Name, err)
+	}
+	return nil
+}
+
+// Direction selects which packets of an interface a mirror copies.
+type Direction uint8
+
+// Mirror directions: Ingress copies what the interface receives, Egress
+// what it sends.
+const (
+	Ingress Direction = 1 << iota
+	Egress
+	Both = Ingress | Egress
+)
+
+// Mirror copies every packet of interface from, in the given directions,
+// to interface to (both in this namespace), the way a switch's span port
+// does. It adds a clsact qdisc to from and, per direction, a u32 filter
+// matching everything (`u32 match u32 0 0`) with the action
+// `mirred egress mirror dev TO`. u32 is used because matchall and flower
+// are not built into every kernel.
+func (n *Namespace) Mirror(from, to string, dir Direction) error {
+	if dir&Both == 0 {
+		return fmt.Errorf("mirror %s to %s: no direction", from, to)
+	}
+	src, err := n.link(from)
+	if err != nil {
+		return err
+	}
+	dst, err := n.link(to)
+	if err != nil {
+		return err
+	}
+	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: src.Attrs().Index,
+		Handle:    netlink.MakeHandle(0xffff, 0),
+		Parent:    netlink.HANDLE_CLSACT,
+	}}
+	if err := n.nl.QdiscReplace(q); err != nil {
+		return fmt.Errorf("add clsact qdisc to %s in %s: %w", from, n.Name, err)
+	}
+	for _, d := range []struct {
+		dir    Direction
+		parent uint32
+		name   string
+	}{{Ingress, netlink.HANDLE_MIN_INGRESS, "ingress"}, {Egress, netlink.HANDLE_MIN_EGRESS, "egress"}} {
+		if dir&d.dir == 0 {
+			continue
+		}
+		f := &netlink.U32{
+			FilterAttrs: netlink.FilterAttrs{
+				LinkIndex: src.Attrs().Index,
+				Parent:    d.parent,
+				Priority:  1,
+				Protocol:  unix.ETH_P_ALL,
+			},
+			// One key, mask 0 value 0 at offset 0: matches every packet.
+			Sel: &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: 1, Keys: []netlink.TcU32Key{{}}},
+			Actions: []netlink.Action{&netlink.MirredAction{
+				ActionAttrs:  netlink.ActionAttrs{Action: netlink.TC_ACT_PIPE},
+				MirredAction: netlink.TCA_EGRESS_MIRROR,
+				Ifindex:      dst.Attrs().Index,
+			}},
+		}
+		if err := n.nl.FilterAdd(f); err != nil {
+			return fmt.Errorf("mirror %s %s to %s in %s: %w", from, d.name, to, n.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package netns
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Interface names used by a Topology.
+const (
+	// EndpointIface is the one interface of the attacker, client and host.
+	EndpointIface = "eth0"
+	// BridgeIface is the switch's bridge.
+	BridgeIface = "br0"
+	// HostPort is the switch port the host hangs off; it is mirrored.
+	HostPort = "sw-host"
+	// SpanIface is the switch's span (mirror destination) port.
+	SpanIface = "span0"
+	// CaptureIface is the sensor's interface at the far end of the span.
+	CaptureIface = "cap0"
+)
+
+// TopologyConfig sets a Topology's addresses. The zero value picks the
+// defaults of DefaultTopologyConfig.
+type TopologyConfig struct {
+	// Subnet4 and Subnet6 hold every endpoint; the host is .5 (::5), the
+	// attacker .66 (::66) and the client .20 (::20).
+	Subnet4 netip.Prefix
+	Subnet6 netip.Prefix
+}
+
+// DefaultTopologyConfig returns 10.203.0.0/24 and fd6b:7763::/64: private
+// ranges that live only inside the namespaces.
+func DefaultTopologyConfig() TopologyConfig {
+	return TopologyConfig{
+		Subnet4: netip.MustParsePrefix("10.203.0.0/24"),
+		Subnet6: netip.MustParsePrefix("fd6b:7763::/64"),
+	}
+}
+
+// Endpoint is a namespace with one interface (eth0) on the switch.
+type Endpoint struct {
+	NS  *Namespace
+	IP  netip.Addr // IPv4
+	IP6 netip.Addr
+	// Port is the endpoint's port on the switch.
+	Port string
+}
+
+// Topology is the lab network, one switch with a span port:
+//
+//	attacker eth0 ─┐
+//	client   eth0 ─┼─ br0 (switch) ── sw-host ── eth0 host
+//	               │        sw-host ingress+egress ⇒ span0 ── cap0 (sensor)
+//
+// Every packet the host sends or receives is mirrored, once, to the
+// sensor's capture interface cap0, which has no address: the sensor sees
+// copies, as on a real span or tap port. Traffic between the attacker and
+// the client does not reach the mirror.
+type Topology struct {
+	Env                      *Env
+	Attacker, Client, Host   Endpoint
+	Switch, Sensor           *Namespace
+	Subnet4, Subnet6         netip.Prefix
+	CaptureIface, MirrorPort string
+}
+
+// NewTopology builds the lab network in e. On failure, what was made stays
+// recorded in e, and e.Close removes it.
+func (e *Env) NewTopology(cfg TopologyConfig) (*Topology, error) {
+	def := DefaultTopologyConfig()
+	if !cfg.Subnet4.IsValid() {
+		cfg.Subnet4 = def.Subnet4
+	}
+	if !cfg.Subnet6.IsValid() {
+		cfg.Subnet6 = def.Subnet6
+	}
+	if !cfg.Subnet4.Addr().Is4() || cfg.Subnet4.Bits() > 24 {
+		return nil, fmt.Errorf("build topology: subnet4 %v: want an IPv4 prefix of /24 or wider", cfg.Subnet4)
+	}
+	if !cfg.Subnet6.Addr().Is6() || cfg.Subnet6.Addr().Is4In6() || cfg.Subnet6.Bits() > 120 {
+		return nil, fmt.Errorf("build topology: subnet6 %v: want an IPv6 prefix of /120 or wider", cfg.Subnet6)
+	}
+	t := &Topology{Env: e, Subnet4: cfg.Subnet4.Masked(), Subnet6: cfg.Subnet6.Masked(),
+		CaptureIface: CaptureIface, MirrorPort: HostPort}
+	var err error
+	if t.Switch, err = e.Namespace("switch"); err != nil {
+		return nil, fmt.Errorf("build topology: %w", err)
+	}
+	if err := t.Switch.AddBridge(BridgeIface); err != nil {
+		return nil, fmt.Errorf("build topology: %w", err)
+	}
+	for _, ep := range []struct {
+		dst  *Endpoint
+		role string
+		host byte
+	}{{&t.Host, "host", 5}, {&t.Attacker, "attacker", 66}, {&t.Client, "client", 20}} {
+		if *ep.dst, err = t.endpoint(ep.role, ep.host); err != nil {
+			return nil, fmt.Errorf("build topology: %w", err)
+		}
+	}
+	if t.Sensor, err = e.Namespace("sensor"); err != nil {
+		return nil, fmt.Errorf("build topology: %w", err)
+	}
+	if err := steps(
+		func() error { return Veth(t.Switch, SpanIface, t.Sensor, CaptureIface) },
+		func() error { return t.Switch.LinkUp(SpanIface) },
+		func() error { return t.Sensor.LinkUp(CaptureIface) },
+		func() error { return t.Switch.Mirror(HostPort, SpanIface, Both) },
+	); err != nil {
+		return nil, fmt.Errorf("build topology: %w", err)
+	}
+	return t, nil
+}
+
+// endpoint makes a namespace for role with eth0 on the switch, addressed
+// .host in both subnets.
+func (t *Topology) endpoint(role string, host byte) (Endpoint, error) {
+	ns, err := t.Env.Namespace(role)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	ep := Endpoint{NS: ns, IP: withHost(t.Subnet4.Addr(), host), IP6: withHost(t.Subnet6.Addr(), host), Port: "sw-" + role}
+	if err := steps(
+		func() error { return Veth(ns, EndpointIface, t.Switch, ep.Port) },
+		func() error { return t.Switch.SetMaster(ep.Port, BridgeIface) },
+		func() error { return t.Switch.LinkUp(ep.Port) },
+		func() error { return ns.AddAddr(EndpointIface, netip.PrefixFrom(ep.IP, t.Subnet4.Bits())) },
+		func() error { return ns.AddAddr(EndpointIface, netip.PrefixFrom(ep.IP6, t.Subnet6.Bits())) },
+		func() error { return ns.LinkUp(EndpointIface) },
+	); err != nil {
+		return Endpoint{}, err
+	}
+	return ep, nil
+}
+
+// steps runs fns in order and stops at the first error.
+func steps(fns ...func() error) error {
+	for _, fn := range fns {
+		if err := fn(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withHost sets the last byte of a network address.
+func withHost(a netip.Addr, host byte) netip.Addr {
+	b := a.AsSlice()
+	b[len(b)-1] = host
+	out, _ := netip.AddrFromSlice(b)
+	return out
+}
+
+// Close removes the whole topology (the Env's namespaces).
+func (t *Topology) Close() error { return t.Env.Close() }

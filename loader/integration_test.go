@@ -1,0 +1,453 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink/nl"
+
+	"github.com/knockwatch/knockwatch/internal/netns"
+	"github.com/knockwatch/knockwatch/internal/testenv"
+)
+
+// The integration tests run the real program, attached in native mode to a
+// veth in a sensor namespace that receives a span copy of a host's link,
+// while real TCP stacks in other namespaces knock and connect.
+
+// liveS0Timeout keeps the S0 scenarios short.
+const liveS0Timeout = 200 * time.Millisecond
+
+var knockPorts = []uint16{7000, 8000, 9000}
+
+// live is one lab: a fresh topology and a live sensor on its span.
+type live struct {
+	topo *netns.Topology
+	s    *Sensor
+	rd   *Reader
+	ctx  context.Context
+}
+
+func newLive(t *testing.T) *live {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	env, err := netns.NewEnv("kwitest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before anything exists: runs last, removes everything.
+	t.Cleanup(func() {
+		if err := env.Close(); err != nil {
+			t.Errorf("remove namespaces: %v", err)
+		}
+	})
+	t.Cleanup(env.CloseOnSignal())
+	topo, err := env.NewTopology(netns.TopologyConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	cfg.S0Timeout = liveS0Timeout
+	cfg.PairSlots = 1 << 12
+	cfg.PortSlots = 1 << 10
+	cfg.Candidates = 1024
+	cfg.Flagged = 256
+	cfg.Watches = 256
+	cfg.RingBytes = 1 << 16
+	var s *Sensor
+	var mode Mode
+	err = topo.Sensor.Do(func() error {
+		var err error
+		if s, err = Load(cfg, Options{}); err != nil {
+			return err
+		}
+		mode, err = s.Attach(topo.CaptureIface, ModeNative)
+		return err
+	})
+	if s != nil {
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("close sensor: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("load and attach in %s: %v", topo.Sensor.Name, err)
+	}
+	if mode != ModeNative {
+		t.Fatalf("attached in %s mode, want native", mode)
+	}
+	l, err := topo.Sensor.Netlink().LinkByName(topo.CaptureIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != nl.XDP_ATTACHED_DRV {
+		t.Fatalf("%s: XDP state %+v, want a driver-mode (native) program", topo.CaptureIface, x)
+	}
+	rd, err := s.NewReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return &live{topo: topo, s: s, rd: rd, ctx: ctx}
+}
+
+// ipOf picks an endpoint's address in the family of the test.
+func ipOf(ep netns.Endpoint, v6 bool) netip.Addr {
+	if v6 {
+		return ep.IP6
+	}
+	return ep.IP
+}
+
+// dial connects from ep to dst:port with the given timeout.
+func (l *live) dial(ep netns.Endpoint, dst netip.Addr, port uint16, timeout time.Duration) (net.Conn, error) {
+	return ep.NS.Dial(l.ctx, &net.Dialer{Timeout: timeout}, "tcp", netip.AddrPortFrom(dst, port).String())
+}
+
+// open starts a listener on the host on a fresh port and returns it with
+// the port; accepted connections are kept open until the test ends.
+func (l *live) open(t *testing.T, addr netip.Addr) (net.Listener, uint16) {
+	t.Helper()
+	ln, err := l.topo.Host.NS.Listen(l.ctx, "tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// connect completes a handshake from ep to the host's port and keeps the
+// connection open until the test ends (no FIN or RST in the counters).
+func (l *live) connect(t *testing.T, ep netns.Endpoint, dst netip.Addr, port uint16) *net.TCPConn {
+	t.Helper()
+	c, err := l.dial(ep, dst, port, 2*time.Second)
+	if err != nil {
+		t.Fatalf("connect %s -> %v:%d: %v", ep.NS.Role, dst, port, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// records waits until the ring buffer has delivered at least n records
+// (or the time is up), then keeps reading briefly so that an unexpected
+// extra record is caught too.
+func (l *live) records(t *testing.T, n int) []Record {
+	t.Helper()
+	var recs []Record
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if len(recs) >= n {
+			if extra := time.Now().Add(150 * time.Millisecond); extra.Before(deadline) {
+				deadline = extra
+			}
+		}
+		l.rd.SetDeadline(deadline)
+		r, err := l.rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return recs
+		}
+		if err != nil {
+			t.Fatalf("read records: %v", err)
+		}
+		t.Logf("record %T %+v", r, r)
+		recs = append(recs, r)
+	}
+}
+
+// nearNow checks that a record time is wall-clock time of this test.
+func nearNow(t *testing.T, what string, ts, start time.Time) {
+	t.Helper()
+	const slack = 2 * time.Second
+	if ts.IsZero() || ts.Before(start.Add(-slack)) || ts.After(time.Now().Add(slack)) {
+		t.Errorf("%s = %v: not within %v of the test's run [%v, %v]", what, ts, slack, start.UTC(), time.Now().UTC())
+	}
+}
+
+func checkKnock(t *testing.T, recs []Record, src, dst netip.Addr, kind TouchKind, start time.Time) {
+	t.Helper()
+	ks := knocks(recs)
+	if len(ks) != 1 {
+		t.Fatalf("%d KNOCK records, want 1: %s", len(ks), dump(recs))
+	}
+	k := ks[0]
+	if k.Src != src || k.Dst != dst {
+		t.Errorf("KNOCK %v -> %v, want %v -> %v", k.Src, k.Dst, src, dst)
+	}
+	if len(k.Touches) != len(knockPorts) {
+		t.Fatalf("KNOCK has %d touches, want %d: %+v", len(k.Touches), len(knockPorts), k.Touches)
+	}
+	for i, tc := range k.Touches {
+		if tc.Port != knockPorts[i] || tc.Kind != kind {
+			t.Errorf("touch %d: %d/%v, want %d/%v", i, tc.Port, tc.Kind, knockPorts[i], kind)
+		}
+		nearNow(t, fmt.Sprintf("touch %d time", i), tc.Time, start)
+		if i > 0 && !tc.Time.After(k.Touches[i-1].Time) {
+			t.Errorf("touch %d at %v not after touch %d at %v", i, tc.Time, i-1, k.Touches[i-1].Time)
+		}
+	}
+	if k.Distinct != len(knockPorts) {
+		t.Errorf("KNOCK distinct %d, want %d", k.Distinct, len(knockPorts))
+	}
+	nearNow(t, "KNOCK flag time", k.FlagTime, start)
+	if last := k.Touches[len(k.Touches)-1].Time; k.FlagTime.Before(last) {
+		t.Errorf("flagged at %v, before the last touch at %v", k.FlagTime, last)
+	}
+}
+
+// wantHandshake is what the HANDSHAKE record must say.
+type wantHandshake struct {
+	src, dst    netip.Addr
+	conn        *net.TCPConn
+	port        uint16
+	openAfter   time.Time // zero: the port was never seen open before
+	openBefore  time.Time
+	knockFlagAt time.Time
+}
+
+func checkHandshake(t *testing.T, recs []Record, w wantHandshake, start time.Time) {
+	t.Helper()
+	hs := handshakes(recs)
+	if len(hs) != 1 {
+		t.Fatalf("%d HANDSHAKE records, want 1: %s", len(hs), dump(recs))
+	}
+	h := hs[0]
+	sport := uint16(w.conn.LocalAddr().(*net.TCPAddr).Port)
+	if h.Src != w.src || h.Dst != w.dst || h.Port != w.port || h.SrcPort != sport {
+		t.Errorf("HANDSHAKE %v:%d -> %v:%d, want %v:%d -> %v:%d", h.Src, h.SrcPort, h.Dst, h.Port, w.src, sport, w.dst, w.port)
+	}
+	nearNow(t, "SYN time", h.SYN, start)
+	nearNow(t, "SYN-ACK time", h.SYNACK, start)
+	nearNow(t, "ACK time", h.ACK, start)
+	if !h.SYN.Before(h.SYNACK) || !h.SYNACK.Before(h.ACK) {
+		t.Errorf("handshake times out of order: SYN %v, SYN-ACK %v, ACK %v", h.SYN, h.SYNACK, h.ACK)
+	}
+	if h.SYN.Before(w.knockFlagAt) {
+		t.Errorf("handshake SYN at %v before the knock was flagged at %v", h.SYN, w.knockFlagAt)
+	}
+	if !h.PortLastClosed.IsZero() {
+		t.Errorf("port last seen closed at %v, want never", h.PortLastClosed)
+	}
+	switch {
+	case w.openAfter.IsZero() && !h.PortLastOpen.IsZero():
+		t.Errorf("port last seen open at %v, want never (the attacker was first)", h.PortLastOpen)
+	case !w.openAfter.IsZero() && (h.PortLastOpen.Before(w.openAfter) || h.PortLastOpen.After(w.openBefore) || !h.PortLastOpen.Before(h.SYN)):
+		t.Errorf("port last seen open at %v, want the other client's connection in [%v, %v], before SYN %v",
+			h.PortLastOpen, w.openAfter, w.openBefore, h.SYN)
+	}
+	if h.Distinct != len(knockPorts) {
+		t.Errorf("HANDSHAKE distinct %d, want %d", h.Distinct, len(knockPorts))
+	}
+}
+
+func dump(recs []Record) string {
+	s := ""
+	for _, r := range recs {
+		s += fmt.Sprintf("\n  %T %+v", r, r)
+	}
+	return s
+}
+
+// checkCounters compares the counters the traffic determines exactly.
+func (l *live) checkCounters(t *testing.T, want map[string]uint64) {
+	t.Helper()
+	c, err := l.s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"backscatter", "synack_unmatched", "handshake_bad_ack", "ringbuf_full",
+		"map_insert_fail", "bad_flags", "truncated", "bad_header", "fragment", "no_meta", "pending_evicted", "slot_takeover"} {
+		if _, ok := want[name]; !ok {
+			want[name] = 0
+		}
+	}
+	for name, v := range want {
+		if c[name] != v {
+			t.Errorf("counter %s = %d, want %d", name, c[name], v)
+		}
+	}
+	if c["tcp"] != c["ipv4"]+c["ipv6"] {
+		t.Errorf("tcp %d != ipv4 %d + ipv6 %d", c["tcp"], c["ipv4"], c["ipv6"])
+	}
+	if c["packets"] < c["tcp"]+c["non_ip"]+c["non_tcp"] {
+		t.Errorf("packets %d < tcp %d + non_ip %d + non_tcp %d", c["packets"], c["tcp"], c["non_ip"], c["non_tcp"])
+	}
+	if c["bytes"] < 54*c["tcp"] {
+		t.Errorf("bytes %d: fewer than 54 per TCP packet (%d)", c["bytes"], c["tcp"])
+	}
+	if t.Failed() {
+		t.Logf("counters: %v", c)
+	}
+}
+
+// hostFirewall makes the host drop every inbound SYN (no RST, as Windows
+// Firewall does by default) except to ports in the set @allowed.
+const hostFirewall = `
+table inet kwtest {
+	set allowed { type inet_service; }
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp flags & (syn | ack) == syn tcp dport != @allowed drop
+	}
+}
+`
+
+// allow adds port to the host firewall's allowed set (the "rule added").
+func (l *live) allow(t *testing.T, port uint16) {
+	t.Helper()
+	if err := l.topo.Host.NS.Nft(l.ctx, fmt.Sprintf("add element inet kwtest allowed { %d }\n", port)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIntegrationNetns(t *testing.T) {
+	testenv.RequirePrivileged(t)
+
+	// REJ: the host answers the knocks with RSTs; the attacker then
+	// connects to a port that just opened.
+	for _, v6 := range []bool{false, true} {
+		name := "REJ/IPv4"
+		if v6 {
+			name = "REJ/IPv6"
+		}
+		t.Run(name, func(t *testing.T) {
+			l := newLive(t)
+			att, host := ipOf(l.topo.Attacker, v6), ipOf(l.topo.Host, v6)
+			start := time.Now()
+			for _, p := range knockPorts {
+				_, err := l.dial(l.topo.Attacker, host, p, 2*time.Second)
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("dial closed port %d: %v, want connection refused", p, err)
+				}
+			}
+			_, port := l.open(t, host)
+			c := l.connect(t, l.topo.Attacker, host, port)
+			recs := l.records(t, 2)
+			checkKnock(t, recs, att, host, TouchREJ, start)
+			if t.Failed() {
+				return
+			}
+			checkHandshake(t, recs, wantHandshake{src: att, dst: host, conn: c, port: port,
+				knockFlagAt: knocks(recs)[0].FlagTime}, start)
+			l.checkCounters(t, map[string]uint64{
+				"syn": 4, "rst": 3, "synack": 1, "touch_rej": 3, "touch_s0": 0, "syn_retrans": 0,
+				"port_open": 1, "candidates": 1, "flags": 1, "watch_started": 1, "handshakes": 1,
+				"handshake_repeat": 0, "tcp": 9, "allowlisted": 0,
+			})
+		})
+	}
+
+	// S0: the host's firewall drops the knocks silently; the attacker's
+	// short dials time out, and each next SYN of the pair ages the previous
+	// one into an S0 touch. A benign client connects to the new port before
+	// the attacker does, which the HANDSHAKE must show.
+	t.Run("S0/firewall", func(t *testing.T) {
+		l := newLive(t)
+		att, host := l.topo.Attacker.IP, l.topo.Host.IP
+		if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for _, p := range knockPorts {
+			_, err := l.dial(l.topo.Attacker, host, p, liveS0Timeout+100*time.Millisecond)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("dial dropped port %d: %v, want a timeout", p, err)
+			}
+		}
+		_, port := l.open(t, host)
+		l.allow(t, port)
+		before := time.Now()
+		l.connect(t, l.topo.Client, host, port)
+		after := time.Now()
+		c := l.connect(t, l.topo.Attacker, host, port)
+		recs := l.records(t, 2)
+		checkKnock(t, recs, att, host, TouchS0, start)
+		if t.Failed() {
+			return
+		}
+		checkHandshake(t, recs, wantHandshake{src: att, dst: host, conn: c, port: port,
+			openAfter: before.Add(-time.Second), openBefore: after.Add(time.Second),
+			knockFlagAt: knocks(recs)[0].FlagTime}, start)
+		l.checkCounters(t, map[string]uint64{
+			"syn": 5, "rst": 0, "synack": 2, "touch_rej": 0, "touch_s0": 3, "syn_retrans": 0,
+			"port_open": 2, "candidates": 1, "flags": 1, "watch_started": 1, "handshakes": 1,
+			"tcp": 5 + 2 + 2, // SYNs, SYN-ACKs, completing ACKs
+		})
+	})
+
+	// The Debian knock client against the same firewall: three SYNs 100 ms
+	// apart; the attacker's connection after the S0 timeout ages all three.
+	t.Run("S0/knock-client", func(t *testing.T) {
+		knock, err := exec.LookPath("knock")
+		if err != nil {
+			if os.Getenv(testenv.RequirePrivilegedEnv) != "" {
+				t.Fatalf("knock client not installed (apt-get install knockd): %v", err)
+			}
+			t.Skip("knock client not installed (apt-get install knockd)")
+		}
+		l := newLive(t)
+		att, host := l.topo.Attacker.IP, l.topo.Host.IP
+		if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		args := []string{"-4", "-d", "100", host.String()}
+		for _, p := range knockPorts {
+			args = append(args, fmt.Sprint(p))
+		}
+		if err := l.topo.Attacker.NS.Run(l.ctx, knock, args...); err != nil {
+			t.Fatal(err)
+		}
+		knocked := time.Now()
+		_, port := l.open(t, host)
+		l.allow(t, port)
+		// The last knock must be older than the S0 timeout when the
+		// attacker's SYN arrives.
+		time.Sleep(time.Until(knocked.Add(liveS0Timeout + 50*time.Millisecond)))
+		c := l.connect(t, l.topo.Attacker, host, port)
+		recs := l.records(t, 2)
+		checkKnock(t, recs, att, host, TouchS0, start)
+		if t.Failed() {
+			return
+		}
+		checkHandshake(t, recs, wantHandshake{src: att, dst: host, conn: c, port: port,
+			knockFlagAt: knocks(recs)[0].FlagTime}, start)
+		l.checkCounters(t, map[string]uint64{
+			"syn": 4, "rst": 0, "synack": 1, "touch_s0": 3, "touch_rej": 0, "port_open": 1,
+			"flags": 1, "watch_started": 1, "handshakes": 1, "tcp": 4 + 1 + 1,
+		})
+	})
+}
