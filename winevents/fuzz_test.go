@@ -169,3 +169,34 @@ func FuzzPortSet(f *testing.F) {
 		}
 	})
 }
+
+// FuzzXMLFastVsStd checks the fast Event XML scanner against encoding/xml:
+// whatever the fast scanner accepts, encoding/xml must read the same way.
+func FuzzXMLFastVsStd(f *testing.F) {
+	addSamples(f, "xml", false)
+	f.Add([]byte(renderXML(fwEvent(2004, withField(ruleData, "RuleName", "a&amp;b &lt;c&gt; &#x41;&#66; \r\n x")...), true)))
+	f.Add([]byte("<Event><System><EventID>4946</EventID><Channel>Security</Channel><Computer>h</Computer><TimeCreated SystemTime='2024-01-01T00:00:00Z'/></System><EventData><Data Name=\"RuleName\">x<!-- c -->y</Data><Data Name='e'/></EventData></Event>"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fp, ok := fastXMLEvent(b)
+		if !ok {
+			return
+		}
+		fr, freason, ferr := fp.record()
+		sr, sreason, serr := parseXMLEventStd(b)
+		if (ferr == nil) != (serr == nil) || freason != sreason {
+			t.Fatalf("fast: %v %v; encoding/xml: %v %v; input %q", freason, ferr, sreason, serr, b)
+		}
+		if ferr != nil {
+			return
+		}
+		if fr.eventID != sr.eventID || fr.recordID != sr.recordID || fr.channel != sr.channel || fr.computer != sr.computer ||
+			!fr.time.Equal(sr.time) || fr.provider != sr.provider || len(fr.data) != len(sr.data) {
+			t.Fatalf("records differ:\nfast %+v\nstd  %+v\ninput %q", fr, sr, b)
+		}
+		for i := range fr.data {
+			if fr.data[i] != sr.data[i] {
+				t.Fatalf("data %d: fast %q std %q; input %q", i, fr.data[i], sr.data[i], b)
+			}
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package winevents
 
 import (
+	"bytes"
 	"errors"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -41,38 +42,55 @@ func (s *jsonScanner) str() (raw []byte, esc bool, err error) {
 		return nil, false, errJSONSyntax
 	}
 	start := s.i + 1
-	for j := start; j < len(s.b); j++ {
-		c := s.b[j]
-		switch {
-		case c == '"':
-			s.i = j + 1
-			return s.b[start:j], esc, nil
-		case c == '\\':
+	j := start
+	for {
+		k := bytes.IndexByte(s.b[j:], '"')
+		if k < 0 {
+			return nil, false, errJSONEOF
+		}
+		seg := s.b[j : j+k]
+		if bs := bytes.IndexByte(seg, '\\'); bs >= 0 {
+			if hasControl(seg[:bs]) {
+				return nil, false, errJSONSyntax
+			}
 			esc = true
-			j++
-			if j >= len(s.b) {
+			e := j + bs + 1 // the escaped character
+			if e >= len(s.b) {
 				return nil, false, errJSONEOF
 			}
-			switch s.b[j] {
+			switch s.b[e] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j = e + 1
 			case 'u':
-				if j+4 >= len(s.b) {
+				if e+4 >= len(s.b) {
 					return nil, false, errJSONEOF
 				}
-				for k := 1; k <= 4; k++ {
-					if hexVal(s.b[j+k]) < 0 {
+				for m := 1; m <= 4; m++ {
+					if hexVal(s.b[e+m]) < 0 {
 						return nil, false, errJSONSyntax
 					}
 				}
-				j += 4
+				j = e + 5
 			default:
 				return nil, false, errJSONSyntax
 			}
-		case c < 0x20:
+			continue
+		}
+		if hasControl(seg) {
 			return nil, false, errJSONSyntax
 		}
+		s.i = j + k + 1
+		return s.b[start : j+k], esc, nil
 	}
-	return nil, false, errJSONEOF
+}
+
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 func hexVal(c byte) int {

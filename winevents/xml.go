@@ -95,25 +95,36 @@ func peekXML(ev []byte) (id uint32, idOK bool, cls channelClass, channel string)
 	return id, idOK, cls, channel
 }
 
-// parseXMLEvent parses one <Event> element fully.
+// xmlParts is what both XML parsers extract from one <Event>.
+type xmlParts struct {
+	sawEvent                                                   bool
+	idText, recText, timeText, channelText, computer, provider string
+	data                                                       []field
+}
+
+// parseXMLEvent parses one <Event> element: the fast scanner when it is
+// sure of the input, else encoding/xml in strict mode, which decides.
 func parseXMLEvent(ev []byte) (*record, Reason, error) {
-	if bytes.Contains(ev, []byte("<!")) && (bytes.Contains(ev, []byte("<!DOCTYPE")) || bytes.Contains(ev, []byte("<!ENTITY"))) {
+	if bytes.Contains(ev, []byte("<!")) && hasDTD(ev) {
 		return nil, ReasonDTD, errXMLDTD
 	}
+	if p, ok := fastXMLEvent(ev); ok {
+		return p.record()
+	}
+	return parseXMLEventStd(ev)
+}
+
+// parseXMLEventStd parses one <Event> element with encoding/xml.
+func parseXMLEventStd(ev []byte) (*record, Reason, error) {
 	d := xml.NewDecoder(bytes.NewReader(ev))
 	d.Strict = true
-	r := &record{format: FormatXML}
 	var (
-		path        [maxXMLDepth + 1]string
-		depth       int
-		text        strings.Builder
-		dataName    string
-		inData      bool
-		sawEvent    bool
-		idText      string
-		recText     string
-		timeText    string
-		channelText string
+		p        xmlParts
+		path     [maxXMLDepth + 1]string
+		depth    int
+		text     strings.Builder
+		dataName string
+		inData   bool
 	)
 	for {
 		tok, err := d.Token()
@@ -136,33 +147,23 @@ func parseXMLEvent(ev []byte) (*record, Reason, error) {
 				if t.Name.Local != "Event" {
 					return nil, ReasonMalformedXML, errNoEvent
 				}
-				sawEvent = true
+				p.sawEvent = true
 			case depth == 3 && path[1] == "System":
 				switch t.Name.Local {
 				case "TimeCreated":
-					timeText = attr(t, "SystemTime")
+					p.timeText = attr(t, "SystemTime")
 				case "Provider":
-					r.provider = attr(t, "Name")
+					p.provider = attr(t, "Name")
 				}
 			case depth == 3 && path[1] == "EventData" && t.Name.Local == "Data":
 				inData, dataName = true, attr(t, "Name")
 			}
 		case xml.EndElement:
 			if depth == 3 && path[1] == "System" {
-				s := strings.TrimSpace(text.String())
-				switch path[2] {
-				case "EventID":
-					idText = s
-				case "EventRecordID":
-					recText = s
-				case "Channel":
-					channelText = s
-				case "Computer":
-					r.computer = s
-				}
+				p.systemText(path[2], text.String())
 			}
 			if depth == 3 && inData {
-				r.data = append(r.data, field{name: dataName, value: text.String()})
+				p.data = append(p.data, field{name: dataName, value: text.String()})
 				inData = false
 			}
 			depth--
@@ -175,26 +176,45 @@ func parseXMLEvent(ev []byte) (*record, Reason, error) {
 			return nil, ReasonDTD, errXMLDTD
 		}
 	}
-	if !sawEvent {
+	return p.record()
+}
+
+func (p *xmlParts) systemText(elem, text string) {
+	s := strings.TrimSpace(text)
+	switch elem {
+	case "EventID":
+		p.idText = s
+	case "EventRecordID":
+		p.recText = s
+	case "Channel":
+		p.channelText = s
+	case "Computer":
+		p.computer = s
+	}
+}
+
+func (p *xmlParts) record() (*record, Reason, error) {
+	if !p.sawEvent {
 		return nil, ReasonMalformedXML, errNoEvent
 	}
-	n, ok := parseUint(idText, 32)
+	r := &record{format: FormatXML, computer: p.computer, provider: p.provider, data: p.data}
+	n, ok := parseUint(p.idText, 32)
 	if !ok {
 		return nil, ReasonMissingEventID, errors.New("parse event: no EventID")
 	}
 	r.eventID = uint32(n)
-	if n, ok := parseUint(recText, 64); ok {
+	if n, ok := parseUint(p.recText, 64); ok {
 		r.recordID = n
 	}
-	cls := classifyChannel(channelText)
-	if cls == clsOther && channelText == "" {
+	cls := classifyChannel(p.channelText)
+	if cls == clsOther && p.channelText == "" {
 		cls = classifyProvider(r.provider)
 	}
-	r.channel = channelText
+	r.channel = p.channelText
 	if cls != clsOther {
 		r.channel = canonicalChannel(cls)
 	}
-	t, ok := parseUTCTime(timeText)
+	t, ok := parseUTCTime(p.timeText)
 	if !ok {
 		return nil, ReasonBadTime, errors.New("parse event: bad SystemTime")
 	}
