@@ -45,7 +45,9 @@ func (s *state) firewallEvent(h *hostState, r *record, emit func(ExposureChange)
 			ri = &ruleInfo{}
 			h.rules.put(key, ri)
 		}
-		ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+		if !ri.haveFW || !c.Time.Before(ri.fw.Time) {
+			ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+		}
 		emit(c)
 	case 2033, 2059:
 		c.Kind = KindRuleDeleted
