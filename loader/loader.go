@@ -51,9 +51,26 @@ func Load(cfg Config, opts Options) (*Sensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
+	var seedMap *ebpf.Map
+	if opts.PinPath != "" {
+		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", opts.PinPath, err)
+		}
+		// Pinned direct-mapped tables are only meaningful with the hash
+		// seed that filled them: keep it beside them.
+		if seedMap, err = pinnedSeed(opts.PinPath, &cfg); err != nil {
+			return nil, err
+		}
+		defer seedMap.Close()
+	}
 	kcfg, err := cfg.bpfConfig()
 	if err != nil {
 		return nil, err
+	}
+	if seedMap != nil {
+		if err := seedMap.Update(uint32(0), kcfg.HashSeed, ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("save hash seed: %w", err)
+		}
 	}
 	if err := spec.Variables["CFG"].Set(kcfg); err != nil {
 		return nil, fmt.Errorf("set CFG: %w", err)
@@ -72,9 +89,6 @@ func Load(cfg Config, opts Options) (*Sensor, error) {
 	}
 	var copts ebpf.CollectionOptions
 	if opts.PinPath != "" {
-		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
-			return nil, fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", opts.PinPath, err)
-		}
 		copts.Maps.PinPath = opts.PinPath
 		for _, name := range pinnedMaps {
 			spec.Maps[name].Pinning = ebpf.PinByName
@@ -104,6 +118,26 @@ func Load(cfg Config, opts Options) (*Sensor, error) {
 		}
 	}
 	return s, nil
+}
+
+// pinnedSeed opens (or creates) the pinned one-entry map that remembers
+// the hash seed of the pinned tables, and puts a stored seed into cfg.
+func pinnedSeed(dir string, cfg *Config) (*ebpf.Map, error) {
+	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{
+		Name: "kw_seed", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Pinning: ebpf.PinByName,
+	}, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		return nil, fmt.Errorf("open pinned hash seed in %s: %w", dir, explainPerm(err))
+	}
+	var seed uint32
+	if err := m.Lookup(uint32(0), &seed); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("read pinned hash seed: %w", err)
+	}
+	if seed != 0 {
+		cfg.HashSeed = seed
+	}
+	return m, nil
 }
 
 func explainPerm(err error) error {

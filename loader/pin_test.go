@@ -1,0 +1,65 @@
+package loader
+
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// bpffsDir returns a fresh directory on bpffs, mounting /sys/fs/bpf if
+// needed, removed with everything pinned in it at cleanup.
+func bpffsDir(t *testing.T) string {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
+			t.Fatalf("mount bpffs: %v", err)
+		}
+	}
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "knockwatch-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// TestPinnedRestart: a sensor restarted between the knock and the
+// handshake keeps its state when its maps are pinned.
+func TestPinnedRestart(t *testing.T) {
+	dir := bpffsDir(t)
+	load := func() *Sensor {
+		cfg := DefaultConfig()
+		cfg.Replay = true
+		cfg.PairSlots, cfg.Candidates, cfg.RingBytes = 1<<12, 1024, 1<<16
+		s, err := Load(cfg, Options{PinPath: dir})
+		if err != nil {
+			t.Fatalf("load: %+v", err)
+		}
+		return s
+	}
+	s := load()
+	recs, _ := runSteps(t, s, cat(a.rej(0, 7000), a.rej(sec(1), 8000)))
+	if len(recs) != 0 {
+		t.Fatalf("records before the third touch: %v", recs)
+	}
+	s.Close()
+
+	s = load() // a new program, same pinned maps and seed
+	defer s.Close()
+	recs, _ = runSteps(t, s, cat(a.rej(sec(2), 9000), a.connect(sec(10), 4444)))
+	checkKnocks(t, knocks(recs), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
+		kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}}})
+	checkHandshakes(t, handshakes(recs), []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: -1, lastOpen: -1}})
+
+	// Other sizes cannot reuse the pinned maps: a clear error, not garbage.
+	cfg := DefaultConfig()
+	cfg.Replay = true
+	cfg.PairSlots = 1 << 13
+	if _, err := Load(cfg, Options{PinPath: dir}); err == nil {
+		t.Fatal("load with other sizes over pinned maps succeeded")
+	} else {
+		t.Logf("expected error: %v", err)
+	}
+}
