@@ -363,7 +363,7 @@ func (e *Engine) attach(ch *chg) {
 // pairFor returns the pair (src, dst), creating it (after eviction when
 // the cap is reached).
 func (e *Engine) pairFor(dst, src netip.Addr) (*host, *pair) {
-	if p := e.st.pairs[keyPair(dst, src)]; p != nil {
+	if p := e.st.lookup(dst, src); p != nil {
 		return p.h, p
 	}
 	if e.st.nPairs >= e.cfg.MaxPairs {

@@ -104,7 +104,7 @@ func (e *Engine) evictHandshakes() {
 		r     *hsRec
 	}
 	var cands []cand
-	for _, p := range e.st.pairs {
+	e.st.eachPair(func(p *pair) {
 		for _, r := range p.hs {
 			class := 0
 			switch {
@@ -115,7 +115,7 @@ func (e *Engine) evictHandshakes() {
 			}
 			cands = append(cands, cand{class, r.ack, p, r})
 		}
-	}
+	})
 	slices.SortFunc(cands, func(a, b cand) int {
 		return cmp.Or(cmp.Compare(a.class, b.class), cmp.Compare(a.ack, b.ack))
 	})

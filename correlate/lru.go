@@ -105,10 +105,10 @@ func (e *Engine) expirePairs(cutoff int64) {
 
 // fullExpire checks every pair.
 func (e *Engine) fullExpire(cutoff int64) {
-	for _, p := range e.st.pairs {
+	e.st.eachPair(func(p *pair) {
 		if p.last < cutoff {
 			e.dropPair(p)
 			e.c.expired[capPairs]++
 		}
-	}
+	})
 }

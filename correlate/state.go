@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"time"
@@ -22,6 +23,7 @@ type pair struct {
 	prev, next *pair    // the pair's eviction-class list (lru.go)
 	hprev      *pair    // the host's list of pairs
 	hnext      *pair
+	coll       *pair // next pair with the same table hash
 	h          *host
 	src        netip.Addr
 	last       int64 // newest sensor event time of the pair's evidence
@@ -95,25 +97,48 @@ func (h *host) each(fn func(*pair)) {
 	}
 }
 
-// addrKey and pairKey are map keys that hash as plain bytes (netip.Addr
-// carries a zone handle). pairKey puts the destination first: the table
-// is partitioned by host.
-type (
-	addrKey [16]byte
-	pairKey [32]byte
-)
+// addrKey is a host map key that hashes as plain bytes (netip.Addr
+// carries a zone handle).
+type addrKey [16]byte
 
-func keyPair(dst, src netip.Addr) (k pairKey) {
-	d, s := dst.As16(), src.As16()
+// pairHash hashes (destination, source) with the state's random seed: the
+// pair table is keyed by it (a uint64 map is markedly cheaper than one
+// keyed by 32 bytes), colliding pairs are chained through pair.coll, and
+// the seed keeps collisions out of an attacker's control.
+func (s *state) pairHash(dst, src netip.Addr) uint64 {
+	var k [32]byte
+	d, a := dst.As16(), src.As16()
 	copy(k[:16], d[:])
-	copy(k[16:], s[:])
-	return k
+	copy(k[16:], a[:])
+	return maphash.Comparable(s.seed, k)
+}
+
+// lookup returns the pair (src, dst) or nil.
+func (s *state) lookup(dst, src netip.Addr) *pair {
+	for p := s.pairs[s.pairHash(dst, src)]; p != nil; p = p.coll {
+		if p.src == src && p.h.dst == dst {
+			return p
+		}
+	}
+	return nil
+}
+
+// eachPair calls fn for every pair; fn may drop the pair.
+func (s *state) eachPair(fn func(*pair)) {
+	for _, head := range s.pairs {
+		for p := head; p != nil; {
+			next := p.coll
+			fn(p)
+			p = next
+		}
+	}
 }
 
 // state is the engine's whole table.
 type state struct {
 	hosts      map[addrKey]*host
-	pairs      map[pairKey]*pair
+	pairs      map[uint64]*pair // by pairHash, chained through pair.coll
+	seed       maphash.Seed
 	changes    map[changeKey]*chg // every stored change, for duplicates
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
@@ -123,7 +148,8 @@ type state struct {
 }
 
 func newState() *state {
-	s := &state{hosts: make(map[addrKey]*host), pairs: make(map[pairKey]*pair), changes: make(map[changeKey]*chg)}
+	s := &state{hosts: make(map[addrKey]*host), pairs: make(map[uint64]*pair), changes: make(map[changeKey]*chg),
+		seed: maphash.MakeSeed()}
 	for i := range s.classes {
 		s.classes[i].prev, s.classes[i].next = &s.classes[i], &s.classes[i]
 	}
@@ -141,7 +167,9 @@ func (s *state) host(d netip.Addr, create bool) *host {
 
 // addPair links a new pair into the table and its host.
 func (s *state) addPair(h *host, p *pair) {
-	s.pairs[keyPair(h.dst, p.src)] = p
+	k := s.pairHash(h.dst, p.src)
+	p.coll = s.pairs[k]
+	s.pairs[k] = p
 	p.hnext = h.first
 	if h.first != nil {
 		h.first.hprev = p
@@ -154,7 +182,22 @@ func (s *state) addPair(h *host, p *pair) {
 // removePair unlinks p from the table and its host.
 func (s *state) removePair(p *pair) {
 	h := p.h
-	delete(s.pairs, keyPair(h.dst, p.src))
+	k := s.pairHash(h.dst, p.src)
+	if head := s.pairs[k]; head == p {
+		if p.coll != nil {
+			s.pairs[k] = p.coll
+		} else {
+			delete(s.pairs, k)
+		}
+	} else {
+		for q := head; q != nil; q = q.coll {
+			if q.coll == p {
+				q.coll = p.coll
+				break
+			}
+		}
+	}
+	p.coll = nil
 	if p.hprev != nil {
 		p.hprev.hnext = p.hnext
 	} else {
