@@ -143,3 +143,27 @@ func TestConcurrentFeeds(t *testing.T) {
 		t.Fatalf("high alerts counted %d", s.AlertsHigh)
 	}
 }
+
+// With every pair hashing alike the table is one long chain: lookups,
+// eviction and expiry must still find, keep and drop the right pairs.
+func TestPairHashCollisions(t *testing.T) {
+	e, col := newTestEngine(t, func(c *Config) { c.MaxPairs = 32 })
+	e.st.testHash = func(dst, src netip.Addr) uint64 { return uint64(dst.As16()[15] & 1) }
+	feed(t, e, knock3(), ruleAdded(chAt, Ports(22), 1))
+	for i := 0; i < 500; i++ {
+		feed(t, e, knockAt(addrN("100.64.0.0", i), []netip.Addr{victim, bystand}[i%2], t0.Add(time.Duration(i)*ms), 1, 2))
+	}
+	feed(t, e, handshakeAt(attacker, victim, 22, ackAt))
+	if got := summary(col.all()); len(got) != 1 || got[0] != "created high" {
+		t.Fatalf("records = %q", got)
+	}
+	if s := e.Stats(); s.Pairs != 32 {
+		t.Fatalf("pairs = %d", s.Pairs)
+	}
+	e.Advance(ackAt.Add(time.Hour))
+	n := 0
+	e.st.eachPair(func(*pair) { n++ })
+	if s := e.Stats(); s.Pairs != 0 || n != 0 || len(e.st.pairs) != 0 {
+		t.Fatalf("after expiry: pairs %d, walked %d, table %d", s.Pairs, n, len(e.st.pairs))
+	}
+}

@@ -106,6 +106,9 @@ type addrKey [16]byte
 // keyed by 32 bytes), colliding pairs are chained through pair.coll, and
 // the seed keeps collisions out of an attacker's control.
 func (s *state) pairHash(dst, src netip.Addr) uint64 {
+	if s.testHash != nil {
+		return s.testHash(dst, src)
+	}
 	var k [32]byte
 	d, a := dst.As16(), src.As16()
 	copy(k[:16], d[:])
@@ -139,7 +142,8 @@ type state struct {
 	hosts      map[addrKey]*host
 	pairs      map[uint64]*pair // by pairHash, chained through pair.coll
 	seed       maphash.Seed
-	changes    map[changeKey]*chg // every stored change, for duplicates
+	testHash   func(dst, src netip.Addr) uint64 // tests force collisions
+	changes    map[changeKey]*chg               // every stored change, for duplicates
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
 	nPairs     int
