@@ -250,6 +250,20 @@ func TestPartialFailureCleansUp(t *testing.T) {
 	}
 }
 
+// rootLinks lists the caller's interfaces.
+func rootLinks(t *testing.T) string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	return strings.Join(names, ",")
+}
+
 func TestNewEnvRejectsBadPrefix(t *testing.T) {
 	for _, p := range []string{"", "Kw", "kw-x", "1kw", "kw/x", "abcdefghijklmnopq"} {
 		if _, err := NewEnv(p); err == nil {
@@ -361,9 +375,13 @@ const (
 // the host does not.
 func TestTopologyMirror(t *testing.T) {
 	e := newEnv(t, "kwnstest")
+	rootBefore := rootLinks(t)
 	topo, err := e.NewTopology(TopologyConfig{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := rootLinks(t); got != rootBefore {
+		t.Errorf("the caller's namespace changed: links %s, were %s", got, rootBefore)
 	}
 	if got := len(e.Namespaces()); got != 5 {
 		t.Fatalf("%d namespaces, want 5", got)
