@@ -322,15 +322,21 @@ func (e *Engine) AddChange(c ExposureChange) error {
 }
 
 // resolve returns the destination addresses of a change: the ones it
-// carries and the inventory's for its host name.
+// carries and the inventory's for its host name. Wildcard and loopback
+// addresses (a listener bound to "::") name no host the sensor can see.
 func (e *Engine) resolve(c *ExposureChange) []netip.Addr {
 	var ips []netip.Addr
+	add := func(ip netip.Addr) {
+		if ip = plain(ip); ip.IsValid() && !ip.IsUnspecified() && !ip.IsLoopback() {
+			ips = appendUnique(ips, ip)
+		}
+	}
 	for _, ip := range c.HostIPs {
-		ips = appendUnique(ips, ip.Unmap().WithZone(""))
+		add(ip)
 	}
 	if e.inv != nil && c.Host != "" {
 		for _, ip := range e.inv.IPs(c.Host) {
-			ips = appendUnique(ips, ip.Unmap().WithZone(""))
+			add(ip)
 		}
 	}
 	return ips

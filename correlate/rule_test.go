@@ -398,3 +398,30 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("default config rejected: %v", err)
 	}
 }
+
+func TestWildcardHostIPsIgnored(t *testing.T) {
+	e, col := newTestEngine(t, nil)
+	c := ruleAdded(chAt, Ports(22), 1)
+	c.Kind, c.HostIPs = ChangeListener, []netip.Addr{netip.MustParseAddr("::"), netip.MustParseAddr("127.0.0.1"), victim}
+	feed(t, e, knock3(), c, handshakeAt(attacker, victim, 22, ackAt))
+	if got := summary(col.all()); len(got) != 1 || got[0] != "created high" {
+		t.Fatalf("records = %q", got)
+	}
+	if s := e.Stats(); s.Hosts != 1 {
+		t.Fatalf("hosts = %d: a wildcard address became a host", s.Hosts)
+	}
+}
+
+func TestSetSuppression(t *testing.T) {
+	e, col := newTestEngine(t, nil)
+	if err := e.SetSuppression(Suppression{AllowedSources: []netip.Prefix{{}}}); err == nil {
+		t.Fatal("invalid suppression accepted")
+	}
+	if err := e.SetSuppression(Suppression{AllowedSources: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	feed(t, e, knock3(), ruleAdded(chAt, Ports(22), 1), handshakeAt(attacker, victim, 22, ackAt))
+	if len(col.all()) != 0 || e.Stats().Suppressed[ReasonAllowedSource] != 1 {
+		t.Fatalf("reloaded suppression not applied: %v", summary(col.all()))
+	}
+}
