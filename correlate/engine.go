@@ -391,6 +391,19 @@ func (e *Engine) fits(p *pair, c *chg) bool {
 // fitsAny reports whether one of the changes falls in the change window of
 // one of p's knocks.
 func (e *Engine) fitsAny(p *pair, cs []*chg) bool {
+	if len(p.touches) == 0 {
+		return false
+	}
+	// Cheap bounds first: knock windows end between the first and the
+	// last touch, so most pairs of a busy host are ruled out in O(1).
+	lo, hi := p.touches[0].t-e.rule.skew, p.touches[len(p.touches)-1].t+e.rule.after
+	near := false
+	for _, c := range cs {
+		near = near || (c.t >= lo && c.t <= hi)
+	}
+	if !near {
+		return false
+	}
 	found := false
 	p.knockWindows(e.rule.window, e.cfg.MinPorts, func(k knockEnd) bool {
 		for _, c := range cs {
