@@ -102,22 +102,6 @@ func (r *Result) reject(reason Reason) {
 	r.Reasons[reason]++
 }
 
-// add merges o into r (for streams read in pieces).
-func (r *Result) add(o Result) {
-	r.Read += o.Read
-	r.Relevant += o.Relevant
-	r.Skipped += o.Skipped
-	r.Duplicates += o.Duplicates
-	r.Rejected += o.Rejected
-	r.Emitted += o.Emitted
-	for k, v := range o.Reasons {
-		if r.Reasons == nil {
-			r.Reasons = map[Reason]int{}
-		}
-		r.Reasons[k] += v
-	}
-}
-
 // ErrUnreadable wraps Result.Err.
 var ErrUnreadable = errors.New("unreadable payload")
 

@@ -1,7 +1,6 @@
 package winevents
 
 import (
-	"bytes"
 	"net/netip"
 	"strings"
 	"sync"
@@ -122,10 +121,7 @@ func scanJSONObject(s *jsonScanner, o *jsonObj) error {
 				return true, collectScalars(s, o, jsData, depth, nil)
 			case "winlog":
 				return true, collectScalars(s, o, jsWinlog, depth, func(k []byte) bool {
-					if string(k) == "event_data" {
-						return true
-					}
-					return false
+					return string(k) == "event_data"
 				})
 			case "host":
 				return true, collectScalars(s, o, jsHost, depth, nil)
@@ -308,10 +304,4 @@ func hostMatches(hostName, computer string) bool {
 	}
 	return strings.EqualFold(short(hostName), short(computer)) &&
 		(!strings.Contains(hostName, ".") || !strings.Contains(computer, "."))
-}
-
-// isJSONStart reports whether the trimmed payload looks like JSON.
-func isJSONStart(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n\ufeff")
-	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }

@@ -233,9 +233,3 @@ func attr(t xml.StartElement, name string) string {
 	}
 	return ""
 }
-
-// isXMLStart reports whether the trimmed payload looks like XML.
-func isXMLStart(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n\ufeff")
-	return len(b) > 0 && b[0] == '<'
-}
