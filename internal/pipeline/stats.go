@@ -1,0 +1,70 @@
+package pipeline
+
+import "maps"
+
+// Stats is a snapshot of the pipeline's own counters (the engine, decoder
+// and sink report theirs through Engine().Stats(), Decoder().Stats() and
+// alert.StatsOf(Sink())).
+type Stats struct {
+	// In counts evidence handed to the engine by kind (knock, handshake,
+	// change).
+	In map[string]uint64
+	// Rejected counts evidence refused, by kind then reason (the engine's
+	// validation errors, or closed/cancelled while waiting).
+	Rejected map[string]map[string]uint64
+	// ChangesSkipped counts decoded changes not fed to the engine, by
+	// reason (connection, app_package_rule, tcp_bind_only, unknown_kind).
+	ChangesSkipped map[string]uint64
+
+	// Payloads counts messages given to Handle; Unreadable those whose
+	// payload could not be read at all; Busy those refused with ErrBusy.
+	Payloads, Unreadable, Busy uint64
+	// Waits counts sensor records that had to wait for the alert queue.
+	Waits uint64
+
+	// AlertsEmitted counts alert records from the engine; by confidence
+	// (unsuppressed records only) in Alerts. Suppressed and Upgrades count
+	// records with event.outcome suppressed and event.action upgraded.
+	AlertsEmitted, AlertsSuppressed, AlertsUpgraded uint64
+	Alerts                                          map[string]uint64
+	// MarshalErrors counts alerts that could not be rendered (a bug).
+	MarshalErrors uint64
+	// AlertsWritten counts records the sink accepted, in Batches writes;
+	// WriteErrors failed writes (retried); AlertsQueued waits now.
+	AlertsWritten, Batches, WriteErrors uint64
+	AlertsQueued                        int
+	// AlertsUndelivered counts records still refused at Close (logged).
+	AlertsUndelivered uint64
+}
+
+// Stats returns a snapshot.
+func (p *Pipeline) Stats() Stats {
+	c := &p.counters
+	s := Stats{
+		Payloads:          c.payloads.Load(),
+		Unreadable:        c.unreadable.Load(),
+		Busy:              c.busy.Load(),
+		Waits:             c.waits.Load(),
+		AlertsEmitted:     c.emitted.Load(),
+		AlertsSuppressed:  c.suppressed.Load(),
+		AlertsUpgraded:    c.upgrades.Load(),
+		MarshalErrors:     c.marshal.Load(),
+		AlertsWritten:     c.written.Load(),
+		Batches:           c.batches.Load(),
+		WriteErrors:       c.writeErr.Load(),
+		AlertsUndelivered: c.undeliv.Load(),
+	}
+	c.mu.Lock()
+	s.In = maps.Clone(c.inByKind)
+	s.ChangesSkipped = maps.Clone(c.skipped)
+	s.Alerts = maps.Clone(c.alerts)
+	s.Rejected = make(map[string]map[string]uint64, len(c.rejected))
+	for k, m := range c.rejected {
+		s.Rejected[k] = maps.Clone(m)
+	}
+	c.mu.Unlock()
+	p.mu.Lock()
+	s.AlertsQueued = len(p.queue)
+	p.mu.Unlock()
+	return s
+}
