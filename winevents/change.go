@@ -164,8 +164,12 @@ type SourceRef struct {
 // exposure changed (or, for KindConnection, that a peer reached it).
 // Fields that the source event does not carry are left zero.
 type ExposureChange struct {
-	Time    time.Time    `json:"time"` // event time, UTC
-	Host    string       `json:"host"` // <Computer>, winlog.computer_name, NXLog Hostname
+	Time time.Time `json:"time"` // event time, UTC
+	Host string    `json:"host"` // <Computer>, winlog.computer_name, NXLog Hostname
+	// HostIPs are the host's addresses when known: host.ip of a Winlogbeat
+	// that runs on the host itself, addresses its listeners are bound to,
+	// and the local side of connections decided by address, listener or
+	// Sysmon (at most 16, most recent last).
 	HostIPs []netip.Addr `json:"host_ips,omitempty"`
 	Kind    Kind         `json:"kind"`
 

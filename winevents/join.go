@@ -1,6 +1,7 @@
 package winevents
 
 import (
+	"net/netip"
 	"strings"
 )
 
@@ -8,6 +9,18 @@ import (
 // and emits its changes. It is called with s.mu held.
 func (s *state) apply(r *record, emit func(ExposureChange)) {
 	h := s.host(r.computer)
+	for _, a := range r.hostIPs {
+		h.learnIP(a)
+	}
+	inner := emit
+	emit = func(c ExposureChange) {
+		// Give every change the host's known addresses: the sensor sees
+		// addresses, the events name computers.
+		if len(c.HostIPs) == 0 && len(h.ips) > 0 {
+			c.HostIPs = append([]netip.Addr(nil), h.ips...)
+		}
+		inner(c)
+	}
 	switch classifyChannel(r.channel) {
 	case clsFirewall:
 		s.firewallEvent(h, r, emit)

@@ -27,6 +27,7 @@ func init() {
 // eventLine is one line of `knockwatch events` output.
 type eventLine struct {
 	Host        string     `json:"host"`
+	HostIPs     []string   `json:"host_ips,omitempty"`
 	Time        string     `json:"time"`
 	Kind        string     `json:"kind"`
 	Ports       string     `json:"ports"`
@@ -195,6 +196,9 @@ func toLine(file string, c winevents.ExposureChange) eventLine {
 		Actor: string(c.Actor), AppPackage: c.AppPackageRule, WinManaged: c.WindowsManaged, Setting: c.Setting,
 		LocalSideBy: c.LocalSideBy,
 		File:        file, Channel: c.Source.Channel, EventID: c.Source.EventID, RecordID: c.Source.RecordID,
+	}
+	for _, a := range c.HostIPs {
+		l.HostIPs = append(l.HostIPs, a.String())
 	}
 	if c.LocalAddress.IsValid() {
 		l.Local = c.LocalAddress.String()
