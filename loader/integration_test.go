@@ -37,7 +37,10 @@ type live struct {
 	ctx  context.Context
 }
 
-func newLive(t *testing.T) *live {
+// newLive builds a topology (tap: the host's two directions on two capture
+// interfaces) and loads the program in live mode, attached natively to
+// every capture interface: one program, one set of maps.
+func newLive(t *testing.T, tap bool) *live {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	env, err := netns.NewEnv("kwitest")
@@ -60,7 +63,7 @@ func newLive(t *testing.T) *live {
 		}
 	})
 	t.Cleanup(env.CloseOnSignal())
-	topo, err := env.NewTopology(netns.TopologyConfig{})
+	topo, err := env.NewTopology(netns.TopologyConfig{Tap: tap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,14 +77,21 @@ func newLive(t *testing.T) *live {
 	cfg.Watches = 256
 	cfg.RingBytes = 1 << 16
 	var s *Sensor
-	var mode Mode
 	err = topo.Sensor.Do(func() error {
 		var err error
 		if s, err = Load(cfg, Options{}); err != nil {
 			return err
 		}
-		mode, err = s.Attach(topo.CaptureIface, ModeNative)
-		return err
+		for _, ifc := range topo.CaptureIfaces {
+			mode, err := s.Attach(ifc, ModeNative)
+			if err != nil {
+				return err
+			}
+			if mode != ModeNative {
+				return fmt.Errorf("attached to %s in %s mode, want native", ifc, mode)
+			}
+		}
+		return nil
 	})
 	if s != nil {
 		t.Cleanup(func() {
@@ -93,15 +103,14 @@ func newLive(t *testing.T) *live {
 	if err != nil {
 		t.Fatalf("load and attach in %s: %v", topo.Sensor.Name, err)
 	}
-	if mode != ModeNative {
-		t.Fatalf("attached in %s mode, want native", mode)
-	}
-	l, err := topo.Sensor.Netlink().LinkByName(topo.CaptureIface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if x := l.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != nl.XDP_ATTACHED_DRV {
-		t.Fatalf("%s: XDP state %+v, want a driver-mode (native) program", topo.CaptureIface, x)
+	for _, ifc := range topo.CaptureIfaces {
+		l, err := topo.Sensor.Netlink().LinkByName(ifc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x := l.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != nl.XDP_ATTACHED_DRV {
+			t.Fatalf("%s: XDP state %+v, want a driver-mode (native) program", ifc, x)
+		}
 	}
 	rd, err := s.NewReader()
 	if err != nil {
@@ -346,15 +355,16 @@ func TestIntegrationNetns(t *testing.T) {
 	testenv.RequirePrivileged(t)
 
 	// REJ: the host answers the knocks with RSTs; the attacker then
-	// connects to a port that just opened.
-	for _, v6 := range []bool{false, true} {
-		name := "REJ/IPv4"
-		if v6 {
-			name = "REJ/IPv6"
-		}
-		t.Run(name, func(t *testing.T) {
-			l := newLive(t)
-			att, host := ipOf(l.topo.Attacker, v6), ipOf(l.topo.Host, v6)
+	// connects to a port that just opened. Over IPv4 and IPv6 on a span
+	// port, and over IPv4 on a tap whose two directions arrive on two
+	// interfaces (SYNs on one, RSTs and SYN-ACKs on the other).
+	for _, tc := range []struct {
+		name    string
+		v6, tap bool
+	}{{"REJ/IPv4", false, false}, {"REJ/IPv6", true, false}, {"REJ/tap", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLive(t, tc.tap)
+			att, host := ipOf(l.topo.Attacker, tc.v6), ipOf(l.topo.Host, tc.v6)
 			start := time.Now()
 			for _, p := range knockPorts {
 				_, err := l.dial(l.topo.Attacker, host, p, 2*time.Second)
@@ -384,7 +394,7 @@ func TestIntegrationNetns(t *testing.T) {
 	// one into an S0 touch. A benign client connects to the new port before
 	// the attacker does, which the HANDSHAKE must show.
 	t.Run("S0/firewall", func(t *testing.T) {
-		l := newLive(t)
+		l := newLive(t, false)
 		att, host := l.topo.Attacker.IP, l.topo.Host.IP
 		if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
 			t.Fatal(err)
@@ -428,7 +438,7 @@ func TestIntegrationNetns(t *testing.T) {
 			}
 			t.Skip("knock client not installed (apt-get install knockd)")
 		}
-		l := newLive(t)
+		l := newLive(t, false)
 		att, host := l.topo.Attacker.IP, l.topo.Host.IP
 		if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
 			t.Fatal(err)

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -144,7 +145,9 @@ func (n *Namespace) Mirror(from, to string, dir Direction) error {
 		Handle:    netlink.MakeHandle(0xffff, 0),
 		Parent:    netlink.HANDLE_CLSACT,
 	}}
-	if err := n.nl.QdiscReplace(q); err != nil {
+	// A second mirror of the same interface (a tap's other direction)
+	// reuses the qdisc and its filters.
+	if err := n.nl.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add clsact qdisc to %s in %s: %w", from, n.Name, err)
 	}
 	for _, d := range []struct {

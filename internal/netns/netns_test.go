@@ -369,14 +369,25 @@ const (
 	tcpACK = 0x10
 )
 
-// TestTopologyMirror builds the lab topology and checks, with a packet
-// socket on the sensor's capture interface, that both directions of the
-// host's traffic arrive there exactly once, and that traffic not touching
-// the host does not.
+// TestTopologyMirror builds the lab topology and checks, with packet
+// sockets on the sensor's capture interfaces, that both directions of the
+// host's traffic arrive there exactly once (span: both on cap0; tap: what
+// the host receives on cap0, what it sends on cap1), and that traffic not
+// touching the host does not.
 func TestTopologyMirror(t *testing.T) {
+	for _, tap := range []bool{false, true} {
+		name := "span"
+		if tap {
+			name = "tap"
+		}
+		t.Run(name, func(t *testing.T) { testMirror(t, tap) })
+	}
+}
+
+func testMirror(t *testing.T, tap bool) {
 	e := newEnv(t, "kwnstest")
 	rootBefore := rootLinks(t)
-	topo, err := e.NewTopology(TopologyConfig{})
+	topo, err := e.NewTopology(TopologyConfig{Tap: tap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +397,17 @@ func TestTopologyMirror(t *testing.T) {
 	if got := len(e.Namespaces()); got != 5 {
 		t.Fatalf("%d namespaces, want 5", got)
 	}
-	fd := capture(t, topo.Sensor, topo.CaptureIface)
+	wantIfaces := []string{CaptureIface}
+	if tap {
+		wantIfaces = []string{CaptureIface, TapCaptureIface}
+	}
+	if fmt.Sprint(topo.CaptureIfaces) != fmt.Sprint(wantIfaces) || topo.CaptureIface != CaptureIface {
+		t.Fatalf("capture interfaces %v (first %s), want %v", topo.CaptureIfaces, topo.CaptureIface, wantIfaces)
+	}
+	fds := map[string]int{}
+	for _, ifc := range topo.CaptureIfaces {
+		fds[ifc] = capture(t, topo.Sensor, ifc)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d := &net.Dialer{Timeout: 2 * time.Second}
@@ -420,10 +441,14 @@ func TestTopologyMirror(t *testing.T) {
 	s.Close()
 	lport := uint16(l.Addr().(*net.TCPAddr).Port)
 
-	frames := readFrames(t, fd, 300*time.Millisecond)
-	count := func(src, dst netip.Addr, dport uint16, fromServer bool, flags uint8) int {
+	time.Sleep(300 * time.Millisecond) // let the FINs through
+	frames := map[string][]frame{}
+	for ifc, fd := range fds {
+		frames[ifc] = readFrames(t, fd, 50*time.Millisecond)
+	}
+	count := func(ifc string, src, dst netip.Addr, dport uint16, fromServer bool, flags uint8) int {
 		n := 0
-		for _, f := range frames {
+		for _, f := range frames[ifc] {
 			p := f.dport
 			if fromServer {
 				p = f.sport
@@ -440,28 +465,37 @@ func TestTopologyMirror(t *testing.T) {
 		port       uint16
 		fromServer bool
 		flags      uint8
-		want       int
+		mirrored   bool
 	}{
-		{"attacker SYN to 7000 (host ingress)", topo.Attacker.IP, topo.Host.IP, 7000, false, tcpSYN, 1},
-		{"host RST from 7000 (host egress)", topo.Host.IP, topo.Attacker.IP, 7000, true, tcpRST | tcpACK, 1},
-		{"attacker SYN to 7001 over IPv6", topo.Attacker.IP6, topo.Host.IP6, 7001, false, tcpSYN, 1},
-		{"host RST from 7001 over IPv6", topo.Host.IP6, topo.Attacker.IP6, 7001, true, tcpRST | tcpACK, 1},
-		{"client SYN to the attacker (not the host's link)", topo.Client.IP, topo.Attacker.IP, 7002, false, tcpSYN, 0},
-		{"client SYN to the listener", topo.Client.IP, topo.Host.IP, lport, false, tcpSYN, 1},
-		{"host SYN-ACK", topo.Host.IP, topo.Client.IP, lport, true, tcpSYN | tcpACK, 1},
+		{"attacker SYN to 7000", topo.Attacker.IP, topo.Host.IP, 7000, false, tcpSYN, true},
+		{"host RST from 7000", topo.Host.IP, topo.Attacker.IP, 7000, true, tcpRST | tcpACK, true},
+		{"attacker SYN to 7001 over IPv6", topo.Attacker.IP6, topo.Host.IP6, 7001, false, tcpSYN, true},
+		{"host RST from 7001 over IPv6", topo.Host.IP6, topo.Attacker.IP6, 7001, true, tcpRST | tcpACK, true},
+		{"client SYN to the attacker (not the host's link)", topo.Client.IP, topo.Attacker.IP, 7002, false, tcpSYN, false},
+		{"client SYN to the listener", topo.Client.IP, topo.Host.IP, lport, false, tcpSYN, true},
+		{"host SYN-ACK", topo.Host.IP, topo.Client.IP, lport, true, tcpSYN | tcpACK, true},
 	} {
-		if got := count(w.src, w.dst, w.port, w.fromServer, w.flags); got != w.want {
-			t.Errorf("%s: seen %d times on %s, want %d (%d TCP frames captured)", w.what, got, topo.CaptureIface, w.want, len(frames))
+		toHost := w.dst == topo.Host.IP || w.dst == topo.Host.IP6
+		for _, ifc := range topo.CaptureIfaces {
+			want := 0
+			if w.mirrored && (!tap || (ifc == CaptureIface) == toHost) {
+				want = 1
+			}
+			if got := count(ifc, w.src, w.dst, w.port, w.fromServer, w.flags); got != want {
+				t.Errorf("%s: seen %d times on %s, want %d (%d TCP frames captured there)", w.what, got, ifc, want, len(frames[ifc]))
+			}
 		}
 	}
 	fins := 0
-	for _, f := range frames {
-		if f.flags&tcpFIN != 0 {
-			fins++
+	for _, fs := range frames {
+		for _, f := range fs {
+			if f.flags&tcpFIN != 0 {
+				fins++
+			}
 		}
 	}
-	if fins < 1 {
-		t.Errorf("no FIN captured from the closed connection")
+	if fins != 2 {
+		t.Errorf("%d FINs captured from the closed connection, want 2", fins)
 	}
 }
 

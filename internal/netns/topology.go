@@ -17,6 +17,10 @@ const (
 	SpanIface = "span0"
 	// CaptureIface is the sensor's interface at the far end of the span.
 	CaptureIface = "cap0"
+	// TapSpanIface and TapCaptureIface are the second mirror port and
+	// capture interface of a tap topology (see TopologyConfig.Tap).
+	TapSpanIface    = "span1"
+	TapCaptureIface = "cap1"
 )
 
 // TopologyConfig sets a Topology's addresses. The zero value picks the
@@ -26,6 +30,10 @@ type TopologyConfig struct {
 	// attacker .66 (::66) and the client .20 (::20).
 	Subnet4 netip.Prefix
 	Subnet6 netip.Prefix
+	// Tap splits the mirror the way a passive tap does: what the host
+	// receives goes to cap0, what it sends to cap1 (over span0 and span1).
+	// The default is one span port carrying both directions to cap0.
+	Tap bool
 }
 
 // DefaultTopologyConfig returns 10.203.0.0/24 and fd6b:7763::/64: private
@@ -54,14 +62,21 @@ type Endpoint struct {
 //
 // Every packet the host sends or receives is mirrored, once, to the
 // sensor's capture interface cap0, which has no address: the sensor sees
-// copies, as on a real span or tap port. Traffic between the attacker and
+// copies, as on a real span port. With TopologyConfig.Tap the two
+// directions arrive on two interfaces instead (cap0: to the host, cap1:
+// from the host), as from a passive tap. Traffic between the attacker and
 // the client does not reach the mirror.
 type Topology struct {
-	Env                      *Env
-	Attacker, Client, Host   Endpoint
-	Switch, Sensor           *Namespace
-	Subnet4, Subnet6         netip.Prefix
-	CaptureIface, MirrorPort string
+	Env                    *Env
+	Attacker, Client, Host Endpoint
+	Switch, Sensor         *Namespace
+	Subnet4, Subnet6       netip.Prefix
+	// CaptureIface is the sensor's first (in span mode only) capture
+	// interface; CaptureIfaces lists all of them.
+	CaptureIface  string
+	CaptureIfaces []string
+	// MirrorPort is the mirrored switch port (the host's link).
+	MirrorPort string
 }
 
 // NewTopology builds the lab network in e. On failure, what was made stays
@@ -101,13 +116,27 @@ func (e *Env) NewTopology(cfg TopologyConfig) (*Topology, error) {
 	if t.Sensor, err = e.Namespace("sensor"); err != nil {
 		return nil, fmt.Errorf("build topology: %w", err)
 	}
-	if err := steps(
-		func() error { return Veth(t.Switch, SpanIface, t.Sensor, CaptureIface) },
-		func() error { return t.Switch.LinkUp(SpanIface) },
-		func() error { return t.Sensor.LinkUp(CaptureIface) },
-		func() error { return t.Switch.Mirror(HostPort, SpanIface, Both) },
-	); err != nil {
-		return nil, fmt.Errorf("build topology: %w", err)
+	mirrors := []struct {
+		span, capture string
+		dir           Direction
+	}{{SpanIface, CaptureIface, Both}}
+	if cfg.Tap {
+		// Egress of the host's switch port is what the host receives.
+		mirrors = []struct {
+			span, capture string
+			dir           Direction
+		}{{SpanIface, CaptureIface, Egress}, {TapSpanIface, TapCaptureIface, Ingress}}
+	}
+	for _, m := range mirrors {
+		if err := steps(
+			func() error { return Veth(t.Switch, m.span, t.Sensor, m.capture) },
+			func() error { return t.Switch.LinkUp(m.span) },
+			func() error { return t.Sensor.LinkUp(m.capture) },
+			func() error { return t.Switch.Mirror(HostPort, m.span, m.dir) },
+		); err != nil {
+			return nil, fmt.Errorf("build topology: %w", err)
+		}
+		t.CaptureIfaces = append(t.CaptureIfaces, m.capture)
 	}
 	return t, nil
 }
