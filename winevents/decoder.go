@@ -21,9 +21,12 @@ type Options struct {
 	// (default 65536).
 	DedupeSize int
 	// MaxHosts caps the hosts with join state (default 4096); MaxPerHost
-	// caps each per-host join table (default 4096).
-	MaxHosts   int
-	MaxPerHost int
+	// caps each of a host's join tables (default 1024); MaxJoinEntries caps
+	// the join entries of all hosts together (default 262144, a few hundred
+	// MB at worst), dropping the least recently active hosts beyond it.
+	MaxHosts       int
+	MaxPerHost     int
+	MaxJoinEntries int
 	// JoinWindow is the largest event-time distance between two records
 	// that are joined (default 30 s).
 	JoinWindow time.Duration
@@ -41,7 +44,10 @@ func (o Options) withDefaults() Options {
 		o.MaxHosts = 4096
 	}
 	if o.MaxPerHost <= 0 {
-		o.MaxPerHost = 4096
+		o.MaxPerHost = 1024
+	}
+	if o.MaxJoinEntries <= 0 {
+		o.MaxJoinEntries = 262144
 	}
 	if o.JoinWindow <= 0 {
 		o.JoinWindow = 30 * time.Second

@@ -167,7 +167,9 @@
 // any format) is counted as a duplicate and not emitted; records without a
 // record id cannot be recognised. The remembered keys (Options.DedupeSize,
 // 65536), the hosts with join state (Options.MaxHosts, 4096) and each
-// per-host join table (Options.MaxPerHost, 4096) are LRUs; their evictions
-// are counted in Stats, as are joins abandoned because too many records
-// waited for one partner. No clock is read: all state is in event time.
+// per-host join table (Options.MaxPerHost, 1024) are LRUs, and all join
+// entries together are capped (Options.MaxJoinEntries, 262144) by dropping
+// the least recently active hosts; a flooding host fills only its own
+// tables first. Every eviction is counted in Stats, as are joins abandoned
+// because too many records waited for one partner. No clock is read: all state is in event time.
 package winevents

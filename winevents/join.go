@@ -9,6 +9,7 @@ import (
 // and emits its changes. It is called with s.mu held.
 func (s *state) apply(r *record, emit func(ExposureChange)) {
 	h := s.host(r.computer)
+	defer s.account(h, h.size())
 	for _, a := range r.hostIPs {
 		h.learnIP(a)
 	}

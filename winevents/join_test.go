@@ -212,3 +212,30 @@ func TestConnectionLocalSide(t *testing.T) {
 		t.Errorf("undecided connection: %+v", got[0])
 	}
 }
+
+func TestJoinBudget(t *testing.T) {
+	d := NewDecoder(Options{MaxJoinEntries: 10, MaxPerHost: 4})
+	// A quiet host with one rule, then a flood from another host.
+	decodeAll(t, d, at(fwEvent(2004, ruleData...), 0, 1))
+	for i := 0; i < 50; i++ {
+		e := at(fwEvent(2004, withField(ruleData, "RuleId", "{f"+strings.Repeat("x", i)+"}")...), i, uint64(100+i))
+		e.computer = "FLOOD"
+		decodeAll(t, d, e)
+	}
+	s := d.Stats()
+	if s.Hosts != 2 || s.JoinEvicted == 0 {
+		t.Errorf("a single flooding host pushed others out or was not capped: %+v", s)
+	}
+	// Many flooding hosts exceed the global budget: old hosts go, counted.
+	for hst := 0; hst < 5; hst++ {
+		for i := 0; i < 4; i++ {
+			e := at(fwEvent(2004, withField(ruleData, "RuleId", "{g"+strings.Repeat("y", i)+"}")...), i, uint64(1000+hst*10+i))
+			e.computer = "H" + strings.Repeat("h", hst)
+			decodeAll(t, d, e)
+		}
+	}
+	s = d.Stats()
+	if s.JoinEntries > 10 || s.HostsEvicted == 0 {
+		t.Errorf("budget not kept: %+v", s)
+	}
+}

@@ -10,6 +10,9 @@ type lru[K comparable, V any] struct {
 	items   map[K]*list.Element
 	order   *list.List // front = most recent
 	evicted *uint64
+	// onEvict, if set, is called for entries pushed out by the capacity
+	// or by removeOldest.
+	onEvict func(K, V)
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -41,13 +44,34 @@ func (l *lru[K, V]) put(k K, v V) {
 	}
 	l.items[k] = l.order.PushFront(&lruEntry[K, V]{key: k, val: v})
 	for l.order.Len() > l.cap {
-		last := l.order.Back()
-		l.order.Remove(last)
-		delete(l.items, last.Value.(*lruEntry[K, V]).key)
-		if l.evicted != nil {
-			*l.evicted++
-		}
+		l.removeOldest()
 	}
+}
+
+// removeOldest evicts the least recently used entry (counted).
+func (l *lru[K, V]) removeOldest() {
+	last := l.order.Back()
+	if last == nil {
+		return
+	}
+	e := last.Value.(*lruEntry[K, V])
+	l.order.Remove(last)
+	delete(l.items, e.key)
+	if l.evicted != nil {
+		*l.evicted++
+	}
+	if l.onEvict != nil {
+		l.onEvict(e.key, e.val)
+	}
+}
+
+// oldest returns the least recently used value without touching it.
+func (l *lru[K, V]) oldest() (V, bool) {
+	if last := l.order.Back(); last != nil {
+		return last.Value.(*lruEntry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
 }
 
 func (l *lru[K, V]) remove(k K) {

@@ -17,6 +17,9 @@ type state struct {
 	seen   *lru[dedupeKey, struct{}]
 	hosts  *lru[string, *hostState]
 	counts stateCounts
+	// entries is the number of join-table entries over all hosts, kept
+	// under opts.MaxJoinEntries by dropping the least recently active hosts.
+	entries int
 }
 
 // stateCounts are guarded by state.mu and copied into Stats.
@@ -67,7 +70,27 @@ func newState(o Options) *state {
 	s := &state{opts: o}
 	s.seen = newLRU[dedupeKey, struct{}](o.DedupeSize, &s.counts.DedupeEvicted)
 	s.hosts = newLRU[string, *hostState](o.MaxHosts, &s.counts.HostsEvicted)
+	s.hosts.onEvict = func(_ string, h *hostState) { s.entries -= h.size() }
 	return s
+}
+
+// size is the number of join-table entries the host holds.
+func (h *hostState) size() int {
+	return h.rules.len() + h.names.len() + h.filters.len() + h.waiting.len() + h.listening.len()
+}
+
+// account adds a host's growth to the total and, over the budget, drops
+// the least recently active other hosts. One host's flood is bounded by
+// its own per-host caps first, so it cannot push the others out unless
+// many hosts flood at once.
+func (s *state) account(h *hostState, before int) {
+	s.entries += h.size() - before
+	for s.entries > s.opts.MaxJoinEntries && s.hosts.len() > 1 {
+		if old, ok := s.hosts.oldest(); ok && old == h {
+			break
+		}
+		s.hosts.removeOldest()
+	}
 }
 
 func (s *state) host(name string) *hostState {

@@ -21,8 +21,9 @@ type Stats struct {
 	// 4946/4947/4948 records not emitted because the Firewall channel had
 	// already described the same rule change.
 	Joins, Redundant uint64
-	// Hosts is the number of hosts with join state now.
-	Hosts int
+	// Hosts is the number of hosts with join state now, JoinEntries the
+	// entries of their join tables together.
+	Hosts, JoinEntries int
 }
 
 // Stats returns the cumulative counters.
@@ -41,6 +42,7 @@ func (d *Decoder) Stats() Stats {
 	d.st.mu.Lock()
 	sc := d.st.counts
 	s.Hosts = d.st.hosts.len()
+	s.JoinEntries = d.st.entries
 	d.st.mu.Unlock()
 	s.DedupeEvicted, s.HostsEvicted, s.JoinEvicted, s.PendingDropped = sc.DedupeEvicted, sc.HostsEvicted, sc.JoinEvicted, sc.PendingDropped
 	s.Joins, s.Redundant = sc.Joins, sc.Redundant
