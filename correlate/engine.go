@@ -369,15 +369,16 @@ func (e *Engine) attach(ch *chg) {
 // pairFor returns the pair (src, dst), creating it (after eviction when
 // the cap is reached).
 func (e *Engine) pairFor(dst, src netip.Addr) (*host, *pair) {
-	if p := e.st.lookup(dst, src); p != nil {
+	p, k := e.st.lookup(dst, src)
+	if p != nil {
 		return p.h, p
 	}
 	if e.st.nPairs >= e.cfg.MaxPairs {
 		e.evictPairs()
 	}
 	h := e.st.host(dst, true)
-	p := &pair{h: h, src: src}
-	e.st.addPair(h, p)
+	p = &pair{h: h, src: src}
+	e.st.addPair(h, p, k)
 	e.st.touch(p)
 	return h, p
 }

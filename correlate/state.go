@@ -116,14 +116,15 @@ func (s *state) pairHash(dst, src netip.Addr) uint64 {
 	return maphash.Comparable(s.seed, k)
 }
 
-// lookup returns the pair (src, dst) or nil.
-func (s *state) lookup(dst, src netip.Addr) *pair {
-	for p := s.pairs[s.pairHash(dst, src)]; p != nil; p = p.coll {
+// lookup returns the pair (src, dst) or nil, and the pair's hash.
+func (s *state) lookup(dst, src netip.Addr) (*pair, uint64) {
+	k := s.pairHash(dst, src)
+	for p := s.pairs[k]; p != nil; p = p.coll {
 		if p.src == src && p.h.dst == dst {
-			return p
+			return p, k
 		}
 	}
-	return nil
+	return nil, k
 }
 
 // eachPair calls fn for every pair; fn may drop the pair.
@@ -169,9 +170,8 @@ func (s *state) host(d netip.Addr, create bool) *host {
 	return h
 }
 
-// addPair links a new pair into the table and its host.
-func (s *state) addPair(h *host, p *pair) {
-	k := s.pairHash(h.dst, p.src)
+// addPair links a new pair with hash k into the table and its host.
+func (s *state) addPair(h *host, p *pair, k uint64) {
 	p.coll = s.pairs[k]
 	s.pairs[k] = p
 	p.hnext = h.first
