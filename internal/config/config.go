@@ -1,0 +1,256 @@
+// Package config is the configuration of `knockwatch run`: one Config
+// struct filled from a YAML file and then from command-line flags (flags
+// win). It covers the XDP sensor's load-time settings (loader.Config), the
+// AN0842 rule and its caps (correlate.Config), the suppression lists, the
+// host inventory, every event listener, the alert sinks, the metrics
+// address, the pin path and the log level. docs/CONFIG.md documents every
+// key with its default.
+//
+// A file is read strictly: an unknown key, a value of the wrong type or a
+// malformed duration is an error that names the file, the line and the
+// key's dotted path (for example "knockwatch.yaml:12: listeners.http.adr:
+// unknown key (known: addr, max_body_bytes, ...)").
+package config
+
+import (
+	"time"
+
+	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/winevents/intake"
+)
+
+// Config is the whole configuration of `knockwatch run`.
+type Config struct {
+	// Interfaces are the capture interfaces the XDP program attaches to.
+	Interfaces []string `yaml:"interfaces"`
+	// XDPMode is auto, native or generic.
+	XDPMode string `yaml:"xdp_mode"`
+	// PinPath, when set, pins the sensor's maps under this bpffs directory
+	// so that a restarted sensor keeps its state.
+	PinPath string `yaml:"pin_path"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is auto (console on a terminal, JSON otherwise), json or
+	// console.
+	LogFormat string `yaml:"log_format"`
+	// SweepInterval is how often pending SYNs of quiet pairs are aged into
+	// S0 touches; AdvanceInterval how often the engine's watermark follows
+	// the clock while the network is quiet.
+	SweepInterval   time.Duration `yaml:"sweep_interval"`
+	AdvanceInterval time.Duration `yaml:"advance_interval"`
+	// ShutdownTimeout bounds the flush of alerts at exit.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	Sensor      loader.Config `yaml:"sensor"`
+	Rule        Rule          `yaml:"rule"`
+	Suppression Suppression   `yaml:"suppression"`
+	// Hosts is the /etc/hosts-format inventory file (IP NAME [ALIAS...]).
+	Hosts     string    `yaml:"hosts"`
+	Decoder   Decoder   `yaml:"decoder"`
+	Listeners Listeners `yaml:"listeners"`
+	Alerts    Alerts    `yaml:"alerts"`
+	Metrics   Metrics   `yaml:"metrics"`
+	Pipeline  Pipeline  `yaml:"pipeline"`
+}
+
+// Rule is the AN0842 rule (correlate.Config without the suppression).
+type Rule struct {
+	MinPorts          int           `yaml:"min_ports"`
+	MaxPorts          int           `yaml:"max_ports"`
+	KnockWindow       time.Duration `yaml:"knock_window"`
+	ChangeAfter       time.Duration `yaml:"change_after"`
+	Skew              time.Duration `yaml:"skew"`
+	HandshakeAfter    time.Duration `yaml:"handshake_after"`
+	Retention         time.Duration `yaml:"retention"`
+	SensorLateness    time.Duration `yaml:"sensor_lateness"`
+	MaxPairs          int           `yaml:"max_pairs"`
+	MaxChanges        int           `yaml:"max_changes"`
+	MaxHandshakes     int           `yaml:"max_handshakes"`
+	MaxTouchesPerPair int           `yaml:"max_touches_per_pair"`
+	ServiceStartOpens bool          `yaml:"service_start_opens"`
+	EmitSuppressed    bool          `yaml:"emit_suppressed"`
+}
+
+// Suppression holds the analyst's tuning knobs. AllowedSources also go to
+// the XDP program's allowlist (never flagged).
+type Suppression struct {
+	AllowedSources    []string            `yaml:"allowed_sources"`
+	HostGroups        map[string][]string `yaml:"host_groups"`
+	ChangeWindows     []ChangeWindow      `yaml:"change_windows"`
+	AdminUsers        []string            `yaml:"admin_users"`
+	AdminApplications []string            `yaml:"admin_applications"`
+}
+
+// ChangeWindow is an approved maintenance window (RFC 3339 times).
+type ChangeWindow struct {
+	Hosts  []string  `yaml:"hosts"`
+	Groups []string  `yaml:"groups"`
+	Start  time.Time `yaml:"start"`
+	End    time.Time `yaml:"end"`
+}
+
+// Decoder configures the Windows event decoders.
+type Decoder struct {
+	// Zones maps host names or globs to IANA zones for events that carry
+	// local time without a zone (NXLog EventTime); DefaultZone applies to
+	// the rest (UTC when empty).
+	Zones           map[string]string `yaml:"zones"`
+	DefaultZone     string            `yaml:"default_zone"`
+	DedupeSize      int               `yaml:"dedupe_size"`
+	MaxHosts        int               `yaml:"max_hosts"`
+	MaxPerHost      int               `yaml:"max_per_host"`
+	JoinWindow      time.Duration     `yaml:"join_window"`
+	MaxEventBytes   int               `yaml:"max_event_bytes"`
+	MaxPayloadBytes int               `yaml:"max_payload_bytes"`
+}
+
+// Listeners are the event intake listeners and their shared credentials.
+type Listeners struct {
+	// TokenFile holds the bearer token HTTP clients must send.
+	TokenFile string `yaml:"token_file"`
+	// TLSCert and TLSKey make HTTP, TCP syslog and Beats speak TLS;
+	// ClientCA additionally requires client certificates signed by it
+	// (mTLS), which authenticates syslog and Beats peers.
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	ClientCA string `yaml:"client_ca"`
+	// Insecure allows listeners on non-loopback addresses without a token
+	// or mTLS.
+	Insecure bool `yaml:"insecure"`
+
+	HTTP   HTTPListener   `yaml:"http"`
+	Syslog SyslogListener `yaml:"syslog"`
+	Beats  BeatsListener  `yaml:"beats"`
+	Files  FileListener   `yaml:"files"`
+}
+
+// HTTPListener is POST /v1/events.
+type HTTPListener struct {
+	Addr              string        `yaml:"addr"`
+	MaxBodyBytes      int64         `yaml:"max_body_bytes"`
+	MaxConns          int           `yaml:"max_conns"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+}
+
+// SyslogListener serves syslog on one address: UDP and TCP without TLS;
+// TCP over TLS when a certificate is configured (UDP then only if UDP is
+// set explicitly).
+type SyslogListener struct {
+	Addr            string        `yaml:"addr"`
+	UDP             *bool         `yaml:"udp"`
+	TCP             *bool         `yaml:"tcp"`
+	MaxMessageBytes int           `yaml:"max_message_bytes"`
+	MaxConns        int           `yaml:"max_conns"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	// Zone of RFC 3164 timestamps (informational; UTC when empty).
+	Zone string `yaml:"zone"`
+}
+
+// BeatsListener is Lumberjack v2 (Winlogbeat output.logstash).
+type BeatsListener struct {
+	Addr           string        `yaml:"addr"`
+	MaxEventBytes  int           `yaml:"max_event_bytes"`
+	MaxBatchBytes  int           `yaml:"max_batch_bytes"`
+	MaxBatchEvents int           `yaml:"max_batch_events"`
+	MaxConns       int           `yaml:"max_conns"`
+	Timeout        time.Duration `yaml:"timeout"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+}
+
+// FileListener follows files, directories or globs.
+type FileListener struct {
+	Paths          []string      `yaml:"paths"`
+	StatePath      string        `yaml:"state_path"`
+	PollInterval   time.Duration `yaml:"poll_interval"`
+	MaxRecordBytes int           `yaml:"max_record_bytes"`
+	MaxFiles       int           `yaml:"max_files"`
+}
+
+// Alerts are the sinks: a file or standard output, and optionally a
+// webhook with an on-disk spool.
+type Alerts struct {
+	// Path is a file to append to, or "-" for standard output.
+	Path string `yaml:"path"`
+	// Pretty is auto (indented on a terminal), true or false.
+	Pretty  string  `yaml:"pretty"`
+	Webhook Webhook `yaml:"webhook"`
+}
+
+// Webhook is the HTTP alert sink (alert.WebhookConfig).
+type Webhook struct {
+	URL            string            `yaml:"url"`
+	Format         string            `yaml:"format"`
+	TokenFile      string            `yaml:"token_file"`
+	Headers        map[string]string `yaml:"headers"`
+	CAFile         string            `yaml:"ca_file"`
+	CertFile       string            `yaml:"cert_file"`
+	KeyFile        string            `yaml:"key_file"`
+	ServerName     string            `yaml:"server_name"`
+	SpoolDir       string            `yaml:"spool_dir"`
+	MaxSpoolBytes  int64             `yaml:"max_spool_bytes"`
+	BatchRecords   int               `yaml:"batch_records"`
+	RequestTimeout time.Duration     `yaml:"request_timeout"`
+	MaxBackoff     time.Duration     `yaml:"max_backoff"`
+	RetryStatuses  []int             `yaml:"retry_statuses"`
+}
+
+// Metrics is the HTTP server with /metrics, /healthz and /readyz.
+type Metrics struct {
+	Addr string `yaml:"addr"`
+}
+
+// Pipeline tunes alert batching (internal/pipeline).
+type Pipeline struct {
+	BatchSize     int           `yaml:"batch_size"`
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	MaxQueued     int           `yaml:"max_queued"`
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	r := correlate.DefaultConfig()
+	return Config{
+		XDPMode:         string(loader.ModeAuto),
+		LogLevel:        "info",
+		LogFormat:       "auto",
+		SweepInterval:   time.Second,
+		AdvanceInterval: time.Second,
+		ShutdownTimeout: 10 * time.Second,
+		Sensor:          loader.DefaultConfig(),
+		Rule: Rule{
+			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,
+			Skew: r.Skew, HandshakeAfter: r.HandshakeAfter, Retention: r.Retention, SensorLateness: r.SensorLateness,
+			MaxPairs: r.MaxPairs, MaxChanges: r.MaxChanges, MaxHandshakes: r.MaxHandshakes,
+			MaxTouchesPerPair: r.MaxTouchesPerPair,
+		},
+		Decoder: Decoder{
+			DedupeSize: 65536, MaxHosts: 4096, MaxPerHost: 4096, JoinWindow: 30 * time.Second,
+			MaxEventBytes: 1 << 20, MaxPayloadBytes: 64 << 20,
+		},
+		Listeners: Listeners{
+			HTTP: HTTPListener{
+				MaxBodyBytes: intake.DefaultMaxBodyBytes, MaxConns: intake.DefaultMaxConns,
+				ReadHeaderTimeout: intake.DefaultReadHeaderTimeout, ReadTimeout: intake.DefaultReadTimeout,
+				IdleTimeout: intake.DefaultIdleTimeout,
+			},
+			Syslog: SyslogListener{
+				MaxMessageBytes: intake.DefaultMaxMessageBytes, MaxConns: intake.DefaultMaxConns,
+				IdleTimeout: intake.DefaultIdleTimeout,
+			},
+			Beats: BeatsListener{
+				MaxEventBytes: intake.DefaultBeatsMaxEvent, MaxBatchBytes: intake.DefaultBeatsMaxBatch,
+				MaxBatchEvents: 16384, MaxConns: intake.DefaultBeatsMaxConns, Timeout: intake.DefaultBeatsTimeout,
+				IdleTimeout: intake.DefaultIdleTimeout,
+			},
+			Files: FileListener{PollInterval: time.Second, MaxRecordBytes: 10 << 20, MaxFiles: 1024},
+		},
+		Alerts: Alerts{Path: "-", Pretty: "auto", Webhook: Webhook{
+			Format: "ndjson", MaxSpoolBytes: 1 << 30, BatchRecords: 100,
+			RequestTimeout: 10 * time.Second, MaxBackoff: 30 * time.Second,
+		}},
+		Pipeline: Pipeline{BatchSize: 64, FlushInterval: 200 * time.Millisecond, MaxQueued: 4096},
+	}
+}

@@ -1,0 +1,225 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const full = `# every section, as in docs/CONFIG.md
+interfaces: [eth1, eth2]
+xdp_mode: native
+pin_path: /sys/fs/bpf/knockwatch
+log_level: debug
+sweep_interval: 2s
+sensor:
+  min_ports: 4
+  window: 20s
+  pair_slots: 524288
+  pass: true
+rule:
+  skew: 10s
+  retention: 30m
+  max_pairs: 1000
+  emit_suppressed: true
+suppression:
+  allowed_sources: [192.0.2.0/24, 2001:db8::1]
+  host_groups:
+    dc: [dc01, 10.0.0.0/24]
+  change_windows:
+    - groups: [dc]
+      start: 2026-01-10T22:00:00Z
+      end: 2026-01-11T02:00:00Z
+  admin_users: ['CORP\deploy']
+  admin_applications: [ccmexec.exe]
+hosts: /etc/knockwatch/hosts
+decoder:
+  zones: {"*.branch.example": Europe/Berlin}
+  default_zone: UTC
+listeners:
+  token_file: /etc/knockwatch/token
+  http:
+    addr: 0.0.0.0:8080
+    max_body_bytes: 1048576
+  syslog:
+    addr: 127.0.0.1:5514
+  files:
+    paths: [/var/log/wef/*.jsonl]
+alerts:
+  path: /var/log/knockwatch/alerts.jsonl
+  webhook:
+    url: https://siem.example/ingest
+    spool_dir: /var/lib/knockwatch/spool
+metrics:
+  addr: 127.0.0.1:9742
+`
+
+func TestParseFull(t *testing.T) {
+	cfg := Default()
+	if err := Parse([]byte(full), "full.yaml", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sensor.MinPorts != 4 || cfg.Sensor.Window != 20*time.Second || !cfg.Sensor.Pass ||
+		cfg.Sensor.Candidates != Default().Sensor.Candidates || cfg.Rule.Skew != 10*time.Second ||
+		cfg.Rule.KnockWindow != 30*time.Second || len(cfg.Interfaces) != 2 || cfg.Listeners.HTTP.MaxBodyBytes != 1<<20 {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	ec, err := cfg.EngineConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ec.Suppression.AllowedSources) != 2 || ec.Suppression.AllowedSources[1].Bits() != 128 ||
+		len(ec.Suppression.ChangeWindows) != 1 || !ec.EmitSuppressed || ec.MaxPairs != 1000 {
+		t.Fatalf("engine config %+v", ec)
+	}
+	if o, err := cfg.DecoderOptions(); err != nil || o.Zones["*.branch.example"] == nil {
+		t.Fatalf("decoder options %+v, %v", o, err)
+	}
+}
+
+func TestDefaultsValidate(t *testing.T) {
+	cfg := Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseErrorsNameLineAndPath(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"unknown nested key", "listeners:\n  http:\n    adr: 1.2.3.4:80\n", "f.yaml:3: listeners.http.adr: unknown key (known: addr, "},
+		{"unknown top key", "log_level: info\nifaces: [eth0]\n", "f.yaml:2: ifaces: unknown key"},
+		{"bad duration", "rule:\n  skew: 10\n", "f.yaml:2: rule.skew: invalid duration \"10\""},
+		{"string into int", "sensor:\n  pair_slots: lots\n", "f.yaml:2: sensor.pair_slots: cannot unmarshal"},
+		{"list expected", "interfaces: eth0\n", "f.yaml:1: interfaces: expected a list"},
+		{"mapping expected", "rule: 5\n", "f.yaml:1: rule: expected a mapping"},
+		{"key in list item", "suppression:\n  change_windows:\n    - host: [a]\n", "f.yaml:3: suppression.change_windows[0].host: unknown key"},
+		{"syntax", "rule:\n  skew: [\n", "f.yaml:"},
+		{"replay is not a key", "sensor:\n  replay: true\n", "sensor.replay: unknown key"},
+		{"alias", "a: &x 1\nrule: *x\n", "unknown key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			err := Parse([]byte(tc.yaml), "f.yaml", &cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+		auth bool
+	}{
+		{"xdp mode", func(c *Config) { c.XDPMode = "turbo" }, "xdp_mode", false},
+		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log_level", false},
+		{"sensor", func(c *Config) { c.Sensor.MinPorts = 1 }, "sensor: ", false},
+		{"rule", func(c *Config) { c.Rule.MaxPorts = 100 }, "rule: ", false},
+		{"allow source", func(c *Config) { c.Suppression.AllowedSources = []string{"nope"} }, "allowed_sources[0]", false},
+		{"window order", func(c *Config) {
+			now := time.Now()
+			c.Suppression.ChangeWindows = []ChangeWindow{{Hosts: []string{"*"}, Start: now, End: now}}
+		}, "change_windows[0]: end", false},
+		{"tls half", func(c *Config) { c.Listeners.TLSCert = "c.pem" }, "go together", false},
+		{"http public no token", func(c *Config) { c.Listeners.HTTP.Addr = "0.0.0.0:8080" }, "--events-http 0.0.0.0:8080", true},
+		{"beats public", func(c *Config) { c.Listeners.Beats.Addr = ":5044" }, "listeners.beats.addr", true},
+		{"syslog public udp", func(c *Config) {
+			c.Listeners.Syslog.Addr = "10.0.0.1:514"
+			c.Listeners.TLSCert, c.Listeners.TLSKey, c.Listeners.ClientCA = "c", "k", "ca"
+			udp := true
+			c.Listeners.Syslog.UDP = &udp
+		}, "UDP cannot authenticate", true},
+		{"bad addr", func(c *Config) { c.Listeners.HTTP.Addr = "8080" }, "not HOST:PORT", false},
+		{"webhook spool", func(c *Config) { c.Alerts.Webhook.URL = "https://x/y" }, "spool_dir", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			tc.mod(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want %q", err, tc.want)
+			}
+			if errors.Is(err, ErrUnauthenticated) != tc.auth {
+				t.Fatalf("errors.Is(ErrUnauthenticated) = %v, want %v", !tc.auth, tc.auth)
+			}
+		})
+	}
+}
+
+func TestAuthRule(t *testing.T) {
+	ok := []func(*Config){
+		func(c *Config) { c.Listeners.HTTP.Addr = "127.0.0.1:8080" },
+		func(c *Config) { c.Listeners.HTTP.Addr = "[::1]:8080" },
+		func(c *Config) { c.Listeners.HTTP.Addr = "localhost:8080" },
+		func(c *Config) { c.Listeners.HTTP.Addr, c.Listeners.TokenFile = "0.0.0.0:8080", "/t" },
+		func(c *Config) { c.Listeners.Beats.Addr, c.Listeners.Insecure = "0.0.0.0:5044", true },
+		func(c *Config) {
+			c.Listeners.Beats.Addr, c.Listeners.Syslog.Addr = "0.0.0.0:5044", "0.0.0.0:6514"
+			c.Listeners.TLSCert, c.Listeners.TLSKey, c.Listeners.ClientCA = "c", "k", "ca"
+		},
+	}
+	for i, mod := range ok {
+		cfg := Default()
+		mod(&cfg)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("case %d: %v", i, err)
+		}
+	}
+}
+
+func TestLoadFlagsWin(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k.yaml")
+	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, fl, err := Load([]string{"--config", path, "--iface", "veth9", "--xdp-mode", "generic",
+		"--allow-source", "198.51.100.0/24", "--set", "rule.skew=7s", "--set", "sensor.candidates=1024",
+		"--events-http", "127.0.0.1:0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl.ConfigFile != path || cfg.XDPMode != "generic" || len(cfg.Interfaces) != 1 || cfg.Interfaces[0] != "veth9" ||
+		len(cfg.Suppression.AllowedSources) != 1 || cfg.Rule.Skew != 7*time.Second || cfg.Sensor.Candidates != 1024 ||
+		cfg.Sensor.MinPorts != 4 || cfg.Listeners.HTTP.Addr != "127.0.0.1:0" || cfg.Listeners.TokenFile != "/etc/knockwatch/token" {
+		t.Fatalf("loaded %+v", cfg)
+	}
+	if _, _, err := Load([]string{"--set", "rule.skw=1s"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "rule.skw: unknown key") {
+		t.Fatalf("--set with a bad key: %v", err)
+	}
+	if _, _, err := Load([]string{"--config", filepath.Join(dir, "missing.yaml")}, &bytes.Buffer{}); err == nil {
+		t.Fatal("missing config file accepted")
+	}
+	if _, _, err := Load([]string{"eth0"}, &bytes.Buffer{}); err == nil {
+		t.Fatal("positional argument accepted")
+	}
+}
+
+func TestHelpDocumentsEveryFlagWithDefault(t *testing.T) {
+	var out bytes.Buffer
+	_, _, err := Load([]string{"--help"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"-iface", "-xdp-mode", "-pass", "-events-http", "-events-syslog", "-events-beats",
+		"-events-file", "-token-file", "-tls-cert", "-tls-key", "-client-ca", "-hosts", "-allow-source", "-alerts",
+		"-metrics", "-pin-path", "-config", "-log-level", "-insecure-listeners", `(default "auto")`, `(default "-")`,
+		`(default "info")`, "(default 10485760)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+}
