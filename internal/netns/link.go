@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -56,6 +57,28 @@ func (n *Namespace) LinkUp(name string) error {
 		return fmt.Errorf("set %s up in %s: %w", name, n.Name, err)
 	}
 	return nil
+}
+
+// WaitUp waits until the kernel reports an interface operationally up.
+// Setting a link up is not enough: until the kernel's link watcher has
+// seen the carrier (it batches events, up to a second apart) the link's
+// queue discards every packet, which would cost a test its first SYN.
+func (n *Namespace) WaitUp(name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		l, err := n.link(name)
+		if err != nil {
+			return err
+		}
+		a := l.Attrs()
+		if a.OperState == netlink.OperUp || (a.OperState == netlink.OperUnknown && a.RawFlags&unix.IFF_RUNNING != 0) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for %s in %s: still %v after %v", name, n.Name, a.OperState, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // HardwareAddr returns an interface's MAC address.

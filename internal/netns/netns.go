@@ -62,6 +62,8 @@ type Env struct {
 	mu     sync.Mutex
 	nss    []*Namespace
 	closed bool
+	done   chan struct{} // closed when the first Close has finished
+	err    error         // that Close's result
 }
 
 // NewEnv starts a run whose namespaces are named PREFIX-PID-RANDOM-ROLE.
@@ -81,7 +83,7 @@ func NewEnv(prefix string) (*Env, error) {
 		return nil, fmt.Errorf("create netns env: %w", err)
 	}
 	_, _ = Sweep(prefix)
-	return &Env{prefix: prefix, id: strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])}, nil
+	return &Env{prefix: prefix, id: strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:]), done: make(chan struct{})}, nil
 }
 
 // Prefix returns the prefix the Env names its namespaces with.
@@ -136,12 +138,14 @@ func (e *Env) Namespace(role string) (*Namespace, error) {
 }
 
 // Close removes every namespace of the Env (and so every link in them),
-// including half-made ones. It is idempotent and safe to call concurrently.
+// including half-made ones. It is idempotent and safe to call concurrently:
+// every call returns once the removal is complete, with its result.
 func (e *Env) Close() error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return nil
+		<-e.done
+		return e.err
 	}
 	e.closed = true
 	nss := e.nss
@@ -152,7 +156,9 @@ func (e *Env) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	e.err = errors.Join(errs...)
+	close(e.done)
+	return e.err
 }
 
 // Namespace is one named network namespace of an Env.

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -85,6 +86,14 @@ func TestNamespaceLifecycle(t *testing.T) {
 	}
 	if err := b.LinkUp("v-right"); err != nil {
 		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		ns  *Namespace
+		ifc string
+	}{{a, "v-left"}, {b, "v-right"}, {a, "lo"}} {
+		if err := w.ns.WaitUp(w.ifc, UpTimeout); err != nil {
+			t.Fatal(err)
+		}
 	}
 	list := ipNetnsList(t)
 	for _, n := range []*Namespace{a, b} {
@@ -598,10 +607,31 @@ func TestInterruptedRunLeavesNothing(t *testing.T) {
 			if len(names) != 5 {
 				t.Fatalf("helper made %d namespaces, want 5", len(names))
 			}
+			go io.Copy(io.Discard, out)
+			if sig != syscall.SIGKILL && signal.Ignored(sig) {
+				// Inherited as ignored (a background job): the helper must
+				// leave it ignored, keep running and keep its namespaces.
+				if err := cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(300 * time.Millisecond)
+				if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+					t.Fatalf("helper died of an ignored %v: %v", sig, err)
+				}
+				for _, n := range names {
+					if !exists(filepath.Join(RunDir, n)) {
+						t.Fatalf("ignored %v removed %s", sig, n)
+					}
+				}
+				t.Logf("%v is ignored in this process; checked that it stays ignored", sig)
+				sig = syscall.SIGTERM
+				if signal.Ignored(sig) {
+					sig = syscall.SIGKILL
+				}
+			}
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
-			go io.Copy(io.Discard, out)
 			err = cmd.Wait()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != sig {

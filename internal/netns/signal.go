@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // The one signal handler shared by every Env that asked for it.
@@ -30,8 +31,19 @@ func (e *Env) CloseOnSignal() (stop func()) {
 	}
 	s.envs[e] = struct{}{}
 	if s.ch == nil {
+		// A signal the process ignores (SIGINT in a background job, SIGHUP
+		// under nohup) stays ignored: catching it would remove the
+		// namespaces of a run that goes on.
+		var sigs []os.Signal
+		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+			if !signal.Ignored(sig) {
+				sigs = append(sigs, sig)
+			}
+		}
 		s.ch = make(chan os.Signal, 1)
-		signal.Notify(s.ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		if len(sigs) > 0 {
+			signal.Notify(s.ch, sigs...)
+		}
 		go closeOnSignal(s.ch)
 	}
 	var once sync.Once
@@ -64,7 +76,12 @@ func closeOnSignal(ch chan os.Signal) {
 	for _, e := range envs {
 		_ = e.Close()
 	}
-	// Die of the signal, as the process would have without us.
+	// Die of the signal, as the process would have without us. Should
+	// another handler have caught it meanwhile, exit the way a shell
+	// reports a death by signal.
+	signum := sig.(syscall.Signal)
 	signal.Reset(sig)
-	_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+	_ = syscall.Kill(os.Getpid(), signum)
+	time.Sleep(time.Second)
+	os.Exit(128 + int(signum))
 }

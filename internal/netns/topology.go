@@ -3,6 +3,7 @@ package netns
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Interface names used by a Topology.
@@ -138,8 +139,28 @@ func (e *Env) NewTopology(cfg TopologyConfig) (*Topology, error) {
 		}
 		t.CaptureIfaces = append(t.CaptureIfaces, m.capture)
 	}
+	// Every link must pass packets before the topology is handed out.
+	type nsIf struct {
+		ns  *Namespace
+		ifc string
+	}
+	waits := []nsIf{{t.Switch, BridgeIface}}
+	for _, ep := range []Endpoint{t.Host, t.Attacker, t.Client} {
+		waits = append(waits, nsIf{ep.NS, EndpointIface}, nsIf{t.Switch, ep.Port})
+	}
+	for _, m := range mirrors {
+		waits = append(waits, nsIf{t.Switch, m.span}, nsIf{t.Sensor, m.capture})
+	}
+	for _, w := range waits {
+		if err := w.ns.WaitUp(w.ifc, UpTimeout); err != nil {
+			return nil, fmt.Errorf("build topology: %w", err)
+		}
+	}
 	return t, nil
 }
+
+// UpTimeout bounds the wait for a topology's links to come up.
+const UpTimeout = 10 * time.Second
 
 // endpoint makes a namespace for role with eth0 on the switch, addressed
 // .host in both subnets.
