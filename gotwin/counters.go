@@ -1,0 +1,62 @@
+package gotwin
+
+import "github.com/knockwatch/knockwatch/loader"
+
+// Counter indices, in the order of enum kw_counter (bpf/include/counters.h)
+// and loader.CounterNames.
+const (
+	cPackets = iota
+	cBytes
+	cNonIP
+	cNonTCP
+	cTruncated
+	cFragment
+	cUnknownExt
+	cBadHeader
+	cTCP
+	cSYN
+	cSYNACK
+	cRST
+	cBadFlags
+	cSYNRetrans
+	cTouchREJ
+	cTouchS0
+	cBackscatter
+	cSYNACKUnmatched
+	cPortOpen
+	cPendingEvicted
+	cSlotTakeover
+	cCandidates
+	cFlags
+	cHandshakes
+	cHandshakeBadAck
+	cHandshakeRepeat
+	cWatchStarted
+	cAllowlisted
+	cRingbufFull
+	cMapInsertFail
+	cPortSlotTakeover
+	cNoMeta
+	cIPv4
+	cIPv6
+	cVLAN
+	numCounters
+)
+
+// Counters returns the counters by name, like (*loader.Sensor).Counters.
+func (t *Twin) Counters() loader.Counters {
+	out := make(loader.Counters, len(loader.CounterNames))
+	for i, name := range loader.CounterNames {
+		if i < numCounters {
+			out[name] = t.c[i]
+		}
+	}
+	return out
+}
+
+// Evictions reports how many entries the twin's LRU tables evicted
+// (candidates, flagged, watch). The program has no such counter; a
+// non-zero value means the twin and the kernel may have evicted differently.
+func (t *Twin) Evictions() (candidates, flagged, watches uint64) {
+	return t.cands.evicted, t.flagged.evicted, t.watches.evicted
+}
