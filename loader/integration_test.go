@@ -431,13 +431,7 @@ func TestIntegrationNetns(t *testing.T) {
 	// The Debian knock client against the same firewall: three SYNs 100 ms
 	// apart; the attacker's connection after the S0 timeout ages all three.
 	t.Run("S0/knock-client", func(t *testing.T) {
-		knock, err := exec.LookPath("knock")
-		if err != nil {
-			if os.Getenv(testenv.RequirePrivilegedEnv) != "" {
-				t.Fatalf("knock client not installed (apt-get install knockd): %v", err)
-			}
-			t.Skip("knock client not installed (apt-get install knockd)")
-		}
+		knock := lookTool(t, "knock", "knockd")
 		l := newLive(t, false)
 		att, host := l.topo.Attacker.IP, l.topo.Host.IP
 		if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
@@ -471,4 +465,59 @@ func TestIntegrationNetns(t *testing.T) {
 			"flags": 1, "watch_started": 1, "handshakes": 1, "tcp": 4 + 1 + 1,
 		})
 	})
+
+	// A benign nmap connect scan (ports in order, the open one last) flags
+	// too, as the sensor cannot know intent; but the HANDSHAKE carries how
+	// many distinct closed ports were touched before it: hundreds, not a
+	// knock's handful, which is how userspace tells a scan from a knock.
+	t.Run("scan/nmap", func(t *testing.T) {
+		nmap := lookTool(t, "nmap", "nmap")
+		l := newLive(t, false)
+		cli, host := l.topo.Client.IP, l.topo.Host.IP
+		_, port := l.open(t, host)
+		start := time.Now()
+		const closed = 300
+		if err := l.topo.Client.NS.Run(l.ctx, nmap, "-sT", "-n", "-Pn", "-r", "-p", fmt.Sprintf("1-%d,%d", closed, port), host.String()); err != nil {
+			t.Fatal(err)
+		}
+		recs := l.records(t, 2)
+		ks, hs := knocks(recs), handshakes(recs)
+		if len(ks) != 1 || len(hs) != 1 {
+			t.Fatalf("%d KNOCK and %d HANDSHAKE records, want 1 and 1: %s", len(ks), len(hs), dump(recs))
+		}
+		if k := ks[0]; k.Src != cli || k.Dst != host || len(k.Touches) != 3 || k.Touches[0].Port != 1 || k.Touches[2].Port != 3 {
+			t.Errorf("KNOCK %+v: want %v -> %v flagged at the third port of the scan (1, 2, 3)", k, cli, host)
+		}
+		h := hs[0]
+		if h.Src != cli || h.Dst != host || h.Port != port {
+			t.Errorf("HANDSHAKE %v -> %v:%d, want %v -> %v:%d", h.Src, h.Dst, h.Port, cli, host, port)
+		}
+		nearNow(t, "SYN time", h.SYN, start)
+		// nmap connects in parallel: a few closed ports may still be in
+		// flight when the open one answers.
+		if h.Distinct < closed*2/3 {
+			t.Errorf("HANDSHAKE distinct %d, want most of the %d closed ports scanned", h.Distinct, closed)
+		}
+		c, err := l.s.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c["touch_rej"] < closed*2/3 || c["flags"] != 1 || c["handshakes"] != 1 || c["ringbuf_full"] != 0 || c["map_insert_fail"] != 0 {
+			t.Errorf("counters %v: want most of %d REJ touches, 1 flag, 1 handshake, no ring or map failures", c, closed)
+		}
+	})
+}
+
+// lookTool finds an external program the test drives; missing, it fails
+// the test where privileged tests must run (CI) and skips it elsewhere.
+func lookTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv(testenv.RequirePrivilegedEnv) != "" {
+			t.Fatalf("%s not installed (apt-get install %s): %v", name, pkg, err)
+		}
+		t.Skipf("%s not installed (apt-get install %s)", name, pkg)
+	}
+	return path
 }
