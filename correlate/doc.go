@@ -31,7 +31,10 @@
 //
 // There is never an alert when the sensor saw D:P open before the knock and
 // not closed since (open all along), when anyone was seen connecting to
-// D:P after the knock and before S (someone else was first), for changes
+// D:P after the knock and before S (someone else was first: a successful
+// connection means the port was already open, so whatever opened it did so
+// before S came; comparing sensor times only, this needs no clock
+// tolerance), for changes
 // that are outbound-only, block rules, inactive, deletions, not TCP, or on
 // another host, for scanners, or without all of the knock and the
 // handshake. Matches covered by the analyst's suppressions (allowed source
