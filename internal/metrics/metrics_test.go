@@ -1,0 +1,175 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/internal/pipeline"
+	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/winevents"
+	"github.com/knockwatch/knockwatch/winevents/intake"
+)
+
+func fakeSources() Sources {
+	return Sources{
+		BPFCounters: func() (map[string]uint64, error) {
+			c := map[string]uint64{}
+			for i, n := range loader.CounterNames {
+				c[n] = uint64(i)
+			}
+			c["touch_rej"], c["touch_s0"], c["flags"], c["handshakes"], c["ringbuf_full"] = 7, 2, 3, 1, 4
+			return c, nil
+		},
+		BPFMaps: func() ([]MapFill, error) {
+			return []MapFill{
+				{Name: "candidates", Type: "lruhash", MaxEntries: 100, Entries: 25, MemlockBytes: 4096},
+				{Name: "pair_slots", Type: "array", MaxEntries: 64, Entries: -1},
+			}, nil
+		},
+		Interfaces: func() []Interface {
+			return []Interface{{Name: "eth1", Mode: "native", Up: true, RxPackets: 10, RxBytes: 600}}
+		},
+		RingPending:     func() int { return 128 },
+		ReaderMalformed: func() uint64 { return 0 },
+		Intake: func() []intake.Stats {
+			return []intake.Stats{
+				{Transport: intake.TransportHTTP, Received: 3, Accepted: 5, Rejected: 1,
+					Dropped: map[string]uint64{intake.ReasonUnauthorized: 2, intake.ReasonTooLarge: 0}},
+				{Transport: intake.TransportHTTP, Received: 1, Dropped: map[string]uint64{intake.ReasonUnauthorized: 1}},
+			}
+		},
+		Decoder: func() winevents.Stats {
+			return winevents.Stats{ByFormat: map[winevents.Format]winevents.FormatStats{winevents.FormatXML: {Read: 9, Relevant: 2}},
+				Rejected: map[winevents.Reason]uint64{winevents.ReasonMalformedXML: 1}}
+		},
+		Engine: func() correlate.Stats {
+			return correlate.Stats{Pairs: 5, AlertsHigh: 2, AlertsMedium: 1, Watermark: time.Unix(1700000000, 0),
+				Suppressed: map[string]uint64{correlate.ReasonAdminActor: 1}, In: map[string]uint64{"knock": 4},
+				CapHits: map[string]uint64{"pairs": 1}, Expired: map[string]uint64{"pairs": 3}}
+		},
+		Pipeline: func() pipeline.Stats {
+			return pipeline.Stats{In: map[string]uint64{"knock": 4}, ChangesSkipped: map[string]uint64{pipeline.SkipConnection: 2},
+				Rejected: map[string]map[string]uint64{"change": {"no_host": 1}}, AlertsWritten: 3}
+		},
+		Sinks: func() []alert.Stats {
+			return []alert.Stats{{Name: "fanout", Kind: "fanout", Written: 3}, {Name: "stdout", Kind: "writer", Written: 3, Delivered: 3},
+				{Name: "webhook:siem", Kind: "webhook", Written: 3, Requests: 4, Retries: 1, SpoolCapacityBytes: 1 << 30}}
+		},
+	}
+}
+
+func TestCollectorPedantic(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := Register(reg, fakeSources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveLag(intake.TransportBeats, winevents.FormatECS, 3*time.Second)
+	m.ObserveLag(intake.TransportBeats, winevents.FormatECS, -time.Second)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("pedantic gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "knockwatch_") {
+			t.Errorf("metric %s lacks the knockwatch_ prefix", mf.GetName())
+		}
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	expect := `
+# HELP knockwatch_alerts_total AN0842 alerts (unsuppressed handshakes that reached an alert), by confidence.
+# TYPE knockwatch_alerts_total counter
+knockwatch_alerts_total{confidence="high"} 2
+knockwatch_alerts_total{confidence="medium"} 1
+# HELP knockwatch_closed_port_touches_total Closed-port touches: REJ (SYN answered by RST) and S0 (SYN never answered).
+# TYPE knockwatch_closed_port_touches_total counter
+knockwatch_closed_port_touches_total{kind="REJ"} 7
+knockwatch_closed_port_touches_total{kind="S0"} 2
+# HELP knockwatch_suppressed_total Matches covered by a suppression, by reason.
+# TYPE knockwatch_suppressed_total counter
+knockwatch_suppressed_total{reason="admin_actor"} 1
+knockwatch_suppressed_total{reason="allowed_source"} 0
+knockwatch_suppressed_total{reason="change_window"} 0
+# HELP knockwatch_bpf_map_fill_ratio Entries divided by capacity of a BPF map (hash, LRU and LPM maps).
+# TYPE knockwatch_bpf_map_fill_ratio gauge
+knockwatch_bpf_map_fill_ratio{map="candidates",type="lruhash"} 0.25
+# HELP knockwatch_events_dropped_total Messages a transport refused or lost, by reason (unauthorized, too_large, busy, ...).
+# TYPE knockwatch_events_dropped_total counter
+knockwatch_events_dropped_total{reason="too_large",transport="http"} 0
+knockwatch_events_dropped_total{reason="unauthorized",transport="http"} 3
+# HELP knockwatch_event_lag_seconds Arrival time minus event time of exposure changes from forwarded Windows events (negative: the host clock is ahead).
+# TYPE knockwatch_event_lag_seconds histogram
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="0.25"} 1
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="0.5"} 1
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="1"} 1
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="2"} 1
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="5"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="10"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="30"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="60"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="120"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="300"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="600"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="900"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="1800"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="3600"} 2
+knockwatch_event_lag_seconds_bucket{format="winlogbeat_ecs",transport="beats",le="+Inf"} 2
+knockwatch_event_lag_seconds_sum{format="winlogbeat_ecs",transport="beats"} 2
+knockwatch_event_lag_seconds_count{format="winlogbeat_ecs",transport="beats"} 2
+# HELP knockwatch_sink_records_total Alert records per sink and outcome (written, delivered, invalid, refused, dead_lettered).
+# TYPE knockwatch_sink_records_total counter
+knockwatch_sink_records_total{kind="webhook",outcome="dead_lettered",sink="webhook:siem"} 0
+knockwatch_sink_records_total{kind="webhook",outcome="delivered",sink="webhook:siem"} 0
+knockwatch_sink_records_total{kind="webhook",outcome="invalid",sink="webhook:siem"} 0
+knockwatch_sink_records_total{kind="webhook",outcome="refused",sink="webhook:siem"} 0
+knockwatch_sink_records_total{kind="webhook",outcome="written",sink="webhook:siem"} 3
+knockwatch_sink_records_total{kind="writer",outcome="dead_lettered",sink="stdout"} 0
+knockwatch_sink_records_total{kind="writer",outcome="delivered",sink="stdout"} 3
+knockwatch_sink_records_total{kind="writer",outcome="invalid",sink="stdout"} 0
+knockwatch_sink_records_total{kind="writer",outcome="refused",sink="stdout"} 0
+knockwatch_sink_records_total{kind="writer",outcome="written",sink="stdout"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(expect), "knockwatch_alerts_total",
+		"knockwatch_closed_port_touches_total", "knockwatch_suppressed_total", "knockwatch_bpf_map_fill_ratio",
+		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(loader.CounterNames) {
+		t.Fatalf("xdp_events_total has %d series, want %d", n, len(loader.CounterNames))
+	}
+}
+
+// TestMissingSources: a part that is not running gives no metrics and no
+// error; a failing BPF read says so in bpf_counters_up.
+func TestMissingSources(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	src := Sources{BPFCounters: func() (map[string]uint64, error) { return nil, errFake }}
+	if _, err := Register(reg, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP knockwatch_bpf_counters_up 1 when the BPF counters could be read at this scrape.
+# TYPE knockwatch_bpf_counters_up gauge
+knockwatch_bpf_counters_up 0
+`)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type fakeErr struct{}
+
+func (fakeErr) Error() string { return "fake" }
+
+var errFake = fakeErr{}
