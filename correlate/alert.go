@@ -18,10 +18,10 @@ const (
 	ThreatFramework = "MITRE ATT&CK"
 )
 
-// Alert actions (event.action).
+// Alert record actions (event.action).
 const (
-	ActionCreated  = "created"
-	ActionUpgraded = "upgraded"
+	AlertCreated  = "created"
+	AlertUpgraded = "upgraded"
 )
 
 // Alert is one AN0842 alert record. MarshalJSON renders it as one
@@ -34,8 +34,9 @@ type Alert struct {
 	// for a later one with a better outcome.
 	Action     string
 	Confidence Confidence
-	// Suppressed is the suppression reason; such records are emitted only
-	// with Config.EmitSuppressed and carry event.outcome "suppressed".
+	// Suppressed is the suppression reason; such records carry
+	// event.outcome "suppressed" and are emitted only with
+	// Config.EmitSuppressed, or as the upgrade of a record already out.
 	Suppressed string
 	HostName   string
 	// Touches are the knock's touches (the window ending at its last
@@ -49,7 +50,7 @@ type Alert struct {
 }
 
 // Timestamp is the alert's @timestamp: the handshake-completing ACK.
-func (a *Alert) Timestamp() time.Time { return a.Handshake.ACK }
+func (a Alert) Timestamp() time.Time { return a.Handshake.ACK }
 
 // AlertID returns the alert id for (src, dst, port, ack).
 func AlertID(src, dst netip.Addr, port uint16, ack time.Time) string {

@@ -50,9 +50,9 @@ func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec
 	} else {
 		e.c.alerts[best.conf]++
 	}
-	action := ActionCreated
+	action := AlertCreated
 	if r.emitted {
-		action = ActionUpgraded
+		action = AlertUpgraded
 		e.c.upgrades++
 	}
 	r.emitted = true
