@@ -18,10 +18,14 @@ const (
 	ThreatFramework = "MITRE ATT&CK"
 )
 
-// Alert record actions (event.action).
+// Alert record actions (event.action). Not to be confused with the
+// firewall rule's Action (allow/block); AlertCreated and AlertUpgraded are
+// the same values under names that cannot be mistaken for it.
 const (
-	AlertCreated  = "created"
-	AlertUpgraded = "upgraded"
+	ActionCreated  = "created"
+	ActionUpgraded = "upgraded"
+	AlertCreated   = ActionCreated
+	AlertUpgraded  = ActionUpgraded
 )
 
 // Alert is one AN0842 alert record. MarshalJSON renders it as one

@@ -50,9 +50,9 @@ func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec
 	} else {
 		e.c.alerts[best.conf]++
 	}
-	action := AlertCreated
+	action := ActionCreated
 	if r.emitted {
-		action = AlertUpgraded
+		action = ActionUpgraded
 		e.c.upgrades++
 	}
 	r.emitted = true
