@@ -1,0 +1,388 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/knockwatch/knockwatch/internal/netns"
+)
+
+// Result is what a scenario did and what the sensor said about it.
+type Result struct {
+	Scenario    string     `json:"scenario"`
+	Attacker    netip.Addr `json:"attacker"`
+	Client      netip.Addr `json:"client"`
+	Host        netip.Addr `json:"host"`
+	HostName    string     `json:"host_name"`
+	KnockPorts  []uint16   `json:"knock_ports"`
+	KnockClient string     `json:"knock_client"`
+	OpenPort    uint16     `json:"open_port"`
+	ScanPorts   []uint16   `json:"scan_ports"`
+	ServicePort uint16     `json:"service_port"`
+	Namespaces  []string   `json:"namespaces"`
+	// Knocked is when the attacker's last knock left; Opened when the
+	// host's rule went in; Connected when the attacker's handshake
+	// completed.
+	Knocked   time.Time `json:"knocked"`
+	Opened    time.Time `json:"opened"`
+	Connected time.Time `json:"connected"`
+	// NoTokenStatus is the listener's answer to the event posted without
+	// the bearer token (401 expected); EventStatus, EventsAccepted and
+	// EventsRejected its answer with it.
+	NoTokenStatus  int `json:"no_token_status"`
+	EventStatus    int `json:"event_status"`
+	EventsAccepted int `json:"events_accepted"`
+	EventsRejected int `json:"events_rejected"`
+	// Alerts are every alert the sensor wrote, as written.
+	Alerts []json.RawMessage `json:"alerts"`
+	// Metrics is the sensor's /metrics scraped after the scenario.
+	Metrics  Metrics       `json:"metrics"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Play runs the scenario once and returns what happened. An error means
+// the scenario could not be played (a step failed); whether the sensor
+// alerted as expected is for Check.
+func (l *Lab) Play(ctx context.Context) (*Result, error) {
+	c, t := l.cfg, l.topo
+	r := &Result{
+		Scenario: c.Scenario, Attacker: t.Attacker.IP, Client: t.Client.IP, Host: t.Host.IP, HostName: c.HostName,
+		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
+		ServicePort: c.ServicePort, Namespaces: l.Namespaces(),
+	}
+	defer func() { r.Duration = time.Since(l.started) }()
+
+	// 1. The knock, and at the same time the benign client's scan.
+	how := "dropped silently by the host's firewall: S0"
+	if c.Scenario == ScenarioREJ {
+		how = "refused with RST by the host: REJ"
+	}
+	c.Logf("attacker %v: knocking %s on %v with %s (%s)", t.Attacker.IP, portList(c.KnockPorts), t.Host.IP, c.KnockClient, how)
+	c.Logf("client %v: scanning %s on %v, then using the web service on %d (no host change: no alert expected)",
+		t.Client.IP, portList(c.ScanPorts), t.Host.IP, c.ServicePort)
+	scanErr := make(chan error, 1)
+	go func() { scanErr <- l.benignScan(ctx) }()
+	if err := l.knock(ctx); err != nil {
+		<-scanErr
+		return r, err
+	}
+	r.Knocked = time.Now()
+	if err := <-scanErr; err != nil {
+		return r, err
+	}
+
+	// The sensor flags a knock once its touches are decided: at once for
+	// RSTs, after the S0 timeout for unanswered SYNs. A real knock daemon
+	// also reacts only after the sequence.
+	if n, err := l.waitFlagged(ctx, 2); err != nil {
+		return r, err
+	} else if n >= 0 {
+		c.Logf("sensor: %d knock sequences flagged", n)
+	}
+
+	// 2. The host opens the port and forwards its firewall event.
+	if err := l.open(ctx); err != nil {
+		return r, err
+	}
+	r.Opened = time.Now()
+	ev, err := RenderFirewall2004(RuleAdded{
+		Computer: c.HostName, Port: c.OpenPort, RuleName: fmt.Sprintf("Remote Management (TCP-In %d)", c.OpenPort),
+		Time: r.Opened, RecordID: uint64(r.Opened.Unix() % 1000000),
+	})
+	if err != nil {
+		return r, err
+	}
+	res, err := l.fwd.post(ctx, ev, false)
+	if err != nil {
+		return r, fmt.Errorf("forward event without token: %w", err)
+	}
+	r.NoTokenStatus = res.Status
+	c.Logf("host: event without the bearer token -> %d %s", res.Status, http.StatusText(res.Status))
+	if res, err = l.fwd.post(ctx, ev, true); err != nil {
+		return r, fmt.Errorf("forward event: %w", err)
+	}
+	r.EventStatus, r.EventsAccepted, r.EventsRejected = res.Status, res.Accepted, res.Rejected
+	c.Logf("host: Windows Firewall 2004 \"rule added\" (inbound allow TCP %d, Computer %s) over HTTPS with the token -> %d %s, accepted %d, rejected %d",
+		c.OpenPort, c.HostName, res.Status, http.StatusText(res.Status), res.Accepted, res.Rejected)
+	if res.Status != http.StatusAccepted || res.Accepted < 1 {
+		return r, fmt.Errorf("forward event: the sensor answered %d (accepted %d, rejected %d): %s",
+			res.Status, res.Accepted, res.Rejected, res.Error)
+	}
+
+	// 3. The attacker's first handshake to the new port.
+	conn, err := t.Attacker.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(t.Host.IP, c.OpenPort).String())
+	if err != nil {
+		return r, fmt.Errorf("attacker connect to %v:%d: %w", t.Host.IP, c.OpenPort, err)
+	}
+	r.Connected = time.Now()
+	l.track(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	banner := make([]byte, 64)
+	n, _ := conn.Read(banner)
+	c.Logf("attacker %v: connected to %v:%d (%q)", t.Attacker.IP, t.Host.IP, c.OpenPort, strings.TrimSpace(string(banner[:n])))
+
+	// The alert, then a grace period for anything unexpected.
+	if err := l.waitAlert(ctx, r); err != nil {
+		r.Alerts, _, _ = l.sensor.snapshot()
+		return r, err
+	}
+	if m, err := l.sensor.metrics(ctx); err != nil {
+		return r, err
+	} else {
+		r.Metrics = m
+	}
+	r.Alerts, _, err = l.sensor.snapshot()
+	return r, err
+}
+
+// knock sends the attacker's knock sequence.
+func (l *Lab) knock(ctx context.Context) error {
+	c, t := l.cfg, l.topo
+	if c.KnockClient == "knock" {
+		bin, err := lookKnock()
+		if err != nil {
+			return err
+		}
+		args := []string{"-4", "-d", "200", t.Host.IP.String()}
+		for _, p := range c.KnockPorts {
+			args = append(args, strconv.Itoa(int(p)))
+		}
+		if err := t.Attacker.NS.Run(ctx, bin, args...); err != nil {
+			return fmt.Errorf("knock: %w", err)
+		}
+		return nil
+	}
+	for i, p := range c.KnockPorts {
+		if i > 0 {
+			if err := sleep(ctx, 200*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		if err := l.touchClosed(ctx, t.Attacker, p); err != nil {
+			return fmt.Errorf("knock: %w", err)
+		}
+	}
+	return nil
+}
+
+// benignScan touches the client's scan ports, then uses the service.
+func (l *Lab) benignScan(ctx context.Context) error {
+	c, t := l.cfg, l.topo
+	for _, p := range c.ScanPorts {
+		if err := l.touchClosed(ctx, t.Client, p); err != nil {
+			return fmt.Errorf("client scan: %w", err)
+		}
+	}
+	conn, err := t.Client.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(t.Host.IP, c.ServicePort).String())
+	if err != nil {
+		return fmt.Errorf("client use of the web service %v:%d: %w", t.Host.IP, c.ServicePort, err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1024))
+	return nil
+}
+
+// touchClosed sends one SYN to a closed port of the host and checks that
+// the host treats it as the scenario says.
+func (l *Lab) touchClosed(ctx context.Context, from netns.Endpoint, port uint16) error {
+	addr := netip.AddrPortFrom(l.topo.Host.IP, port).String()
+	if l.cfg.Scenario == ScenarioREJ {
+		conn, err := from.NS.Dial(ctx, &net.Dialer{Timeout: 2 * time.Second}, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			return fmt.Errorf("port %d is open on the host; the lab needs it closed", port)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("dial %s: %w (want connection refused)", addr, err)
+		}
+		return nil
+	}
+	// S0: one SYN, no retransmission; the dial gives up first.
+	conn, err := from.NS.Dial(ctx, &net.Dialer{Timeout: 300 * time.Millisecond}, "tcp", addr)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("port %d is open on the host; the lab needs it closed", port)
+	}
+	var ne net.Error
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return fmt.Errorf("dial %s: %w (want a timeout: the host drops it)", addr, err)
+	}
+	return nil
+}
+
+// open makes the host listen on OpenPort and, for S0, allows it in the
+// host's firewall: what `netsh advfirewall firewall add rule` and a
+// backdoor's listener do on Windows.
+func (l *Lab) open(ctx context.Context) error {
+	c := l.cfg
+	if err := l.serve(ctx, c.OpenPort, "SSH-2.0-OpenSSH_for_Windows_9.5\r\n"); err != nil {
+		return fmt.Errorf("open host port: %w", err)
+	}
+	if c.Scenario == ScenarioS0 {
+		if err := l.topo.Host.NS.Nft(ctx, fmt.Sprintf("add element inet %s allowed { %d }\n", nftTable, c.OpenPort)); err != nil {
+			return fmt.Errorf("open host port: %w", err)
+		}
+	}
+	c.Logf("host %s: rule added, listening on %d", c.HostName, c.OpenPort)
+	return nil
+}
+
+// waitFlagged waits until the sensor's metrics show want flagged knocks
+// and returns the count, or -1 when the metrics do not carry it (then it
+// waits the S0 timeout and a sweep instead).
+func (l *Lab) waitFlagged(ctx context.Context, want int) (int, error) {
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		m, err := l.sensor.metrics(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n, ok := flaggedKnocks(m)
+		if !ok {
+			return -1, sleep(ctx, 3500*time.Millisecond)
+		}
+		if int(n) >= want || time.Now().After(deadline) {
+			return int(n), nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// waitAlert waits for the attacker's alert, then for the grace period.
+func (l *Lab) waitAlert(ctx context.Context, r *Result) error {
+	deadline := time.After(l.cfg.AlertTimeout)
+	for {
+		alerts, next, err := l.sensor.snapshot()
+		if err != nil {
+			return err
+		}
+		for _, a := range alerts {
+			if matches(a, r.Attacker, r.Host, r.OpenPort) {
+				return sleep(ctx, l.cfg.Grace)
+			}
+		}
+		select {
+		case <-next:
+		case <-l.sensor.exited:
+			return fmt.Errorf("sensor exited while the lab waited for the alert (%v)%s", l.sensor.exitErr, l.logHint())
+		case <-deadline:
+			return fmt.Errorf("no alert for %v -> %v:%d within %v of the handshake%s",
+				r.Attacker, r.Host, r.OpenPort, l.cfg.AlertTimeout, l.logHint())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// AlertFields are the alert fields the lab checks.
+type AlertFields struct {
+	RuleID      string `json:"rule_id"`
+	Source      string `json:"source_ip"`
+	Destination string `json:"destination_ip"`
+	Port        uint16 `json:"destination_port"`
+	Confidence  string `json:"confidence"`
+}
+
+// Fields extracts rule.id, source.ip, destination.ip, destination.port and
+// knockwatch.confidence from an ECS alert.
+func Fields(raw json.RawMessage) (AlertFields, error) {
+	var a struct {
+		Rule struct {
+			ID string `json:"id"`
+		} `json:"rule"`
+		Source struct {
+			IP string `json:"ip"`
+		} `json:"source"`
+		Destination struct {
+			IP   string `json:"ip"`
+			Port uint16 `json:"port"`
+		} `json:"destination"`
+		Knockwatch struct {
+			Confidence string `json:"confidence"`
+		} `json:"knockwatch"`
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return AlertFields{}, fmt.Errorf("decode alert: %w", err)
+	}
+	return AlertFields{RuleID: a.Rule.ID, Source: a.Source.IP, Destination: a.Destination.IP,
+		Port: a.Destination.Port, Confidence: a.Knockwatch.Confidence}, nil
+}
+
+func matches(raw json.RawMessage, src, dst netip.Addr, port uint16) bool {
+	f, err := Fields(raw)
+	return err == nil && f.Source == src.String() && f.Destination == dst.String() && f.Port == port
+}
+
+// Check reports whether the sensor said exactly what the scenario calls
+// for: one high-confidence AN0842 alert for the attacker to the host's new
+// port, nothing for the client, and the event listener refusing the
+// request without the token.
+func (r *Result) Check() error {
+	var errs []error
+	if r.NoTokenStatus != http.StatusUnauthorized {
+		errs = append(errs, fmt.Errorf("event without token: status %d, want 401", r.NoTokenStatus))
+	}
+	found := 0
+	for _, raw := range r.Alerts {
+		f, err := Fields(raw)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case f.Source == r.Attacker.String() && f.Destination == r.Host.String() && f.Port == r.OpenPort:
+			found++
+			if f.RuleID != "AN0842" || f.Confidence != "high" {
+				errs = append(errs, fmt.Errorf("alert for the attacker: rule %q confidence %q, want AN0842 high", f.RuleID, f.Confidence))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("unexpected alert: %s %s -> %s:%d (%s)", f.RuleID, f.Source, f.Destination, f.Port, f.Confidence))
+		}
+	}
+	if found != 1 {
+		errs = append(errs, fmt.Errorf("%d alerts for %v -> %v:%d, want 1", found, r.Attacker, r.Host, r.OpenPort))
+	}
+	return errors.Join(errs...)
+}
+
+func lookKnock() (string, error) {
+	p, err := exec.LookPath("knock")
+	if err != nil {
+		return "", fmt.Errorf("find knock client: %w (apt-get install knockd, or use --knock-client go)", err)
+	}
+	return p, nil
+}
+
+func portList(ps []uint16) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
