@@ -28,24 +28,8 @@ const struct handshake_rec *unused_handshake_rec __attribute__((unused));
 const struct knock_rec *unused_knock_rec __attribute__((unused));
 const struct kw_sweep_args *unused_sweep_args __attribute__((unused));
 
-/* kw_watch_syn starts watching the handshake of a SYN from a flagged
- * pair. Its own frame keeps kw_on_syn's stack small. */
-static __noinline void kw_watch_syn(struct kw_counters *c, struct kw_packet *p, __u64 now)
-{
-	struct kw_conn conn = { .pair = { .src = p->saddr, .dst = p->daddr }, .sport = p->sport, .dport = p->dport };
-	struct watch w = { .syn_seq = p->seq, .state = 1, .syn_ts = now };
-
-	if (!bpf_map_lookup_elem(&flagged, &conn.pair))
-		return;
-	if (bpf_map_update_elem(&watch, &conn, &w, BPF_ANY))
-		KW_INC(c, KW_C_MAP_INSERT_FAIL);
-	else
-		KW_INC(c, KW_C_WATCH_STARTED);
-}
-
-/* kw_on_syn: S -> D:dport SYN. Records it as pending in the pair slot, ages
- * the pair's earlier pending SYNs into S0 touches, and starts watching the
- * handshake if (S, D) is flagged. */
+/* kw_on_syn: S -> D:dport SYN. Records it as pending in the pair slot and
+ * ages the pair's earlier pending SYNs into S0 touches. */
 static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u64 now, struct kw_work *work)
 {
 	struct kw_pair pair = { .src = p->saddr, .dst = p->daddr };
@@ -62,10 +46,15 @@ static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u
 		return;
 	bpf_spin_lock(&slot->lock);
 	if (!kw_pair_eq(&slot->owner, &pair)) {
-		for (int i = 0; i < KW_PENDING; i++)
-			if (slot->pend[i].ts)
+		int busy = slot->first_ts != 0;
+
+		for (int i = 0; i < KW_PENDING; i++) {
+			if (slot->pend[i].ts) {
 				KW_INC(c, KW_C_PENDING_EVICTED);
-		if (slot->first_ts || slot->pend[0].ts)
+				busy = 1;
+			}
+		}
+		if (busy)
 			KW_INC(c, KW_C_SLOT_TAKEOVER);
 		slot->owner = pair;
 		slot->first_ts = 0;
@@ -177,8 +166,10 @@ static __always_inline __u64 kw_answer(struct pair_slot *slot, __u32 h, struct k
 	return syn_ts;
 }
 
-/* kw_on_rst: D:sport -> S RST. A REJ touch when it answers a pending SYN. */
-static __noinline void kw_on_rst(struct kw_counters *c, struct kw_packet *p, __u64 now, struct kw_work *work)
+/* kw_on_rst: D:sport -> S RST. A REJ touch when it answers a pending SYN.
+ * It needs no clock: the touch, the port's "last closed" and a flag it
+ * raises all take the time of the SYN it answers. */
+static __noinline void kw_on_rst(struct kw_counters *c, struct kw_packet *p, struct kw_work *work)
 {
 	struct kw_pair pair = { .src = p->daddr, .dst = p->saddr };
 	struct kw_found f = {};
@@ -195,62 +186,63 @@ static __noinline void kw_on_rst(struct kw_counters *c, struct kw_packet *p, __u
 		KW_INC(c, KW_C_BACKSCATTER);
 		return;
 	}
-	kw_port_seen(c, &pair.dst, f.port, KW_PORT_CLOSED, now, NULL, NULL);
+	kw_port_seen(c, &pair.dst, f.port, KW_PORT_CLOSED, f.ts, NULL, NULL);
 	KW_INC(c, KW_C_TOUCH_REJ);
 	if (f.tier == KW_TIER_DONE)
 		return;
 	work->pair = pair;
 	work->t[0].first = first;
 	work->t[0].ts = f.ts;
-	work->t[0].now = now;
+	work->t[0].now = f.ts;
 	work->t[0].port = f.port;
 	work->t[0].kind = KW_TOUCH_REJ;
 	work->t[0].tier = f.tier;
 	work->n = 1;
 }
 
-/* kw_on_synack: D:sport -> S SYN-ACK. The port is open; a watched handshake
- * learns the SYN-ACK and what the port state knew before it. */
+/* kw_on_synack: D:sport -> S SYN-ACK answering a pending SYN. The port is
+ * open. If (S, D) is flagged, the handshake is watched from here: the
+ * SYN's seq and time come from its pending entry, and the port state is
+ * snapshotted before this SYN-ACK updates it. */
 static __noinline void kw_on_synack(struct kw_counters *c, struct kw_packet *p, __u64 now)
 {
 	struct kw_pair pair = { .src = p->daddr, .dst = p->saddr };
 	struct kw_found f = {};
 	struct kw_touch first = {};
-	struct watch *w = NULL;
-	__u64 prev_closed = 0, prev_open = 0;
-	int matched, watched = 0;
 	__u32 h = kw_hash_pair(&pair);
 	__u32 idx = h & CFG.pair_slots_mask;
 	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
+	struct watch w = {};
+	__u64 syn_ts;
 
 	KW_INC(c, KW_C_SYNACK);
 	if (!slot)
 		return;
-	matched = kw_answer(slot, h, p, 0, &f, &first, &pair) != 0;
-	if (any_flagged) {
-		struct kw_conn conn = { .pair = pair, .sport = p->dport, .dport = p->sport };
-
-		w = bpf_map_lookup_elem(&watch, &conn);
-		if (w && w->state == 1 && p->ack == w->syn_seq + 1)
-			watched = 1;
-	}
-	if (!matched && !watched) {
+	syn_ts = kw_answer(slot, h, p, 0, &f, &first, &pair);
+	if (!syn_ts) {
 		KW_INC(c, KW_C_SYNACK_UNMATCHED);
 		return;
 	}
 	KW_INC(c, KW_C_PORT_OPEN);
-	kw_port_seen(c, &pair.dst, p->sport, KW_PORT_OPEN, now, &prev_closed, &prev_open);
-	if (!watched || !w)
+	if (!any_flagged || !bpf_map_lookup_elem(&flagged, &pair)) {
+		kw_port_seen(c, &pair.dst, p->sport, KW_PORT_OPEN, now, NULL, NULL);
 		return;
-	bpf_spin_lock(&slot->lock);
-	if (w->state == 1 && p->ack == w->syn_seq + 1) {
-		w->synack_seq = p->seq;
-		w->synack_ts = now;
-		w->port_last_closed = prev_closed;
-		w->port_last_open = prev_open;
-		w->state = 2;
 	}
-	bpf_spin_unlock(&slot->lock);
+	kw_port_seen(c, &pair.dst, p->sport, KW_PORT_OPEN, now, &w.port_last_closed, &w.port_last_open);
+	{
+		struct kw_conn conn = { .pair = pair, .sport = p->dport, .dport = p->sport };
+
+		w.syn_seq = p->ack - 1;
+		w.synack_seq = p->seq;
+		w.syn_ts = syn_ts;
+		w.synack_ts = now;
+		w.state = 2;
+		if (bpf_map_update_elem(&watch, &conn, &w, BPF_ANY)) {
+			KW_INC(c, KW_C_MAP_INSERT_FAIL);
+			return;
+		}
+	}
+	KW_INC(c, KW_C_WATCH_STARTED);
 	if (kw_after(now + CFG.handshake_timeout_ns, watch_until, 0))
 		watch_until = now + CFG.handshake_timeout_ns;
 }
@@ -276,10 +268,10 @@ static __always_inline int kw_first_for_port(struct pair_slot *slot, struct flag
 }
 
 /* kw_on_ack: S -> D ACK while a watched handshake is in flight. Reports the
- * first completed handshake of a flagged pair to each port. */
+ * first completed handshake of a flagged pair to each port. The clock is
+ * read only when the ACK belongs to a watched connection. */
 static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, struct kw_packet *p)
 {
-	__u64 until = watch_until, now = kw_now(ctx);
 	struct kw_conn conn = {
 		.pair = { .src = p->saddr, .dst = p->daddr },
 		.sport = p->sport,
@@ -291,22 +283,18 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 	struct flagged *fl;
 	struct watch *w;
 	int done = 0;
+	__u64 now;
 	__u32 idx;
 
-	if (!now || !(p->flags & KW_TH_ACK))
+	if (!(p->flags & KW_TH_ACK))
 		return;
-	if (kw_after(now, until, 0)) {
-		/* Nothing in flight any more: close the gate unless someone
-		 * re-armed it meanwhile. */
-		__sync_val_compare_and_swap(&watch_until, until, 0);
-		return;
-	}
 	w = bpf_map_lookup_elem(&watch, &conn);
-	if (!w)
+	if (!w || w->state != 2)
 		return;
+	now = CFG.replay ? kw_meta_time(ctx) : kw_clock();
 	idx = kw_hash_pair(&conn.pair) & CFG.pair_slots_mask;
 	slot = bpf_map_lookup_elem(&pair_slots, &idx);
-	if (!slot)
+	if (!slot || !now)
 		return;
 	bpf_spin_lock(&slot->lock);
 	if (w->state == 2) {
@@ -316,7 +304,7 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 			hs.synack_ts = w->synack_ts;
 			hs.port_last_closed = w->port_last_closed;
 			hs.port_last_open = w->port_last_open;
-			w->state = 3;
+			w->state = 3; /* one completion, even if the ACK is repeated */
 			done = 1;
 		} else {
 			done = -1;
@@ -329,7 +317,6 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 	}
 	if (!done)
 		return;
-	bpf_map_delete_elem(&watch, &conn);
 	fl = bpf_map_lookup_elem(&flagged, &conn.pair);
 	if (!fl)
 		return;
@@ -404,21 +391,28 @@ int knockwatch(struct xdp_md *ctx)
 	KW_INC(c, KW_C_TCP);
 	KW_INC(c, p.ipv6 ? KW_C_IPV6 : KW_C_IPV4);
 
+	/* Replay mode: every packet carries its capture time. */
+	now = 0;
+	if (CFG.replay) {
+		now = kw_meta_time(ctx);
+		if (!now) {
+			KW_INC(c, KW_C_NO_META);
+			return verdict;
+		}
+	}
+
 	/* Fast path: no SYN, no RST. */
 	if (!(p.flags & (KW_TH_SYN | KW_TH_RST))) {
 		if (watch_until)
 			kw_on_ack(ctx, c, &p);
 		return verdict;
 	}
-	now = kw_now(ctx);
-	if (!now) {
-		KW_INC(c, KW_C_NO_META);
-		return verdict;
-	}
 	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_RST)) {
 		KW_INC(c, KW_C_BAD_FLAGS);
 		return verdict;
 	}
+	if (!(p.flags & KW_TH_RST) && !now)
+		now = kw_clock();
 	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_ACK)) {
 		kw_on_synack(c, &p, now);
 		return verdict;
@@ -428,7 +422,7 @@ int knockwatch(struct xdp_md *ctx)
 		return verdict;
 	work->work.n = 0;
 	if (p.flags & KW_TH_RST)
-		kw_on_rst(c, &p, now, &work->work);
+		kw_on_rst(c, &p, &work->work);
 	else
 		kw_on_syn(c, &p, now, &work->work);
 	/* Touches found under a slot lock continue here, where the stack
@@ -438,7 +432,5 @@ int knockwatch(struct xdp_md *ctx)
 			break;
 		kw_tier2(&work->work.pair, &work->work.t[i]);
 	}
-	if ((p.flags & KW_TH_SYN) && any_flagged)
-		kw_watch_syn(c, &p, now);
 	return verdict;
 }

@@ -80,7 +80,8 @@ type knockwatchKwConfig struct {
 	PortSlotsMask      uint32
 	Replay             uint8
 	Pass               uint8
-	Pad                [6]uint8
+	CoarseClock        uint8
+	Pad                [5]uint8
 }
 
 type knockwatchKwConn struct {
@@ -172,6 +173,7 @@ type knockwatchPairSlot struct {
 		Sport uint16
 		Dport uint16
 	}
+	Pad3 uint64
 }
 
 type knockwatchPortSlot struct {

@@ -140,7 +140,7 @@ func TestProgramTable(t *testing.T) {
 				a.connect(sec(10), 4444)),
 			knocks: []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 4444},
 				kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}}},
-			hs: []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: sec(2) + time.Millisecond, lastOpen: -1}},
+			hs: []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: sec(2), lastOpen: -1}},
 		},
 		{
 			name:     "first handshake by another source",

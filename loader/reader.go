@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,10 +35,45 @@ func (s *Sensor) NewReader() (*Reader, error) {
 
 // Clock returns the conversion from the program's timestamps to UTC.
 func (s *Sensor) Clock() Clock {
-	if s.cfg.Replay {
+	switch {
+	case s.cfg.Replay:
 		return UnixClock
+	case s.cfg.CoarseClock:
+		return MonotonicClock
 	}
 	return TAIClock
+}
+
+// MonotonicClock maps CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_coarse_ns
+// reads its coarse variant) to UTC. The offset between the monotonic and
+// real-time clocks is measured at most every 10 s and rounded to the
+// microsecond, so timestamps from the same tick stay equal after
+// conversion and keep their order.
+var MonotonicClock Clock = (&monoClock{}).convert
+
+type monoClock struct {
+	mu  sync.Mutex
+	off int64
+	at  time.Time
+}
+
+func (c *monoClock) convert(ns uint64) time.Time {
+	c.mu.Lock()
+	if c.at.IsZero() || time.Since(c.at) > 10*time.Second {
+		c.off = monoToReal() / int64(time.Microsecond) * int64(time.Microsecond)
+		c.at = time.Now()
+	}
+	off := c.off
+	c.mu.Unlock()
+	return time.Unix(0, int64(ns)+off).UTC()
+}
+
+func monoToReal() int64 {
+	var mono, real unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil || unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {
+		return 0
+	}
+	return real.Nano() - mono.Nano()
 }
 
 // TAIClock maps CLOCK_TAI nanoseconds (bpf_ktime_get_tai_ns) to UTC using

@@ -57,10 +57,13 @@ func (s *Sensor) SweepEvery(ctx context.Context, interval time.Duration, onErr f
 }
 
 // programTime converts wall-clock t to the program's clock: unix ns in
-// replay mode, CLOCK_TAI ns in live mode.
+// replay mode, CLOCK_MONOTONIC or CLOCK_TAI ns in live mode.
 func (s *Sensor) programTime(t time.Time) uint64 {
 	if s.cfg.Replay {
 		return uint64(t.UnixNano())
+	}
+	if s.cfg.CoarseClock {
+		return uint64(t.UnixNano() - monoToReal())
 	}
 	var tai, real unix.Timespec
 	if unix.ClockGettime(unix.CLOCK_TAI, &tai) != nil || unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {

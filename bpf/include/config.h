@@ -17,7 +17,8 @@ struct kw_config {
 	__u32 port_slots_mask;      /* port_slots max_entries - 1 (a power of two) */
 	__u8 replay;                /* 1: time comes from 8 bytes of XDP metadata (unix ns) */
 	__u8 pass;                  /* 1: XDP_PASS, 0: XDP_DROP (capture ports see copies) */
-	__u8 _pad[6];
+	__u8 coarse_clock;          /* live mode: 0 CLOCK_TAI (ns), 1 CLOCK_MONOTONIC_COARSE (one tick) */
+	__u8 _pad[5];
 };
 
 volatile const struct kw_config CFG;

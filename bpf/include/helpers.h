@@ -44,22 +44,29 @@ static __always_inline __u32 kw_within(__u64 newest, __u64 ts, __u64 d)
 	return (((__u64)x) >> 63) ^ 1;
 }
 
-/* kw_now returns the packet's time in ns. Live mode: CLOCK_TAI, which
- * userspace maps to UTC. Replay mode: the 8 bytes of XDP metadata in front of
- * the packet (unix ns, the capture timestamp); returns 0 when they are
- * missing. */
-static __always_inline __u64 kw_now(struct xdp_md *ctx)
+/* kw_meta_time returns the packet's capture time from the 8 bytes of XDP
+ * metadata in front of it (replay mode: unix ns), 0 when they are missing. */
+static __always_inline __u64 kw_meta_time(struct xdp_md *ctx)
 {
-	if (CFG.replay) {
-		void *meta = (void *)(long)ctx->data_meta;
-		void *data = (void *)(long)ctx->data;
-		__u64 ts;
+	void *meta = (void *)(long)ctx->data_meta;
+	void *data = (void *)(long)ctx->data;
+	__u64 ts;
 
-		if (meta + sizeof(ts) > data)
-			return 0;
-		__builtin_memcpy(&ts, meta, sizeof(ts));
-		return ts;
-	}
+	if (meta + sizeof(ts) > data)
+		return 0;
+	__builtin_memcpy(&ts, meta, sizeof(ts));
+	return ts;
+}
+
+/* kw_clock reads the live clock, which userspace maps to UTC: CLOCK_TAI by
+ * default (ns resolution: "who connected first" can hinge on a millisecond),
+ * CLOCK_MONOTONIC_COARSE when CFG.coarse_clock (one scheduler tick, a
+ * third of the cost on a VM). Only the packets that need a time (SYN,
+ * SYN-ACK, a watched ACK) read it. */
+static __always_inline __u64 kw_clock(void)
+{
+	if (CFG.coarse_clock)
+		return bpf_ktime_get_coarse_ns();
 	return bpf_ktime_get_tai_ns();
 }
 

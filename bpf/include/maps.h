@@ -44,7 +44,8 @@ struct pair_slot {
 	__u64 first_ts;
 	struct kw_pair owner;
 	struct kw_pending pend[KW_PENDING];
-};
+	__u64 _pad3; /* 128 bytes: a slot spans exactly two cache lines */
+} __attribute__((aligned(64)));
 
 
 struct {
@@ -94,12 +95,13 @@ struct {
 } flagged SEC(".maps");
 
 /* watch: LRU hash 4-tuple -> struct watch, a handshake of a flagged pair in
- * progress (SYN seen; SYN-ACK fills the rest). Only flagged sources create
- * entries. */
+ * progress: created when a SYN of a flagged pair is answered by a SYN-ACK
+ * (the SYN's seq and time come from its pending entry), completed by the ACK
+ * of that SYN-ACK. Only flagged pairs reaching an open port create one. */
 struct watch { /* guarded by the pair slot's lock */
 	__u32 syn_seq;
 	__u32 synack_seq;
-	__u32 state; /* 1: SYN seen, 2: SYN-ACK seen */
+	__u32 state; /* 2: SYN-ACK seen, 3: completed (left for the LRU to reclaim) */
 	__u64 syn_ts;
 	__u64 synack_ts;
 	__u64 port_last_closed; /* port state before this connection's SYN-ACK */
@@ -202,9 +204,11 @@ struct {
 } scratch SEC(".maps");
 
 /* gates: single globals that let the hot path skip work.
- *  any_flagged: set when a pair is flagged; SYNs look up flagged only then.
+ *  any_flagged: set when a pair is flagged; SYN-ACKs look up flagged only
+ *               then.
  *  watch_until: while a watched handshake is in flight, plain ACKs look
- *               for its completing ACK until this time. */
+ *               for its completing ACK; the sweep closes the gate after
+ *               this time. */
 __u32 any_flagged SEC(".bss");
 __u64 watch_until SEC(".bss");
 

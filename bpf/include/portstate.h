@@ -21,10 +21,18 @@ static __always_inline void kw_port_seen(struct kw_counters *c, const struct kw_
 {
 	__u32 idx = kw_hash_port(host, port) & CFG.port_slots_mask;
 	struct port_slot *ps = bpf_map_lookup_elem(&port_slots, &idx);
-	__u64 closed = 0, opened = 0;
+	__u64 closed = 0, opened = 0, cur;
 
 	if (!ps)
 		return;
+	/* Unlocked fast path: the slot is ours and fresh enough, and nobody
+	 * asked for a consistent snapshot. A torn read here only sends us to
+	 * the locked path. */
+	if (!prev_closed && ps->port == port && kw_addr_eq(&ps->host, host)) {
+		cur = open ? ps->last_open : ps->last_closed;
+		if (cur && !kw_after(ts, cur, CFG.port_refresh_ns))
+			return;
+	}
 	bpf_spin_lock(&ps->lock);
 	if (ps->port != port || !kw_addr_eq(&ps->host, host)) {
 		if (ps->last_closed || ps->last_open)

@@ -6,6 +6,8 @@
  * BPF_PROG_RUN (every second in live mode, on capture time in replay) over
  * a range of pair slots. It shares every step with the packet path.
  *
+ * It also closes the watched-ACK gate (watch_until) once it has expired.
+ *
  * Input: 16 bytes of XDP metadata, struct kw_sweep_args; the packet data
  * is ignored (BPF_PROG_RUN needs at least an Ethernet header's worth).
  * Returns the number of S0 touches found.
@@ -92,6 +94,14 @@ int knockwatch_sweep(struct xdp_md *ctx)
 	__builtin_memcpy(&args, meta, sizeof(args));
 	sc.now = args.now;
 	sc.start = args.start;
+	/* Close the watched-ACK gate once nothing can be in flight; a
+	 * concurrent re-arm wins the compare-and-swap. */
+	{
+		__u64 until = watch_until;
+
+		if (until && kw_after(args.now, until, 0))
+			__sync_val_compare_and_swap(&watch_until, until, 0);
+	}
 	if (args.count > CFG.pair_slots_mask + 1)
 		args.count = CFG.pair_slots_mask + 1;
 	bpf_loop(args.count, kw_sweep_slot, &sc, 0);
