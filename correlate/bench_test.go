@@ -168,3 +168,57 @@ func BenchmarkBytesPerPair(b *testing.B) {
 	}
 	b.ReportMetric(total/float64(b.N), "bytes/pair")
 }
+
+// BenchmarkMixVersusFloor interleaves the floor (BaselineMapChurn's
+// operation) and the engine (EvidenceMix's stream) in rounds of 20,000
+// items each and reports the CPU-time ratio engine/floor per item, so that
+// load changes on a shared machine hit both alike.
+func BenchmarkMixVersusFloor(b *testing.B) {
+	e, err := New(DefaultConfig(), EmitterFunc(func(Alert) {}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &mixFeeder{e: e, step: 10 * time.Millisecond, now: t0}
+	for i := 0; i < 200_000; i++ {
+		if err := f.next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const size, round = 1 << 16, 20_000
+	m := make(map[[32]byte][]touch, size)
+	var k [32]byte
+	floorOp := 0
+	var floorCPU, engineCPU time.Duration
+	items := 0
+	b.ResetTimer()
+	for items < b.N {
+		c0 := cpuTime()
+		for i := 0; i < round; i++ {
+			n := floorOp
+			k[28], k[29], k[30], k[31] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+			m[k] = make([]touch, 3)
+			if n >= size {
+				n -= size
+				k[28], k[29], k[30], k[31] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+				delete(m, k)
+			}
+			floorOp++
+		}
+		c1 := cpuTime()
+		for i := 0; i < round; i++ {
+			if err := f.next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c2 := cpuTime()
+		floorCPU += c1 - c0
+		engineCPU += c2 - c1
+		items += round
+	}
+	b.StopTimer()
+	if floorCPU > 0 && engineCPU > 0 {
+		b.ReportMetric(float64(items)/engineCPU.Seconds(), "items/cpu-s")
+		b.ReportMetric(float64(items)/floorCPU.Seconds(), "floor-ops/cpu-s")
+		b.ReportMetric(engineCPU.Seconds()/floorCPU.Seconds(), "engine/floor")
+	}
+}
