@@ -21,12 +21,14 @@ func (t *Twin) onSYN(p *packet, now uint64) {
 
 	t.c[cSYN]++
 	if slot.owner != pr {
+		busy := slot.firstTS != 0
 		for i := range slot.pend {
 			if slot.pend[i].ts != 0 {
 				t.c[cPendingEvicted]++
+				busy = true
 			}
 		}
-		if slot.firstTS != 0 || slot.pend[0].ts != 0 {
+		if busy {
 			t.c[cSlotTakeover]++
 		}
 		slot.owner = pr
@@ -119,8 +121,10 @@ func (t *Twin) answer(slot *pairSlot, h uint32, p *packet, rst bool, f *found, f
 	return synTS
 }
 
-// onRST is kw_on_rst: a REJ touch when the RST answers a pending SYN.
-func (t *Twin) onRST(p *packet, now uint64) {
+// onRST is kw_on_rst: a REJ touch when the RST answers a pending SYN. It
+// reads no clock: the touch, the port's last-closed time and a flag it
+// raises take the time of the SYN it answers.
+func (t *Twin) onRST(p *packet) {
 	pr := pair{src: p.daddr, dst: p.saddr}
 	var f found
 	var first touch
@@ -132,52 +136,42 @@ func (t *Twin) onRST(p *packet, now uint64) {
 		t.c[cBackscatter]++
 		return
 	}
-	// The port was seen closed now (the RST), not at the SYN.
-	t.portSeen(&pr.dst, f.port, false, now)
+	t.portSeen(&pr.dst, f.port, false, f.ts)
 	t.c[cTouchREJ]++
 	if f.tier == tierDone {
 		return
 	}
 	t.work.pair = pr
-	t.work.t[0] = tier2Args{first: first, ts: f.ts, now: now, port: f.port, kind: touchREJ, tier: f.tier}
+	t.work.t[0] = tier2Args{first: first, ts: f.ts, now: f.ts, port: f.port, kind: touchREJ, tier: f.tier}
 	t.work.n = 1
 }
 
-// onSYNACK is kw_on_synack: the port is open; a watched handshake learns
-// the SYN-ACK and what the port state knew before it.
+// onSYNACK is kw_on_synack: a SYN-ACK answering a pending SYN shows the
+// port open. If (S, D) is flagged the handshake is watched from here: the
+// SYN's seq and time come from its pending entry, and the port state is
+// snapshotted before this SYN-ACK updates it.
 func (t *Twin) onSYNACK(p *packet, now uint64) {
 	pr := pair{src: p.daddr, dst: p.saddr}
 	var f found
 	var first touch
-	var w *watch
-	watched := false
 	h := t.hashPair(&pr)
 	slot := &t.slots[h&t.slotMask]
 
 	t.c[cSYNACK]++
-	matched := t.answer(slot, h, p, false, &f, &first, &pr) != 0
-	if t.anyFlagged {
-		w = t.watches.lookup(conn{pair: pr, sport: p.dport, dport: p.sport})
-		if w != nil && w.state == 1 && p.ack == w.synSeq+1 {
-			watched = true
-		}
-	}
-	if !matched && !watched {
+	synTS := t.answer(slot, h, p, false, &f, &first, &pr)
+	if synTS == 0 {
 		t.c[cSYNACKUnmatched]++
 		return
 	}
 	t.c[cPortOpen]++
-	prevClosed, prevOpen := t.portSeen(&pr.dst, p.sport, true, now)
-	if !watched || w == nil {
+	if !t.anyFlagged || t.flagged.lookup(pr) == nil {
+		t.portSeen(&pr.dst, p.sport, true, now)
 		return
 	}
-	if w.state == 1 && p.ack == w.synSeq+1 {
-		w.synackSeq = p.seq
-		w.synackTS = now
-		w.portLastClosed = prevClosed
-		w.portLastOpen = prevOpen
-		w.state = 2
-	}
+	w := watch{synSeq: p.ack - 1, synackSeq: p.seq, synTS: synTS, synackTS: now, state: 2}
+	w.portLastClosed, w.portLastOpen = t.portSeen(&pr.dst, p.sport, true, now)
+	t.watches.put(conn{pair: pr, sport: p.dport, dport: p.sport}, w)
+	t.c[cWatchStarted]++
 	if after(now+t.hsTimeout, t.watchUntil, 0) {
 		t.watchUntil = now + t.hsTimeout
 	}
@@ -201,47 +195,26 @@ func firstForPort(fl *flagged, port uint16) bool {
 
 // onACK is kw_on_ack: a packet without SYN/RST while a watched handshake is
 // in flight; reports the first completed handshake of a flagged pair to
-// each port.
+// each port. Completed watches stay (state 3) for the LRU to reclaim.
 func (t *Twin) onACK(p *packet, now uint64) {
-	until := t.watchUntil
 	c := conn{pair: pair{src: p.saddr, dst: p.daddr}, sport: p.sport, dport: p.dport}
-	if now == 0 || p.flags&thACK == 0 {
-		return
-	}
-	if after(now, until, 0) {
-		// Nothing in flight any more: close the gate (the program's
-		// compare-and-swap always succeeds single-threaded).
-		if t.watchUntil == until {
-			t.watchUntil = 0
-		}
+	if p.flags&thACK == 0 {
 		return
 	}
 	w := t.watches.lookup(c)
-	if w == nil {
+	if w == nil || w.state != 2 || now == 0 {
 		return
 	}
 	var hs handshakeRec
-	done := 0
-	if w.state == 2 {
-		if p.ack == w.synackSeq+1 && p.seq == w.synSeq+1 && !after(now, w.synTS, t.hsTimeout) {
-			hs.synTS = w.synTS
-			hs.synackTS = w.synackTS
-			hs.portLastClosed = w.portLastClosed
-			hs.portLastOpen = w.portLastOpen
-			w.state = 3
-			done = 1
-		} else {
-			done = -1
-		}
-	}
-	if done < 0 {
+	if p.ack != w.synackSeq+1 || p.seq != w.synSeq+1 || after(now, w.synTS, t.hsTimeout) {
 		t.c[cHandshakeBadAck]++
 		return
 	}
-	if done == 0 {
-		return
-	}
-	t.watches.remove(c)
+	hs.synTS = w.synTS
+	hs.synackTS = w.synackTS
+	hs.portLastClosed = w.portLastClosed
+	hs.portLastOpen = w.portLastOpen
+	w.state = 3 // one completion, even if the ACK is repeated
 	fl := t.flagged.lookup(c.pair)
 	if fl == nil {
 		return
@@ -262,14 +235,4 @@ func (t *Twin) onACK(p *packet, now uint64) {
 	}
 	t.emitHandshake(&hs)
 	t.c[cHandshakes]++
-}
-
-// watchSYN is kw_watch_syn: a SYN of a flagged pair starts a watch.
-func (t *Twin) watchSYN(p *packet, now uint64) {
-	c := conn{pair: pair{src: p.saddr, dst: p.daddr}, sport: p.sport, dport: p.dport}
-	if t.flagged.lookup(c.pair) == nil {
-		return
-	}
-	t.watches.put(c, watch{synSeq: p.seq, state: 1, synTS: now})
-	t.c[cWatchStarted]++
 }

@@ -153,16 +153,17 @@ func (t *Twin) Run(pkt []byte, ts time.Time) uint32 {
 	} else {
 		t.c[cIPv4]++
 	}
-	// The runner passes the capture time as unix ns; 0 reads as missing.
+	// Replay mode: every packet carries its capture time (unix ns); 0
+	// reads as missing.
 	now := uint64(ts.UnixNano())
+	if now == 0 {
+		t.c[cNoMeta]++
+		return t.verdict
+	}
 	if p.flags&(thSYN|thRST) == 0 {
 		if t.watchUntil != 0 {
 			t.onACK(&p, now)
 		}
-		return t.verdict
-	}
-	if now == 0 {
-		t.c[cNoMeta]++
 		return t.verdict
 	}
 	if p.flags&thSYN != 0 && p.flags&thRST != 0 {
@@ -175,15 +176,12 @@ func (t *Twin) Run(pkt []byte, ts time.Time) uint32 {
 	}
 	t.work.n = 0
 	if p.flags&thRST != 0 {
-		t.onRST(&p, now)
+		t.onRST(&p)
 	} else {
 		t.onSYN(&p, now)
 	}
 	for i := 0; i < pendingPerPair && i < t.work.n; i++ {
 		t.tier2(&t.work.pair, &t.work.t[i])
-	}
-	if p.flags&thSYN != 0 && t.anyFlagged {
-		t.watchSYN(&p, now)
 	}
 	return t.verdict
 }
@@ -211,6 +209,10 @@ func (t *Twin) countParse(rc int) {
 func (t *Twin) Sweep(now time.Time) int {
 	ns := uint64(now.UnixNano())
 	total := 0
+	// Close the watched-ACK gate once nothing can be in flight.
+	if t.watchUntil != 0 && after(ns, t.watchUntil, 0) {
+		t.watchUntil = 0
+	}
 	for i := range t.slots {
 		slot := &t.slots[i]
 		if slot.pend[0].ts == 0 && slot.pend[1].ts == 0 && slot.pend[2].ts == 0 && slot.pend[3].ts == 0 {
