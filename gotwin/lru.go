@@ -72,10 +72,3 @@ func (l *lru[K, V]) put(k K, v V) {
 	l.items[k] = n
 	l.pushFront(n)
 }
-
-func (l *lru[K, V]) remove(k K) {
-	if n := l.items[k]; n != nil {
-		l.unlink(n)
-		delete(l.items, k)
-	}
-}

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/internal/config"
+	"github.com/knockwatch/knockwatch/internal/pipeline"
+	"github.com/knockwatch/knockwatch/replay"
+)
+
+func init() {
+	commands["replay"] = command{
+		summary: "replay packet captures and exported Windows events through the sensor and the rule",
+		run:     runReplay,
+	}
+}
+
+// replayList collects a repeatable string flag.
+type replayList []string
+
+func (l *replayList) String() string     { return strings.Join(*l, ",") }
+func (l *replayList) Set(v string) error { *l = append(*l, v); return nil }
+
+// replayProgressMinBytes: captures smaller than this finish before a bar helps.
+const replayProgressMinBytes = 64 << 20
+
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var pcaps, events, allow replayList
+	fs.Var(&pcaps, "pcap", "capture `FILE` (pcap or pcapng, plain or gzip; Ethernet, Linux SLL/SLL2 or raw IP); repeat to merge captures by timestamp")
+	fs.Var(&events, "events", "Windows events `FILE`: Event XML (wevtutil qe /f:xml, with or without <Events>), Winlogbeat or NXLog JSON lines, plain or gzip; repeatable")
+	hosts := fs.String("hosts", "", "inventory `FILE` in /etc/hosts format (address name...), as for run; default: hosts from --config")
+	fs.Var(&allow, "allow-source", "source `CIDR` (or address) that is never flagged and whose alerts are suppressed; repeatable")
+	cfgPath := fs.String("config", "", "configuration `FILE` (the YAML of run: sensor, rule, suppression, decoder, hosts); default: run's defaults")
+	engine := fs.String("engine", replay.EngineAuto, "tracking engine: xdp (the XDP program via BPF_PROG_RUN; root), go (its pure-Go twin), auto (xdp when it loads, else go)")
+	format := fs.String("format", "json", "alert output on stdout: json (ECS JSON lines, as run writes) or table (a readable timeline)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
+		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table]")
+		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
+		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	switch {
+	case fs.NArg() > 0:
+		fs.Usage()
+		return fmt.Errorf("%w: replay: unexpected argument %q (captures go after --pcap)", errUsage, fs.Arg(0))
+	case len(pcaps) == 0:
+		fs.Usage()
+		return fmt.Errorf("%w: replay: no --pcap given", errUsage)
+	case *format != "json" && *format != "table":
+		return fmt.Errorf("%w: replay: --format %q is not json or table", errUsage, *format)
+	case *engine != replay.EngineAuto && *engine != replay.EngineXDP && *engine != replay.EngineGo:
+		return fmt.Errorf("%w: replay: --engine %q is not auto, xdp or go", errUsage, *engine)
+	}
+
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.LoadFile(*cfgPath); err != nil {
+			return err
+		}
+	}
+	for _, v := range allow {
+		if _, err := parseReplayPrefix(v); err != nil {
+			return fmt.Errorf("%w: replay: --allow-source: %v", errUsage, err)
+		}
+		cfg.Suppression.AllowedSources = append(cfg.Suppression.AllowedSources, v)
+	}
+	if *hosts != "" {
+		cfg.Hosts = *hosts
+	}
+	if err := cfg.Sensor.Validate(); err != nil {
+		return fmt.Errorf("check sensor config: %w", err)
+	}
+	ec, err := cfg.EngineConfig()
+	if err != nil {
+		return fmt.Errorf("check rule config: %w", err)
+	}
+	if err := ec.Validate(); err != nil {
+		return fmt.Errorf("check rule config: %w", err)
+	}
+	prefixes, err := cfg.Suppression.AllowedPrefixes()
+	if err != nil {
+		return fmt.Errorf("check allowed sources: %w", err)
+	}
+	dopts, err := cfg.DecoderOptions()
+	if err != nil {
+		return fmt.Errorf("check decoder config: %w", err)
+	}
+	var engOpts []correlate.Option
+	if cfg.Hosts != "" {
+		inv, err := correlate.ReadHostsFile(cfg.Hosts)
+		if err != nil {
+			return err
+		}
+		engOpts = append(engOpts, correlate.WithInventory(inv))
+	}
+	// Every input is checked before the work starts, so a typo costs no
+	// wait and gets one line.
+	for _, p := range pcaps {
+		c, err := replay.OpenCapture(p)
+		if err != nil {
+			return err
+		}
+		c.Close()
+	}
+	for _, p := range events {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("open events: %w", err)
+		}
+		f.Close()
+	}
+
+	eng, note, err := replay.NewEngine(*engine, cfg.Sensor, prefixes)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	fmt.Fprintf(stderr, "knockwatch replay: %s\n", note)
+
+	var sink alert.Sink
+	var table *replayTable
+	if *format == "table" {
+		table = &replayTable{}
+		sink = table
+	} else {
+		sink = alert.NewStreamWriter(stdout, "stdout", false)
+	}
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
+		zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel)).Named("replay")
+	p, err := pipeline.New(pipeline.Config{Engine: ec, EngineOptions: engOpts, DecoderOptions: dopts,
+		BatchSize: cfg.Pipeline.BatchSize, MaxQueued: cfg.Pipeline.MaxQueued}, sink, log)
+	if err != nil {
+		return err
+	}
+	opts := replay.Options{
+		Captures: pcaps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
+		FinalSweep: cfg.Sensor.S0Timeout + time.Second,
+	}
+	if bar := newReplayProgress(stderr, pcaps); bar != nil {
+		opts.Progress = bar.update
+		defer bar.done()
+	}
+	sum, runErr := replay.Run(ctx, opts)
+	closeErr := p.Close()
+	if runErr != nil {
+		return runErr
+	}
+	if closeErr != nil {
+		return fmt.Errorf("flush alerts: %w", closeErr)
+	}
+	if table != nil {
+		table.print(stdout)
+	}
+	printReplaySummary(stderr, sum, p.Stats())
+	return nil
+}
+
+func parseReplayPrefix(v string) (netip.Prefix, error) {
+	v = strings.TrimSpace(v)
+	if p, err := netip.ParsePrefix(v); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix or an address", v)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats) {
+	c := s.Counters
+	fmt.Fprintf(w, "summary: engine %s, %d capture(s), %d event file(s)\n", s.Engine, s.Captures, s.EventFiles)
+	span := "no packets"
+	if !s.First.IsZero() {
+		span = fmt.Sprintf("%s .. %s", s.First.UTC().Format(time.RFC3339Nano), s.Last.UTC().Format(time.RFC3339Nano))
+	}
+	fmt.Fprintf(w, "  packets    %d (%s)", s.Packets, span)
+	if s.Short+s.Unusable > 0 {
+		fmt.Fprintf(w, "; skipped %d too short, %d without an Ethernet form", s.Short, s.Unusable)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  parsed     tcp %d, ipv4 %d, ipv6 %d, vlan %d, non-ip %d, non-tcp %d, truncated %d, fragments %d, bad headers %d\n",
+		c["tcp"], c["ipv4"], c["ipv6"], c["vlan"], c["non_ip"], c["non_tcp"], c["truncated"], c["fragment"], c["bad_header"]+c["unknown_ext"])
+	fmt.Fprintf(w, "  touches    %d (REJ %d, S0 %d), backscatter RSTs %d\n", s.Touches(), c["touch_rej"], c["touch_s0"], c["backscatter"])
+	fmt.Fprintf(w, "  knocks     %d (allowlisted %d)\n", s.Knocks, c["allowlisted"])
+	fmt.Fprintf(w, "  handshakes %d\n", s.Handshakes)
+	if lost := c["ringbuf_full"] + c["map_insert_fail"]; lost > 0 {
+		fmt.Fprintf(w, "  WARNING    %d records lost (ring buffer full %d, map insert failures %d)\n", lost, c["ringbuf_full"], c["map_insert_fail"])
+	}
+	ev := s.Events
+	rejected := uint64(ev.Rejected) + replaySum(ps.Rejected["change"])
+	fmt.Fprintf(w, "  events     %d records read: %d relevant, %d unrelated, %d duplicates; changes used %d, not applicable %d, rejected %d\n",
+		ev.Read, ev.Relevant, ev.Skipped, ev.Duplicates, ps.In["change"], replaySum(ps.ChangesSkipped), rejected)
+	if len(ev.Reasons) > 0 {
+		fmt.Fprintf(w, "             rejected records by reason: %v\n", ev.Reasons)
+	}
+	fmt.Fprintf(w, "  alerts     %d (high %d, medium %d)", ps.Alerts["high"]+ps.Alerts["medium"], ps.Alerts["high"], ps.Alerts["medium"])
+	if ps.AlertsSuppressed+ps.AlertsUpgraded > 0 {
+		fmt.Fprintf(w, "; suppressed %d, upgrades %d", ps.AlertsSuppressed, ps.AlertsUpgraded)
+	}
+	fmt.Fprintln(w)
+	rate := ""
+	if sec := s.Duration.Seconds(); sec > 0 {
+		rate = fmt.Sprintf(" (%.0f packets/s)", float64(s.Packets)/sec)
+	}
+	fmt.Fprintf(w, "  time taken %s%s\n", s.Duration.Round(time.Millisecond), rate)
+}
+
+func replaySum(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// replayTable keeps the alerts of a replay to print them as a timeline.
+type replayTable struct {
+	mu   sync.Mutex
+	recs []alert.Record
+}
+
+func (t *replayTable) Write(_ context.Context, recs []alert.Record) error {
+	t.mu.Lock()
+	for _, r := range recs {
+		r.JSON = append([]byte(nil), r.JSON...)
+		t.recs = append(t.recs, r)
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *replayTable) Close() error { return nil }
+
+// replayTableAlert is the part of an ECS alert the timeline shows.
+type replayTableAlert struct {
+	Timestamp string `json:"@timestamp"`
+	Event     struct {
+		ID      string `json:"id"`
+		Action  string `json:"action"`
+		Outcome string `json:"outcome"`
+	} `json:"event"`
+	Source      struct{ IP string } `json:"source"`
+	Destination struct {
+		IP   string `json:"ip"`
+		Port uint16 `json:"port"`
+	} `json:"destination"`
+	Host struct {
+		Name string `json:"name"`
+	} `json:"host"`
+	Knockwatch struct {
+		Confidence string `json:"confidence"`
+		Basis      string `json:"basis"`
+		Knock      struct {
+			Touches []struct {
+				Port uint16 `json:"port"`
+				Time string `json:"time"`
+				Kind string `json:"kind"`
+			} `json:"touches"`
+		} `json:"knock"`
+		Change *struct {
+			Time      string `json:"time"`
+			Host      string `json:"host"`
+			Kind      string `json:"kind"`
+			Ports     string `json:"ports"`
+			RuleName  string `json:"rule_name"`
+			Service   string `json:"service"`
+			EventID   uint32 `json:"event_id"`
+			RecordID  uint64 `json:"record_id"`
+			Direction string `json:"direction"`
+		} `json:"change"`
+		Handshake struct {
+			SYN    string `json:"syn"`
+			SYNACK string `json:"syn_ack"`
+			ACK    string `json:"ack"`
+		} `json:"handshake"`
+		PortLastClosed string `json:"port_last_closed"`
+		PortLastOpen   string `json:"port_last_open"`
+	} `json:"knockwatch"`
+}
+
+func replayClock(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000")
+}
+
+// print writes the alerts in time order, each with its evidence.
+func (t *replayTable) print(w io.Writer) {
+	var as []replayTableAlert
+	for _, r := range t.recs {
+		var a replayTableAlert
+		if err := json.Unmarshal(r.JSON, &a); err != nil {
+			fmt.Fprintf(os.Stderr, "knockwatch replay: alert %s not shown: %v\n", r.ID, err)
+			continue
+		}
+		as = append(as, a)
+	}
+	sort.SliceStable(as, func(i, j int) bool { return as[i].Timestamp < as[j].Timestamp })
+	if len(as) == 0 {
+		fmt.Fprintln(w, "no alerts")
+		return
+	}
+	for _, a := range as {
+		k := &a.Knockwatch
+		status := strings.ToUpper(k.Confidence)
+		if a.Event.Outcome == "suppressed" {
+			status += " (suppressed)"
+		}
+		if a.Event.Action == "upgraded" {
+			status += " (upgraded)"
+		}
+		host := ""
+		if a.Host.Name != "" {
+			host = " (" + a.Host.Name + ")"
+		}
+		fmt.Fprintf(w, "%s  %-6s %s -> %s:%d%s  [%s]\n", replayClock(a.Timestamp), status, a.Source.IP, a.Destination.IP,
+			a.Destination.Port, host, a.Event.ID)
+		var ts []string
+		for _, tc := range k.Knock.Touches {
+			ts = append(ts, fmt.Sprintf("%d %s at %s", tc.Port, tc.Kind, replayClock(tc.Time)[11:]))
+		}
+		fmt.Fprintf(w, "    knock      %s\n", strings.Join(ts, ", "))
+		if c := k.Change; c != nil {
+			what := c.RuleName
+			if what == "" {
+				what = c.Service
+			}
+			fmt.Fprintf(w, "    change     %s  %s %q ports %s on %s (event %d, record %d)\n", replayClock(c.Time), c.Kind, what,
+				c.Ports, c.Host, c.EventID, c.RecordID)
+		} else {
+			fmt.Fprintf(w, "    change     none seen (%s)\n", k.Basis)
+		}
+		fmt.Fprintf(w, "    handshake  SYN %s, SYN-ACK %s, ACK %s\n", replayClock(k.Handshake.SYN), replayClock(k.Handshake.SYNACK)[11:],
+			replayClock(k.Handshake.ACK)[11:])
+		fmt.Fprintf(w, "    port       last seen closed %s, last seen open %s\n", replayClock(k.PortLastClosed), replayClock(k.PortLastOpen))
+	}
+}
+
+// replayProgress draws a bar on a terminal for large captures.
+type replayProgress struct {
+	w     io.Writer
+	start time.Time
+	last  time.Time
+}
+
+func newReplayProgress(stderr io.Writer, paths []string) *replayProgress {
+	f, ok := stderr.(*os.File)
+	if !ok {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	var total int64
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil {
+			total += st.Size()
+		}
+	}
+	if total < replayProgressMinBytes {
+		return nil
+	}
+	return &replayProgress{w: stderr, start: time.Now()}
+}
+
+func (p *replayProgress) update(done, total int64) {
+	now := time.Now()
+	if now.Sub(p.last) < 200*time.Millisecond && done < total {
+		return
+	}
+	p.last = now
+	frac := float64(done) / float64(max(total, 1))
+	const width = 40
+	n := int(frac * width)
+	fmt.Fprintf(p.w, "\r[%s%s] %5.1f%% %s", strings.Repeat("#", n), strings.Repeat(" ", width-n), 100*frac,
+		now.Sub(p.start).Round(time.Second))
+}
+
+func (p *replayProgress) done() { fmt.Fprint(p.w, "\r\033[K") }

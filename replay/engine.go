@@ -1,0 +1,180 @@
+package replay
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/knockwatch/knockwatch/gotwin"
+	"github.com/knockwatch/knockwatch/loader"
+)
+
+// Engine kinds.
+const (
+	EngineAuto = "auto"
+	EngineXDP  = "xdp"
+	EngineGo   = "go"
+)
+
+// DefaultHashSeed keys the engines' direct-mapped tables in replay. A live
+// sensor picks a random seed so outsiders cannot aim collisions; offline, a
+// fixed seed makes a re-run over the same captures give the same answer
+// with either engine.
+const DefaultHashSeed = 0x6b6e6f63
+
+// Engine tracks packets: the XDP program or its Go twin.
+type Engine interface {
+	// Name is "xdp" or "go".
+	Name() string
+	// Run pushes one Ethernet frame stamped with its capture time.
+	Run(frame []byte, ts time.Time) error
+	// Sweep ages pending SYNs at now into S0 touches.
+	Sweep(now time.Time) error
+	// Drain passes every record produced so far to fn, in order.
+	Drain(fn func(loader.Record) error) error
+	// Counters returns the engine's counters (loader.CounterNames).
+	Counters() (loader.Counters, error)
+	Close() error
+}
+
+// NewEngine returns the engine of kind (auto, xdp, go) for cfg (Replay is
+// set here; a zero HashSeed becomes DefaultHashSeed) with the allowlisted
+// source prefixes. For auto, note says which engine was picked and why.
+func NewEngine(kind string, cfg loader.Config, allow []netip.Prefix) (e Engine, note string, err error) {
+	cfg.Replay = true
+	if cfg.HashSeed == 0 {
+		cfg.HashSeed = DefaultHashSeed
+	}
+	switch kind {
+	case EngineGo:
+		e, err = newGoEngine(cfg, allow)
+		return e, "engine: go", err
+	case EngineXDP:
+		e, err = newXDPEngine(cfg, allow)
+		return e, "engine: xdp (the XDP program through BPF_PROG_RUN)", err
+	case EngineAuto, "":
+		x, xerr := newXDPEngine(cfg, allow)
+		if xerr == nil {
+			return x, "engine: xdp (auto: the XDP program loaded)", nil
+		}
+		g, err := newGoEngine(cfg, allow)
+		if err != nil {
+			return nil, "", err
+		}
+		return g, fmt.Sprintf("engine: go (auto: the XDP program did not load: %v)", firstLine(xerr)), nil
+	}
+	return nil, "", fmt.Errorf("select engine: %q is not auto, xdp or go", kind)
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+type goEngine struct{ t *gotwin.Twin }
+
+func newGoEngine(cfg loader.Config, allow []netip.Prefix) (*goEngine, error) {
+	t, err := gotwin.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start go engine: %w", err)
+	}
+	if err := t.SetAllowlist(allow); err != nil {
+		return nil, fmt.Errorf("start go engine: %w", err)
+	}
+	return &goEngine{t: t}, nil
+}
+
+func (g *goEngine) Name() string { return EngineGo }
+func (g *goEngine) Run(frame []byte, ts time.Time) error {
+	g.t.Run(frame, ts)
+	return nil
+}
+func (g *goEngine) Sweep(now time.Time) error { g.t.Sweep(now); return nil }
+func (g *goEngine) Drain(fn func(loader.Record) error) error {
+	if g.t.Pending() == 0 {
+		return nil
+	}
+	for _, r := range g.t.Records() {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (g *goEngine) Counters() (loader.Counters, error) { return g.t.Counters(), nil }
+func (g *goEngine) Close() error                       { return nil }
+
+type xdpEngine struct {
+	s   *loader.Sensor
+	run *loader.Runner
+	rd  *loader.Reader
+}
+
+func newXDPEngine(cfg loader.Config, allow []netip.Prefix) (*xdpEngine, error) {
+	if os.Geteuid() != 0 {
+		// Loading would fail anyway; say why without trying.
+		if _, err := os.Stat("/sys/fs/bpf"); err != nil {
+			return nil, errors.New("start xdp engine: needs root or CAP_BPF on Linux")
+		}
+	}
+	s, err := loader.Load(cfg, loader.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("start xdp engine: %w", err)
+	}
+	x := &xdpEngine{s: s}
+	if err := s.SetAllowlist(allow); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start xdp engine: %w", err)
+	}
+	if x.run, err = s.NewRunner(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start xdp engine: %w", err)
+	}
+	if x.rd, err = s.NewReader(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start xdp engine: %w", err)
+	}
+	return x, nil
+}
+
+func (x *xdpEngine) Name() string { return EngineXDP }
+func (x *xdpEngine) Run(frame []byte, ts time.Time) error {
+	_, err := x.run.Run(frame, ts)
+	return err
+}
+func (x *xdpEngine) Sweep(now time.Time) error {
+	_, err := x.s.Sweep(now)
+	return err
+}
+func (x *xdpEngine) Drain(fn func(loader.Record) error) error {
+	if x.rd.Pending() == 0 {
+		return nil
+	}
+	// Read skips records that do not decode (counted); never block on one.
+	x.rd.SetDeadline(time.Now().Add(time.Second))
+	for x.rd.Pending() > 0 {
+		r, err := x.rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("drain records: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (x *xdpEngine) Counters() (loader.Counters, error) { return x.s.Counters() }
+func (x *xdpEngine) Close() error {
+	x.rd.Close()
+	return x.s.Close()
+}
