@@ -31,6 +31,8 @@ type Result struct {
 	ScanPorts   []uint16   `json:"scan_ports"`
 	ServicePort uint16     `json:"service_port"`
 	Namespaces  []string   `json:"namespaces"`
+	// SensorPID is the process id of `knockwatch run`.
+	SensorPID int `json:"sensor_pid"`
 	// Knocked is when the attacker's last knock left; Opened when the
 	// host's rule went in; Connected when the attacker's handshake
 	// completed.
@@ -59,7 +61,7 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 	r := &Result{
 		Scenario: c.Scenario, Attacker: t.Attacker.IP, Client: t.Client.IP, Host: t.Host.IP, HostName: c.HostName,
 		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
-		ServicePort: c.ServicePort, Namespaces: l.Namespaces(),
+		ServicePort: c.ServicePort, Namespaces: l.Namespaces(), SensorPID: l.sensor.cmd.Process.Pid,
 	}
 	defer func() { r.Duration = time.Since(l.started) }()
 

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/knockwatch/knockwatch/internal/lab"
+	"github.com/knockwatch/knockwatch/internal/testenv"
+)
+
+// The end-to-end test builds the knockwatch binary and runs `knockwatch
+// lab` through it: real namespaces, the real `knockwatch run` as a child
+// process with native XDP on the span copy of the host's link, real TCP, a
+// real forwarded Windows event over HTTPS. Everything it asserts comes from
+// what the binary printed, wrote to --report and served on /metrics.
+
+// buildKnockwatch builds ./cmd/knockwatch into dir.
+func buildKnockwatch(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "knockwatch")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// ecsAlert is the part of an alert the test checks.
+type ecsAlert struct {
+	Rule struct {
+		ID string `json:"id"`
+	} `json:"rule"`
+	Source struct {
+		IP string `json:"ip"`
+	} `json:"source"`
+	Destination struct {
+		IP   string `json:"ip"`
+		Port uint16 `json:"port"`
+	} `json:"destination"`
+	Knockwatch struct {
+		Confidence string `json:"confidence"`
+		Knock      struct {
+			Ports   []uint16 `json:"ports"`
+			Touches []struct {
+				Kind string `json:"kind"`
+			} `json:"touches"`
+		} `json:"knock"`
+		Change *struct {
+			EventID uint32 `json:"event_id"`
+			Ports   string `json:"ports"`
+		} `json:"change"`
+	} `json:"knockwatch"`
+}
+
+func TestLabEndToEnd(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	bin := buildKnockwatch(t, t.TempDir())
+	for _, sc := range []struct {
+		name, kind string
+	}{{lab.ScenarioS0, "S0"}, {lab.ScenarioREJ, "REJ"}} {
+		t.Run(sc.name, func(t *testing.T) {
+			report := filepath.Join(t.TempDir(), "report.json")
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "lab", "--scenario", sc.name, "--json", "--report", report, "--timeout", "80s")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			t.Logf("knockwatch lab --scenario %s:\n%s", sc.name, stderr.String())
+			if err != nil {
+				t.Fatalf("knockwatch lab: %v\nstdout:\n%s", err, stdout.String())
+			}
+			var r lab.Result
+			raw, err := os.ReadFile(report)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(raw, &r); err != nil {
+				t.Fatalf("decode report: %v", err)
+			}
+			checkNothingLeft(t, r.Namespaces, r.SensorPID)
+
+			// Standard output: each alert as one JSON line, then the summary.
+			var printed [][]byte
+			var summary map[string]json.RawMessage
+			sc2 := bufio.NewScanner(&stdout)
+			sc2.Buffer(nil, 1<<20)
+			for sc2.Scan() {
+				line := sc2.Bytes()
+				if bytes.HasPrefix(line, []byte(`{"summary":`)) {
+					if err := json.Unmarshal(line, &summary); err != nil {
+						t.Fatalf("summary line: %v: %s", err, line)
+					}
+					continue
+				}
+				if !json.Valid(line) {
+					t.Fatalf("stdout line is not a JSON alert: %s", line)
+				}
+				printed = append(printed, append([]byte(nil), line...))
+			}
+			if summary == nil {
+				t.Errorf("no summary line on stdout")
+			}
+
+			// Exactly one alert, the attacker's, high confidence, printed and reported.
+			if len(r.Alerts) != 1 || len(printed) != 1 {
+				t.Fatalf("%d alerts reported, %d printed; want exactly 1:\n%s", len(r.Alerts), len(printed), stdout.String())
+			}
+			var a ecsAlert
+			if err := json.Unmarshal(r.Alerts[0], &a); err != nil {
+				t.Fatal(err)
+			}
+			if a.Rule.ID != "AN0842" || a.Source.IP != r.Attacker.String() || a.Destination.IP != r.Host.String() ||
+				a.Destination.Port != r.OpenPort || a.Knockwatch.Confidence != "high" {
+				t.Errorf("alert %s %s -> %s:%d confidence %q; want AN0842 %v -> %v:%d high",
+					a.Rule.ID, a.Source.IP, a.Destination.IP, a.Destination.Port, a.Knockwatch.Confidence, r.Attacker, r.Host, r.OpenPort)
+			}
+			if fmt.Sprint(a.Knockwatch.Knock.Ports) != fmt.Sprint(r.KnockPorts) {
+				t.Errorf("alert knock ports %v, want %v", a.Knockwatch.Knock.Ports, r.KnockPorts)
+			}
+			for i, tc := range a.Knockwatch.Knock.Touches {
+				if tc.Kind != sc.kind {
+					t.Errorf("touch %d kind %q, want %s", i, tc.Kind, sc.kind)
+				}
+			}
+			if c := a.Knockwatch.Change; c == nil || c.EventID != 2004 || c.Ports != fmt.Sprint(r.OpenPort) {
+				t.Errorf("alert change %+v, want the Firewall 2004 event for port %d", c, r.OpenPort)
+			}
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, r.Alerts[0]); err != nil || !bytes.Equal(compact.Bytes(), printed[0]) {
+				t.Errorf("printed alert differs from the reported one:\n%s\n%s", printed[0], r.Alerts[0])
+			}
+			if a.Source.IP == r.Client.String() {
+				t.Errorf("alert for the benign client")
+			}
+
+			// The listener's auth path.
+			if r.NoTokenStatus != 401 || r.EventStatus != 202 || r.EventsAccepted != 1 || r.EventsRejected != 0 {
+				t.Errorf("event posts: without token %d, with token %d accepted %d rejected %d; want 401, 202 1 0",
+					r.NoTokenStatus, r.EventStatus, r.EventsAccepted, r.EventsRejected)
+			}
+
+			// /metrics, scraped by the lab after the scenario.
+			m := r.Metrics
+			get := func(name string, match map[string]string) float64 {
+				t.Helper()
+				v, ok := m.Sum(name, match)
+				if !ok {
+					t.Errorf("metric %s%v not served", name, match)
+				}
+				return v
+			}
+			other := map[string]string{"S0": "REJ", "REJ": "S0"}[sc.kind]
+			// Attacker 3 knocks + client 3 scanned ports, one SYN each.
+			if v := get(lab.MetricTouches, map[string]string{"kind": sc.kind}); v < 6 {
+				t.Errorf("closed-port touches %s = %v, want >= 6", sc.kind, v)
+			}
+			if v := get(lab.MetricTouches, map[string]string{"kind": other}); v != 0 {
+				t.Errorf("closed-port touches %s = %v, want 0", other, v)
+			}
+			for _, c := range []struct {
+				name  string
+				match map[string]string
+				min   float64
+				max   float64
+			}{
+				{lab.MetricKnocksFlagged, nil, 1, 2}, // attacker, and the client's scan
+				{lab.MetricHandshakes, nil, 1, 2},    // attacker, and the client's if flagged in time
+				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "accepted"}, 1, 1},
+				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "rejected"}, 0, 0},
+				{lab.MetricEventsDropped, map[string]string{"transport": "http", "reason": "unauthorized"}, 1, 1},
+				{lab.MetricAlerts, map[string]string{"confidence": "high"}, 1, 1},
+				{lab.MetricAlerts, map[string]string{"confidence": "medium"}, 0, 0},
+				{"knockwatch_ringbuf_lost_total", nil, 0, 0},
+				{"knockwatch_interface_attached", map[string]string{"iface": "cap0", "mode": "native"}, 1, 1},
+				{"knockwatch_event_lag_seconds_count", nil, 1, 1},
+			} {
+				if v := get(c.name, c.match); v < c.min || v > c.max {
+					t.Errorf("%s%v = %v, want [%v, %v]", c.name, c.match, v, c.min, c.max)
+				}
+			}
+			if v := get("knockwatch_xdp_packets_total", nil); v < 20 {
+				t.Errorf("xdp packets %v: the mirror delivered too little", v)
+			}
+			if t.Failed() {
+				for _, s := range m {
+					t.Logf("metric %s %v %v", s.Name, s.Labels, s.Value)
+				}
+			}
+		})
+	}
+	t.Run("interrupt", func(t *testing.T) { testLabInterrupt(t, bin) })
+}
+
+// testLabInterrupt: Ctrl-C while the lab is up (here: held by --keep)
+// stops the sensor and removes every namespace.
+func testLabInterrupt(t *testing.T, bin string) {
+	report := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "lab", "--keep", "--json", "--knock-client", "go", "--report", report, "--timeout", "80s")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var log strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		line := sc.Text()
+		log.WriteString(line + "\n")
+		if rest, ok := strings.CutPrefix(line, "lab: --keep: namespaces "); ok {
+			list, _, _ := strings.Cut(rest, " stay up")
+			names = strings.Fields(list)
+			break
+		}
+	}
+	if len(names) == 0 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("the lab never reported its kept namespaces:\n%s", log.String())
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join("/run/netns", n)); err != nil {
+			t.Errorf("kept namespace %s: %v", n, err)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+		}
+	}()
+	err = cmd.Wait()
+	t.Logf("lab log:\n%s", log.String())
+	if err != nil {
+		t.Errorf("lab after SIGINT: %v (want exit 0: the scenario had passed)", err)
+	}
+	var r lab.Result
+	if raw, err := os.ReadFile(report); err != nil {
+		t.Error(err)
+	} else if err := json.Unmarshal(raw, &r); err != nil {
+		t.Errorf("decode report: %v", err)
+	}
+	checkNothingLeft(t, names, r.SensorPID)
+}
+
+// checkNothingLeft: no namespace of the lab is listed or mounted, and the
+// sensor process is gone.
+func checkNothingLeft(t *testing.T, names []string, sensorPID int) {
+	t.Helper()
+	if len(names) < 5 {
+		t.Errorf("lab reported %d namespaces %v, want 5 (switch, host, attacker, client, sensor)", len(names), names)
+	}
+	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil {
+		t.Errorf("ip netns list: %v: %s", err, out)
+	}
+	for _, n := range names {
+		if strings.Contains(string(out), n) {
+			t.Errorf("namespace %s still listed by ip netns list", n)
+		}
+		if _, err := os.Stat(filepath.Join("/run/netns", n)); err == nil {
+			t.Errorf("namespace %s still mounted", n)
+		}
+	}
+	if sensorPID <= 0 {
+		t.Errorf("report carries no sensor pid")
+	} else if err := syscall.Kill(sensorPID, 0); err == nil {
+		t.Errorf("sensor process %d still running", sensorPID)
+	}
+}
