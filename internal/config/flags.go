@@ -66,6 +66,10 @@ func (s *setFlag) Set(v string) error {
 	return nil
 }
 
+// ErrUsage wraps command-line errors (unknown flag, bad value, stray
+// argument), as opposed to errors in the configuration file.
+var ErrUsage = errors.New("bad command line")
+
 // Flags holds what the command line says besides Config fields.
 type Flags struct {
 	ConfigFile string
@@ -119,10 +123,13 @@ func Load(args []string, output io.Writer) (Config, Flags, error) {
 	var fl Flags
 	first := NewFlagSet(&scratch, &fl, output)
 	if err := first.Parse(args); err != nil {
-		return scratch, fl, err
+		if errors.Is(err, flag.ErrHelp) {
+			return scratch, fl, err
+		}
+		return scratch, fl, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	if rest := first.Args(); len(rest) > 0 {
-		return scratch, fl, fmt.Errorf("unexpected argument %q (flags start with --)", rest[0])
+		return scratch, fl, fmt.Errorf("%w: unexpected argument %q (flags start with --)", ErrUsage, rest[0])
 	}
 	cfg := Default()
 	if fl.ConfigFile != "" {
@@ -134,7 +141,7 @@ func Load(args []string, output io.Writer) (Config, Flags, error) {
 	fl2 := Flags{ConfigFile: fl.ConfigFile}
 	fs := NewFlagSet(&cfg, &fl2, io.Discard)
 	if err := fs.Parse(args); err != nil {
-		return cfg, fl2, err
+		return cfg, fl2, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	for _, kv := range fl2.sets.kv {
 		if err := ApplySet(&cfg, kv); err != nil {

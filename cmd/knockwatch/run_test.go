@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/knockwatch/knockwatch/internal/config"
+	"github.com/knockwatch/knockwatch/internal/netns"
+	"github.com/knockwatch/knockwatch/internal/testenv"
+)
+
+const winSamples = "../../testdata/winevents"
+
+// eventSide starts `run` without the sensor (no privileges needed): the
+// listeners, pipeline, sinks and metrics server of cfg.
+func eventSide(t *testing.T, cfg config.Config) *runState {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := &runState{cfg: cfg, log: zap.NewNop(), stdout: io.Discard}
+	if err := r.startEventSide(); err != nil {
+		r.stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func post(t *testing.T, url, token string, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestRunHTTPAuth: the HTTP event listener of `run` refuses a request
+// without the bearer token (401, counted in the metrics) and accepts one
+// with it (202); /readyz is not ready without the sensor.
+func TestRunHTTPAuth(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Listeners.HTTP.Addr = "127.0.0.1:0"
+	cfg.Listeners.TokenFile = tokenFile
+	cfg.Metrics.Addr = "127.0.0.1:0"
+	cfg.Alerts.Path = filepath.Join(dir, "alerts.jsonl")
+	r := eventSide(t, cfg)
+	url := "http://" + r.listeners[0].Addr().String() + "/v1/events"
+	body, err := os.ReadFile(filepath.Join(winSamples, "otrf_cmd_netsh_fw_mod_open_ports.subset.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := post(t, url, "", body); code != http.StatusUnauthorized {
+		t.Fatalf("without token: %d, want 401", code)
+	}
+	if code := post(t, url, "wrong", body); code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d, want 401", code)
+	}
+	if code := post(t, url, "s3cret-token", body); code != http.StatusAccepted {
+		t.Fatalf("with token: %d, want 202", code)
+	}
+	if err := testutil.GatherAndCompare(r.reg, strings.NewReader(`
+# HELP knockwatch_events_received_total Windows events received per transport and outcome (accepted or rejected by the decoder).
+# TYPE knockwatch_events_received_total counter
+knockwatch_events_received_total{outcome="accepted",transport="http"} 15
+knockwatch_events_received_total{outcome="rejected",transport="http"} 0
+`), "knockwatch_events_received_total"); err != nil {
+		t.Fatal(err)
+	}
+	metricsText := get(t, "http://"+r.metricsAddr+"/metrics", http.StatusOK)
+	if !strings.Contains(metricsText, `knockwatch_events_dropped_total{reason="unauthorized",transport="http"} 2`) {
+		t.Fatalf("unauthorized requests not counted:\n%s", grepLines(metricsText, "events_dropped"))
+	}
+	get(t, "http://"+r.metricsAddr+"/healthz", http.StatusOK)
+	if got := get(t, "http://"+r.metricsAddr+"/readyz", http.StatusServiceUnavailable); !strings.Contains(got, "not ready") {
+		t.Fatalf("/readyz without the sensor: %q", got)
+	}
+}
+
+func get(t *testing.T, url string, want int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("GET %s: %d, want %d: %s", url, resp.StatusCode, want, b)
+	}
+	return string(b)
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestRunPortInUse: a listener port already taken is one clear line naming
+// the flag.
+func TestRunPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := config.Default()
+	cfg.Listeners.HTTP.Addr = ln.Addr().String()
+	r := &runState{cfg: cfg, log: zap.NewNop(), stdout: io.Discard}
+	err = r.startEventSide()
+	r.stop()
+	if err == nil || !strings.Contains(err.Error(), "listen --events-http "+ln.Addr().String()+": address already in use") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+// TestRunConfigErrors: bad configurations stop `run` before it touches the
+// kernel, with one clear message each.
+func TestRunConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("rule:\n  skew: 5s\nlisteners:\n  http:\n    adr: 127.0.0.1:80\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		args  []string
+		want  string
+		usage bool
+	}{
+		{"unknown key", []string{"--iface", "eth0", "--config", bad}, bad + ":5: listeners.http.adr: unknown key", false},
+		{"no iface", []string{"--events-http", "127.0.0.1:0"}, "no capture interface", true},
+		{"unknown flag", []string{"--iface", "eth0", "--bogus"}, "flag provided but not defined: -bogus", true},
+		{"xdp mode", []string{"--iface", "eth0", "--xdp-mode", "fast"}, `xdp_mode: "fast" is not auto, native or generic`, false},
+		{"unauthenticated listener", []string{"--iface", "eth0", "--events-beats", "0.0.0.0:5044"}, "--tls-cert/--tls-key/--client-ca", false},
+		{"bad set", []string{"--iface", "eth0", "--set", "sensor.window=soon"}, `sensor.window: invalid duration "soon"`, false},
+		{"bad allow-source", []string{"--iface", "eth0", "--allow-source", "10.0.0.0/33"}, "allowed_sources[0]", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			err := run(context.Background(), append([]string{"run"}, tc.args...), io.Discard, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want %q", err, tc.want)
+			}
+			if errors.Is(err, errUsage) != tc.usage {
+				t.Fatalf("usage error = %v, want %v", !tc.usage, tc.usage)
+			}
+		})
+	}
+}
+
+// TestRunHelp documents every flag with its default.
+func TestRunHelp(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"run", "--help"}, io.Discard, &stderr)
+	if err == nil || !errors.Is(err, flagErrHelp()) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"usage: knockwatch run --iface IFACE", "-insecure-listeners", `-alerts PATH`, `(default "-")`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// helperEnv makes the test binary act as `knockwatch run` (see
+// TestRunHelperProcess).
+const helperEnv = "KNOCKWATCH_RUN_HELPER_ARGS"
+
+// TestRunHelperProcess is not a test: TestRunSIGTERMDetaches runs the test
+// binary with it inside a network namespace as `knockwatch run`, under the
+// same signal handling as main.
+func TestRunHelperProcess(t *testing.T) {
+	args := os.Getenv(helperEnv)
+	if args == "" {
+		t.Skip("helper process of TestRunSIGTERMDetaches")
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	if err := run(ctx, append([]string{"run"}, strings.Split(args, "\x1f")...), os.Stdout, os.Stderr); err != nil {
+		os.Stderr.WriteString("knockwatch: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// TestRunSIGTERMDetaches runs `knockwatch run` on a veth in a fresh network
+// namespace and checks that after SIGTERM it exits 0 and no XDP program is
+// left on the interface.
+func TestRunSIGTERMDetaches(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	env, err := netns.NewEnv("kwrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	defer env.CloseOnSignal()()
+	ns, err := env.Namespace("sensor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Veth(ns, "kw0", ns, "kw1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ifn := range []string{"kw0", "kw1"} {
+		if err := ns.Do(func() error {
+			l, err := netlink.LinkByName(ifn)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(l)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := strings.Join([]string{"--iface", "kw0", "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
+		"--metrics", "127.0.0.1:0", "--log-format", "json", "--set", "sensor.pair_slots=4096",
+		"--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
+	cmd := ns.Command(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$", "-test.v=false")
+	cmd.Env = append(os.Environ(), helperEnv+"="+args)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	var logs bytes.Buffer
+	scanDone := make(chan struct{})
+	go func() {
+		defer close(scanDone)
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), `"msg":"ready`) {
+				once = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-scanDone:
+		_ = cmd.Wait()
+		t.Fatalf("knockwatch run exited before it was ready:\n%s", logs.String())
+	case <-ctx.Done():
+		t.Fatalf("knockwatch run not ready in time:\n%s", logs.String())
+	}
+	if !xdpAttached(t, ns, "kw0") {
+		t.Fatalf("ready, but no XDP program on kw0")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-scanDone
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("knockwatch run after SIGTERM: %v\n%s", err, logs.String())
+	}
+	if xdpAttached(t, ns, "kw0") {
+		t.Fatalf("an XDP program is still attached to kw0 after SIGTERM:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `"msg":"detached"`) {
+		t.Fatalf("no detach logged:\n%s", logs.String())
+	}
+}
+
+func xdpAttached(t *testing.T, ns *netns.Namespace, ifn string) bool {
+	t.Helper()
+	var attached bool
+	if err := ns.Do(func() error {
+		l, err := netlink.LinkByName(ifn)
+		if err != nil {
+			return err
+		}
+		x := l.Attrs().Xdp
+		attached = x != nil && (x.Attached || x.ProgId != 0)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return attached
+}
+
+// signalContext is main's signal handling, for the helper process.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func flagErrHelp() error { return flag.ErrHelp }
