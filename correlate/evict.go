@@ -16,7 +16,9 @@ const (
 
 // maybeSweep expires state each time the watermark has moved by a
 // sixteenth of the retention, so state lives at most 17/16 of the
-// retention; once per retention it checks every pair (see expirePairs).
+// retention; every fourth retention it checks every pair and change for
+// those that an out-of-order update left behind a newer one (see
+// expirePairs).
 func (e *Engine) maybeSweep() {
 	if e.maxSensor == 0 {
 		return
@@ -26,7 +28,7 @@ func (e *Engine) maybeSweep() {
 		e.expire()
 		e.lastSweep = w
 	}
-	if w-e.lastFull >= e.rule.retention {
+	if w-e.lastFull >= 4*e.rule.retention {
 		e.fullExpire(e.cutoff())
 		e.fullExpireChanges(e.cutoff())
 		e.lastFull = w
@@ -79,12 +81,11 @@ func (e *Engine) fullExpireChanges(cutoff int64) {
 func (e *Engine) dropChange(k changeKey, c *chg) {
 	c.gone = true
 	delete(e.st.changes, k)
-	for _, d := range c.ips {
-		if h := e.st.host(d, false); h != nil {
-			h.changes = slices.DeleteFunc(h.changes, func(x *chg) bool { return x == c })
-			e.dropHostIfEmpty(h)
-		}
+	for _, h := range c.hosts {
+		h.changes = slices.DeleteFunc(h.changes, func(x *chg) bool { return x == c })
+		e.dropHostIfEmpty(h)
 	}
+	c.hosts = nil
 }
 
 // evictBatch is how many entries one cap hit evicts: a sixteenth of the
@@ -168,12 +169,10 @@ func (e *Engine) evictChanges() {
 // changeHasKnock reports whether a knock on one of the change's hosts ends
 // in the window that the change could complete.
 func (e *Engine) changeHasKnock(c *chg) bool {
-	for _, d := range c.ips {
-		if h := e.st.host(d, false); h != nil {
-			for p := h.first; p != nil; p = p.hnext {
-				if p.knocked && e.fits(p, c) {
-					return true
-				}
+	for _, h := range c.hosts {
+		for p := h.first; p != nil; p = p.hnext {
+			if p.knocked && e.fits(p, c) {
+				return true
 			}
 		}
 	}

@@ -33,6 +33,7 @@ func (e *Engine) attach(ch *chg) {
 	for _, d := range ch.ips {
 		h := e.st.host(d, true)
 		h.changes = append(h.changes, ch)
+		ch.hosts = append(ch.hosts, h)
 		cutoff := e.cutoff()
 		h.each(func(p *pair) {
 			if p.last < cutoff {

@@ -51,11 +51,14 @@ type hsRec struct {
 
 // chg is a stored exposure change.
 type chg struct {
-	c    ExposureChange
-	t    int64
-	key  changeKey
-	ips  []netip.Addr // resolved destination addresses; empty = unresolved
-	gone bool         // dropped; still in state.changeQ until popped
+	c   ExposureChange
+	t   int64
+	key changeKey
+	ips []netip.Addr // resolved destination addresses; empty = unresolved
+	// hosts are the hosts the change is filed under (one per address); a
+	// host with changes is never dropped, so these stay valid.
+	hosts []*host
+	gone  bool // dropped; still in state.changeQ until popped
 }
 
 // changeKey identifies a Windows record; records without a record id are
