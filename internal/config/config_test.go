@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
+	"reflect"
 	"os"
 	"path/filepath"
 	"strings"
@@ -220,6 +222,90 @@ func TestHelpDocumentsEveryFlagWithDefault(t *testing.T) {
 		`(default "info")`, "(default 10485760)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q", want)
+		}
+	}
+}
+
+// TestConfigDocMatchesDefaults: the reference block in docs/CONFIG.md is
+// the complete configuration at its defaults.
+func TestConfigDocMatchesDefaults(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Every key with its default")
+	if !ok {
+		t.Fatal("docs/CONFIG.md lacks the reference section")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	block, _, _ := strings.Cut(rest, "```")
+	var cfg Config
+	if err := Parse([]byte(block), "docs/CONFIG.md", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprintf("%+v", normalize(cfg)), fmt.Sprintf("%+v", normalize(Default())); got != want {
+		t.Fatalf("docs/CONFIG.md defaults differ from Default():\n doc  %s\n code %s", got, want)
+	}
+	var missing []string
+	walkKeys(reflect.TypeOf(Config{}), "", func(path string) {
+		leaf := path[strings.LastIndex(path, ".")+1:]
+		if !strings.Contains(block, leaf+":") {
+			missing = append(missing, path)
+		}
+	})
+	if len(missing) > 0 {
+		t.Fatalf("docs/CONFIG.md does not document %v", missing)
+	}
+}
+
+// normalize makes empty and nil collections compare equal.
+func normalize(c Config) Config {
+	if len(c.Interfaces) == 0 {
+		c.Interfaces = nil
+	}
+	s := &c.Suppression
+	if len(s.AllowedSources) == 0 {
+		s.AllowedSources = nil
+	}
+	if len(s.HostGroups) == 0 {
+		s.HostGroups = nil
+	}
+	if len(s.ChangeWindows) == 0 {
+		s.ChangeWindows = nil
+	}
+	if len(s.AdminUsers) == 0 {
+		s.AdminUsers = nil
+	}
+	if len(s.AdminApplications) == 0 {
+		s.AdminApplications = nil
+	}
+	if len(c.Decoder.Zones) == 0 {
+		c.Decoder.Zones = nil
+	}
+	if len(c.Listeners.Files.Paths) == 0 {
+		c.Listeners.Files.Paths = nil
+	}
+	if len(c.Alerts.Webhook.Headers) == 0 {
+		c.Alerts.Webhook.Headers = nil
+	}
+	if len(c.Alerts.Webhook.RetryStatuses) == 0 {
+		c.Alerts.Webhook.RetryStatuses = nil
+	}
+	return c
+}
+
+func walkKeys(t reflect.Type, path string, fn func(string)) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		p := join(path, name)
+		fn(p)
+		ft := f.Type
+		if ft.Kind() == reflect.Struct && ft != timeType {
+			walkKeys(ft, p, fn)
 		}
 	}
 }
