@@ -127,20 +127,20 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer teardown()
 
 	res, playErr := l.Play(ctx)
-	var checkErr error
+	checkErr := playErr
 	if playErr == nil {
 		checkErr = res.Check()
 	}
-	if res != nil {
+	if ctx.Err() == nil {
 		if *jsonOut {
 			out.summaryJSON(res, checkErr)
 		} else {
-			out.summary(res, checkErr)
+			out.summary(res, firstLine(checkErr))
 		}
-		if *report != "" {
-			if err := writeReport(*report, res); err != nil {
-				return errors.Join(err, teardown())
-			}
+	}
+	if *report != "" {
+		if err := writeReport(*report, res); err != nil {
+			return errors.Join(err, teardown())
 		}
 	}
 	if *keep {
@@ -167,6 +167,18 @@ func labErr(ctx context.Context, err error) error {
 		return fmt.Errorf("lab: interrupted: %w", err)
 	}
 	return fmt.Errorf("lab: %w", err)
+}
+
+// firstLine keeps the first line of err (the sensor's log lines that
+// follow are printed with the final error).
+func firstLine(err error) error {
+	if err == nil {
+		return nil
+	}
+	if line, _, ok := strings.Cut(err.Error(), "\nlast sensor log lines:"); ok {
+		return errors.New(line)
+	}
+	return err
 }
 
 // alertPrinter writes alerts as they fire and the summary, one at a time.

@@ -63,7 +63,30 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
 		ServicePort: c.ServicePort, Namespaces: l.Namespaces(), SensorPID: l.sensor.cmd.Process.Pid,
 	}
-	defer func() { r.Duration = time.Since(l.started) }()
+	err := l.play(ctx, r)
+	// Whatever happened, the alerts so far and the sensor's metrics tell
+	// the story.
+	alerts, _, aerr := l.sensor.snapshot()
+	r.Alerts = alerts
+	if err == nil {
+		err = aerr
+	}
+	if r.Metrics == nil && ctx.Err() == nil {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		m, merr := l.sensor.metrics(mctx)
+		cancel()
+		if merr == nil {
+			r.Metrics = m
+		} else if err == nil {
+			err = merr
+		}
+	}
+	r.Duration = time.Since(l.started)
+	return r, err
+}
+
+func (l *Lab) play(ctx context.Context, r *Result) error {
+	c, t := l.cfg, l.topo
 
 	// 1. The knock, and at the same time the benign client's scan.
 	how := "dropped silently by the host's firewall: S0"
@@ -77,25 +100,25 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 	go func() { scanErr <- l.benignScan(ctx) }()
 	if err := l.knock(ctx); err != nil {
 		<-scanErr
-		return r, err
+		return err
 	}
 	r.Knocked = time.Now()
 	if err := <-scanErr; err != nil {
-		return r, err
+		return err
 	}
 
 	// The sensor flags a knock once its touches are decided: at once for
 	// RSTs, after the S0 timeout for unanswered SYNs. A real knock daemon
 	// also reacts only after the sequence.
 	if n, err := l.waitFlagged(ctx, 2); err != nil {
-		return r, err
+		return err
 	} else if n >= 0 {
 		c.Logf("sensor: %d knock sequences flagged", n)
 	}
 
 	// 2. The host opens the port and forwards its firewall event.
 	if err := l.open(ctx); err != nil {
-		return r, err
+		return err
 	}
 	r.Opened = time.Now()
 	ev, err := RenderFirewall2004(RuleAdded{
@@ -103,29 +126,29 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 		Time: r.Opened, RecordID: uint64(r.Opened.Unix() % 1000000),
 	})
 	if err != nil {
-		return r, err
+		return err
 	}
 	res, err := l.fwd.post(ctx, ev, false)
 	if err != nil {
-		return r, fmt.Errorf("forward event without token: %w", err)
+		return fmt.Errorf("forward event without token: %w", err)
 	}
 	r.NoTokenStatus = res.Status
 	c.Logf("host: event without the bearer token -> %d %s", res.Status, http.StatusText(res.Status))
 	if res, err = l.fwd.post(ctx, ev, true); err != nil {
-		return r, fmt.Errorf("forward event: %w", err)
+		return fmt.Errorf("forward event: %w", err)
 	}
 	r.EventStatus, r.EventsAccepted, r.EventsRejected = res.Status, res.Accepted, res.Rejected
 	c.Logf("host: Windows Firewall 2004 \"rule added\" (inbound allow TCP %d, Computer %s) over HTTPS with the token -> %d %s, accepted %d, rejected %d",
 		c.OpenPort, c.HostName, res.Status, http.StatusText(res.Status), res.Accepted, res.Rejected)
 	if res.Status != http.StatusAccepted || res.Accepted < 1 {
-		return r, fmt.Errorf("forward event: the sensor answered %d (accepted %d, rejected %d): %s",
+		return fmt.Errorf("forward event: the sensor answered %d (accepted %d, rejected %d): %s",
 			res.Status, res.Accepted, res.Rejected, res.Error)
 	}
 
 	// 3. The attacker's first handshake to the new port.
 	conn, err := t.Attacker.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(t.Host.IP, c.OpenPort).String())
 	if err != nil {
-		return r, fmt.Errorf("attacker connect to %v:%d: %w", t.Host.IP, c.OpenPort, err)
+		return fmt.Errorf("attacker connect to %v:%d: %w", t.Host.IP, c.OpenPort, err)
 	}
 	r.Connected = time.Now()
 	l.track(conn)
@@ -136,16 +159,11 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 
 	// The alert, then a grace period for anything unexpected.
 	if err := l.waitAlert(ctx, r); err != nil {
-		r.Alerts, _, _ = l.sensor.snapshot()
-		return r, err
+		return err
 	}
-	if m, err := l.sensor.metrics(ctx); err != nil {
-		return r, err
-	} else {
-		r.Metrics = m
-	}
-	r.Alerts, _, err = l.sensor.snapshot()
-	return r, err
+	m, err := l.sensor.metrics(ctx)
+	r.Metrics = m
+	return err
 }
 
 // knock sends the attacker's knock sequence.
