@@ -67,6 +67,14 @@ type Endpoint struct {
 // directions arrive on two interfaces instead (cap0: to the host, cap1:
 // from the host), as from a passive tap. Traffic between the attacker and
 // the client does not reach the mirror.
+//
+// Native (driver) XDP works on the capture veths as they are: a program
+// attached to cap0 runs in the veth's NAPI poll on every mirrored frame.
+// It needs no program on the peer (span0) and no GRO setting; those only
+// matter for XDP_REDIRECT into a veth. While it is attached, the peer's MTU
+// is capped (about 3.5 kB for a program without multi-buffer support;
+// larger fails with ERANGE), and large GSO frames are segmented before
+// they reach it.
 type Topology struct {
 	Env                    *Env
 	Attacker, Client, Host Endpoint
