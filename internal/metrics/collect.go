@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/winevents"
 )
@@ -303,8 +304,16 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 		counter(ch, dCorEvidence, s.Duplicates[kind], kind, "duplicate")
 		counter(ch, dCorEvidence, s.Late[kind], kind, "late")
 	}
-	for _, r := range sortedKeys(s.ChangesIgnored) {
-		counter(ch, dCorIgnored, s.ChangesIgnored[r], r)
+	ign := map[string]uint64{}
+	for _, r := range []string{correlate.IgnoredOutbound, correlate.IgnoredBlock, correlate.IgnoredInactive,
+		correlate.IgnoredNotTCP, correlate.IgnoredDeleted, correlate.IgnoredService, correlate.IgnoredKind} {
+		ign[r] = 0
+	}
+	for k, v := range s.ChangesIgnored {
+		ign[k] = v
+	}
+	for _, r := range sortedKeys(ign) {
+		counter(ch, dCorIgnored, ign[r], r)
 	}
 	counter(ch, dCorUnres, s.ChangesUnresolved)
 	for _, table := range []string{"pairs", "changes", "handshakes"} {

@@ -1,0 +1,45 @@
+package metrics
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/knockwatch/knockwatch/winevents"
+)
+
+// TestDashboardNamesExist: every knockwatch_ metric the Grafana dashboard
+// queries is one this package (or the process collector run registers)
+// exposes.
+func TestDashboardNamesExist(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := Register(reg, fakeSources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveLag("http", winevents.FormatXML, time.Second)
+	prometheus.WrapRegistererWithPrefix(Namespace+"_", reg).MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	for _, name := range regexp.MustCompile(`knockwatch_[a-z0-9_]+`).FindAllString(string(b), -1) {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		if !have[name] && !have[base] {
+			t.Errorf("dashboard queries %s, which is not exposed", name)
+		}
+	}
+}
