@@ -74,6 +74,8 @@ func explainAttach(err error, m Mode) error {
 		return fmt.Errorf("%w (the driver has no native XDP; use --xdp-mode generic)", err)
 	case errors.Is(err, syscall.EBUSY), errors.Is(err, syscall.EEXIST):
 		return fmt.Errorf("%w (another XDP program is attached)", err)
+	case errors.Is(err, syscall.ERANGE) && m == ModeNative:
+		return fmt.Errorf("%w (MTU too large for native XDP on this driver; lower it or use --xdp-mode generic)", err)
 	}
 	return explainPerm(err)
 }
