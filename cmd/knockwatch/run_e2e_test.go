@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/knockwatch/knockwatch/internal/netns"
+	"github.com/knockwatch/knockwatch/internal/testenv"
+)
+
+// ruleAddedXML is the real Firewall 2004 sample of
+// testdata/winevents/psmths_2004_2071_2006_5156_examples.xml (record 6661)
+// with the computer, time, record id and port of this scenario.
+func ruleAddedXML(t *testing.T, computer string, at time.Time, port int) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(winSamples, "psmths_2004_2071_2006_5156_examples.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "<Event\n")
+	j := strings.Index(s[i:], "</Event>")
+	ev := s[i : i+j+len("</Event>")]
+	for _, r := range []struct{ old, new string }{
+		{"<Computer>HLPC01</Computer>", "<Computer>" + computer + "</Computer>"},
+		{`SystemTime="2023-05-04T17:01:45.8409961Z"`, `SystemTime="` + at.UTC().Format(time.RFC3339Nano) + `"`},
+		{"<EventRecordID>6661</EventRecordID>", "<EventRecordID>900001</EventRecordID>"},
+		{`<Data Name="LocalPorts">22</Data>`, fmt.Sprintf(`<Data Name="LocalPorts">%d</Data>`, port)},
+	} {
+		if !strings.Contains(ev, r.old) {
+			t.Fatalf("sample lacks %q", r.old)
+		}
+		ev = strings.Replace(ev, r.old, r.new, 1)
+	}
+	return []byte(ev)
+}
+
+// TestRunEndToEnd runs `knockwatch run` on the lab topology's span port
+// (native XDP) and plays AN0842 with real TCP: the attacker knocks three
+// closed ports, the host opens a listener and its Windows Firewall event is
+// posted to the HTTP listener, the attacker connects. Exactly one high
+// alert must come out on stdout, and SIGTERM must leave nothing attached.
+func TestRunEndToEnd(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	env, err := netns.NewEnv("kwrune2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	defer env.CloseOnSignal()()
+	topo, err := env.NewTopology(netns.TopologyConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hosts := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hosts, []byte(topo.Host.IP.String()+" win01.corp.example win01\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	args := strings.Join([]string{"--iface", topo.CaptureIface, "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
+		"--hosts", hosts, "--alerts", "-", "--alerts-pretty", "false", "--log-format", "json",
+		"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
+	cmd := topo.Sensor.Command(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$", "-test.v=false")
+	cmd.Env = append(os.Environ(), helperEnv+"="+args)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	httpAddr := make(chan string, 1)
+	ready := make(chan struct{})
+	addrRE := regexp.MustCompile(`"msg":"http intake listening".*"addr":"([0-9.:]+)"`)
+	logsDone := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		sc := bufio.NewScanner(stderr)
+		readyOnce := false
+		for sc.Scan() {
+			line := sc.Text()
+			mu.Lock()
+			logs.WriteString(line + "\n")
+			mu.Unlock()
+			if m := addrRE.FindStringSubmatch(line); m != nil {
+				httpAddr <- m[1]
+			}
+			if !readyOnce && strings.Contains(line, `"msg":"ready`) {
+				readyOnce = true
+				close(ready)
+			}
+		}
+	}()
+	alerts := make(chan string, 8)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			alerts <- sc.Text()
+		}
+		close(alerts)
+	}()
+	dump := func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		t.Fatalf("not ready:\n%s", dump())
+	}
+	addr := <-httpAddr
+
+	dial := func(port int) (net.Conn, error) {
+		d := &net.Dialer{Timeout: 2 * time.Second}
+		return topo.Attacker.NS.Dial(ctx, d, "tcp", net.JoinHostPort(topo.Host.IP.String(), fmt.Sprint(port)))
+	}
+	// 1. The knock: three closed ports, each answered by an RST (REJ).
+	for _, p := range []int{7001, 8002, 9003} {
+		if c, err := dial(p); err == nil {
+			c.Close()
+			t.Fatalf("port %d unexpectedly open", p)
+		}
+	}
+	// 2. The host opens 4444 and reports the firewall rule.
+	ln, err := topo.Host.NS.Listen(ctx, "tcp", net.JoinHostPort(topo.Host.IP.String(), "4444"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+		return topo.Sensor.Dial(ctx, nil, network, a)
+	}}}
+	resp, err := client.Post("http://"+addr+"/v1/events", "application/xml",
+		bytes.NewReader(ruleAddedXML(t, "WIN01", time.Now().Add(-500*time.Millisecond), 4444)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("event POST: %d", resp.StatusCode)
+	}
+	// 3. The attacker's first handshake to the opened port.
+	c, err := dial(4444)
+	if err != nil {
+		t.Fatalf("connect to the opened port: %v", err)
+	}
+	c.Close()
+
+	var line string
+	select {
+	case line = <-alerts:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no alert:\n%s", dump())
+	}
+	var a struct {
+		Source      struct{ IP string }
+		Destination struct {
+			IP   string
+			Port int
+		}
+		Host       struct{ Name string }
+		Knockwatch struct{ Confidence string }
+	}
+	if err := json.Unmarshal([]byte(line), &a); err != nil {
+		t.Fatalf("alert is not JSON: %v: %s", err, line)
+	}
+	if a.Source.IP != topo.Attacker.IP.String() || a.Destination.IP != topo.Host.IP.String() ||
+		a.Destination.Port != 4444 || a.Knockwatch.Confidence != "high" {
+		t.Fatalf("unexpected alert: %s", line)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for extra := range alerts {
+		t.Errorf("unexpected second alert: %s", extra)
+	}
+	<-logsDone
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, dump())
+	}
+	if xdpAttached(t, topo.Sensor, topo.CaptureIface) {
+		t.Fatal("XDP program left attached")
+	}
+}
