@@ -59,6 +59,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	report := fs.String("report", "", "write the full result (scenario, addresses, alerts, scraped metrics) as JSON to `FILE`")
 	verbose := fs.Bool("verbose", false, "copy the sensor's log to standard error")
 	knockClient := fs.String("knock-client", "auto", "attacker's knock client: auto (Debian's knock if installed), knock, or go (Go dials)")
+	knockd := fs.String("knockd", "auto", "the host's port-knocking backdoor: auto (Debian's knockd if installed: it sees the knock and opens the port), on, or off (the lab opens the port itself)")
 	knockPorts := fs.String("knock-ports", "7000,8000,9000", "closed `PORTS` the attacker knocks, comma-separated")
 	openPort := fs.Uint("open-port", 4444, "`PORT` the host opens after the knock")
 	alertTimeout := fs.Duration("alert-timeout", 10*time.Second, "wait this long for the alert after the attacker's handshake")
@@ -96,6 +97,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		KnockPorts:   ports,
 		OpenPort:     uint16(*openPort),
 		KnockClient:  *knockClient,
+		Knockd:       *knockd,
 		AlertTimeout: *alertTimeout,
 		Logf:         logf,
 		OnAlert:      out.alert,

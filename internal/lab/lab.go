@@ -91,6 +91,12 @@ type Config struct {
 	// KnockClient is "auto" (default: Debian's knock when installed, else
 	// Go dials), "knock" or "go".
 	KnockClient string
+	// Knockd is "auto" (default: Debian's knockd on the host when
+	// installed), "on" or "off". With knockd the host's port opens the way
+	// a port-knocking backdoor opens it: knockd sees the sequence and runs
+	// the firewall command; without it the lab opens the port itself after
+	// the knock.
+	Knockd string
 	// AlertTimeout bounds the wait for the alert after the attacker's
 	// handshake (default 10 s); Grace is how long the lab keeps listening
 	// for unexpected alerts after the expected one (default 1.5 s).
@@ -151,6 +157,20 @@ func (c *Config) defaults() error {
 	default:
 		return fmt.Errorf("knock client %q: want auto, knock or go", c.KnockClient)
 	}
+	switch c.Knockd {
+	case "", "auto":
+		c.Knockd = "off"
+		if _, err := lookKnockd(); err == nil {
+			c.Knockd = "on"
+		}
+	case "on":
+		if _, err := lookKnockd(); err != nil {
+			return err
+		}
+	case "off":
+	default:
+		return fmt.Errorf("knockd %q: want auto, on or off", c.Knockd)
+	}
 	if c.AlertTimeout <= 0 {
 		c.AlertTimeout = 10 * time.Second
 	}
@@ -190,6 +210,7 @@ type Lab struct {
 	token   string
 	pki     *labPKI
 	sensor  *sensor
+	knockd  *knockDaemon
 	fwd     *forwarder
 	started time.Time
 
@@ -230,11 +251,17 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err = l.mgmtLink(); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
+	if err = l.writeFiles(); err != nil {
+		return l, fmt.Errorf("start lab: %w", err)
+	}
 	if err = l.hostBaseline(ctx); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
-	if err = l.writeFiles(); err != nil {
-		return l, fmt.Errorf("start lab: %w", err)
+	if cfg.Knockd == "on" {
+		if l.knockd, err = startKnockd(ctx, t.Host.NS, l.dir, cfg); err != nil {
+			return l, fmt.Errorf("start lab: %w", err)
+		}
+		cfg.Logf("host: knockd listens on %s for %s; on it: %s", netns.EndpointIface, portList(cfg.KnockPorts), l.knockd.command)
 	}
 	eventsAddr := netip.AddrPortFrom(mgmtSensor.Addr(), eventsPort).String()
 	args := []string{"run",
@@ -414,6 +441,11 @@ func (l *Lab) Close() error {
 		if l.sensor != nil {
 			if err := l.sensor.stop(15 * time.Second); err != nil {
 				errs = append(errs, fmt.Errorf("%w%s", err, l.logHint()))
+			}
+		}
+		if l.knockd != nil {
+			if err := l.knockd.stop(); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		l.mu.Lock()

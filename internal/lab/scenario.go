@@ -27,6 +27,7 @@ type Result struct {
 	HostName    string     `json:"host_name"`
 	KnockPorts  []uint16   `json:"knock_ports"`
 	KnockClient string     `json:"knock_client"`
+	Knockd      bool       `json:"knockd"`
 	OpenPort    uint16     `json:"open_port"`
 	ScanPorts   []uint16   `json:"scan_ports"`
 	ServicePort uint16     `json:"service_port"`
@@ -60,7 +61,7 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 	c, t := l.cfg, l.topo
 	r := &Result{
 		Scenario: c.Scenario, Attacker: t.Attacker.IP, Client: t.Client.IP, Host: t.Host.IP, HostName: c.HostName,
-		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
+		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, Knockd: l.knockd != nil, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
 		ServicePort: c.ServicePort, Namespaces: l.Namespaces(), SensorPID: l.sensor.cmd.Process.Pid,
 	}
 	err := l.play(ctx, r)
@@ -107,16 +108,17 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 		return err
 	}
 
-	// The sensor flags a knock once its touches are decided: at once for
-	// RSTs, after the S0 timeout for unanswered SYNs. A real knock daemon
-	// also reacts only after the sequence.
-	if n, err := l.waitFlagged(ctx, 2); err != nil {
-		return err
-	} else if n >= 0 {
-		c.Logf("sensor: %d knock sequences flagged", n)
-	}
-
 	// 2. The host opens the port and forwards its firewall event.
+	if l.knockd != nil {
+		who, err := l.knockd.waitOpen(ctx, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		if who != t.Attacker.IP {
+			return fmt.Errorf("knockd opened the port for %v, not for the attacker %v", who, t.Attacker.IP)
+		}
+		c.Logf("host: knockd saw the sequence from %v and ran its command", who)
+	}
 	if err := l.open(ctx); err != nil {
 		return err
 	}
@@ -143,6 +145,15 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	if res.Status != http.StatusAccepted || res.Accepted < 1 {
 		return fmt.Errorf("forward event: the sensor answered %d (accepted %d, rejected %d): %s",
 			res.Status, res.Accepted, res.Rejected, res.Error)
+	}
+
+	// The sensor flags a knock once its touches are decided: at once for
+	// RSTs, after the S0 timeout for unanswered SYNs; it watches the
+	// handshakes of flagged sources only.
+	if n, err := l.waitFlagged(ctx, 2); err != nil {
+		return err
+	} else if n >= 0 {
+		c.Logf("sensor: %d knock sequences flagged (attacker and client)", n)
 	}
 
 	// 3. The attacker's first handshake to the new port.
@@ -253,12 +264,19 @@ func (l *Lab) open(ctx context.Context) error {
 	if err := l.serve(ctx, c.OpenPort, "SSH-2.0-OpenSSH_for_Windows_9.5\r\n"); err != nil {
 		return fmt.Errorf("open host port: %w", err)
 	}
-	if c.Scenario == ScenarioS0 {
+	if c.Scenario == ScenarioS0 && l.knockd == nil {
 		if err := l.topo.Host.NS.Nft(ctx, fmt.Sprintf("add element inet %s allowed { %d }\n", nftTable, c.OpenPort)); err != nil {
 			return fmt.Errorf("open host port: %w", err)
 		}
 	}
-	c.Logf("host %s: rule added, listening on %d", c.HostName, c.OpenPort)
+	switch {
+	case l.knockd != nil && c.Scenario == ScenarioS0:
+		c.Logf("host %s: listening on %d, allowed in its firewall by knockd's command", c.HostName, c.OpenPort)
+	case c.Scenario == ScenarioS0:
+		c.Logf("host %s: rule added to its firewall, listening on %d", c.HostName, c.OpenPort)
+	default:
+		c.Logf("host %s: listening on %d", c.HostName, c.OpenPort)
+	}
 	return nil
 }
 
