@@ -191,6 +191,9 @@ func (e *Engine) AddKnock(k Knock) error {
 		e.markScan(p)
 	case added > 0:
 		p.knocked = maxDistinct >= e.cfg.MinPorts
+		if p.knocked {
+			h.knockHi = max(h.knockHi, p.touches[len(p.touches)-1].t)
+		}
 		if p.knocked && !p.changed && len(h.changes) > 0 {
 			p.changed = e.fitsAny(p, h.changes)
 		}
@@ -247,6 +250,7 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 		}
 		r := &hsRec{h: hs, ack: ack, syn: syn}
 		p.hs = append(p.hs, r)
+		e.st.syncHS(p)
 		e.st.nHS++
 		e.st.touch(p)
 		e.evalHS(dst, h, src, p, r)

@@ -123,6 +123,7 @@ func (e *Engine) evictHandshakes() {
 	n := min(evictBatch(e.cfg.MaxHandshakes), len(cands))
 	for _, c := range cands[:n] {
 		c.p.hs = slices.DeleteFunc(c.p.hs, func(r *hsRec) bool { return r == c.r })
+		e.st.syncHS(c.p)
 		e.st.nHS--
 		e.st.touch(c.p)
 	}
@@ -166,14 +167,14 @@ func (e *Engine) evictChanges() {
 		zap.Int(logFieldCap, e.cfg.MaxChanges), zap.Int(logFieldEvicted, n), zap.String(logFieldKind, capChanges))
 }
 
-// changeHasKnock reports whether a knock on one of the change's hosts ends
-// in the window that the change could complete.
+// changeHasKnock reports whether one of the change's hosts saw a knock
+// recently enough for the change to complete it (approximately: the
+// host's latest knock end is within the retention before the change and
+// no more than ChangeAfter before it).
 func (e *Engine) changeHasKnock(c *chg) bool {
 	for _, h := range c.hosts {
-		for p := h.first; p != nil; p = p.hnext {
-			if p.knocked && e.fits(p, c) {
-				return true
-			}
+		if h.knockHi != 0 && c.t <= h.knockHi+e.rule.after && c.t >= h.knockHi-e.rule.retention {
+			return true
 		}
 	}
 	return false

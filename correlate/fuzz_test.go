@@ -121,9 +121,25 @@ func checkBookkeeping(t *testing.T, e *Engine) {
 			listed++
 		}
 	}
+	perHost := make(map[*host]int)
+	e.st.eachPair(func(p *pair) {
+		perHost[p.h]++
+		listed := p.hsIdx > 0 && int(p.hsIdx) <= len(p.h.hsPairs) && p.h.hsPairs[p.hsIdx-1] == p
+		if listed != (len(p.hs) > 0) {
+			t.Fatalf("pair with %d handshakes listed=%v", len(p.hs), listed)
+		}
+	})
 	hostPairs := 0
 	for _, h := range e.st.hosts {
-		h.each(func(*pair) { hostPairs++ })
+		if perHost[h] != h.npairs {
+			t.Fatalf("host %v counts %d pairs, has %d", h.dst, h.npairs, perHost[h])
+		}
+		hostPairs += h.npairs
+		for _, p := range h.hsPairs {
+			if p.h != h || len(p.hs) == 0 {
+				t.Fatalf("host %v lists a pair without handshakes", h.dst)
+			}
+		}
 		if h.npairs == 0 && len(h.changes) == 0 {
 			t.Fatalf("empty host %v kept", h.dst)
 		}

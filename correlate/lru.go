@@ -79,7 +79,15 @@ func (e *Engine) evictPairs() {
 			break
 		}
 		for head.next != head && e.st.nPairs >= e.cfg.MaxPairs {
-			e.dropPair(head.next)
+			p := head.next
+			if c == classKnock && !p.changed && p.knocked && len(p.h.changes) > 0 && e.fitsAny(p, p.h.changes) {
+				// Changes arriving after the knock promote it lazily,
+				// here, rather than by walking the host's pairs.
+				p.changed = true
+				e.st.touch(p)
+				continue
+			}
+			e.dropPair(p)
 			e.c.evicted[capPairs]++
 		}
 	}

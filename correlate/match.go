@@ -35,9 +35,9 @@ func (e *Engine) attach(ch *chg) {
 		h.changes = append(h.changes, ch)
 		ch.hosts = append(ch.hosts, h)
 		cutoff := e.cutoff()
-		h.each(func(p *pair) {
+		for _, p := range h.hsPairs {
 			if p.last < cutoff {
-				return // expired, not swept yet
+				continue // expired, not swept yet
 			}
 			if p.knocked && !p.changed && e.fits(p, ch) {
 				p.changed = true
@@ -46,7 +46,7 @@ func (e *Engine) attach(ch *chg) {
 			for _, r := range p.hs {
 				e.evalHS(d, h, p.src, p, r)
 			}
-		})
+		}
 	}
 }
 
@@ -107,6 +107,7 @@ func (e *Engine) markScan(p *pair) {
 	p.touches = nil
 	e.st.nHS -= len(p.hs)
 	p.hs = nil
+	e.st.syncHS(p)
 	e.c.scans++
 	e.st.touch(p)
 }

@@ -15,15 +15,13 @@ type touch struct {
 }
 
 // pair is the state of one (source, destination) pair. Its size matters:
-// with a 3-touch knock a pair costs its map entry (40 bytes plus the
-// table's slack) and this struct (176 bytes, the touches inline).
+// with a 3-touch knock a pair costs its share of the table (16 bytes plus
+// the table's slack) and this struct (160 bytes, the touches inline).
 type pair struct {
 	touches    []touch  // sorted by (t, port), no duplicates
 	hs         []*hsRec // handshakes of the source to the destination
 	prev, next *pair    // the pair's eviction-class list (lru.go)
-	hprev      *pair    // the host's list of pairs
-	hnext      *pair
-	coll       *pair // next pair with the same table hash
+	coll       *pair    // next pair with the same table hash
 	h          *host
 	src        netip.Addr
 	last       int64 // newest sensor event time of the pair's evidence
@@ -35,6 +33,7 @@ type pair struct {
 	knocked        bool  // the touches hold a valid knock window
 	changed        bool  // a change on the host fits one of its knock windows
 	alerted        bool  // one of its handshakes has an outcome
+	hsIdx          int32 // 1 + index in h.hsPairs; 0 when not listed
 	// inline holds the touches of a typical knock without a second
 	// allocation; touches points into it until it outgrows it.
 	inline [3]touch
@@ -85,18 +84,32 @@ func keyOf(c *ExposureChange) changeKey {
 // host is the state of one destination address: everything is keyed by
 // it, so that the engine can be partitioned by host.
 type host struct {
-	dst     netip.Addr
-	first   *pair // the host's pairs, linked through hnext
-	npairs  int
+	dst    netip.Addr
+	npairs int
+	// hsPairs are the host's pairs that hold handshakes: the only ones a
+	// change arriving for the host can complete.
+	hsPairs []*pair
 	changes []*chg
+	// knockHi is the latest knock end of any pair of the host (for the
+	// change eviction order).
+	knockHi int64
 }
 
-// each calls fn for every pair of the host; fn may drop the pair.
-func (h *host) each(fn func(*pair)) {
-	for p := h.first; p != nil; {
-		next := p.hnext
-		fn(p)
-		p = next
+// syncHS keeps p listed in its host's hsPairs exactly while it holds
+// handshakes.
+func (s *state) syncHS(p *pair) {
+	h := p.h
+	switch {
+	case len(p.hs) > 0 && p.hsIdx == 0:
+		h.hsPairs = append(h.hsPairs, p)
+		p.hsIdx = int32(len(h.hsPairs))
+	case len(p.hs) == 0 && p.hsIdx > 0:
+		i, last := p.hsIdx-1, len(h.hsPairs)-1
+		h.hsPairs[i] = h.hsPairs[last]
+		h.hsPairs[i].hsIdx = i + 1
+		h.hsPairs[last] = nil
+		h.hsPairs = h.hsPairs[:last]
+		p.hsIdx = 0
 	}
 }
 
@@ -177,11 +190,6 @@ func (s *state) host(d netip.Addr, create bool) *host {
 func (s *state) addPair(h *host, p *pair, k uint64) {
 	p.coll = s.pairs[k]
 	s.pairs[k] = p
-	p.hnext = h.first
-	if h.first != nil {
-		h.first.hprev = p
-	}
-	h.first = p
 	h.npairs++
 	s.nPairs++
 }
@@ -205,15 +213,12 @@ func (s *state) removePair(p *pair) {
 		}
 	}
 	p.coll = nil
-	if p.hprev != nil {
-		p.hprev.hnext = p.hnext
-	} else {
-		h.first = p.hnext
+	if p.hsIdx > 0 {
+		hs := p.hs
+		p.hs = nil
+		s.syncHS(p)
+		p.hs = hs
 	}
-	if p.hnext != nil {
-		p.hnext.hprev = p.hprev
-	}
-	p.hprev, p.hnext = nil, nil
 	h.npairs--
 	s.nPairs--
 }
