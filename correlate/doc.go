@@ -66,9 +66,11 @@
 //
 // # Bounded state
 //
-// State is keyed by destination address: one table of (destination,
-// source) pairs with the destination first, and per host its pairs and
-// changes, so the engine can be partitioned by host. Tracked pairs,
+// State is keyed by destination address: every pair belongs to its
+// destination host, which holds the host's changes and the pairs with
+// handshakes that a change can complete; the pair table is keyed by a
+// hash of (destination, source). Nothing joins across hosts, so the
+// engine can be partitioned by host. Tracked pairs,
 // pending changes and handshakes are capped (Config.MaxPairs, MaxChanges,
 // MaxHandshakes). Pairs sit in one list per eviction class, least recently
 // updated first: scanners, half knocks, knocks (or handshakes waiting for
