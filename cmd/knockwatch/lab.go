@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwatch/knockwatch/internal/lab"
+	"github.com/knockwatch/knockwatch/internal/netns"
 )
 
 func init() {
@@ -107,6 +108,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.SensorLog = stderr
 	}
 
+	interrupted := ctx // --keep waits for Ctrl-C, not for --timeout
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	l, err := lab.Start(ctx, cfg)
@@ -146,9 +148,16 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	if *keep {
-		logf("--keep: namespaces %s stay up with the sensor running; inspect with 'ip netns exec NAME ...'; Ctrl-C tears down",
-			strings.Join(l.Namespaces(), " "))
-		<-ctx.Done()
+		names := l.Namespaces()
+		logf("--keep: namespaces %s stay up with the sensor running; Ctrl-C tears down", strings.Join(names, " "))
+		if t := l.Topology(); t != nil {
+			logf("  metrics: ip netns exec %s curl -s http://%s/metrics", t.Sensor.Name, lab.MetricsAddr)
+			// Not on the capture interface: XDP drops the copies before
+			// tcpdump could see them.
+			logf("  traffic: ip netns exec %s tcpdump -ni %s tcp", t.Switch.Name, netns.SpanIface)
+			logf("  firewall: ip netns exec %s nft list ruleset", t.Host.NS.Name)
+		}
+		<-interrupted.Done()
 	}
 	tdErr := teardown()
 	switch {

@@ -63,9 +63,11 @@ var (
 )
 
 const (
-	mgmtIface   = "mgmt0"
-	eventsPort  = 5986 // WinRM over HTTPS, where WEF sources talk to their collector
-	metricsAddr = "127.0.0.1:9842"
+	mgmtIface  = "mgmt0"
+	eventsPort = 5986 // WinRM over HTTPS, where WEF sources talk to their collector
+	// MetricsAddr is where the sensor serves /metrics inside its
+	// namespace.
+	MetricsAddr = "127.0.0.1:9842"
 	nftTable    = "kwlab"
 )
 
@@ -273,12 +275,12 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 		"--tls-key", l.pki.keyFile,
 		"--hosts", filepath.Join(l.dir, "hosts"),
 		"--alerts", "-",
-		"--metrics", metricsAddr,
+		"--metrics", MetricsAddr,
 		"--log-level", "info",
 	}
 	args = append(args, cfg.SensorArgs...)
 	cfg.Logf("sensor: %s %s", filepath.Base(cfg.Binary), strings.Join(args, " "))
-	if l.sensor, err = startSensor(t.Sensor, cfg.Binary, args, metricsAddr, cfg.OnAlert, cfg.SensorLog); err != nil {
+	if l.sensor, err = startSensor(t.Sensor, cfg.Binary, args, MetricsAddr, cfg.OnAlert, cfg.SensorLog); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -288,7 +290,7 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	l.fwd = newForwarder(t.Host.NS, "https://"+eventsAddr+"/v1/events", l.token, l.pki.roots)
 	cfg.Logf("sensor: ready (XDP native on %s, events https://%s/v1/events with a bearer token, metrics http://%s/metrics)",
-		t.CaptureIface, eventsAddr, metricsAddr)
+		t.CaptureIface, eventsAddr, MetricsAddr)
 	return l, nil
 }
 
