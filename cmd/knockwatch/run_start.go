@@ -295,13 +295,6 @@ func (r *runState) startListeners(token string, tlsCfg *tls.Config) error {
 	return nil
 }
 
-func runSyslogTransport(tls bool) string {
-	if tls {
-		return intake.TransportSyslogTLS
-	}
-	return intake.TransportSyslogTCP
-}
-
 // intakeStats snapshots every listener.
 func (r *runState) intakeStats() []intake.Stats {
 	out := make([]intake.Stats, 0, len(r.listeners)+1)
