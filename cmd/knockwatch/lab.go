@@ -125,7 +125,10 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err := l.Close(); err != nil {
 			return fmt.Errorf("tear down lab: %w", err)
 		}
-		logf("torn down: no namespace, link or firewall table left")
+		if left := l.Leftovers(); len(left) > 0 {
+			return fmt.Errorf("tear down lab: namespaces still present: %s (remove with 'ip netns del NAME')", strings.Join(left, " "))
+		}
+		logf("torn down: sensor stopped, no namespace (with its links, XDP program and nftables table) left")
 		return nil
 	}
 	defer teardown()

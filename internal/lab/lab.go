@@ -326,6 +326,18 @@ func (l *Lab) Namespaces() []string {
 	return out
 }
 
+// Leftovers returns the lab's namespaces that still exist (after Close:
+// none, or something went wrong).
+func (l *Lab) Leftovers() []string {
+	var left []string
+	for _, name := range l.Namespaces() {
+		if _, err := os.Stat(filepath.Join(netns.RunDir, name)); err == nil {
+			left = append(left, name)
+		}
+	}
+	return left
+}
+
 // Topology returns the lab's network.
 func (l *Lab) Topology() *netns.Topology { return l.topo }
 
