@@ -15,11 +15,16 @@
 //     does; REJ: the host answers them with RSTs), with Debian's `knock`
 //     client when installed; meanwhile the benign client scans a few closed
 //     ports and then uses the host's web service, which was open all along;
-//  2. the host opens a listener on a new port, allows it in its firewall
-//     and forwards the matching Windows Firewall 2004 "rule added" event
-//     (Event XML, as WEF delivers it) to the sensor with its bearer token
-//     (a first attempt without the token shows the listener refusing it);
-//  3. the attacker completes a TCP handshake to the new port.
+//  2. the host opens the port: Debian's knockd on the host (when installed)
+//     sees the sequence before the firewall and runs the nft command that
+//     allows the port, as a port-knocking backdoor does (without knockd the
+//     lab adds the rule itself); the host listens on the port and forwards
+//     the matching Windows Firewall 2004 "rule added" event (Event XML, as
+//     WEF delivers it) over HTTPS to the sensor with its bearer token (a
+//     first attempt without the token shows the listener refusing it);
+//  3. once the sensor has flagged the knock (after the S0 timeout for
+//     unanswered SYNs), the attacker completes a TCP handshake to the new
+//     port.
 //
 // The sensor should raise exactly one alert: high confidence, the attacker
 // to the host's new port; none for the client. Close stops the sensor with
@@ -379,15 +384,15 @@ func (l *Lab) hostBaseline(ctx context.Context) error {
 			return fmt.Errorf("set host firewall: %w", err)
 		}
 	}
-	if err := l.serve(ctx, l.cfg.ServicePort, "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n"); err != nil {
+	if err := l.serve(ctx, l.cfg.ServicePort, "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n", true); err != nil {
 		return fmt.Errorf("start host service: %w", err)
 	}
 	return nil
 }
 
 // serve listens on the host's port and answers every connection with
-// greeting, keeping it open until Close.
-func (l *Lab) serve(ctx context.Context, port uint16, greeting string) error {
+// greeting, then closes it (hangup) or keeps it open until Close.
+func (l *Lab) serve(ctx context.Context, port uint16, greeting string, hangup bool) error {
 	ln, err := l.topo.Host.NS.Listen(ctx, "tcp", netip.AddrPortFrom(netip.IPv4Unspecified(), port).String())
 	if err != nil {
 		return fmt.Errorf("listen on host port %d: %w", port, err)
@@ -404,6 +409,10 @@ func (l *Lab) serve(ctx context.Context, port uint16, greeting string) error {
 				return
 			}
 			_, _ = c.Write([]byte(greeting))
+			if hangup {
+				c.Close()
+				continue
+			}
 			l.track(c)
 		}
 	}()

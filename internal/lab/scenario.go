@@ -153,7 +153,7 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	if n, err := l.waitFlagged(ctx, 2); err != nil {
 		return err
 	} else if n >= 0 {
-		c.Logf("sensor: %d knock sequences flagged (attacker and client)", n)
+		c.Logf("sensor: %d of 2 knock sequences flagged (the attacker's knock and the client's scan)", n)
 	}
 
 	// 3. The attacker's first handshake to the new port.
@@ -261,7 +261,7 @@ func (l *Lab) touchClosed(ctx context.Context, from netns.Endpoint, port uint16)
 // backdoor's listener do on Windows.
 func (l *Lab) open(ctx context.Context) error {
 	c := l.cfg
-	if err := l.serve(ctx, c.OpenPort, "SSH-2.0-OpenSSH_for_Windows_9.5\r\n"); err != nil {
+	if err := l.serve(ctx, c.OpenPort, "SSH-2.0-OpenSSH_for_Windows_9.5\r\n", false); err != nil {
 		return fmt.Errorf("open host port: %w", err)
 	}
 	if c.Scenario == ScenarioS0 && l.knockd == nil {
