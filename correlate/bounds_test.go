@@ -167,3 +167,49 @@ func TestPairHashCollisions(t *testing.T) {
 		t.Fatalf("after expiry: pairs %d, walked %d, table %d", s.Pairs, n, len(e.st.pairs))
 	}
 }
+
+// Emit may call back into the engine, from several goroutines at once,
+// without deadlock, and records of one alert id keep their order.
+func TestEmitReentrant(t *testing.T) {
+	var e *Engine
+	var mu sync.Mutex
+	seen := make(map[string][]string)
+	emit := EmitterFunc(func(a Alert) {
+		_ = e.Stats()
+		_ = e.AddKnock(knockAt(a.Handshake.Src, a.Handshake.Dst, t0, 7, 8, 9)) // a duplicate: no effect
+		mu.Lock()
+		seen[a.ID] = append(seen[a.ID], a.Action)
+		mu.Unlock()
+	})
+	var err error
+	if e, err = New(DefaultConfig(), emit); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				n := w*50 + i
+				src, dst := addrN("100.64.0.0", n), addrN("10.1.0.0", n)
+				h := handshakeAt(src, dst, 22, ackAt)
+				h.PortLastClosed = t0.Add(-time.Minute)
+				c := ruleAdded(chAt, Ports(22), uint64(n+1))
+				c.Host, c.HostIPs = fmt.Sprintf("h%d", n), []netip.Addr{dst}
+				_ = e.AddKnock(knockAt(src, dst, t0, 7, 8, 9))
+				_ = e.AddHandshake(h) // medium at once
+				_ = e.AddChange(c)    // upgraded
+			}
+		}(w)
+	}
+	wg.Wait()
+	if len(seen) != 200 {
+		t.Fatalf("%d alert ids, want 200", len(seen))
+	}
+	for id, actions := range seen {
+		if len(actions) != 2 || actions[0] != ActionCreated || actions[1] != ActionUpgraded {
+			t.Fatalf("alert %s records %v", id, actions)
+		}
+	}
+}

@@ -93,8 +93,8 @@
 //
 // An Engine is safe for concurrent use by the ring-buffer reader and the
 // event listeners. Alerts go to an Emitter outside the state lock, one at
-// a time and in decision order; Emit may call Stats but must not add
-// evidence.
+// a time and in decision order, with no lock held: Emit may call back into
+// the engine.
 //
 // # What cannot be taken back
 //

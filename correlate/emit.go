@@ -3,10 +3,11 @@ package correlate
 import "net/netip"
 
 // Emitter receives alerts. It is defined here, by its consumer; the alert
-// sinks implement it. Emit is called from the goroutine that delivered the
-// completing evidence, never with the engine's state locked, and alerts
-// reach it one at a time in the order the engine decided them. A slow
-// Emit delays the callers of the engine, so sinks should buffer or spool.
+// sinks implement it. Emit is called from a goroutine that delivered
+// evidence (usually the one that completed the alert), never with the
+// engine's state locked, and alerts reach it one at a time in the order
+// the engine decided them. A slow Emit delays that caller, so sinks
+// should buffer or spool.
 type Emitter interface {
 	Emit(a Alert)
 }
@@ -72,18 +73,34 @@ func (e *Engine) hostName(d netip.Addr, c *chg) string {
 }
 
 // unlockAndEmit releases the state lock and hands the queued alerts to the
-// emitter, holding emitMu across the hand-off so records keep their order.
+// emitter. One goroutine at a time drains the queue, in decision order,
+// with no lock held while Emit runs; the others leave their alerts in the
+// queue and return. So records of one alert id never overtake each other,
+// and Emit may call back into the engine.
 func (e *Engine) unlockAndEmit() {
-	if len(e.pending) == 0 {
+	if len(e.pending) == 0 || e.draining {
 		e.mu.Unlock()
 		return
 	}
-	out := e.pending
-	e.pending = nil
-	e.emitMu.Lock()
-	e.mu.Unlock()
-	defer e.emitMu.Unlock()
-	for _, a := range out {
-		e.out.Emit(a)
+	e.draining = true
+	defer func() {
+		if r := recover(); r != nil {
+			// An Emit that panics must not leave the queue stuck.
+			e.mu.Lock()
+			e.draining = false
+			e.mu.Unlock()
+			panic(r)
+		}
+	}()
+	for len(e.pending) > 0 {
+		out := e.pending
+		e.pending = nil
+		e.mu.Unlock()
+		for _, a := range out {
+			e.out.Emit(a)
+		}
+		e.mu.Lock()
 	}
+	e.draining = false
+	e.mu.Unlock()
 }

@@ -35,10 +35,10 @@ const (
 
 // Engine evaluates AN0842 over knocks, handshakes and exposure changes.
 // All methods are safe for concurrent use: state is guarded by one mutex,
-// and alerts are handed to the Emitter outside it but in decision order.
+// and alerts are handed to the Emitter outside it, in decision order.
 type Engine struct {
-	mu     sync.Mutex
-	emitMu sync.Mutex
+	mu       sync.Mutex
+	draining bool // a goroutine is handing e.pending to the emitter
 
 	cfg  Config
 	rule *rule
