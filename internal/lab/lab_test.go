@@ -157,3 +157,48 @@ func TestConfigDefaults(t *testing.T) {
 		}
 	}
 }
+
+// The sensor's output: compact and indented objects are alerts, other
+// lines are logged; a broken object is an error but later alerts still
+// count.
+func TestReadAlerts(t *testing.T) {
+	out := `{"rule":{"id":"AN0842"},"n":1}
+
+not json at all
+{
+  "rule": {
+    "id": "AN0842"
+  },
+  "n": 2
+}
+{"broken": tru}
+{"n":3}
+`
+	var got []string
+	s := &sensor{logs: newTail(10), newOne: make(chan struct{}), onAlert: func(r json.RawMessage) { got = append(got, string(r)) }}
+	s.readAlerts(strings.NewReader(out))
+	alerts, _, err := s.snapshot()
+	if len(alerts) != 3 || len(got) != 3 {
+		t.Fatalf("%d alerts, %d callbacks: %q", len(alerts), len(got), got)
+	}
+	for i, a := range alerts {
+		var v struct{ N int }
+		if e := json.Unmarshal(a, &v); e != nil || v.N != i+1 {
+			t.Errorf("alert %d: %s (%v)", i, a, e)
+		}
+	}
+	if err == nil {
+		t.Errorf("broken object not reported")
+	}
+	logs := strings.Join(s.logs.last(10), "\n")
+	if !strings.Contains(logs, "not json at all") || !strings.Contains(logs, `{"broken": tru}`) {
+		t.Errorf("logs: %s", logs)
+	}
+
+	// Output that ends inside an object.
+	s = &sensor{logs: newTail(10), newOne: make(chan struct{})}
+	s.readAlerts(strings.NewReader("{\n  \"n\": 1,\n"))
+	if a, _, err := s.snapshot(); len(a) != 0 || err == nil {
+		t.Errorf("truncated object: %d alerts, err %v", len(a), err)
+	}
+}

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,23 +100,40 @@ func startSensor(ns *netns.Namespace, bin string, args []string, metricsAddr str
 	return s, nil
 }
 
-// readAlerts decodes the stream of JSON alerts (one per line, or indented).
+// readAlerts reads the alerts the sensor writes to its standard output:
+// one JSON object per line, or indented over several lines. A line that
+// cannot start or continue an object is logged, not taken for an alert.
 func (s *sensor) readAlerts(r io.Reader) {
-	dec := json.NewDecoder(r)
-	for {
-		var raw json.RawMessage
-		err := dec.Decode(&raw)
-		if errors.Is(err, io.EOF) {
-			return
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxAlertBytes)
+	var pending []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(pending) == 0 {
+			trimmed := bytes.TrimSpace(line)
+			if len(trimmed) == 0 {
+				continue
+			}
+			if trimmed[0] != '{' {
+				s.logs.add("stdout: " + string(line))
+				continue
+			}
 		}
-		if err != nil {
-			s.mu.Lock()
-			s.outErr = fmt.Errorf("read alerts from the sensor: %w", err)
-			s.mu.Unlock()
-			// Keep the pipe drained so the sensor never blocks on it.
-			_, _ = io.Copy(io.Discard, r)
-			return
+		pending = append(pending, line...)
+		pending = append(pending, '\n')
+		if err := json.Unmarshal(pending, new(json.RawMessage)); err != nil {
+			var se *json.SyntaxError
+			truncated := errors.As(err, &se) && se.Offset >= int64(len(pending))
+			if truncated && len(pending) <= maxAlertBytes {
+				continue // an indented object, not complete yet
+			}
+			s.logs.add(fmt.Sprintf("stdout: not an alert (%v): %.200s", err, pending))
+			s.setOutErr(fmt.Errorf("read alerts from the sensor: %w", err))
+			pending = nil
+			continue
 		}
+		raw := json.RawMessage(bytes.TrimSpace(pending))
+		pending = nil
 		if s.onAlert != nil {
 			s.onAlert(raw)
 		}
@@ -124,6 +142,25 @@ func (s *sensor) readAlerts(r io.Reader) {
 		close(s.newOne)
 		s.newOne = make(chan struct{})
 		s.mu.Unlock()
+	}
+	if err := sc.Err(); err != nil {
+		s.setOutErr(fmt.Errorf("read alerts from the sensor: %w", err))
+		// Keep the pipe drained so the sensor never blocks on it.
+		_, _ = io.Copy(io.Discard, r)
+	}
+	if len(pending) > 0 {
+		s.setOutErr(fmt.Errorf("read alerts from the sensor: output ended inside an object: %.200s", pending))
+	}
+}
+
+// maxAlertBytes bounds one alert object on the sensor's output.
+const maxAlertBytes = 4 << 20
+
+func (s *sensor) setOutErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.outErr == nil {
+		s.outErr = err
 	}
 }
 
