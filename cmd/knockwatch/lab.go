@@ -27,7 +27,7 @@ func init() {
 	}
 }
 
-const labUsage = `usage: knockwatch lab [--s0 | --rej] [--keep] [--timeout D] [--json] [--report FILE] [FLAGS]
+const labUsage = `usage: knockwatch lab [--s0 | --rej] [--ipv6] [--tap] [--keep] [--timeout D] [--json] [--report FILE] [FLAGS]
 
 Builds a small network in namespaces (an attacker, a benign client and a
 Windows host on a switch whose host port is mirrored to a sensor), starts the
@@ -60,6 +60,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	report := fs.String("report", "", "write the full result (scenario, addresses, alerts, scraped metrics) as JSON to `FILE`")
 	verbose := fs.Bool("verbose", false, "copy the sensor's log to standard error")
 	knockClient := fs.String("knock-client", "auto", "attacker's knock client: auto (Debian's knock if installed), knock, or go (Go dials)")
+	ipv6 := fs.Bool("ipv6", false, "play the scenario over IPv6")
+	tap := fs.Bool("tap", false, "mirror like a passive tap: the host's two directions on two capture interfaces, one sensor on both")
 	knockd := fs.String("knockd", "auto", "the host's port-knocking backdoor: auto (Debian's knockd if installed: it sees the knock and opens the port), on, or off (the lab opens the port itself)")
 	knockPorts := fs.String("knock-ports", "7000,8000,9000", "closed `PORTS` the attacker knocks, comma-separated")
 	openPort := fs.Uint("open-port", 4444, "`PORT` the host opens after the knock")
@@ -99,6 +101,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		OpenPort:     uint16(*openPort),
 		KnockClient:  *knockClient,
 		Knockd:       *knockd,
+		IPv6:         *ipv6,
+		Tap:          *tap,
 		AlertTimeout: *alertTimeout,
 		Logf:         logf,
 		OnAlert:      out.alert,

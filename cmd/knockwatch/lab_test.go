@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,16 +68,24 @@ func TestLabEndToEnd(t *testing.T) {
 	bin := buildKnockwatch(t, t.TempDir())
 	for _, sc := range []struct {
 		name, kind string
-	}{{lab.ScenarioS0, "S0"}, {lab.ScenarioREJ, "REJ"}} {
+		args       []string
+		ifaces     int
+	}{
+		{"s0", "S0", []string{"--scenario", lab.ScenarioS0}, 1},
+		{"rej", "REJ", []string{"--scenario", lab.ScenarioREJ}, 1},
+		// A passive tap (each direction on its own interface) over IPv6.
+		{"rej-ipv6-tap", "REJ", []string{"--rej", "--ipv6", "--tap"}, 2},
+	} {
 		t.Run(sc.name, func(t *testing.T) {
 			report := filepath.Join(t.TempDir(), "report.json")
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "lab", "--scenario", sc.name, "--json", "--report", report, "--timeout", "80s")
+			args := append([]string{"lab", "--json", "--report", report, "--timeout", "80s"}, sc.args...)
+			cmd := exec.CommandContext(ctx, bin, args...)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
-			t.Logf("knockwatch lab --scenario %s:\n%s", sc.name, stderr.String())
+			t.Logf("knockwatch %s:\n%s", strings.Join(args, " "), stderr.String())
 			if err != nil {
 				t.Fatalf("knockwatch lab: %v\nstdout:\n%s", err, stdout.String())
 			}
@@ -120,7 +129,7 @@ func TestLabEndToEnd(t *testing.T) {
 			if err := json.Unmarshal(r.Alerts[0], &a); err != nil {
 				t.Fatal(err)
 			}
-			if a.Rule.ID != "AN0842" || a.Source.IP != r.Attacker.String() || a.Destination.IP != r.Host.String() ||
+			if a.Rule.ID != "AN0842" || !sameIP(a.Source.IP, r.Attacker) || !sameIP(a.Destination.IP, r.Host) ||
 				a.Destination.Port != r.OpenPort || a.Knockwatch.Confidence != "high" {
 				t.Errorf("alert %s %s -> %s:%d confidence %q; want AN0842 %v -> %v:%d high",
 					a.Rule.ID, a.Source.IP, a.Destination.IP, a.Destination.Port, a.Knockwatch.Confidence, r.Attacker, r.Host, r.OpenPort)
@@ -140,7 +149,7 @@ func TestLabEndToEnd(t *testing.T) {
 			if err := json.Compact(&compact, r.Alerts[0]); err != nil || !bytes.Equal(compact.Bytes(), printed[0]) {
 				t.Errorf("printed alert differs from the reported one:\n%s\n%s", printed[0], r.Alerts[0])
 			}
-			if a.Source.IP == r.Client.String() {
+			if sameIP(a.Source.IP, r.Client) {
 				t.Errorf("alert for the benign client")
 			}
 
@@ -183,6 +192,7 @@ func TestLabEndToEnd(t *testing.T) {
 				{lab.MetricAlerts, map[string]string{"confidence": "medium"}, 0, 0},
 				{"knockwatch_ringbuf_lost_total", nil, 0, 0},
 				{"knockwatch_interface_attached", map[string]string{"iface": "cap0", "mode": "native"}, 1, 1},
+				{"knockwatch_interface_attached", map[string]string{"mode": "native"}, float64(sc.ifaces), float64(sc.ifaces)},
 				{"knockwatch_event_lag_seconds_count", nil, 1, 1},
 			} {
 				if v := get(c.name, c.match); v < c.min || v > c.max {
@@ -260,6 +270,11 @@ func testLabInterrupt(t *testing.T, bin string) {
 		t.Errorf("decode report: %v", err)
 	}
 	checkNothingLeft(t, names, r.SensorPID)
+}
+
+func sameIP(s string, a netip.Addr) bool {
+	p, err := netip.ParseAddr(s)
+	return err == nil && p == a
 }
 
 // checkNothingLeft: no namespace of the lab is listed or mounted, and the

@@ -67,7 +67,11 @@ func startKnockd(ctx context.Context, host *netns.Namespace, dir string, c Confi
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("write knockd config: %w", err)
 	}
-	d.cmd = host.Command(context.Background(), bin, "-c", confPath, "-i", netns.EndpointIface, "-4", "-v")
+	args := []string{"-c", confPath, "-i", netns.EndpointIface, "-v"}
+	if !c.IPv6 {
+		args = append(args, "-4")
+	}
+	d.cmd = host.Command(context.Background(), bin, args...)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	out, err := d.cmd.StdoutPipe()
 	if err != nil {

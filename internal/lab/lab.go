@@ -98,6 +98,13 @@ type Config struct {
 	// KnockClient is "auto" (default: Debian's knock when installed, else
 	// Go dials), "knock" or "go".
 	KnockClient string
+	// IPv6 plays the scenario over IPv6 (the host's inventory and events
+	// carry both addresses either way).
+	IPv6 bool
+	// Tap mirrors the host's link the way a passive tap does: what the host
+	// receives to cap0, what it sends to cap1; the sensor attaches to both.
+	// The default is one span port carrying both directions.
+	Tap bool
 	// Knockd is "auto" (default: Debian's knockd on the host when
 	// installed), "on" or "off". With knockd the host's port opens the way
 	// a port-knocking backdoor opens it: knockd sees the sequence and runs
@@ -249,12 +256,16 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if l.env, err = netns.NewEnv("kwlab"); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
-	if l.topo, err = l.env.NewTopology(netns.TopologyConfig{}); err != nil {
+	if l.topo, err = l.env.NewTopology(netns.TopologyConfig{Tap: cfg.Tap}); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
 	t := l.topo
-	cfg.Logf("network: attacker %v, client %v, host %v (%s) on a switch; the host's port is mirrored to %s in the sensor namespace",
-		t.Attacker.IP, t.Client.IP, t.Host.IP, cfg.HostName, t.CaptureIface)
+	mirror := "span port: both directions of the host's port to " + t.CaptureIface
+	if cfg.Tap {
+		mirror = "tap: the host's two directions to " + strings.Join(t.CaptureIfaces, " and ")
+	}
+	cfg.Logf("network: attacker %v, client %v, host %v (%s) on a switch; %s in the sensor namespace",
+		l.ip(t.Attacker), l.ip(t.Client), l.ip(t.Host), cfg.HostName, mirror)
 	if err = l.mgmtLink(); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
@@ -271,8 +282,11 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 		cfg.Logf("host: knockd listens on %s for %s; on it: %s", netns.EndpointIface, portList(cfg.KnockPorts), l.knockd.command)
 	}
 	eventsAddr := netip.AddrPortFrom(mgmtSensor.Addr(), eventsPort).String()
-	args := []string{"run",
-		"--iface", t.CaptureIface,
+	args := []string{"run"}
+	for _, ifc := range t.CaptureIfaces {
+		args = append(args, "--iface", ifc)
+	}
+	args = append(args,
 		"--xdp-mode", "native",
 		"--events-http", eventsAddr,
 		"--token-file", filepath.Join(l.dir, "token"),
@@ -282,7 +296,7 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 		"--alerts", "-",
 		"--metrics", MetricsAddr,
 		"--log-level", "info",
-	}
+	)
 	args = append(args, cfg.SensorArgs...)
 	cfg.Logf("sensor: %s %s", filepath.Base(cfg.Binary), strings.Join(args, " "))
 	if l.sensor, err = startSensor(t.Sensor, cfg.Binary, args, MetricsAddr, cfg.OnAlert, cfg.SensorLog); err != nil {
@@ -295,7 +309,7 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	l.fwd = newForwarder(t.Host.NS, "https://"+eventsAddr+"/v1/events", l.token, l.pki.roots)
 	cfg.Logf("sensor: ready (XDP native on %s, events https://%s/v1/events with a bearer token, metrics http://%s/metrics)",
-		t.CaptureIface, eventsAddr, MetricsAddr)
+		strings.Join(t.CaptureIfaces, " and "), eventsAddr, MetricsAddr)
 	return l, nil
 }
 
@@ -341,6 +355,14 @@ func (l *Lab) Leftovers() []string {
 		}
 	}
 	return left
+}
+
+// ip returns the endpoint's address in the scenario's family.
+func (l *Lab) ip(ep netns.Endpoint) netip.Addr {
+	if l.cfg.IPv6 {
+		return ep.IP6
+	}
+	return ep.IP
 }
 
 // Topology returns the lab's network.
@@ -393,7 +415,8 @@ func (l *Lab) hostBaseline(ctx context.Context) error {
 // serve listens on the host's port and answers every connection with
 // greeting, then closes it (hangup) or keeps it open until Close.
 func (l *Lab) serve(ctx context.Context, port uint16, greeting string, hangup bool) error {
-	ln, err := l.topo.Host.NS.Listen(ctx, "tcp", netip.AddrPortFrom(netip.IPv4Unspecified(), port).String())
+	// Both families: the scenario may run over IPv6.
+	ln, err := l.topo.Host.NS.Listen(ctx, "tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		return fmt.Errorf("listen on host port %d: %w", port, err)
 	}

@@ -60,7 +60,7 @@ type Result struct {
 func (l *Lab) Play(ctx context.Context) (*Result, error) {
 	c, t := l.cfg, l.topo
 	r := &Result{
-		Scenario: c.Scenario, Attacker: t.Attacker.IP, Client: t.Client.IP, Host: t.Host.IP, HostName: c.HostName,
+		Scenario: c.Scenario, Attacker: l.ip(t.Attacker), Client: l.ip(t.Client), Host: l.ip(t.Host), HostName: c.HostName,
 		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, Knockd: l.knockd != nil, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
 		ServicePort: c.ServicePort, Namespaces: l.Namespaces(), SensorPID: l.sensor.cmd.Process.Pid,
 	}
@@ -94,9 +94,9 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	if c.Scenario == ScenarioREJ {
 		how = "refused with RST by the host: REJ"
 	}
-	c.Logf("attacker %v: knocking %s on %v with %s (%s)", t.Attacker.IP, portList(c.KnockPorts), t.Host.IP, c.KnockClient, how)
+	c.Logf("attacker %v: knocking %s on %v with %s (%s)", l.ip(t.Attacker), portList(c.KnockPorts), l.ip(t.Host), c.KnockClient, how)
 	c.Logf("client %v: scanning %s on %v, then using the web service on %d (no host change: no alert expected)",
-		t.Client.IP, portList(c.ScanPorts), t.Host.IP, c.ServicePort)
+		l.ip(t.Client), portList(c.ScanPorts), l.ip(t.Host), c.ServicePort)
 	scanErr := make(chan error, 1)
 	go func() { scanErr <- l.benignScan(ctx) }()
 	if err := l.knock(ctx); err != nil {
@@ -114,8 +114,8 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 		if err != nil {
 			return err
 		}
-		if who != t.Attacker.IP {
-			return fmt.Errorf("knockd opened the port for %v, not for the attacker %v", who, t.Attacker.IP)
+		if who != l.ip(t.Attacker) {
+			return fmt.Errorf("knockd opened the port for %v, not for the attacker %v", who, l.ip(t.Attacker))
 		}
 		c.Logf("host: knockd saw the sequence from %v and ran its command", who)
 	}
@@ -157,16 +157,16 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	}
 
 	// 3. The attacker's first handshake to the new port.
-	conn, err := t.Attacker.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(t.Host.IP, c.OpenPort).String())
+	conn, err := t.Attacker.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(l.ip(t.Host), c.OpenPort).String())
 	if err != nil {
-		return fmt.Errorf("attacker connect to %v:%d: %w", t.Host.IP, c.OpenPort, err)
+		return fmt.Errorf("attacker connect to %v:%d: %w", l.ip(t.Host), c.OpenPort, err)
 	}
 	r.Connected = time.Now()
 	l.track(conn)
 	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 	banner := make([]byte, 64)
 	n, _ := conn.Read(banner)
-	c.Logf("attacker %v: connected to %v:%d (%q)", t.Attacker.IP, t.Host.IP, c.OpenPort, strings.TrimSpace(string(banner[:n])))
+	c.Logf("attacker %v: connected to %v:%d (%q)", l.ip(t.Attacker), l.ip(t.Host), c.OpenPort, strings.TrimSpace(string(banner[:n])))
 
 	// The alert, then a grace period for anything unexpected.
 	if err := l.waitAlert(ctx, r); err != nil {
@@ -185,7 +185,11 @@ func (l *Lab) knock(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		args := []string{"-4", "-d", "200", t.Host.IP.String()}
+		family := "-4"
+		if c.IPv6 {
+			family = "-6"
+		}
+		args := []string{family, "-d", "200", l.ip(t.Host).String()}
 		for _, p := range c.KnockPorts {
 			args = append(args, strconv.Itoa(int(p)))
 		}
@@ -215,9 +219,9 @@ func (l *Lab) benignScan(ctx context.Context) error {
 			return fmt.Errorf("client scan: %w", err)
 		}
 	}
-	conn, err := t.Client.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(t.Host.IP, c.ServicePort).String())
+	conn, err := t.Client.NS.Dial(ctx, &net.Dialer{Timeout: 3 * time.Second}, "tcp", netip.AddrPortFrom(l.ip(t.Host), c.ServicePort).String())
 	if err != nil {
-		return fmt.Errorf("client use of the web service %v:%d: %w", t.Host.IP, c.ServicePort, err)
+		return fmt.Errorf("client use of the web service %v:%d: %w", l.ip(t.Host), c.ServicePort, err)
 	}
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -228,7 +232,7 @@ func (l *Lab) benignScan(ctx context.Context) error {
 // touchClosed sends one SYN to a closed port of the host and checks that
 // the host treats it as the scenario says.
 func (l *Lab) touchClosed(ctx context.Context, from netns.Endpoint, port uint16) error {
-	addr := netip.AddrPortFrom(l.topo.Host.IP, port).String()
+	addr := netip.AddrPortFrom(l.ip(l.topo.Host), port).String()
 	if l.cfg.Scenario == ScenarioREJ {
 		conn, err := from.NS.Dial(ctx, &net.Dialer{Timeout: 2 * time.Second}, "tcp", addr)
 		if err == nil {
@@ -365,7 +369,13 @@ func Fields(raw json.RawMessage) (AlertFields, error) {
 
 func matches(raw json.RawMessage, src, dst netip.Addr, port uint16) bool {
 	f, err := Fields(raw)
-	return err == nil && f.Source == src.String() && f.Destination == dst.String() && f.Port == port
+	return err == nil && sameAddr(f.Source, src) && sameAddr(f.Destination, dst) && f.Port == port
+}
+
+// sameAddr compares an address as an alert writes it with a.
+func sameAddr(s string, a netip.Addr) bool {
+	p, err := netip.ParseAddr(s)
+	return err == nil && p.Unmap() == a.Unmap()
 }
 
 // Check reports whether the sensor said exactly what the scenario calls
@@ -383,7 +393,7 @@ func (r *Result) Check() error {
 		switch {
 		case err != nil:
 			errs = append(errs, err)
-		case f.Source == r.Attacker.String() && f.Destination == r.Host.String() && f.Port == r.OpenPort:
+		case sameAddr(f.Source, r.Attacker) && sameAddr(f.Destination, r.Host) && f.Port == r.OpenPort:
 			found++
 			if f.RuleID != "AN0842" || f.Confidence != "high" {
 				errs = append(errs, fmt.Errorf("alert for the attacker: rule %q confidence %q, want AN0842 high", f.RuleID, f.Confidence))

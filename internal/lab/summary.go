@@ -63,14 +63,14 @@ var summaryRows = []summaryRow{
 // metrics the sensor served.
 func WriteSummary(w io.Writer, r *Result, checkErr error) {
 	fmt.Fprintf(w, "\n── knockwatch lab: %s scenario, %.1f s ──\n", strings.ToUpper(r.Scenario), r.Duration.Seconds())
-	fmt.Fprintf(w, "  attacker %-12v knocked %s (%s), then connected to %d\n", r.Attacker, portList(r.KnockPorts), touchKind(r.Scenario), r.OpenPort)
+	fmt.Fprintf(w, "  attacker %-14v knocked %s (%s), then connected to %d\n", r.Attacker, portList(r.KnockPorts), touchKind(r.Scenario), r.OpenPort)
 	by := ""
 	if r.Knockd {
 		by = " (knockd, on the knock)"
 	}
-	fmt.Fprintf(w, "  host     %-12v %s: opened %d%s, forwarded Firewall 2004 over HTTPS (%d without token, %d with it)\n",
+	fmt.Fprintf(w, "  host     %-14v %s: opened %d%s, forwarded Firewall 2004 over HTTPS (%d without token, %d with it)\n",
 		r.Host, r.HostName, r.OpenPort, by, r.NoTokenStatus, r.EventStatus)
-	fmt.Fprintf(w, "  client   %-12v scanned %s, used %d (no host change)\n", r.Client, portList(r.ScanPorts), r.ServicePort)
+	fmt.Fprintf(w, "  client   %-14v scanned %s, used %d (no host change)\n", r.Client, portList(r.ScanPorts), r.ServicePort)
 	if len(r.Metrics) > 0 {
 		fmt.Fprintf(w, "  metrics (sensor /metrics, scraped %s after the handshake):\n", durRound(time.Since(r.Connected)))
 		for _, row := range summaryRows {
