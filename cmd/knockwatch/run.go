@@ -35,6 +35,11 @@ const (
 	fPrefixes  = "allowed_sources"
 	fHosts     = "hosts"
 	fDuration  = "duration"
+	fSourceIP  = "source.ip"
+	fDestIP    = "destination.ip"
+	fDestPort  = "destination.port"
+	fPorts     = "ports"
+	fDistinct  = "distinct"
 )
 
 // runRun is `knockwatch run`. It returns when ctx ends (SIGINT/SIGTERM in

@@ -129,11 +129,11 @@ func (r *runState) readLoop(ctx context.Context) {
 			for i, t := range v.Touches {
 				ports[i] = t.Port
 			}
-			log.Info("knock flagged", zap.Stringer("source.ip", v.Src), zap.Stringer("destination.ip", v.Dst),
-				zap.Uint16s("ports", ports), zap.Int("distinct", v.Distinct))
+			log.Info("knock flagged", zap.Stringer(fSourceIP, v.Src), zap.Stringer(fDestIP, v.Dst),
+				zap.Uint16s(fPorts, ports), zap.Int(fDistinct, v.Distinct))
 		case *loader.Handshake:
-			log.Info("first handshake of a flagged source", zap.Stringer("source.ip", v.Src),
-				zap.Stringer("destination.ip", v.Dst), zap.Uint16("destination.port", v.Port))
+			log.Info("first handshake of a flagged source", zap.Stringer(fSourceIP, v.Src),
+				zap.Stringer(fDestIP, v.Dst), zap.Uint16(fDestPort, v.Port))
 		}
 		if err := r.pipe.AddRecord(ctx, rec); err != nil {
 			if errors.Is(err, pipeline.ErrClosed) || ctx.Err() != nil {

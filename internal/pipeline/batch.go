@@ -46,6 +46,15 @@ func (p *Pipeline) emit(a correlate.Alert) {
 		p.counters.inc(p.counters.alerts, a.Confidence.String())
 	}
 	p.mu.Lock()
+	if p.flushed {
+		// Evidence still in flight when Close had already flushed: the
+		// sink is gone, so the alert goes to the log in full.
+		p.mu.Unlock()
+		p.counters.undeliv.Add(1)
+		p.log.Error("alert not delivered: emitted after shutdown", zap.String(fieldAlertID, a.ID),
+			zap.String(fieldAction, a.Action), zap.ByteString(fieldAlert, b))
+		return
+	}
 	p.queue = append(p.queue, alert.Record{ID: a.ID, Action: a.Action, JSON: b})
 	full := len(p.queue) >= p.cfg.BatchSize
 	p.mu.Unlock()
@@ -158,6 +167,7 @@ func (p *Pipeline) Close() error {
 	p.mu.Lock()
 	left := p.queue
 	p.queue = nil
+	p.flushed = true
 	p.mu.Unlock()
 	for _, r := range left {
 		p.counters.undeliv.Add(1)

@@ -80,6 +80,7 @@ type Pipeline struct {
 	queue   []alert.Record
 	space   *sync.Cond // signalled when the queue shrinks or on close
 	closing bool
+	flushed bool // Close wrote (or logged) the queue for the last time
 	kick    chan struct{}
 	done    chan struct{}
 	stopped chan struct{}

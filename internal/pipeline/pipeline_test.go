@@ -287,3 +287,22 @@ func TestRejectedEvidenceCounted(t *testing.T) {
 		t.Fatalf("rejected = %v", st.Rejected)
 	}
 }
+
+// TestEmitAfterClose: evidence reaching the engine after Close (a caller
+// that bypassed the pipeline) is not lost silently.
+func TestEmitAfterClose(t *testing.T) {
+	p := newTestPipeline(t, alert.NewStreamWriter(&syncBuffer{}, "test", false), Config{})
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := p.Engine().AddKnock(KnockFromLoader(knock(base))); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Engine().AddHandshake(HandshakeFromLoader(handshake(base.Add(10*time.Second), 4444))); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.AlertsUndelivered != 1 || st.AlertsQueued != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
