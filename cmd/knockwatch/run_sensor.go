@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -74,7 +75,7 @@ func (r *runState) startSensor(ctx context.Context) error {
 
 // runModeHint adds the --xdp-mode generic hint when native mode failed.
 func runModeHint(mode loader.Mode, err error) string {
-	if mode == loader.ModeNative && errors.Is(err, unix.EOPNOTSUPP) {
+	if mode == loader.ModeNative && errors.Is(err, unix.EOPNOTSUPP) && !strings.Contains(err.Error(), "--xdp-mode generic") {
 		return " (try --xdp-mode generic)"
 	}
 	return ""
