@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -222,42 +224,13 @@ func TestRunHelperProcess(t *testing.T) {
 	os.Exit(0)
 }
 
-// TestRunSIGTERMDetaches runs `knockwatch run` on a veth in a fresh network
-// namespace and checks that after SIGTERM it exits 0 and no XDP program is
-// left on the interface.
-func TestRunSIGTERMDetaches(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	env, err := netns.NewEnv("kwrun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
-	defer env.CloseOnSignal()()
-	ns, err := env.Namespace("sensor")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Veth(ns, "kw0", ns, "kw1"); err != nil {
-		t.Fatal(err)
-	}
-	for _, ifn := range []string{"kw0", "kw1"} {
-		if err := ns.Do(func() error {
-			l, err := netlink.LinkByName(ifn)
-			if err != nil {
-				return err
-			}
-			return netlink.LinkSetUp(l)
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	args := strings.Join([]string{"--iface", "kw0", "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
-		"--metrics", "127.0.0.1:0", "--log-format", "json", "--set", "sensor.pair_slots=4096",
-		"--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
+// helperRun starts `knockwatch run` with args as a helper process inside
+// ns and returns it once it logged ready, with a function returning the
+// logs so far and a channel closed when stderr ends.
+func helperRun(t *testing.T, ctx context.Context, ns *netns.Namespace, args []string) (*execCmd, func() string, <-chan struct{}) {
+	t.Helper()
 	cmd := ns.Command(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$", "-test.v=false")
-	cmd.Env = append(os.Environ(), helperEnv+"="+args)
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, "\x1f"))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -265,15 +238,19 @@ func TestRunSIGTERMDetaches(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
+	var mu sync.Mutex
 	var logs bytes.Buffer
-	scanDone := make(chan struct{})
+	dump := func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+	ready := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(scanDone)
+		defer close(done)
 		sc := bufio.NewScanner(stderr)
 		once := false
 		for sc.Scan() {
+			mu.Lock()
 			logs.WriteString(sc.Text() + "\n")
+			mu.Unlock()
 			if !once && strings.Contains(sc.Text(), `"msg":"ready`) {
 				once = true
 				close(ready)
@@ -282,27 +259,121 @@ func TestRunSIGTERMDetaches(t *testing.T) {
 	}()
 	select {
 	case <-ready:
-	case <-scanDone:
+	case <-done:
 		_ = cmd.Wait()
-		t.Fatalf("knockwatch run exited before it was ready:\n%s", logs.String())
+		t.Fatalf("knockwatch run exited before it was ready:\n%s", dump())
 	case <-ctx.Done():
-		t.Fatalf("knockwatch run not ready in time:\n%s", logs.String())
+		t.Fatalf("knockwatch run not ready in time:\n%s", dump())
 	}
+	return cmd, dump, done
+}
+
+type execCmd = exec.Cmd
+
+// vethNS makes a fresh namespace with an up veth pair kw0/kw1.
+func vethNS(t *testing.T, prefix string) *netns.Namespace {
+	t.Helper()
+	env, err := netns.NewEnv(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	t.Cleanup(env.CloseOnSignal())
+	ns, err := env.Namespace("sensor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addVeth(t, ns)
+	return ns
+}
+
+func addVeth(t *testing.T, ns *netns.Namespace) {
+	t.Helper()
+	if err := netns.Veth(ns, "kw0", ns, "kw1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ifn := range []string{"kw0", "kw1"} {
+		if err := ns.LinkUp(ifn); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+var smallSensor = []string{"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}
+
+// TestRunReattach: the capture interface removed and re-added gets the
+// program again, and the log says so.
+func TestRunReattach(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns := vethNS(t, "kwreat")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd, dump, done := helperRun(t, ctx, ns, append([]string{"--iface", "kw0", "--log-format", "json"}, smallSensor...))
+	defer func() { _ = cmd.Process.Kill(); <-done; _ = cmd.Wait() }()
+	if err := ns.Do(func() error {
+		l, err := netlink.LinkByName("kw0")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, ctx, dump, `"msg":"interface disappeared`)
+	addVeth(t, ns)
+	waitLog(t, ctx, dump, `"msg":"interface returned: re-attached"`)
+	if !xdpAttached(t, ns, "kw0") {
+		t.Fatalf("kw0 is back but has no XDP program:\n%s", dump())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, dump())
+	}
+	if xdpAttached(t, ns, "kw0") {
+		t.Fatal("XDP program left attached")
+	}
+}
+
+func waitLog(t *testing.T, ctx context.Context, dump func() string, want string) {
+	t.Helper()
+	for !strings.Contains(dump(), want) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no %s in the log:\n%s", want, dump())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestRunSIGTERMDetaches runs `knockwatch run` on a veth in a fresh network
+// namespace and checks that after SIGTERM it exits 0 and no XDP program is
+// left on the interface.
+func TestRunSIGTERMDetaches(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ns := vethNS(t, "kwrun")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append([]string{"--iface", "kw0", "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
+		"--metrics", "127.0.0.1:0", "--log-format", "json"}, smallSensor...)
+	cmd, dump, done := helperRun(t, ctx, ns, args)
 	if !xdpAttached(t, ns, "kw0") {
 		t.Fatalf("ready, but no XDP program on kw0")
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	<-scanDone
+	<-done
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("knockwatch run after SIGTERM: %v\n%s", err, logs.String())
+		t.Fatalf("knockwatch run after SIGTERM: %v\n%s", err, dump())
 	}
 	if xdpAttached(t, ns, "kw0") {
-		t.Fatalf("an XDP program is still attached to kw0 after SIGTERM:\n%s", logs.String())
+		t.Fatalf("an XDP program is still attached to kw0 after SIGTERM:\n%s", dump())
 	}
-	if !strings.Contains(logs.String(), `"msg":"detached"`) {
-		t.Fatalf("no detach logged:\n%s", logs.String())
+	if !strings.Contains(dump(), `"msg":"detached"`) {
+		t.Fatalf("no detach logged:\n%s", dump())
 	}
 }
 
