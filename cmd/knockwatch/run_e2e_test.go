@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -73,7 +74,7 @@ func TestRunEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	args := strings.Join([]string{"--iface", topo.CaptureIface, "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
-		"--hosts", hosts, "--alerts", "-", "--alerts-pretty", "false", "--log-format", "json",
+		"--hosts", hosts, "--alerts", "-", "--metrics", "127.0.0.1:0", "--alerts-pretty", "false", "--log-format", "json",
 		"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
 	cmd := topo.Sensor.Command(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), helperEnv+"="+args)
@@ -91,6 +92,8 @@ func TestRunEndToEnd(t *testing.T) {
 	var mu sync.Mutex
 	var logs bytes.Buffer
 	httpAddr := make(chan string, 1)
+	metricsAddr := make(chan string, 1)
+	metricsRE := regexp.MustCompile(`"msg":"serving /metrics.*"addr":"([0-9.:]+)"`)
 	ready := make(chan struct{})
 	addrRE := regexp.MustCompile(`"msg":"http intake listening".*"addr":"([0-9.:]+)"`)
 	logsDone := make(chan struct{})
@@ -105,6 +108,9 @@ func TestRunEndToEnd(t *testing.T) {
 			mu.Unlock()
 			if m := addrRE.FindStringSubmatch(line); m != nil {
 				httpAddr <- m[1]
+			}
+			if m := metricsRE.FindStringSubmatch(line); m != nil {
+				metricsAddr <- m[1]
 			}
 			if !readyOnce && strings.Contains(line, `"msg":"ready`) {
 				readyOnce = true
@@ -195,6 +201,33 @@ func TestRunEndToEnd(t *testing.T) {
 	if a.Source.IP != topo.Attacker.IP.String() || a.Destination.IP != topo.Host.IP.String() ||
 		a.Destination.Port != 4444 || a.Knockwatch.Confidence != "high" {
 		t.Fatalf("unexpected alert: %s", line)
+	}
+	// The metrics agree with the scenario.
+	resp, err = client.Get("http://" + <-metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`knockwatch_alerts_total{confidence="high"} 1`,
+		`knockwatch_alerts_total{confidence="medium"} 0`,
+		`knockwatch_knocks_flagged_total 1`,
+		`knockwatch_handshakes_reported_total 1`,
+		`knockwatch_closed_port_touches_total{kind="REJ"} 3`,
+		`knockwatch_events_received_total{outcome="accepted",transport="http"} 1`,
+		`knockwatch_decoder_records_total{format="xml",outcome="emitted"} 1`,
+		`knockwatch_ringbuf_lost_total 0`,
+		`knockwatch_interface_attached{iface="` + topo.CaptureIface + `",mode="native"} 1`,
+		`knockwatch_event_lag_seconds_count{format="xml",transport="http"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", grepLines(text, "knockwatch_"))
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
