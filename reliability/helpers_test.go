@@ -97,7 +97,7 @@ type faultySink struct {
 	refused atomic.Uint64
 }
 
-var errDiskFailing = errors.New("write alerts: input/output error (injected)")
+var errDiskFailing = errors.New("input/output error (injected disk fault)")
 
 func (s *faultySink) Write(ctx context.Context, recs []alert.Record) error {
 	if s.failing.Load() {
