@@ -25,12 +25,16 @@ import (
 func (r *runState) metricSources() metrics.Sources {
 	return metrics.Sources{
 		BPFCounters: func() (map[string]uint64, error) {
+			r.sensorMu.Lock()
+			defer r.sensorMu.Unlock()
 			if r.sensor == nil || r.stopping.Load() {
 				return nil, errors.New("sensor not loaded")
 			}
 			return r.sensor.Counters()
 		},
 		BPFMaps: func() ([]metrics.MapFill, error) {
+			r.sensorMu.Lock()
+			defer r.sensorMu.Unlock()
 			if r.sensor == nil || r.stopping.Load() {
 				return nil, errors.New("sensor not loaded")
 			}
@@ -38,12 +42,16 @@ func (r *runState) metricSources() metrics.Sources {
 		},
 		Interfaces: r.interfaceStats,
 		RingPending: func() int {
-			if r.reader == nil {
+			r.sensorMu.Lock()
+			defer r.sensorMu.Unlock()
+			if r.reader == nil || r.stopping.Load() {
 				return 0
 			}
 			return r.reader.Pending()
 		},
 		ReaderMalformed: func() uint64 {
+			r.sensorMu.Lock()
+			defer r.sensorMu.Unlock()
 			if r.reader == nil {
 				return 0
 			}

@@ -27,7 +27,9 @@ func (r *runState) startSensor(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load XDP program: %w", err)
 	}
+	r.sensorMu.Lock()
 	r.sensor = s
+	r.sensorMu.Unlock()
 	if cfg.PinPath != "" {
 		log.Info("maps pinned: state survives a restart", zap.String(fPath, cfg.PinPath))
 	} else {
@@ -52,7 +54,9 @@ func (r *runState) startSensor(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
 	}
+	r.sensorMu.Lock()
 	r.reader = reader
+	r.sensorMu.Unlock()
 
 	loopCtx, cancel := context.WithCancel(context.Background())
 	r.loopCancel = cancel
