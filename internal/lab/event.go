@@ -42,14 +42,18 @@ type RuleAdded struct {
 	Time          time.Time // TimeCreated
 	RecordID      uint64    // EventRecordID
 	ModifyingUser string    // the SID of the user who ran netsh
+	RuleID        string    // "{GUID}"; empty: a random one
 }
 
 // RenderFirewall2004 renders r as the Event XML of a Firewall 2004 event:
 // an active inbound allow rule for TCP on r.Port.
 func RenderFirewall2004(r RuleAdded) ([]byte, error) {
-	var guid [16]byte
-	if _, err := rand.Read(guid[:]); err != nil {
-		return nil, fmt.Errorf("render firewall event: %w", err)
+	if r.RuleID == "" {
+		var g [16]byte
+		if _, err := rand.Read(g[:]); err != nil {
+			return nil, fmt.Errorf("render firewall event: %w", err)
+		}
+		r.RuleID = fmt.Sprintf("{%X-%X-%X-%X-%X}", g[0:4], g[4:6], g[6:8], g[8:10], g[10:])
 	}
 	esc := func(s string) string {
 		var b strings.Builder
@@ -64,7 +68,7 @@ func RenderFirewall2004(r RuleAdded) ([]byte, error) {
 		"RecordID":      r.RecordID,
 		"ThreadID":      19044,
 		"Computer":      esc(r.Computer),
-		"RuleID":        fmt.Sprintf("{%X-%X-%X-%X-%X}", guid[0:4], guid[4:6], guid[6:8], guid[8:10], guid[10:]),
+		"RuleID":        esc(r.RuleID),
 		"RuleName":      esc(r.RuleName),
 		"Port":          r.Port,
 		"ModifyingUser": esc(r.ModifyingUser),

@@ -1,10 +1,14 @@
 package lab
 
 import (
+	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -200,5 +204,33 @@ not json at all
 	s.readAlerts(strings.NewReader("{\n  \"n\": 1,\n"))
 	if a, _, err := s.snapshot(); len(a) != 0 || err == nil {
 		t.Errorf("truncated object: %d alerts, err %v", len(a), err)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/lab/firewall_2004_rule_added.xml")
+
+// The event the lab forwards, rendered with fixed values, is kept in
+// testdata/lab for reading and for `knockwatch events`.
+func TestFirewall2004Golden(t *testing.T) {
+	got, err := RenderFirewall2004(RuleAdded{
+		Computer: "WIN-LAB01.corp.example", Port: 4444, RuleName: "Remote Management (TCP-In 4444)",
+		Time: time.Date(2026, 11, 27, 18, 0, 0, 123456700, time.UTC), RecordID: 6662,
+		RuleID: "{5C0FFEE0-4444-4D2B-9C1A-7E57AB1E0842}",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("..", "..", "testdata", "lab", "firewall_2004_rule_added.xml")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run Golden -update ./internal/lab)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("rendered event differs from %s (run with -update after checking):\n%s", path, got)
 	}
 }
