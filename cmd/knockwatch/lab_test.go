@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -300,5 +303,32 @@ func checkNothingLeft(t *testing.T, names []string, sensorPID int) {
 		t.Errorf("report carries no sensor pid")
 	} else if err := syscall.Kill(sensorPID, 0); err == nil {
 		t.Errorf("sensor process %d still running", sensorPID)
+	}
+}
+
+// Command-line mistakes are usage errors before anything is built.
+func TestLabUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--s0", "--rej"},
+		{"--knock-ports", "7000,x"},
+		{"--knock-ports", "7000"},
+		{"--open-port", "70000"},
+		{"--bogus"},
+		{"extra"},
+	} {
+		var stderr bytes.Buffer
+		err := runLab(context.Background(), args, io.Discard, &stderr)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("lab %v: %v, want a usage error", args, err)
+		}
+	}
+	var stderr bytes.Buffer
+	if err := runLab(context.Background(), []string{"--help"}, io.Discard, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("--help: %v", err)
+	}
+	for _, want := range []string{"--rej", "--keep", "--timeout", "--json", "--report", "--ipv6", "--tap", "--knockd", "Needs root"} {
+		if !strings.Contains(stderr.String(), strings.TrimPrefix(want, "-")) {
+			t.Errorf("--help does not mention %s:\n%s", want, stderr.String())
+		}
 	}
 }
