@@ -43,3 +43,18 @@ func TestDashboardNamesExist(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsDocumented: docs/CONFIG.md lists every metric.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for _, d := range allDescs {
+		name := re.FindStringSubmatch(d.String())[1]
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("docs/CONFIG.md does not list %s", name)
+		}
+	}
+}
