@@ -39,6 +39,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -102,6 +103,9 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("start lab: needs root (network namespaces, XDP, nftables): run it with sudo")
+	}
+	if err := checkTools(cfg); err != nil {
+		return nil, fmt.Errorf("start lab: %w", err)
 	}
 	l = &Lab{cfg: cfg, started: time.Now()}
 	defer func() {
@@ -168,6 +172,21 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	cfg.Logf("sensor: ready (XDP native on %s, events https://%s/v1/events with a bearer token, metrics http://%s/metrics)",
 		strings.Join(t.CaptureIfaces, " and "), eventsAddr, MetricsAddr)
 	return l, nil
+}
+
+// checkTools finds the programs the lab runs, so that a missing one is one
+// clear line before anything is built.
+func checkTools(cfg Config) error {
+	tools := []struct{ name, pkg, why string }{{"ip", "iproute2", "the sensor runs in its namespace with ip netns exec"}}
+	if cfg.Scenario == ScenarioS0 {
+		tools = append(tools, struct{ name, pkg, why string }{"nft", "nftables", "the S0 host drops the knocks with nftables; --rej needs none"})
+	}
+	for _, t := range tools {
+		if _, err := exec.LookPath(t.name); err != nil {
+			return fmt.Errorf("find %s: %w (%s); apt-get install %s", t.name, err, t.why, t.pkg)
+		}
+	}
+	return nil
 }
 
 // logHint returns the sensor's last log lines for an error message.
