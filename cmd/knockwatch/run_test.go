@@ -207,10 +207,63 @@ func TestRunHelp(t *testing.T) {
 // TestRunHelperProcess).
 const helperEnv = "KNOCKWATCH_RUN_HELPER_ARGS"
 
+// forceEnv makes the helper process test the second-signal exit.
+const forceEnv = "KNOCKWATCH_RUN_HELPER_FORCE"
+
+// TestRunSecondSignalForces: while the shutdown runs, another SIGTERM ends
+// the process at once with status 1.
+func TestRunSecondSignalForces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$")
+	cmd.Env = append(os.Environ(), forceEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var out strings.Builder
+	for sc.Scan() && !strings.Contains(sc.Text(), "armed") {
+		out.WriteString(sc.Text() + "\n")
+	}
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want status 1\n%s", err, out.String())
+	}
+	if time.Since(start) > 10*time.Second || !strings.Contains(out.String(), "second signal") {
+		t.Fatalf("not forced at once (%v):\n%s", time.Since(start), out.String())
+	}
+}
+
 // TestRunHelperProcess is not a test: TestRunSIGTERMDetaches runs the test
 // binary with it inside a network namespace as `knockwatch run`, under the
 // same signal handling as main.
 func TestRunHelperProcess(t *testing.T) {
+	if os.Getenv(forceEnv) != "" {
+		// Stand-in for a shutdown that hangs: arm the second-signal exit
+		// and wait.
+		cfg := config.Default()
+		cfg.LogFormat = "json"
+		log, err := newRunLogger(cfg, os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer runForceOnSecondSignal(log)()
+		os.Stderr.WriteString("armed\n")
+		time.Sleep(20 * time.Second)
+		os.Exit(0)
+	}
 	args := os.Getenv(helperEnv)
 	if args == "" {
 		t.Skip("helper process of TestRunSIGTERMDetaches")
