@@ -31,6 +31,8 @@ type Result struct {
 	Knocked   time.Time `json:"knocked"`
 	Opened    time.Time `json:"opened"`
 	Connected time.Time `json:"connected"`
+	// Alerted is when the lab read the attacker's alert from the sensor.
+	Alerted time.Time `json:"alerted"`
 	// NoTokenStatus is the listener's answer to the event posted without
 	// the bearer token (401 expected); EventStatus, EventsAccepted and
 	// EventsRejected its answer with it.

@@ -280,6 +280,7 @@ func (l *Lab) waitAlert(ctx context.Context, r *Result) error {
 		}
 		for _, a := range alerts {
 			if matches(a, r.Attacker, r.Host, r.OpenPort) {
+				r.Alerted = time.Now()
 				return sleep(ctx, l.cfg.Grace)
 			}
 		}

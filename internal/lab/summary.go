@@ -93,7 +93,11 @@ func WriteSummary(w io.Writer, r *Result, checkErr error) {
 		}
 	}
 	if checkErr == nil {
-		fmt.Fprintf(w, "  result: 1 high-confidence AN0842 alert, %v -> %v:%d; none for the client ✓\n", r.Attacker, r.Host, r.OpenPort)
+		after := ""
+		if !r.Alerted.IsZero() && !r.Connected.IsZero() {
+			after = fmt.Sprintf(" %v after the handshake", r.Alerted.Sub(r.Connected).Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, "  result: 1 high-confidence AN0842 alert%s, %v -> %v:%d; none for the client ✓\n", after, r.Attacker, r.Host, r.OpenPort)
 	} else {
 		fmt.Fprintf(w, "  result: NOT as expected:\n    %s\n", strings.ReplaceAll(checkErr.Error(), "\n", "\n    "))
 	}
