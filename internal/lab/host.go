@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
 )
@@ -96,8 +99,9 @@ func (l *Lab) track(c net.Conn) {
 // writeFiles writes the sensor's token, TLS certificate and inventory to
 // a private temporary directory.
 func (l *Lab) writeFiles() error {
+	sweepDirs()
 	var err error
-	if l.dir, err = os.MkdirTemp("", "knockwatch-lab-"); err != nil {
+	if l.dir, err = os.MkdirTemp("", fmt.Sprintf("%s%d-", dirPrefix, os.Getpid())); err != nil {
 		return fmt.Errorf("create lab directory: %w", err)
 	}
 	var b [24]byte
@@ -118,4 +122,24 @@ func (l *Lab) writeFiles() error {
 		return err
 	}
 	return nil
+}
+
+// dirPrefix names the lab's directories: knockwatch-lab-PID-RANDOM.
+const dirPrefix = "knockwatch-lab-"
+
+// sweepDirs removes the directories of labs whose process is gone (killed
+// before they could clean up), as netns.NewEnv does for their namespaces.
+func sweepDirs() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*-*"))
+	for _, m := range matches {
+		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(m), dirPrefix), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // still running
+		}
+		_ = os.RemoveAll(m)
+	}
 }

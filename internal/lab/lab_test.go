@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -232,5 +233,36 @@ func TestFirewall2004Golden(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("rendered event differs from %s (run with -update after checking):\n%s", path, got)
+	}
+}
+
+// Directories of labs whose process is gone are removed; those of running
+// processes (and anything else) stay.
+func TestSweepDirs(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("run true: %v", err)
+	}
+	dead := cmd.Process.Pid
+	names := map[string]bool{ // name: should survive
+		fmt.Sprintf("%s%d-abc", dirPrefix, dead):        false,
+		fmt.Sprintf("%s%d-abc", dirPrefix, os.Getpid()): true,
+		fmt.Sprintf("%s%d-abc", dirPrefix, 1):           true,
+		dirPrefix + "notapid-abc":                       true,
+		"other-dir":                                     true,
+	}
+	for n := range names {
+		if err := os.Mkdir(filepath.Join(tmp, n), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweepDirs()
+	for n, keep := range names {
+		_, err := os.Stat(filepath.Join(tmp, n))
+		if (err == nil) != keep {
+			t.Errorf("%s: exists %v, want %v", n, err == nil, keep)
+		}
 	}
 }
