@@ -170,7 +170,11 @@ func (t *Twin) onSYNACK(p *packet, now uint64) {
 	}
 	w := watch{synSeq: p.ack - 1, synackSeq: p.seq, synTS: synTS, synackTS: now, state: 2}
 	w.portLastClosed, w.portLastOpen = t.portSeen(&pr.dst, p.sport, true, now)
-	t.watches.put(conn{pair: pr, sport: p.dport, dport: p.sport}, w)
+	c := conn{pair: pr, sport: p.dport, dport: p.sport}
+	if old := t.watches.peek(c); old == nil || old.state != 2 {
+		t.inFlight++
+	}
+	t.watches.put(c, w)
 	t.c[cWatchStarted]++
 	if after(now+t.hsTimeout, t.watchUntil, 0) {
 		t.watchUntil = now + t.hsTimeout
@@ -198,7 +202,7 @@ func firstForPort(fl *flagged, port uint16) bool {
 // each port. Completed watches stay (state 3) for the LRU to reclaim.
 func (t *Twin) onACK(p *packet, now uint64) {
 	c := conn{pair: pair{src: p.saddr, dst: p.daddr}, sport: p.sport, dport: p.dport}
-	if p.flags&thACK == 0 {
+	if p.flags&thACK == 0 || t.inFlight == 0 {
 		return
 	}
 	w := t.watches.lookup(c)
@@ -215,6 +219,7 @@ func (t *Twin) onACK(p *packet, now uint64) {
 	hs.portLastClosed = w.portLastClosed
 	hs.portLastOpen = w.portLastOpen
 	w.state = 3 // one completion, even if the ACK is repeated
+	t.inFlight--
 	fl := t.flagged.lookup(c.pair)
 	if fl == nil {
 		return

@@ -30,6 +30,10 @@ type Twin struct {
 
 	anyFlagged bool
 	watchUntil uint64
+	// inFlight counts watches in state 2 (SYN-ACK seen, ACK awaited). Only
+	// those can complete, so while it is 0 a plain ACK needs no lookup —
+	// a shortcut of the twin's own, invisible in records and counters.
+	inFlight int
 
 	c [numCounters]uint64
 
@@ -88,8 +92,21 @@ func New(cfg loader.Config) (*Twin, error) {
 	if cfg.Pass {
 		t.verdict = loader.XDPPass
 	}
+	t.watches.onEvict = func(w *watch) {
+		if w.state == 2 {
+			t.inFlight--
+		}
+	}
 	t.slots = make([]pairSlot, t.slotMask+1)
 	t.ports = make([]portSlot, t.portMask+1)
+	// Touch the tables as the kernel's preallocated maps are: the memory
+	// a replay takes is set by the configuration from the first packet.
+	for i := range t.slots {
+		t.slots[i].candHash = 0
+	}
+	for i := range t.ports {
+		t.ports[i].port = 0
+	}
 	return t, nil
 }
 

@@ -23,7 +23,7 @@ const MaxFrame = 3072
 // type replay cannot read.
 var ErrUnsupported = errors.New("unsupported capture")
 
-// packetSource is pcapgo's Reader or NgReader.
+// packetSource is pcapFile or pcapgo's NgReader.
 type packetSource interface {
 	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 }
@@ -31,6 +31,8 @@ type packetSource interface {
 // Capture reads one capture file as Ethernet frames.
 type Capture struct {
 	Path string
+	// CutShort is set when the file ended in the middle of a packet.
+	CutShort bool
 
 	f     *os.File
 	cnt   *countingReader
@@ -102,22 +104,29 @@ func (c *Capture) init() error {
 		}
 		c.src, c.ng, c.link = ng, true, ng.LinkType()
 	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1:
-		pr, err := pcapgo.NewReader(r)
-		if err != nil {
-			return fmt.Errorf("read pcap header: %w", err)
+		br, ok := r.(*bufio.Reader)
+		if !ok || len(hdr) < 24 {
+			return fmt.Errorf("%w: file too short for a pcap header", ErrUnsupported)
 		}
-		if pr.Snaplen() == 0 {
-			pr.SetSnaplen(1 << 18) // some writers leave it 0
+		pf := &pcapFile{r: br, bo: binary.ByteOrder(binary.LittleEndian), factor: 1000}
+		if magic[0] == 0xa1 {
+			pf.bo = binary.BigEndian
 		}
-		c.link = pr.LinkType()
-		if full := fullLinkType(magic, hdr); full > 0xff && full != 276 {
+		if m == 0xa1b23c4d || m == 0x4d3cb2a1 {
+			pf.factor = 1
+		}
+		if major := pf.bo.Uint16(hdr[4:]); major != 2 {
+			return fmt.Errorf("%w: pcap version %d", ErrUnsupported, major)
+		}
+		full := fullLinkType(magic, hdr)
+		c.link = layers.LinkType(full)
+		if full > 0xff && full != 276 || !supportedLink(c.link) {
 			return fmt.Errorf("%w: link type %d; replay reads Ethernet, Linux SLL/SLL2, raw IP and BSD loopback", ErrUnsupported, full)
 		}
-		if !supportedLink(c.link) {
-			return fmt.Errorf("%w: link type %v (%d); replay reads Ethernet, Linux SLL/SLL2, raw IP and BSD loopback",
-				ErrUnsupported, c.link, int(c.link))
+		if _, err := br.Discard(24); err != nil {
+			return fmt.Errorf("read pcap header: %w", err)
 		}
-		c.src = pr
+		c.src = pf
 	default:
 		return fmt.Errorf("%w: not a pcap or pcapng file (starts with % x)", ErrUnsupported, magic)
 	}
@@ -173,8 +182,13 @@ func supportedLink(l layers.LinkType) bool {
 func (c *Capture) Next() (frame []byte, ts time.Time, ok bool, err error) {
 	data, ci, err := c.src.ZeroCopyReadPacketData()
 	if err != nil {
-		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) && c.count > 0 {
-			// A capture cut short mid-packet (tcpdump killed) ends there.
+		if err == io.EOF {
+			return nil, time.Time{}, false, io.EOF
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) && c.count > 0 {
+			// A capture cut short mid-packet (tcpdump killed, a copy
+			// still being written) ends there; the summary says so.
+			c.CutShort = true
 			return nil, time.Time{}, false, io.EOF
 		}
 		return nil, time.Time{}, false, fmt.Errorf("read capture %s after %d packets: %w", c.Path, c.count, err)
@@ -280,4 +294,63 @@ func newGzip(r io.Reader) (*gzip.Reader, error) {
 		return nil, fmt.Errorf("read gzip header: %w", err)
 	}
 	return gz, nil
+}
+
+// pcapFile reads classic pcap records straight out of a large bufio
+// buffer: a record comes back as a slice of that buffer, valid until the
+// next call, so reading costs no copy and no allocation.
+type pcapFile struct {
+	r      *bufio.Reader
+	bo     binary.ByteOrder
+	factor int64 // ns per fractional unit: 1000 (µs) or 1 (ns)
+	skip   int   // bytes of the previous record still to discard
+	big    []byte
+}
+
+// maxRecord bounds a record's captured length; beyond it the file is
+// corrupt (snap lengths are at most 256 KiB).
+const maxRecord = 1 << 24
+
+func (p *pcapFile) ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error) {
+	var ci gopacket.CaptureInfo
+	if p.skip > 0 {
+		if _, err := p.r.Discard(p.skip); err != nil {
+			return nil, ci, err
+		}
+		p.skip = 0
+	}
+	h, err := p.r.Peek(16)
+	if err != nil {
+		if len(h) == 0 && err == io.EOF {
+			return nil, ci, io.EOF
+		}
+		return nil, ci, io.ErrUnexpectedEOF
+	}
+	sec, frac := p.bo.Uint32(h[0:]), p.bo.Uint32(h[4:])
+	incl, orig := int(p.bo.Uint32(h[8:])), int(p.bo.Uint32(h[12:]))
+	if incl > maxRecord {
+		return nil, ci, fmt.Errorf("corrupt record: captured length %d", incl)
+	}
+	ci.Timestamp = time.Unix(int64(sec), int64(frac)*p.factor)
+	ci.CaptureLength, ci.Length = incl, orig
+	rec, err := p.r.Peek(16 + incl)
+	switch {
+	case err == nil:
+		p.skip = 16 + incl
+		return rec[16:], ci, nil
+	case errors.Is(err, bufio.ErrBufferFull):
+		// Larger than the buffer: copy it out.
+		if _, err := p.r.Discard(16); err != nil {
+			return nil, ci, io.ErrUnexpectedEOF
+		}
+		if cap(p.big) < incl {
+			p.big = make([]byte, incl)
+		}
+		if _, err := io.ReadFull(p.r, p.big[:incl]); err != nil {
+			return nil, ci, io.ErrUnexpectedEOF
+		}
+		return p.big[:incl], ci, nil
+	default:
+		return nil, ci, io.ErrUnexpectedEOF
+	}
 }

@@ -54,6 +54,7 @@ type Summary struct {
 	Events       winevents.Result
 	EventFiles   int
 	First, Last  time.Time // capture time span
+	CutShort     []string  // captures that ended in the middle of a packet
 	RecordErrors int64     // records the sink refused (counted by the pipeline too)
 	ChangeErrors int64     // changes the sink refused
 	Duration     time.Duration
@@ -166,6 +167,11 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		}
 	}
 	sum.Unusable = m.Unusable
+	for _, c := range caps {
+		if c.CutShort {
+			sum.CutShort = append(sum.CutShort, c.Path)
+		}
+	}
 	if !sum.Last.IsZero() {
 		final := opts.FinalSweep
 		if final <= 0 {
