@@ -338,26 +338,32 @@ static __noinline void kw_on_ack(struct xdp_md *ctx, struct kw_counters *c, stru
 	KW_INC(c, KW_C_HANDSHAKES);
 }
 
-static __always_inline void kw_count_parse(struct kw_counters *c, int rc)
+static __always_inline void kw_count_parse(struct kw_counters *c, struct kw_if_counters *ic, int rc)
 {
 	switch (rc) {
 	case KW_NON_IP:
 		KW_INC(c, KW_C_NON_IP);
+		ic->c[KW_IF_NON_IP]++;
 		break;
 	case KW_NON_TCP:
 		KW_INC(c, KW_C_NON_TCP);
+		ic->c[KW_IF_NON_TCP]++;
 		break;
 	case KW_TRUNCATED:
 		KW_INC(c, KW_C_TRUNCATED);
+		ic->c[KW_IF_TRUNCATED]++;
 		break;
 	case KW_FRAGMENT:
 		KW_INC(c, KW_C_FRAGMENT);
+		ic->c[KW_IF_FRAGMENT]++;
 		break;
 	case KW_UNKNOWN_EXT:
 		KW_INC(c, KW_C_UNKNOWN_EXT);
+		ic->c[KW_IF_UNKNOWN_EXT]++;
 		break;
 	default:
 		KW_INC(c, KW_C_BAD_HEADER);
+		ic->c[KW_IF_BAD_HEADER]++;
 		break;
 	}
 }
@@ -369,26 +375,32 @@ int knockwatch(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	int verdict = CFG.pass ? XDP_PASS : XDP_DROP;
 	struct kw_packet p = {};
+	struct kw_if_counters *ic;
 	struct kw_scratch *work;
 	struct kw_counters *c;
-	__u32 zero = 0;
+	__u32 zero = 0, ifslot;
 	__u64 now;
 	int rc;
 
 	c = bpf_map_lookup_elem(&stats, &zero);
-	if (!c)
+	ifslot = ctx->ingress_ifindex & (KW_IF_SLOTS - 1);
+	ic = bpf_map_lookup_elem(&iface_stats, &ifslot);
+	if (!c || !ic)
 		return verdict;
 	KW_INC(c, KW_C_PACKETS);
 	c->c[KW_C_BYTES] += data_end - data;
+	ic->c[KW_IF_PACKETS]++;
+	ic->c[KW_IF_BYTES] += data_end - data;
 
 	rc = kw_parse(data, data_end, &p);
 	if (p.vlan)
 		KW_INC(c, KW_C_VLAN);
 	if (rc != KW_OK) {
-		kw_count_parse(c, rc);
+		kw_count_parse(c, ic, rc);
 		return verdict;
 	}
 	KW_INC(c, KW_C_TCP);
+	ic->c[KW_IF_TCP]++;
 	KW_INC(c, p.ipv6 ? KW_C_IPV6 : KW_C_IPV4);
 
 	/* Replay mode: every packet carries its capture time. */

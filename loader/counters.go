@@ -76,3 +76,54 @@ func (s *Sensor) ResetCounters() error {
 	}
 	return nil
 }
+
+// InterfaceCounterNames names the per-interface counters in the order of
+// enum kw_if_counter (bpf/include/counters.h).
+var InterfaceCounterNames = []string{
+	"packets",
+	"bytes",
+	"tcp",
+	"non_ip",
+	"non_tcp",
+	"truncated",
+	"fragment",
+	"unknown_ext",
+	"bad_header",
+}
+
+// ifSlots is KW_IF_SLOTS: interfaces share a slot when their indexes are
+// equal modulo it.
+const ifSlots = 1024
+
+// InterfaceCounters reads the per-CPU counters of the interface with the
+// given index (packets, bytes and parse outcomes) and sums them.
+func (s *Sensor) InterfaceCounters(ifindex int) (Counters, error) {
+	var perCPU []knockwatchKwIfCounters
+	if err := s.objs.IfaceStats.Lookup(uint32(ifindex)&(ifSlots-1), &perCPU); err != nil {
+		return nil, fmt.Errorf("read counters of interface %d: %w", ifindex, err)
+	}
+	out := make(Counters, len(InterfaceCounterNames))
+	for _, cpu := range perCPU {
+		for i, name := range InterfaceCounterNames {
+			out[name] += cpu.C[i]
+		}
+	}
+	return out, nil
+}
+
+// Map is one of the program's maps, named as in bpf/include/maps.h.
+type Map struct {
+	Name string
+	*ebpf.Map
+}
+
+// Maps returns the program's maps, for fill-level metrics: the caller
+// needs no CAP_SYS_ADMIN to open them by id.
+func (s *Sensor) Maps() []Map {
+	o := &s.objs
+	return []Map{
+		{"pair_slots", o.PairSlots}, {"candidates", o.Candidates}, {"flagged", o.Flagged},
+		{"watch", o.Watch}, {"port_slots", o.PortSlots}, {"allowlist", o.Allowlist},
+		{"events", o.Events}, {"stats", o.Stats}, {"iface_stats", o.IfaceStats}, {"scratch", o.Scratch},
+	}
+}

@@ -97,6 +97,11 @@ type knockwatchKwCounters struct {
 	C [35]uint64
 }
 
+type knockwatchKwIfCounters struct {
+	_ structs.HostLayout
+	C [9]uint64
+}
+
 type knockwatchKwPair struct {
 	_   structs.HostLayout
 	Src struct {
@@ -213,6 +218,7 @@ const (
 	knockwatchMapCandidates         = "candidates"
 	knockwatchMapEvents             = "events"
 	knockwatchMapFlagged            = "flagged"
+	knockwatchMapIfaceStats         = "iface_stats"
 	knockwatchMapPairSlots          = "pair_slots"
 	knockwatchMapPortSlots          = "port_slots"
 	knockwatchMapScratch            = "scratch"
@@ -282,6 +288,7 @@ type knockwatchMapSpecs struct {
 	Candidates *ebpf.MapSpec `ebpf:"candidates"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flagged    *ebpf.MapSpec `ebpf:"flagged"`
+	IfaceStats *ebpf.MapSpec `ebpf:"iface_stats"`
 	PairSlots  *ebpf.MapSpec `ebpf:"pair_slots"`
 	PortSlots  *ebpf.MapSpec `ebpf:"port_slots"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
@@ -325,6 +332,7 @@ type knockwatchMaps struct {
 	Candidates *ebpf.Map `ebpf:"candidates"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Flagged    *ebpf.Map `ebpf:"flagged"`
+	IfaceStats *ebpf.Map `ebpf:"iface_stats"`
 	PairSlots  *ebpf.Map `ebpf:"pair_slots"`
 	PortSlots  *ebpf.Map `ebpf:"port_slots"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
@@ -338,6 +346,7 @@ func (m *knockwatchMaps) Close() error {
 		m.Candidates,
 		m.Events,
 		m.Flagged,
+		m.IfaceStats,
 		m.PairSlots,
 		m.PortSlots,
 		m.Scratch,

@@ -248,6 +248,16 @@ func TestProgramTable(t *testing.T) {
 			if got["packets"] != uint64(len(tt.steps)) {
 				t.Errorf("packets = %d, want %d", got["packets"], len(tt.steps))
 			}
+			// BPF_PROG_RUN runs XDP as received on the namespace's
+			// loopback (ifindex 1): its per-interface counters see every
+			// packet too.
+			ifc, err := s.InterfaceCounters(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ifc["packets"] != got["packets"] || ifc["tcp"] != got["tcp"] || ifc["bytes"] != got["bytes"] {
+				t.Errorf("interface counters %v disagree with the global ones %v", ifc, got)
+			}
 			for name, n := range tt.counters {
 				if got[name] != n {
 					t.Errorf("counter %s = %d, want %d", name, got[name], n)

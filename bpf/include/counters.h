@@ -51,4 +51,26 @@ struct kw_counters {
 	__u64 c[KW_C__MAX];
 };
 
+/* Per-interface counters: packets, bytes and parse outcomes of each
+ * capture interface, in a PERCPU_ARRAY slot chosen by ingress ifindex
+ * (loader/counters.go: InterfaceCounterNames keeps the order). */
+enum kw_if_counter {
+	KW_IF_PACKETS,
+	KW_IF_BYTES,
+	KW_IF_TCP,
+	KW_IF_NON_IP,
+	KW_IF_NON_TCP,
+	KW_IF_TRUNCATED,
+	KW_IF_FRAGMENT,
+	KW_IF_UNKNOWN_EXT,
+	KW_IF_BAD_HEADER,
+	KW_IF__MAX,
+};
+
+#define KW_IF_SLOTS 1024 /* ifindex & (KW_IF_SLOTS - 1) */
+
+struct kw_if_counters {
+	__u64 c[KW_IF__MAX];
+};
+
 #endif

@@ -187,6 +187,15 @@ struct kw_work {
 	struct kw_tier2_args t[KW_PENDING];
 };
 
+/* iface_stats: per-CPU, per-interface counters, slot = ingress ifindex &
+ * (KW_IF_SLOTS - 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KW_IF_SLOTS);
+	__type(key, __u32);
+	__type(value, struct kw_if_counters);
+} iface_stats SEC(".maps");
+
 /* scratch: per-CPU staging too large for the 512-byte stack: a KNOCK record
  * copied out of a candidate under its lock, a new candidate's initial
  * value, and the touches a handler leaves to the entry point. */

@@ -38,7 +38,7 @@ func (r *runState) metricSources() metrics.Sources {
 			if r.sensor == nil || r.stopping.Load() {
 				return nil, errors.New("sensor not loaded")
 			}
-			return metrics.ProgramMaps(r.sensor.Program())()
+			return metrics.SensorMaps(r.sensor.Maps())()
 		},
 		Interfaces: r.interfaceStats,
 		RingPending: func() int {

@@ -47,9 +47,6 @@ func (r *runState) startSensor(ctx context.Context) error {
 			return fmt.Errorf("--iface %s: %w%s", ifn, err, runModeHint(r.mode, err))
 		}
 	}
-	if _, err := metrics.ProgramMaps(s.Program())(); err != nil || !canReadMapsByID() {
-		log.Warn("BPF map fill levels unavailable (reading maps by id needs CAP_SYS_ADMIN); every other metric is served", zap.Error(err))
-	}
 	reader, err := s.NewReader()
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
@@ -268,15 +265,16 @@ func (r *runState) interfaceStats() []metrics.Interface {
 			if st := a.Statistics; st != nil {
 				i.RxPackets, i.RxBytes, i.RxDropped = st.RxPackets, st.RxBytes, st.RxDropped
 			}
+			r.sensorMu.Lock()
+			if r.sensor != nil && !r.stopping.Load() {
+				if c, err := r.sensor.InterfaceCounters(a.Index); err == nil {
+					i.XDP = c
+				}
+			}
+			r.sensorMu.Unlock()
 		}
 		out = append(out, i)
 	}
 	return out
 }
 
-// canReadMapsByID reports whether the process may open maps by id
-// (BPF_MAP_GET_FD_BY_ID needs CAP_SYS_ADMIN).
-func canReadMapsByID() bool {
-	eff, err := runEffectiveCaps()
-	return err != nil || eff&(1<<21) != 0
-}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/knockwatch/knockwatch/loader"
 )
 
 // maxIterate bounds the keys counted per map and scrape.
@@ -37,6 +38,23 @@ func ProgramMaps(prog *ebpf.Program) func() ([]MapFill, error) {
 			if err == nil && !strings.HasSuffix(f.Name, ".rodata") && !strings.HasSuffix(f.Name, ".bss") && !strings.HasSuffix(f.Name, ".data") {
 				out = append(out, f)
 			}
+		}
+		return out, nil
+	}
+}
+
+// SensorMaps returns a BPFMaps source over maps the caller already holds
+// (loader's Sensor.Maps), so no CAP_SYS_ADMIN is needed to open them by id.
+func SensorMaps(maps []loader.Map) func() ([]MapFill, error) {
+	return func() ([]MapFill, error) {
+		out := make([]MapFill, 0, len(maps))
+		for _, m := range maps {
+			f, err := fill(m.Map)
+			if err != nil {
+				return out, fmt.Errorf("read map %s: %w", m.Name, err)
+			}
+			f.Name = m.Name
+			out = append(out, f)
 		}
 		return out, nil
 	}

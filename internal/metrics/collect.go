@@ -39,6 +39,7 @@ var (
 	dIfPackets  = desc("interface_receive_packets_total", "Packets the kernel received on the capture interface.", "iface")
 	dIfBytes    = desc("interface_receive_bytes_total", "Bytes the kernel received on the capture interface.", "iface")
 	dIfDropped  = desc("interface_receive_dropped_total", "Packets the kernel dropped on receive on the capture interface (includes XDP_DROP).", "iface")
+	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets, bytes and parse outcomes.", "iface", "counter")
 
 	dRingPending = desc("ringbuf_pending_bytes", "Bytes of records waiting in the ring buffer for the reader.")
 	dMalformed   = desc("ringbuf_malformed_total", "Ring-buffer records that did not decode (C/Go drift).")
@@ -93,7 +94,7 @@ var (
 var allDescs = []*prometheus.Desc{
 	dXDPCounter, dXDPPackets, dXDPBytes, dXDPParse, dTouches, dKnocks, dHandshakes, dRingLost, dMapInsertFail, dBPFUp,
 	dMapEntries, dMapMax, dMapFill, dMapMem,
-	dIfAttached, dIfUp, dIfPackets, dIfBytes, dIfDropped, dRingPending, dMalformed,
+	dIfAttached, dIfUp, dIfPackets, dIfBytes, dIfDropped, dIfXDP, dRingPending, dMalformed,
 	dInConnsOpen, dInConns, dInMessages, dInBytes, dInEvents, dInDropped,
 	dDecRecords, dDecRejected, dDecEvicted, dDecJoins, dDecRedundant, dDecHosts,
 	dCorState, dCorWatermark, dCorEvidence, dCorIgnored, dCorUnres, dCorCapHits, dCorEvicted, dCorExpired, dCorTouchDrop,
@@ -198,6 +199,9 @@ func (c *collector) collectSensorSide(ch chan<- prometheus.Metric) {
 			gauge(ch, dIfAttached, b2f(i.Mode != ""), i.Name, i.Mode)
 			gauge(ch, dIfUp, b2f(i.Up), i.Name)
 			counter(ch, dIfPackets, i.RxPackets, i.Name)
+			for _, name := range sortedKeys(i.XDP) {
+				counter(ch, dIfXDP, i.XDP[name], i.Name, name)
+			}
 			counter(ch, dIfBytes, i.RxBytes, i.Name)
 			counter(ch, dIfDropped, i.RxDropped, i.Name)
 		}

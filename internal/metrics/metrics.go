@@ -29,6 +29,9 @@ type Interface struct {
 	Mode                          string // attach mode that took; "" when not attached
 	Up                            bool
 	RxPackets, RxBytes, RxDropped uint64
+	// XDP holds the program's own per-interface counters (packets, bytes,
+	// parse outcomes; loader.InterfaceCounterNames), nil when unknown.
+	XDP map[string]uint64
 }
 
 // MapFill is one BPF map's size and use.
