@@ -277,4 +277,3 @@ func (r *runState) interfaceStats() []metrics.Interface {
 	}
 	return out
 }
-
