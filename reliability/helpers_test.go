@@ -159,12 +159,14 @@ func logon(b []byte, host string, record uint64, at time.Time) []byte {
 // mixEvent renders event number n of the load mix: one in eight is a
 // relevant firewall rule (a fresh port on one of the hosts), the rest
 // logons. It reports whether the event is relevant.
+// Record ids are n+1: Windows numbers records from 1 and the decoder
+// treats 0 as "no record id" (never a duplicate).
 func mixEvent(b []byte, n uint64, at time.Time) ([]byte, bool) {
 	host := hostName(int(n % numHosts))
 	if n%8 == 0 {
-		return ruleAdded(b, host, n, at, uint16(1024+n/8%60000)), true
+		return ruleAdded(b, host, n+1, at, uint16(1024+n/8%60000)), true
 	}
-	return logon(b, host, n, at), false
+	return logon(b, host, n+1, at), false
 }
 
 // knock is the sensor's KNOCK record for attacker i against host i.
