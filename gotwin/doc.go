@@ -30,6 +30,10 @@
 //     can evict before the map is full. So under eviction pressure the two
 //     may evict different pairs; the differential test sizes the LRU maps
 //     so nothing is evicted. Evictions() reports how often the twin evicted.
+//   - While no watched handshake waits for its ACK, the twin skips the
+//     watch lookup of a plain ACK (the program looks up and finds nothing
+//     it can use); records and counters are the same, only LRU recency
+//     differs, which matters only under eviction.
 //   - Concurrency: the twin is single-threaded (one replay stream); the
 //     program's spin locks have no counterpart.
 //   - A frame shorter than an Ethernet header: BPF_PROG_RUN refuses it
