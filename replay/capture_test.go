@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
 )
 
 func readAll(t *testing.T, path string) (frames [][]byte, times []time.Time, c *Capture) {
