@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -162,10 +163,13 @@ func runKernel(t testing.TB, k *kernel, steps []step) outcome {
 	return o
 }
 
-func runTwin(t testing.TB, cfg loader.Config, steps []step) outcome {
+func runTwin(t testing.TB, cfg loader.Config, steps []step, allow ...netip.Prefix) outcome {
 	t.Helper()
 	tw, err := New(cfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.SetAllowlist(allow); err != nil {
 		t.Fatal(err)
 	}
 	var o outcome
@@ -334,6 +338,43 @@ func TestDifferentialScenarios(t *testing.T) {
 				t.Fatalf("scenario %s produced no records", name)
 			}
 		})
+	}
+}
+
+// TestDifferentialAllowlist checks the allowlist (an LPM trie in the
+// program, prefix matching in the twin) on generated inputs.
+func TestDifferentialAllowlist(t *testing.T) {
+	k := loadKernel(t)
+	allow := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/64"),
+		netip.MustParsePrefix("198.18.0.0/17"), netip.MustParsePrefix("192.0.2.1/32")}
+	if err := k.s.SetAllowlist(allow); err != nil {
+		t.Fatal(err)
+	}
+	defer k.s.SetAllowlist(nil)
+	rng := rand.New(rand.NewPCG(3, 4))
+	var allowlisted uint64
+	for i := 0; i < 60; i++ {
+		data := make([]byte, 4*(20+rng.IntN(150)))
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		convs := []byte{byte(rng.Uint32()), byte(rng.Uint32())}
+		for j := 0; j+3 < len(data); j += 4 {
+			data[j] = []byte{0, 1, 1, 1, 12}[rng.IntN(5)]
+			data[j+1] = convs[rng.IntN(2)]
+			data[j+2] &= 0x87
+			data[j+3] %= 30
+		}
+		steps := append(decodeOps(seeds[0]), decodeOps(data)...)
+		ko := runKernel(t, k, steps)
+		g := runTwin(t, testConfig(), steps, allow...)
+		if d := compare(ko, g); d != "" {
+			t.Fatalf("engines differ with an allowlist on ops %x:\n%s", data, d)
+		}
+		allowlisted += ko.counters["allowlisted"]
+	}
+	if allowlisted == 0 {
+		t.Fatal("no generated input reached an allowlisted flag")
 	}
 }
 
