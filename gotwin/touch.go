@@ -51,7 +51,7 @@ func (t *Twin) candidateAdd(cd *candidate, port uint16, kind uint8, ts uint64, r
 	n := cd.n
 	seen := false
 	for i := 0; i < maxTouches; i++ {
-		if i < int(n) && cd.ring[i].port == port {
+		if i < int(n) && cd.ring[i].port == port && within(ts, cd.ring[i].ts, t.window) {
 			seen = true
 		}
 	}
@@ -70,12 +70,13 @@ func (t *Twin) candidateAdd(cd *candidate, port uint16, kind uint8, ts uint64, r
 		n++
 		cd.n = n
 	}
-	if cd.flagSent || t.distinct(cd, cd.lastTS) < t.minPorts {
+	d := t.distinct(cd, cd.lastTS)
+	if cd.flagSent || d < t.minPorts {
 		return false
 	}
 	cd.flagSent = true
 	rec.n = uint16(n)
-	rec.distinct = cd.distinct
+	rec.distinct = max(cd.distinct, uint16(d))
 	var start uint8
 	if n > maxTouches-1 {
 		start = cd.head

@@ -421,3 +421,18 @@ func TestSweep(t *testing.T) {
 	checkKnocks(t, knocks(drain(t, rd)), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
 		kinds: []TouchKind{TouchS0, TouchS0, TouchS0}, times: []time.Duration{0, sec(0.5), sec(1)}}})
 }
+
+// TestDistinctAcrossBursts: a port touched in an earlier burst counts again
+// in a new one, and the KNOCK's distinct count is never below the window's.
+func TestDistinctAcrossBursts(t *testing.T) {
+	s := loadReplay(t, nil)
+	recs, _ := runSteps(t, s, cat(a.rej(0, 7000), a.rej(sec(1), 7001),
+		a.rej(sec(35), 7000), a.rej(sec(36), 7001), a.rej(sec(37), 7002)))
+	ks := knocks(recs)
+	if len(ks) != 1 {
+		t.Fatalf("%d knocks, want 1", len(ks))
+	}
+	if ks[0].Distinct != 3 {
+		t.Errorf("distinct = %d, want 3", ks[0].Distinct)
+	}
+}

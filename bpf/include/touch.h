@@ -87,13 +87,16 @@ static __always_inline __u32 kw_distinct(struct candidate *cd, __u64 newest)
 static __always_inline int kw_candidate_add(struct pair_slot *slot, struct candidate *cd, __u16 port,
 					    __u8 kind, __u64 ts, struct knock_rec *rec)
 {
-	__u32 seen = 0, n, h, full;
+	__u32 seen = 0, n, h, full, d;
 	int flag = 0;
 
 	bpf_spin_lock(&slot->lock);
 	n = cd->n;
+	/* Seen before only if touched within the window: a port from an
+	 * earlier burst counts again. */
 	for (int i = 0; i < KW_MAX_TOUCHES; i++)
-		seen |= kw_lt(i, n) & kw_eq16(cd->ring[i].port, port);
+		seen |= kw_lt(i, n) & kw_eq16(cd->ring[i].port, port) &
+			kw_within(ts, cd->ring[i].ts, CFG.window_ns);
 	if (kw_after(ts, cd->last_ts, CFG.window_ns))
 		cd->distinct = 1; /* a new burst */
 	else if (!seen && cd->distinct < 0xffff)
@@ -107,11 +110,12 @@ static __always_inline int kw_candidate_add(struct pair_slot *slot, struct candi
 	cd->head = (h + 1) & (KW_MAX_TOUCHES - 1);
 	if (n < KW_MAX_TOUCHES)
 		cd->n = ++n;
-	if (!cd->flag_sent && kw_distinct(cd, cd->last_ts) >= CFG.min_ports) {
+	if (!cd->flag_sent && (d = kw_distinct(cd, cd->last_ts)) >= CFG.min_ports) {
 		cd->flag_sent = 1;
 		flag = 1;
 		rec->n = n;
-		rec->distinct = cd->distinct;
+		/* The burst count, never less than what the window shows. */
+		rec->distinct = cd->distinct > d ? cd->distinct : d;
 		/* Oldest first: once the ring is full it starts at head. */
 		full = kw_lt(KW_MAX_TOUCHES - 1, n);
 		h = cd->head & (0 - full);
