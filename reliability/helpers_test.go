@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,25 +201,4 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// tally is a concurrency-safe set of counters a load client keeps.
-type tally struct {
-	mu sync.Mutex
-	m  map[string]uint64
-}
-
-func (c *tally) add(k string, n uint64) {
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[string]uint64{}
-	}
-	c.m[k] += n
-	c.mu.Unlock()
-}
-
-func (c *tally) get(k string) uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
 }
