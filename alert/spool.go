@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // ErrSpoolFull is wrapped by the error of a Webhook.Write that was refused
@@ -78,7 +77,7 @@ func openSpool(dir string, maxBytes, segBytes int64, c *counters) (s *spool, not
 	if err != nil {
 		return nil, nil, fmt.Errorf("open spool lock: %w", err)
 	}
-	if err := syscall.Flock(int(lockF.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(lockF); err != nil {
 		lockF.Close()
 		return nil, nil, fmt.Errorf("lock spool dir %s (is another sink using it?): %w", dir, err)
 	}
@@ -426,6 +425,6 @@ func (s *spool) close() error {
 }
 
 func (s *spool) unlock() {
-	_ = syscall.Flock(int(s.lockF.Fd()), syscall.LOCK_UN)
+	unlockFile(s.lockF)
 	_ = s.lockF.Close()
 }

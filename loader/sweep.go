@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // sweepChunk is the number of pair slots one BPF_PROG_RUN of the sweep
@@ -56,20 +55,3 @@ func (s *Sensor) SweepEvery(ctx context.Context, interval time.Duration, onErr f
 	}
 }
 
-// programTime converts wall-clock t to the program's clock: unix ns in
-// replay mode, CLOCK_MONOTONIC or CLOCK_TAI ns in live mode.
-func (s *Sensor) programTime(t time.Time) uint64 {
-	if s.cfg.Replay {
-		return uint64(t.UnixNano())
-	}
-	if s.cfg.CoarseClock {
-		return uint64(t.UnixNano() - monoToReal())
-	}
-	var tai, real unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_TAI, &tai) != nil || unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {
-		return uint64(t.UnixNano())
-	}
-	off := tai.Nano() - real.Nano()
-	off = (off + sign(off)*int64(time.Second)/2) / int64(time.Second) * int64(time.Second)
-	return uint64(t.UnixNano() + off)
-}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netns builds throw-away network topologies out of Linux network
 // namespaces, veth pairs, a bridge and tc mirrors, for the integration tests
 // and for `knockwatch lab`.

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -142,11 +141,10 @@ func (ff *FileFollower) poll() {
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
+		key, ok := fileIdentity(p, fi)
 		if !ok {
 			continue
 		}
-		key := fileKey{uint64(st.Dev), st.Ino}
 		seen[key] = true
 		if fl, ok := ff.files[key]; ok {
 			fl.path, fl.gone, fl.idle = p, false, 0
