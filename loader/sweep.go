@@ -54,4 +54,3 @@ func (s *Sensor) SweepEvery(ctx context.Context, interval time.Duration, onErr f
 		}
 	}
 }
-
