@@ -36,9 +36,14 @@ func envInt(t testing.TB, name string, def int) int {
 	return n
 }
 
-// soakDuration is how long a load test offers events (per transport).
+// soakDuration is how long a load test offers events (per transport):
+// KNOCKWATCH_SOAK_SECONDS, else 5 s (2 s with -short).
 func soakDuration(t testing.TB) time.Duration {
-	return time.Duration(envInt(t, "KNOCKWATCH_SOAK_SECONDS", 5)) * time.Second
+	def := 5
+	if testing.Short() {
+		def = 2
+	}
+	return time.Duration(envInt(t, "KNOCKWATCH_SOAK_SECONDS", def)) * time.Second
 }
 
 // Hosts of the test inventory: host i is ws<i>.corp.example at 10.0.0.<i+1>.
