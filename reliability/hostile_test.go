@@ -302,13 +302,22 @@ func TestHostileInputEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatalf("request failed without an answer: %v", err)
 			}
-			if status != c.status || (c.accepted != "" && !strings.Contains(body, c.accepted)) {
-				t.Fatalf("got %d %.200s, want %d %s", status, body, c.status, c.accepted)
-			}
+			d := delta(before, e.counts())
 			if status != 202 && !strings.Contains(body, `"error"`) {
 				t.Errorf("refusal without an error message: %.200s", body)
 			}
-			d := delta(before, e.counts())
+			if c.gap != "" && (status != c.status || !strings.Contains(body, c.accepted)) {
+				// The gap was closed: the input is now refused. Refused
+				// means an explicit answer and a counter.
+				if (status != 400 && !strings.Contains(body, `"rejected":1`)) || len(d) == 0 {
+					t.Fatalf("got %d %.200s with counters %v: want accepted (the known behaviour) or refused with a counter", status, body, d)
+				}
+				t.Logf("RESULT %s -> %d %s, counters %v (known gap closed: update the case)", c.name, status, body, d)
+				return
+			}
+			if status != c.status || (c.accepted != "" && !strings.Contains(body, c.accepted)) {
+				t.Fatalf("got %d %.200s, want %d %s", status, body, c.status, c.accepted)
+			}
 			for k, v := range c.want {
 				if d[k] < v {
 					t.Errorf("counter %s grew by %d, want %d (all changes: %v)", k, d[k], v, d)
@@ -427,7 +436,13 @@ func TestSlowClientsDoNotBlockOthers(t *testing.T) {
 	if d["http.read_timeout"] < 1 {
 		t.Errorf("trickled body: read_timeout not counted (%v)", d)
 	}
-	if d["http.read_timeout"] < 17 {
+	var httpDrops uint64
+	for k, v := range d {
+		if strings.HasPrefix(k, "http.") {
+			httpDrops += v
+		}
+	}
+	if httpDrops < uint64(len(slow))+1 {
 		knownGap(t, "slowloris: %d connections cut by ReadHeaderTimeout with 408 but not counted (http read_timeout grew by %d, only the trickled body)",
 			len(slow), d["http.read_timeout"])
 	}
