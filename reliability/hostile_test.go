@@ -449,3 +449,57 @@ func TestSlowClientsDoNotBlockOthers(t *testing.T) {
 	t.Logf("RESULT slow clients: %d slowloris + 1 trickled body + 1 stalled Beats window held open while %d good requests succeeded; counters %v",
 		len(slow), e.good.Load(), d)
 }
+
+// TestHostileInputOverBeats sends the hostile JSON events as Beats events
+// (Winlogbeat's transport): each window is acknowledged (a forwarder must
+// not re-send a poisoned event forever), the hostile events are counted
+// and the good event in the same window goes through.
+func TestHostileInputOverBeats(t *testing.T) {
+	e := newHostileEnv(t)
+	e.p.Advance(time.Now())
+	now := time.Now()
+	deep := ruleAdded(nil, "WS01.corp.example", e.record.Add(1), now, 4100)
+	deep = bytes.Replace(deep, []byte(`"Active":"1"`), append(append([]byte(`"Active":"1","x":`), deepJSON(10000)...), ' '), 1)
+	cases := []struct {
+		name string
+		ev   []byte
+		want map[string]uint64
+	}{
+		{"deeply nested JSON (100k levels, not an object)", deepJSON(100000), map[string]uint64{"beats.unreadable": 1}},
+		{"deeply nested object", []byte(strings.Repeat(`{"a":`, 100000) + "1" + strings.Repeat("}", 100000)),
+			map[string]uint64{"decoder.too_deep": 1, "beats.unreadable": 1}},
+		{"deep nesting inside an event", deep, map[string]uint64{"decoder.too_deep": 1}},
+		{"event over MaxEventBytes (2 MiB)", []byte(`{"x":"` + strings.Repeat("a", 2<<20) + `"}`), map[string]uint64{"beats.too_large": 1}},
+		{"timestamp far in the past (1971)", ruleAdded(nil, "WS04.corp.example", e.record.Add(1),
+			time.Date(1971, 1, 1, 0, 0, 0, 0, time.UTC), 4101), map[string]uint64{"engine.late": 1}},
+		{"unparsable timestamp", bytes.Replace(ruleAdded(nil, "WS06.corp.example", e.record.Add(1), now, 4102),
+			[]byte(`"@timestamp":"`), []byte(`"@timestamp":"yesterday`), 1), map[string]uint64{"decoder.bad_time": 1}},
+		{"event for an unknown host", ruleAdded(nil, "ROGUE-PC.evil.example", e.record.Add(1), now, 4103),
+			map[string]uint64{"engine.unresolved": 1}},
+	}
+	cl, err := lumberclient.SyncDial(e.beats.Addr().String(), lumberclient.JSONEncoder(rawEncoder), lumberclient.Timeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := e.counts()
+			acceptedBefore := e.beats.Stats().Accepted
+			n, err := cl.Send([]any{c.ev, e.goodEvent()})
+			if err != nil || n != 2 {
+				t.Fatalf("window acknowledged %d of 2: %v", n, err)
+			}
+			d := delta(before, e.counts())
+			for k, v := range c.want {
+				if d[k] < v {
+					t.Errorf("counter %s grew by %d, want %d (all changes: %v)", k, d[k], v, d)
+				}
+			}
+			if got := e.beats.Stats().Accepted - acceptedBefore; got < 1 {
+				t.Errorf("the good event of the window was not accepted (%d)", got)
+			}
+			t.Logf("RESULT beats: %s -> acknowledged, counters %v", c.name, d)
+		})
+	}
+}
