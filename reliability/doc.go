@@ -6,6 +6,10 @@
 // the command that runs it and the figures of one run.
 //
 // Knobs (environment): KNOCKWATCH_SOAK_SECONDS (load duration per
-// transport, default 5), KNOCKWATCH_SOAK_RATE (offered events/s, default
-// 100000), KNOCKWATCH_OUTAGE_SECONDS (webhook receiver outage, default 2).
+// transport, default 5, 2 with -short), KNOCKWATCH_SOAK_RATE (offered
+// events/s, default 100000), KNOCKWATCH_OUTAGE_SECONDS (webhook receiver
+// outage, default 2), KNOCKWATCH_LAB_FLOOD_PACKETS (SYN flood in the lab,
+// default 200000), KNOCKWATCH_STRICT (known gaps fail instead of being
+// logged). The BPF, namespace and live `knockwatch run` tests need root
+// (internal/testenv) and Linux; the rest run anywhere on loopback.
 package reliability
