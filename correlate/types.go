@@ -237,7 +237,26 @@ var (
 	ErrNoHost       = errors.New("change names no host")
 	ErrInvalidOrder = errors.New("times out of order")
 	ErrInvalidKind  = errors.New("unknown touch kind")
+	ErrTimeRange    = errors.New("time outside 1980-2200")
 )
+
+// Evidence times are kept as Unix nanoseconds, which overflow before 1678
+// and after 2262; anything outside these bounds is a broken clock or a
+// zero timestamp (Windows writes 1601-01-01), refused with ErrTimeRange.
+var (
+	minTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func checkTime(t time.Time) error {
+	if t.IsZero() {
+		return ErrMissingTime
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return fmt.Errorf("%w: %s", ErrTimeRange, t.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
 
 func (k *Knock) validate() error {
 	if !k.Src.IsValid() || !k.Dst.IsValid() {
@@ -248,8 +267,8 @@ func (k *Knock) validate() error {
 	}
 	for i := range k.Touches {
 		t := &k.Touches[i]
-		if t.Time.IsZero() {
-			return fmt.Errorf("touch %d: %w", i, ErrMissingTime)
+		if err := checkTime(t.Time); err != nil {
+			return fmt.Errorf("touch %d: %w", i, err)
 		}
 		if t.Port == 0 {
 			return fmt.Errorf("touch %d: %w", i, ErrInvalidPort)
@@ -268,8 +287,10 @@ func (h *Handshake) validate() error {
 	if h.Port == 0 {
 		return ErrInvalidPort
 	}
-	if h.SYN.IsZero() || h.SYNACK.IsZero() || h.ACK.IsZero() {
-		return ErrMissingTime
+	for _, t := range []time.Time{h.SYN, h.SYNACK, h.ACK} {
+		if err := checkTime(t); err != nil {
+			return err
+		}
 	}
 	if h.SYNACK.Before(h.SYN) || h.ACK.Before(h.SYNACK) {
 		return ErrInvalidOrder
@@ -278,8 +299,8 @@ func (h *Handshake) validate() error {
 }
 
 func (c *ExposureChange) validate() error {
-	if c.Time.IsZero() {
-		return ErrMissingTime
+	if err := checkTime(c.Time); err != nil {
+		return err
 	}
 	if c.Host == "" && len(c.HostIPs) == 0 {
 		return ErrNoHost

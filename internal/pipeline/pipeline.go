@@ -64,7 +64,17 @@ type Config struct {
 	ObserveLag func(transport string, format winevents.Format, lag time.Duration)
 	// Now is the clock for arrivals without a time (tests); default time.Now.
 	Now func() time.Time
+	// MaxFuture refuses an exposure change received by a listener whose
+	// event time is further than this ahead of its arrival (a broken host
+	// clock would otherwise open windows in the future); default 1 h.
+	MaxFuture time.Duration
 }
+
+// ErrFuture refuses an event time too far ahead of its arrival.
+var ErrFuture = errors.New("event time too far in the future")
+
+// DefaultMaxFuture is Config.MaxFuture's default.
+const DefaultMaxFuture = time.Hour
 
 // Pipeline owns a correlation engine, a decoder and an alert sink.
 // Its methods are safe for concurrent use.
@@ -111,6 +121,9 @@ func New(cfg Config, sink alert.Sink, logger *zap.Logger) (*Pipeline, error) {
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	if cfg.MaxFuture <= 0 {
+		cfg.MaxFuture = DefaultMaxFuture
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -241,6 +254,12 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 		if p.cfg.ObserveLag != nil && !c.Time.IsZero() {
 			p.cfg.ObserveLag(m.Transport, c.Source.Format, arrival.Sub(c.Time))
 		}
+		if c.Time.After(arrival.Add(p.cfg.MaxFuture)) {
+			rejected++
+			p.counters.reject("change", reasonOf(ErrFuture))
+			p.log.Debug("change rejected", zap.String(fieldTransport, m.Transport), zap.Time("event_time", c.Time), zap.Error(ErrFuture))
+			continue
+		}
 		if err := p.AddChange(c); err != nil {
 			rejected++
 			p.log.Debug("change rejected", zap.String(fieldTransport, m.Transport), zap.Error(err))
@@ -308,6 +327,8 @@ func reasonOf(err error) string {
 		{correlate.ErrNoHost, "no_host"},
 		{correlate.ErrInvalidOrder, "invalid_order"},
 		{correlate.ErrInvalidKind, "invalid_kind"},
+		{correlate.ErrTimeRange, "time_range"},
+		{ErrFuture, "future_time"},
 		{ErrClosed, "closed"},
 		{context.Canceled, "cancelled"},
 		{context.DeadlineExceeded, "cancelled"},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -304,5 +305,32 @@ func TestEmitAfterClose(t *testing.T) {
 	}
 	if st := p.Stats(); st.AlertsUndelivered != 1 || st.AlertsQueued != 0 {
 		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// TestHandleRefusesBrokenTimes: an event stamped far in the future of its
+// arrival, or outside the representable range, is refused and counted by
+// reason, never kept.
+func TestHandleRefusesBrokenTimes(t *testing.T) {
+	p := newTestPipeline(t, alert.NewStreamWriter(&syncBuffer{}, "test", false), Config{})
+	raw, err := os.ReadFile("../../testdata/winevents/psmths_2004_2071_2006_5156_examples.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := string(raw)
+	i := strings.Index(ev, "<Event\n")
+	ev = ev[i : i+strings.Index(ev[i:], "</Event>")+len("</Event>")]
+	arrival := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for n, ts := range []string{"2026-11-27T15:00:00Z", "2999-01-01T00:00:00Z", "1601-01-01T00:00:00Z"} {
+		payload := strings.Replace(ev, "2023-05-04T17:01:45.8409961Z", ts, 1)
+		payload = strings.Replace(payload, "<EventRecordID>6661<", "<EventRecordID>"+strconv.Itoa(90000+n)+"<", 1)
+		res := p.Handle(context.Background(), intake.Message{Transport: "http", Payload: []byte(payload), Received: arrival})
+		if res.Accepted != 0 || res.Rejected == 0 {
+			t.Errorf("%s: result %+v, want rejected", ts, res)
+		}
+	}
+	got := p.Stats().Rejected["change"]
+	if got["future_time"] != 2 || got["time_range"] != 1 {
+		t.Errorf("rejections by reason = %v, want future_time 2, time_range 1", got)
 	}
 }
