@@ -3,6 +3,7 @@ package loader
 import (
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,10 +49,25 @@ func TestPinnedRestart(t *testing.T) {
 
 	s = load() // a new program, same pinned maps and seed
 	defer s.Close()
+	if ks, _, err := s.FlaggedKnocks(); err != nil || len(ks) != 0 {
+		t.Fatalf("flagged knocks before any flag: %v, %v", ks, err)
+	}
 	recs, _ = runSteps(t, s, cat(a.rej(sec(2), 9000), a.connect(sec(10), 4444)))
 	checkKnocks(t, knocks(recs), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
 		kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}}})
 	checkHandshakes(t, handshakes(recs), []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: -1, lastOpen: -1}})
+
+	// Restarted after the flag: the knock comes back from the pinned maps
+	// for the new process's correlation engine.
+	s.Close()
+	s = load()
+	defer s.Close()
+	ks, missing, err := s.FlaggedKnocks()
+	if err != nil || missing != 0 {
+		t.Fatalf("FlaggedKnocks: %v (missing %d)", err, missing)
+	}
+	checkKnocks(t, ks, []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
+		kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}, times: []time.Duration{0, sec(1), sec(2)}}})
 
 	// Other sizes cannot reuse the pinned maps: a clear error, not garbage.
 	cfg := DefaultConfig()

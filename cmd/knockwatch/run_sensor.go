@@ -33,7 +33,19 @@ func (r *runState) startSensor(ctx context.Context) error {
 	r.sensor = s
 	r.sensorMu.Unlock()
 	if cfg.PinPath != "" {
-		log.Info("maps pinned: state survives a restart", zap.String(fPath, cfg.PinPath))
+		// The flags survived in the pinned maps; the knocks they stand
+		// for must reach this process's correlation engine too.
+		knocks, missing, err := s.FlaggedKnocks()
+		if err != nil {
+			log.Warn("could not restore knocks from pinned maps", zap.Error(err))
+		}
+		for _, k := range knocks {
+			if err := r.pipe.AddRecord(ctx, k); err != nil {
+				log.Warn("restore knock", zap.Error(err))
+			}
+		}
+		log.Info("maps pinned: state survives a restart", zap.String(fPath, cfg.PinPath),
+			zap.Int("knocks_restored", len(knocks)), zap.Int("knocks_without_touches", missing))
 	} else {
 		log.Info("maps not pinned: knocks in progress are forgotten on restart (use --pin-path to keep them)")
 	}
