@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -45,6 +47,8 @@ type HTTPServer struct {
 	ln   net.Listener
 	srv  *http.Server
 	done chan struct{}
+	// conns follows open connections (net.Conn -> *httpConn).
+	conns sync.Map
 }
 
 // NewHTTPServer binds cfg.Addr and serves until Close.
@@ -79,13 +83,20 @@ func NewHTTPServer(cfg HTTPConfig, h Handler, logger *zap.Logger) (*HTTPServer, 
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "not found: POST " + EventsPath})
 	})
 	s.srv = &http.Server{
-		Handler:           mux,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if hc, ok := r.Context().Value(httpConnKey{}).(*httpConn); ok {
+				hc.served.Store(true)
+			}
+			mux.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout + 30*time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(&httpErrorLog{s: s}, "", 0),
+		ConnContext:       s.connContext,
+		ConnState:         s.connState,
 	}
 	go func() {
 		defer close(s.done)
@@ -119,6 +130,42 @@ func (s *HTTPServer) Close() error {
 	}
 	<-s.done
 	return err
+}
+
+// httpConn follows one connection, so that a client that sent bytes but
+// never completed a request (slowloris: net/http answers 408 and closes
+// without calling a handler) is counted as a read timeout.
+type httpConn struct {
+	active atomic.Bool // read at least one byte of a request
+	served atomic.Bool // a request reached a handler
+}
+
+type httpConnKey struct{}
+
+func (s *HTTPServer) connContext(ctx context.Context, c net.Conn) context.Context {
+	hc := &httpConn{}
+	s.conns.Store(c, hc)
+	return context.WithValue(ctx, httpConnKey{}, hc)
+}
+
+func (s *HTTPServer) connState(c net.Conn, st http.ConnState) {
+	v, ok := s.conns.Load(c)
+	if !ok {
+		return
+	}
+	hc := v.(*httpConn)
+	switch st {
+	case http.StateActive:
+		hc.active.Store(true)
+	case http.StateIdle:
+		hc.active.Store(false)
+		hc.served.Store(false)
+	case http.StateClosed, http.StateHijacked:
+		s.conns.Delete(c)
+		if hc.active.Load() && !hc.served.Load() {
+			s.c.drop(rReadTimeout)
+		}
+	}
 }
 
 func (s *HTTPServer) serveEvents(w http.ResponseWriter, r *http.Request) {
