@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build demo test test-short bench fuzz generate check-generate lint clean
+.PHONY: help build demo test test-short bench soak fuzz generate check-generate lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,10 @@ test-short: ## run the tests that need no root
 
 bench: ## run the benchmarks (root for the XDP ones); figures go in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+soak: ## long reliability runs (root): 30 s intake load per listener, 60 s webhook outage, 2M-SYN lab flood, 10M-packet BPF flood
+	KNOCKWATCH_SOAK_SECONDS=30 KNOCKWATCH_OUTAGE_SECONDS=60 KNOCKWATCH_LAB_FLOOD_PACKETS=2000000 $(GO) test -count=1 -timeout 20m -v -run 'TestIntakeLoadHTTP|TestIntakeLoadBeats|TestWebhookOutageThroughPipeline|TestLabFloodWithKnock' ./reliability
+	KNOCKWATCH_FLOOD_PACKETS=10000000 $(GO) test -count=1 -timeout 20m -v -run '^TestFloodWithKnock$$' ./loader
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $$($(GO) list ./...); do \
