@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build demo test test-short bench soak fuzz generate check-generate lint clean
+.PHONY: help build demo test test-short bench bench-replay soak fuzz generate check-generate lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +27,14 @@ test: ## run every test, including BPF and network-namespace tests (root)
 test-short: ## run the tests that need no root
 	KNOCKWATCH_REQUIRE_PRIVILEGED= $(GO) test -count=1 -short ./...
 
-bench: ## run the benchmarks (root for the XDP ones); figures go in BENCHMARKS.md
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+bench: ## run every benchmark with the settings its BENCHMARKS.md row was measured with (root for XDP)
+	$(GO) test -run '^$$' -bench . -benchtime 50000x ./loader/
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./correlate/ ./winevents/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./winevents/intake/ ./alert/ ./internal/pipeline/
+	$(GO) test -run '^$$' -bench 'BenchmarkEngine|BenchmarkRun' -benchtime $(BENCHTIME) ./replay/
+
+bench-replay: ## replay of a generated 10M-packet capture per engine beside tshark (several minutes)
+	$(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 60m ./replay/
 
 soak: ## long reliability runs (root): 30 s intake load per listener, 60 s webhook outage, 2M-SYN lab flood, 10M-packet BPF flood
 	KNOCKWATCH_SOAK_SECONDS=30 KNOCKWATCH_OUTAGE_SECONDS=60 KNOCKWATCH_LAB_FLOOD_PACKETS=2000000 $(GO) test -count=1 -timeout 20m -v -run 'TestIntakeLoadHTTP|TestIntakeLoadBeats|TestWebhookOutageThroughPipeline|TestLabFloodWithKnock' ./reliability
