@@ -66,7 +66,13 @@ func replayDir(t *testing.T, dir, kind string) ([]wantAlert, Summary) {
 	t.Helper()
 	caps, _ := filepath.Glob(filepath.Join(dir, "capture*"))
 	sort.Strings(caps)
-	hosts, err := correlate.ReadHostsFile(filepath.Join(corpusDir, "hosts"))
+	// A case may bring its own inventory (a lab recording names its
+	// own host); the generated cases share the corpus one.
+	hostsFile := filepath.Join(dir, "hosts")
+	if _, err := os.Stat(hostsFile); err != nil {
+		hostsFile = filepath.Join(corpusDir, "hosts")
+	}
+	hosts, err := correlate.ReadHostsFile(hostsFile)
 	if err != nil {
 		t.Fatal(err)
 	}

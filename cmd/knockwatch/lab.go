@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -58,6 +60,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	timeout := fs.Duration("timeout", 90*time.Second, "give up on the whole lab after this long")
 	jsonOut := fs.Bool("json", false, "machine output: every alert as one JSON line, the summary as one JSON line")
 	report := fs.String("report", "", "write the full result (scenario, addresses, alerts, scraped metrics) as JSON to `FILE`")
+	capture := fs.String("capture", "", "record the mirrored traffic with tcpdump into the pcap `FILE` and the forwarded event into FILE.events.xml (a replay case)")
 	verbose := fs.Bool("verbose", false, "copy the sensor's log to standard error")
 	knockClient := fs.String("knock-client", "auto", "attacker's knock client: auto (Debian's knock if installed), knock, or go (Go dials)")
 	ipv6 := fs.Bool("ipv6", false, "play the scenario over IPv6")
@@ -107,6 +110,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Logf:         logf,
 		OnAlert:      out.alert,
 		SensorArgs:   sensorArgs,
+		Capture:      *capture,
 	}
 	if *verbose {
 		cfg.SensorLog = stderr

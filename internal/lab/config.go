@@ -1,3 +1,5 @@
+//go:build linux
+
 package lab
 
 import (
@@ -57,6 +59,10 @@ type Config struct {
 	SensorLog io.Writer
 	// SensorArgs are extra arguments for `knockwatch run`.
 	SensorArgs []string
+	// Capture, when set, records the mirrored traffic with tcpdump into
+	// this pcap file and appends the forwarded Windows event to
+	// Capture+".events.xml": a lab run becomes a replay case.
+	Capture string
 }
 
 func (c *Config) defaults() error {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package lab is `knockwatch lab`: the whole AN0842 story played with real
 // TCP stacks in network namespaces against the real `knockwatch run`.
 //
@@ -84,6 +86,7 @@ type Lab struct {
 	sensor  *sensor
 	knockd  *knockDaemon
 	fwd     *forwarder
+	caps    []*capture
 	started time.Time
 
 	mu        sync.Mutex
@@ -127,6 +130,14 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	cfg.Logf("network: attacker %v, client %v, host %v (%s) on a switch; %s in the sensor namespace",
 		l.ip(t.Attacker), l.ip(t.Client), l.ip(t.Host), cfg.HostName, mirror)
+	if cfg.Capture != "" {
+		l.caps, err = startCapture(ctx, t, cfg.Capture, cfg.Tap)
+		if err != nil {
+			return l, fmt.Errorf("start lab: %w", err)
+		}
+		_ = os.Remove(cfg.Capture + ".events.xml")
+		cfg.Logf("capture: tcpdump on the span port -> %s (events -> %s.events.xml)", cfg.Capture, cfg.Capture)
+	}
 	if err = l.mgmtLink(); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
@@ -260,6 +271,11 @@ func (l *Lab) Close() error {
 		}
 		if l.knockd != nil {
 			if err := l.knockd.stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, c := range l.caps {
+			if err := c.stop(); err != nil {
 				errs = append(errs, err)
 			}
 		}

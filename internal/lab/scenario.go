@@ -1,3 +1,5 @@
+//go:build linux
+
 package lab
 
 import (
@@ -92,6 +94,11 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	})
 	if err != nil {
 		return err
+	}
+	if c.Capture != "" {
+		if err := saveEvent(c.Capture+".events.xml", ev); err != nil {
+			return err
+		}
 	}
 	res, err := l.fwd.post(ctx, ev, false)
 	if err != nil {
