@@ -206,7 +206,7 @@ func TestRunHelp(t *testing.T) {
 }
 
 // helperEnv makes the test binary act as `knockwatch run` (see
-// TestRunHelperProcess).
+// TestMain).
 const helperEnv = "KNOCKWATCH_RUN_HELPER_ARGS"
 
 // forceEnv makes the helper process test the second-signal exit.
@@ -217,7 +217,7 @@ const forceEnv = "KNOCKWATCH_RUN_HELPER_FORCE"
 func TestRunSecondSignalForces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$")
+	cmd := exec.CommandContext(ctx, os.Args[0])
 	cmd.Env = append(os.Environ(), forceEnv+"=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -248,10 +248,18 @@ func TestRunSecondSignalForces(t *testing.T) {
 	}
 }
 
-// TestRunHelperProcess is not a test: TestRunSIGTERMDetaches runs the test
-// binary with it inside a network namespace as `knockwatch run`, under the
-// same signal handling as main.
-func TestRunHelperProcess(t *testing.T) {
+// TestMain turns the test binary into a helper process when
+// TestRunSIGTERMDetaches (or the second-signal test) starts it with its
+// variable set: it then runs `knockwatch run` inside a network namespace
+// under the same signal handling as main, and never runs the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv(forceEnv) != "" || os.Getenv(helperEnv) != "" {
+		runHelperProcess()
+	}
+	os.Exit(m.Run())
+}
+
+func runHelperProcess() {
 	if os.Getenv(forceEnv) != "" {
 		// Stand-in for a shutdown that hangs: arm the second-signal exit
 		// and wait.
@@ -259,7 +267,8 @@ func TestRunHelperProcess(t *testing.T) {
 		cfg.LogFormat = "json"
 		log, err := newRunLogger(cfg, os.Stderr)
 		if err != nil {
-			t.Fatal(err)
+			os.Stderr.WriteString("knockwatch: " + err.Error() + "\n")
+			os.Exit(1)
 		}
 		defer runForceOnSecondSignal(log)()
 		os.Stderr.WriteString("armed\n")
@@ -267,9 +276,6 @@ func TestRunHelperProcess(t *testing.T) {
 		os.Exit(0)
 	}
 	args := os.Getenv(helperEnv)
-	if args == "" {
-		t.Skip("helper process of TestRunSIGTERMDetaches")
-	}
 	ctx, stop := signalContext()
 	defer stop()
 	if err := run(ctx, append([]string{"run"}, strings.Split(args, "\x1f")...), os.Stdout, os.Stderr); err != nil {
@@ -284,7 +290,7 @@ func TestRunHelperProcess(t *testing.T) {
 // logs so far and a channel closed when stderr ends.
 func helperRun(t *testing.T, ctx context.Context, ns *netns.Namespace, args []string) (*execCmd, func() string, <-chan struct{}) {
 	t.Helper()
-	cmd := ns.Command(ctx, os.Args[0], "-test.run=^TestRunHelperProcess$", "-test.v=false")
+	cmd := ns.Command(ctx, os.Args[0], "-test.v=false")
 	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, "\x1f"))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

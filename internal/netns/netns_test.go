@@ -320,15 +320,21 @@ func TestSweepRemovesOrphans(t *testing.T) {
 	}
 }
 
-// helperEnv names the variable that turns TestHelperProcess into a run
+// helperEnv names the variable that turns the test binary into a run
 // that builds a topology and waits to be interrupted.
 const helperEnv = "KW_NETNS_HELPER"
 
-func TestHelperProcess(t *testing.T) {
-	prefix := os.Getenv(helperEnv)
-	if prefix == "" {
-		t.Skip("helper for TestInterruptedRunLeavesNothing")
+// TestMain turns the test binary into the helper process of
+// TestInterruptedRunLeavesNothing when it starts it with helperEnv set.
+func TestMain(m *testing.M) {
+	if prefix := os.Getenv(helperEnv); prefix != "" {
+		helperProcess(prefix)
 	}
+	os.Exit(m.Run())
+}
+
+// helperProcess builds a topology and waits to be interrupted.
+func helperProcess(prefix string) {
 	e, err := NewEnv(prefix)
 	if err != nil {
 		fmt.Println("error:", err)
@@ -354,7 +360,7 @@ func TestInterruptedRunLeavesNothing(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			prefix := "kwnsint" + strings.ToLower(strings.TrimPrefix(unix.SignalName(sig), "SIG"))
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
+			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), helperEnv+"="+prefix)
 			out, err := cmd.StdoutPipe()
 			if err != nil {
