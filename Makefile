@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build demo test test-short bench bench-replay soak fuzz generate check-generate lint clean
+.PHONY: help build demo demo-deps test test-short bench bench-replay soak fuzz generate check-generate lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,8 +18,23 @@ help: ## list the targets
 build: ## build bin/knockwatch (no clang needed: the BPF objects are committed)
 	$(GO) build -o $(BIN) ./cmd/knockwatch
 
-demo: build ## run the lab: namespaces, real TCP, a knock, a firewall event, the alert (root)
+demo: build demo-deps ## run the lab: namespaces, real TCP, a knock, a firewall event, the alert (root)
 	$(BIN) lab
+
+demo-deps: ## install what the lab runs if missing (Debian: iproute2, nftables, knockd for knock/knockd)
+	@missing=""; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
+	command -v knockd >/dev/null || missing="$$missing knockd"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "demo: installing$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "demo: please install$$missing (the lab needs them; run make demo as root on Debian to install them)"; exit 1; \
+	  fi; \
+	fi
 
 test: ## run every test, including BPF and network-namespace tests (root)
 	$(GO) test -count=1 -timeout 30m ./...
