@@ -51,6 +51,9 @@ struct kw_counters {
 	__u64 c[KW_C__MAX];
 };
 
+/* KW_INC bumps one counter of this CPU's kw_counters (no atomics needed). */
+#define KW_INC(c, idx) ((c)->c[(idx)]++)
+
 /* Per-interface counters: packets, bytes and parse outcomes of each
  * capture interface, in a PERCPU_ARRAY slot chosen by ingress ifindex
  * (loader/counters.go: InterfaceCounterNames keeps the order). */

@@ -1,5 +1,5 @@
 /* helpers.h — small inline helpers: time, hashing, address comparison,
- * counters and the window arithmetic every handler shares. */
+ * and the window arithmetic every handler shares. */
 #ifndef KW_HELPERS_H
 #define KW_HELPERS_H
 
@@ -8,8 +8,6 @@
 #include "config.h"
 #include "counters.h"
 #include "types.h"
-
-#define KW_INC(c, idx) ((c)->c[(idx)]++)
 
 /* kw_hide stops clang from turning the arithmetic below back into compares
  * and branches: BPF has no conditional move, and a branch per loop step

@@ -24,12 +24,44 @@
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include "types.h"
+#include "counters.h"
 
 #define KW_MAX_VLAN 2
 #define KW_MAX_EXT 4
 
 #ifndef ETH_P_8021AD
 #define ETH_P_8021AD 0x88A8
+/* kw_count_parse counts why kw_parse stopped, globally and per interface. */
+static __always_inline void kw_count_parse(struct kw_counters *c, struct kw_if_counters *ic, int rc)
+{
+	switch (rc) {
+	case KW_NON_IP:
+		KW_INC(c, KW_C_NON_IP);
+		ic->c[KW_IF_NON_IP]++;
+		break;
+	case KW_NON_TCP:
+		KW_INC(c, KW_C_NON_TCP);
+		ic->c[KW_IF_NON_TCP]++;
+		break;
+	case KW_TRUNCATED:
+		KW_INC(c, KW_C_TRUNCATED);
+		ic->c[KW_IF_TRUNCATED]++;
+		break;
+	case KW_FRAGMENT:
+		KW_INC(c, KW_C_FRAGMENT);
+		ic->c[KW_IF_FRAGMENT]++;
+		break;
+	case KW_UNKNOWN_EXT:
+		KW_INC(c, KW_C_UNKNOWN_EXT);
+		ic->c[KW_IF_UNKNOWN_EXT]++;
+		break;
+	default:
+		KW_INC(c, KW_C_BAD_HEADER);
+		ic->c[KW_IF_BAD_HEADER]++;
+		break;
+	}
+}
+
 #endif
 
 enum kw_parse_outcome {
@@ -182,6 +214,37 @@ static __always_inline int kw_parse(void *data, void *data_end, struct kw_packet
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return kw_parse_ipv6(cur, data_end, p);
 	return KW_NON_IP;
+}
+
+/* kw_count_parse counts why kw_parse stopped, globally and per interface. */
+static __always_inline void kw_count_parse(struct kw_counters *c, struct kw_if_counters *ic, int rc)
+{
+	switch (rc) {
+	case KW_NON_IP:
+		KW_INC(c, KW_C_NON_IP);
+		ic->c[KW_IF_NON_IP]++;
+		break;
+	case KW_NON_TCP:
+		KW_INC(c, KW_C_NON_TCP);
+		ic->c[KW_IF_NON_TCP]++;
+		break;
+	case KW_TRUNCATED:
+		KW_INC(c, KW_C_TRUNCATED);
+		ic->c[KW_IF_TRUNCATED]++;
+		break;
+	case KW_FRAGMENT:
+		KW_INC(c, KW_C_FRAGMENT);
+		ic->c[KW_IF_FRAGMENT]++;
+		break;
+	case KW_UNKNOWN_EXT:
+		KW_INC(c, KW_C_UNKNOWN_EXT);
+		ic->c[KW_IF_UNKNOWN_EXT]++;
+		break;
+	default:
+		KW_INC(c, KW_C_BAD_HEADER);
+		ic->c[KW_IF_BAD_HEADER]++;
+		break;
+	}
 }
 
 #endif

@@ -81,31 +81,4 @@ static long kw_sweep_slot(__u32 i, void *data)
 	return 0;
 }
 
-SEC("xdp")
-int knockwatch_sweep(struct xdp_md *ctx)
-{
-	void *meta = (void *)(long)ctx->data_meta;
-	void *data = (void *)(long)ctx->data;
-	struct kw_sweep_args args;
-	struct kw_sweep_ctx sc = {};
-
-	if (meta + sizeof(args) > data)
-		return 0;
-	__builtin_memcpy(&args, meta, sizeof(args));
-	sc.now = args.now;
-	sc.start = args.start;
-	/* Close the watched-ACK gate once nothing can be in flight; a
-	 * concurrent re-arm wins the compare-and-swap. */
-	{
-		__u64 until = watch_until;
-
-		if (until && kw_after(args.now, until, 0))
-			__sync_val_compare_and_swap(&watch_until, until, 0);
-	}
-	if (args.count > CFG.pair_slots_mask + 1)
-		args.count = CFG.pair_slots_mask + 1;
-	bpf_loop(args.count, kw_sweep_slot, &sc, 0);
-	return sc.found;
-}
-
 #endif

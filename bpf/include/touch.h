@@ -157,55 +157,8 @@ static __always_inline int kw_flag(struct kw_counters *c, const struct kw_pair *
 	return 1;
 }
 
-/* kw_tier2 continues a touch that kw_tier1 did not finish: creates the
- * candidate on KW_TIER_PROMOTE, adds the touch, flags when it is time.
- *
- * It is a global (non-static, noinline) function so the verifier checks its
- * loops once, not once per path that reaches it: it looks up everything it
- * locks itself, since a global function's pointer arguments are plain
- * memory to the verifier. */
-__attribute__((noinline)) int kw_tier2(const struct kw_pair *pair, const struct kw_tier2_args *t)
-{
-	__u32 zero = 0, idx;
-	struct kw_scratch *s;
-	struct kw_counters *c;
-	struct pair_slot *slot;
-	struct candidate *cd;
-
-	if (!pair || !t || t->tier == KW_TIER_DONE)
-		return 0;
-	c = bpf_map_lookup_elem(&stats, &zero);
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	idx = kw_hash_pair(pair) & CFG.pair_slots_mask;
-	slot = bpf_map_lookup_elem(&pair_slots, &idx);
-	if (!c || !s || !slot)
-		return 0;
-	cd = bpf_map_lookup_elem(&candidates, pair);
-	if (!cd) {
-		struct candidate *init = &s->init;
-
-		/* Promotion: start from the slot's first touch. A candidate
-		 * the LRU evicted starts again from this touch. */
-		__builtin_memset(init, 0, sizeof(*init));
-		init->last_ts = t->ts;
-		if (t->tier == KW_TIER_PROMOTE) {
-			init->ring[0] = t->first;
-			init->n = 1;
-			init->head = 1;
-			init->distinct = 1;
-			init->last_ts = t->first.ts;
-		}
-		if (bpf_map_update_elem(&candidates, pair, init, BPF_NOEXIST) == 0)
-			KW_INC(c, KW_C_CANDIDATES);
-		cd = bpf_map_lookup_elem(&candidates, pair);
-		if (!cd) {
-			KW_INC(c, KW_C_MAP_INSERT_FAIL);
-			return 0;
-		}
-	}
-	if (kw_candidate_add(slot, cd, t->port, t->kind, t->ts, &s->rec))
-		return kw_flag(c, pair, &s->rec, t->now);
-	return 0;
-}
+/* kw_tier2 is the global function defined in knockwatch.c: it continues a
+ * touch that kw_tier1 did not finish (candidate, flag). */
+int kw_tier2(const struct kw_pair *pair, const struct kw_tier2_args *t);
 
 #endif
