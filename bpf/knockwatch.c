@@ -40,8 +40,12 @@
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-/* Keep the record types in BTF so bpf2go can generate their Go twins. */
+/* Keep the record types and the counter enums in BTF so bpf2go can
+ * generate their Go twins and loader's drift tests can read the counters'
+ * names and order from the compiled object. */
 const struct handshake_rec *unused_handshake_rec __attribute__((unused));
+const enum kw_counter *unused_counter __attribute__((unused));
+const enum kw_if_counter *unused_if_counter __attribute__((unused));
 const struct knock_rec *unused_knock_rec __attribute__((unused));
 const struct kw_sweep_args *unused_sweep_args __attribute__((unused));
 

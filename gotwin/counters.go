@@ -1,9 +1,9 @@
 package gotwin
 
-import "github.com/knockwatch/knockwatch/loader"
+import "github.com/knockwatch/knockwatch/sensor"
 
 // Counter indices, in the order of enum kw_counter (bpf/include/counters.h)
-// and loader.CounterNames.
+// and sensor.CounterNames.
 const (
 	cPackets = iota
 	cBytes
@@ -44,9 +44,9 @@ const (
 )
 
 // Counters returns the counters by name, like (*loader.Sensor).Counters.
-func (t *Twin) Counters() loader.Counters {
-	out := make(loader.Counters, len(loader.CounterNames))
-	for i, name := range loader.CounterNames {
+func (t *Twin) Counters() sensor.Counters {
+	out := make(sensor.Counters, len(sensor.CounterNames))
+	for i, name := range sensor.CounterNames {
 		if i < numCounters {
 			out[name] = t.c[i]
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/knockwatch/knockwatch/internal/testenv"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // kernel is the real program loaded once per test binary, with what it
@@ -107,9 +108,9 @@ func (k *kernel) reset(t testing.TB) {
 	k.drain(t)
 }
 
-func (k *kernel) drain(t testing.TB) []loader.Record {
+func (k *kernel) drain(t testing.TB) []sensor.Record {
 	t.Helper()
-	var recs []loader.Record
+	var recs []sensor.Record
 	if k.rd.Pending() > 0 {
 		// Read skips records that do not decode; never block on one.
 		k.rd.SetDeadline(time.Now().Add(5 * time.Second))
@@ -126,8 +127,8 @@ func (k *kernel) drain(t testing.TB) []loader.Record {
 
 // outcome is what one engine made of a step sequence.
 type outcome struct {
-	records  []loader.Record
-	counters loader.Counters
+	records  []sensor.Record
+	counters sensor.Counters
 	verdicts []uint32
 	sweeps   []int
 }
@@ -163,7 +164,7 @@ func runKernel(t testing.TB, k *kernel, steps []step) outcome {
 	return o
 }
 
-func runTwin(t testing.TB, cfg loader.Config, steps []step, allow ...netip.Prefix) outcome {
+func runTwin(t testing.TB, cfg sensor.Config, steps []step, allow ...netip.Prefix) outcome {
 	t.Helper()
 	tw, err := New(cfg)
 	if err != nil {
@@ -196,7 +197,7 @@ func runTwin(t testing.TB, cfg loader.Config, steps []step, allow ...netip.Prefi
 // outcome; "" when they agree.
 func compare(k, g outcome) string {
 	var b strings.Builder
-	for _, name := range loader.CounterNames {
+	for _, name := range sensor.CounterNames {
 		if k.counters[name] != g.counters[name] {
 			fmt.Fprintf(&b, "counter %s: xdp %d, go %d\n", name, k.counters[name], g.counters[name])
 		}
@@ -209,7 +210,7 @@ func compare(k, g outcome) string {
 	}
 	n := max(len(k.records), len(g.records))
 	for i := 0; i < n; i++ {
-		var kr, gr loader.Record
+		var kr, gr sensor.Record
 		if i < len(k.records) {
 			kr = k.records[i]
 		}
@@ -223,11 +224,11 @@ func compare(k, g outcome) string {
 	return b.String()
 }
 
-func show(r loader.Record) string {
+func show(r sensor.Record) string {
 	switch r := r.(type) {
-	case *loader.Knock:
+	case *sensor.Knock:
 		return fmt.Sprintf("KNOCK %+v", *r)
-	case *loader.Handshake:
+	case *sensor.Handshake:
 		return fmt.Sprintf("HANDSHAKE %+v", *r)
 	}
 	return "none"
@@ -266,7 +267,7 @@ func TestDifferential(t *testing.T) {
 	}
 	// What the generated inputs reached, so the test cannot pass by
 	// exercising nothing.
-	reached := loader.Counters{}
+	reached := sensor.Counters{}
 	var knocks, handshakes int
 	defer func() {
 		if t.Failed() {
@@ -312,7 +313,7 @@ func TestDifferential(t *testing.T) {
 				reached[name] += v
 			}
 			for _, r := range o.records {
-				if _, ok := r.(*loader.Knock); ok {
+				if _, ok := r.(*sensor.Knock); ok {
 					knocks++
 				} else {
 					handshakes++

@@ -6,7 +6,7 @@
 // program run with BPF_PROG_RUN in replay mode.
 //
 // What is the same, by construction:
-//   - configuration: a loader.Config; table sizes are rounded up to powers of
+//   - configuration: a sensor.Config; table sizes are rounded up to powers of
 //     two exactly as the loader does, and HashSeed keys the same hash
 //     functions (kw_hash_pair, kw_hash_port, little-endian word loads as on
 //     bpfel), so direct-mapped collisions and slot takeovers happen for the
@@ -18,7 +18,7 @@
 //   - the ring buffer's capacity: a record that would not fit beside the
 //     undrained ones is lost and counted as ringbuf_full, with the kernel's
 //     accounting (8-byte header, 8-byte alignment). Records drains it.
-//   - the counters, by loader.CounterNames.
+//   - the counters, by sensor.CounterNames.
 //
 // What differs:
 //   - LRU maps (candidates, flagged, watch). The twin keeps an exact LRU

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/pkt"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Scenario builders, after loader/helpers_test.go (not importable).
@@ -90,8 +90,8 @@ func sec(n float64) time.Duration { return time.Duration(n * float64(time.Second
 // direct-mapped tables (collisions and takeovers happen) and LRU tables
 // large enough that nothing is evicted (the kernel's LRU is approximate,
 // see the package doc).
-func testConfig() loader.Config {
-	cfg := loader.DefaultConfig()
+func testConfig() sensor.Config {
+	cfg := sensor.DefaultConfig()
 	cfg.Replay = true
 	cfg.HashSeed = 0x2545f491
 	cfg.PairSlots = 64

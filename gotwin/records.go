@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Record sizes in the ring buffer: sizeof(struct knock_rec) and
@@ -44,14 +44,14 @@ func stamp(ns uint64) time.Time {
 	if ns == 0 {
 		return time.Time{}
 	}
-	return loader.UnixClock(ns)
+	return sensor.UnixClock(ns)
 }
 
 func toAddr(a addr) netip.Addr { return netip.AddrFrom16(a).Unmap() }
 
 // emitKnock converts the staged record the way loader.DecodeRecord does.
 func (t *Twin) emitKnock(p *pair, rec *knockRec, now uint64) {
-	k := &loader.Knock{
+	k := &sensor.Knock{
 		Src:      toAddr(p.src),
 		Dst:      toAddr(p.dst),
 		Distinct: int(rec.distinct),
@@ -59,14 +59,14 @@ func (t *Twin) emitKnock(p *pair, rec *knockRec, now uint64) {
 	}
 	n := min(int(rec.n), maxTouches)
 	for _, tc := range rec.touches[:n] {
-		k.Touches = append(k.Touches, loader.Touch{Port: tc.port, Time: stamp(tc.ts), Kind: loader.TouchKind(tc.kind)})
+		k.Touches = append(k.Touches, sensor.Touch{Port: tc.port, Time: stamp(tc.ts), Kind: sensor.TouchKind(tc.kind)})
 	}
 	sort.SliceStable(k.Touches, func(i, j int) bool { return k.Touches[i].Time.Before(k.Touches[j].Time) })
 	t.records = append(t.records, k)
 }
 
 func (t *Twin) emitHandshake(hs *handshakeRec) {
-	t.records = append(t.records, &loader.Handshake{
+	t.records = append(t.records, &sensor.Handshake{
 		Src:            toAddr(hs.conn.pair.src),
 		Dst:            toAddr(hs.conn.pair.dst),
 		SrcPort:        hs.conn.sport,
@@ -82,7 +82,7 @@ func (t *Twin) emitHandshake(hs *handshakeRec) {
 
 // Records returns the records sent since the last call, in the order the
 // program would have put them on its ring buffer, and frees the ring.
-func (t *Twin) Records() []loader.Record {
+func (t *Twin) Records() []sensor.Record {
 	out := t.records
 	t.records = nil
 	t.ringUsed = 0

@@ -4,17 +4,16 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"net/netip"
 	"time"
 
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Twin is one instance of the tracking state, the Go counterpart of one
 // loaded program in replay mode. It is not safe for concurrent use.
 type Twin struct {
-	cfg     loader.Config
+	cfg     sensor.Config
 	verdict uint32
 
 	window, s0Timeout, hsTimeout, portRefresh uint64
@@ -47,21 +46,14 @@ type Twin struct {
 	}
 
 	ringSize, ringUsed uint64
-	records            []loader.Record
-}
-
-func pow2(v uint32) uint32 {
-	if v <= 1 {
-		return 1
-	}
-	return 1 << bits.Len32(v-1)
+	records            []sensor.Record
 }
 
 // New checks cfg as loader.Load does and returns an empty twin. Replay is
 // implied: the twin always runs on the times it is given. A zero HashSeed
 // picks a random one, as the loader does; set it to compare with a program
 // loaded with the same seed.
-func New(cfg loader.Config) (*Twin, error) {
+func New(cfg sensor.Config) (*Twin, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("check config: %w", err)
 	}
@@ -75,22 +67,22 @@ func New(cfg loader.Config) (*Twin, error) {
 	}
 	t := &Twin{
 		cfg:         cfg,
-		verdict:     loader.XDPDrop,
+		verdict:     sensor.XDPDrop,
 		window:      uint64(cfg.Window),
 		s0Timeout:   uint64(cfg.S0Timeout),
 		hsTimeout:   uint64(cfg.HandshakeTimeout),
 		portRefresh: uint64(cfg.PortRefresh),
 		minPorts:    uint32(cfg.MinPorts),
 		seed:        seed,
-		slotMask:    pow2(cfg.PairSlots) - 1,
-		portMask:    pow2(cfg.PortSlots) - 1,
+		slotMask:    sensor.RoundPow2(cfg.PairSlots) - 1,
+		portMask:    sensor.RoundPow2(cfg.PortSlots) - 1,
 		cands:       newLRU[pair, candidate](int(cfg.Candidates)),
 		flagged:     newLRU[pair, flagged](int(cfg.Flagged)),
 		watches:     newLRU[conn, watch](int(cfg.Watches)),
 		ringSize:    uint64(cfg.RingBytes),
 	}
 	if cfg.Pass {
-		t.verdict = loader.XDPPass
+		t.verdict = sensor.XDPPass
 	}
 	t.watches.onEvict = func(w *watch) {
 		if w.state == 2 {
@@ -111,7 +103,7 @@ func New(cfg loader.Config) (*Twin, error) {
 }
 
 // Config returns the configuration the twin was made with.
-func (t *Twin) Config() loader.Config { return t.cfg }
+func (t *Twin) Config() sensor.Config { return t.cfg }
 
 // SetAllowlist replaces the allowlisted source prefixes, with the loader's
 // capacity check. Sources inside are counted but never flagged.
@@ -149,8 +141,8 @@ func (t *Twin) allowlisted(a *addr) bool {
 }
 
 // Run pushes one packet (starting at the Ethernet header) stamped with ts
-// through the state machine and returns the verdict (loader.XDPDrop or
-// loader.XDPPass), as (*loader.Runner).Run does.
+// through the state machine and returns the verdict (sensor.XDPDrop or
+// sensor.XDPPass), as (*loader.Runner).Run does.
 func (t *Twin) Run(pkt []byte, ts time.Time) uint32 {
 	var p packet
 	t.c[cPackets]++

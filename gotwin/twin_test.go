@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // TestTwinScenarios checks the twin's own outcome of the shared scenarios
@@ -17,17 +17,17 @@ func TestTwinScenarios(t *testing.T) {
 	tests := []struct {
 		name       string
 		knockPorts []uint16 // nil: no knock
-		kinds      []loader.TouchKind
+		kinds      []sensor.TouchKind
 		hsPort     uint16 // 0: no handshake
 		lastClosed bool
 		lastOpen   bool
 		counters   map[string]uint64
 	}{
-		{name: "knock REJ", knockPorts: []uint16{7000, 8000, 9000}, kinds: []loader.TouchKind{1, 1, 1},
+		{name: "knock REJ", knockPorts: []uint16{7000, 8000, 9000}, kinds: []sensor.TouchKind{1, 1, 1},
 			counters: map[string]uint64{"syn": 3, "rst": 3, "touch_rej": 3, "candidates": 1, "flags": 1}},
 		{name: "knock REJ, connect", knockPorts: []uint16{7000, 8000, 9000}, hsPort: 22,
 			counters: map[string]uint64{"watch_started": 1, "handshakes": 1, "port_open": 1}},
-		{name: "knock S0 with retransmissions", knockPorts: []uint16{7000, 8000, 9000}, kinds: []loader.TouchKind{2, 2, 2},
+		{name: "knock S0 with retransmissions", knockPorts: []uint16{7000, 8000, 9000}, kinds: []sensor.TouchKind{2, 2, 2},
 			counters: map[string]uint64{"syn": 5, "syn_retrans": 1, "touch_s0": 3, "flags": 1}},
 		{name: "knock S0 by sweep", knockPorts: []uint16{7000, 8000, 9000}, hsPort: 22, counters: map[string]uint64{"touch_s0": 3}},
 		{name: "knock, other source first", knockPorts: []uint16{7000, 8000, 9000}, hsPort: 22, lastOpen: true},
@@ -47,13 +47,13 @@ func TestTwinScenarios(t *testing.T) {
 				t.Fatalf("no scenario %q", tc.name)
 			}
 			o := runTwin(t, testConfig(), steps)
-			var ks []*loader.Knock
-			var hs []*loader.Handshake
+			var ks []*sensor.Knock
+			var hs []*sensor.Handshake
 			for _, r := range o.records {
 				switch r := r.(type) {
-				case *loader.Knock:
+				case *sensor.Knock:
 					ks = append(ks, r)
-				case *loader.Handshake:
+				case *sensor.Handshake:
 					hs = append(hs, r)
 				}
 			}
@@ -117,8 +117,8 @@ func TestTwinAllowlist(t *testing.T) {
 }
 
 func TestTwinCounterNames(t *testing.T) {
-	if numCounters != len(loader.CounterNames) {
-		t.Fatalf("twin has %d counters, loader names %d", numCounters, len(loader.CounterNames))
+	if numCounters != len(sensor.CounterNames) {
+		t.Fatalf("twin has %d counters, loader names %d", numCounters, len(sensor.CounterNames))
 	}
 }
 

@@ -9,32 +9,14 @@ import (
 	"syscall"
 
 	"github.com/cilium/ebpf/link"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/vishvananda/netlink"
 )
-
-// Mode is how the program is attached to an interface.
-type Mode string
-
-// Attach modes. Auto tries native (driver) XDP and falls back to generic.
-const (
-	ModeAuto    Mode = "auto"
-	ModeNative  Mode = "native"
-	ModeGeneric Mode = "generic"
-)
-
-// ParseMode checks a --xdp-mode value.
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case ModeAuto, ModeNative, ModeGeneric:
-		return m, nil
-	}
-	return "", fmt.Errorf("xdp mode %q: must be auto, native or generic", s)
-}
 
 // Attach attaches the program to the interface named ifname and returns the
 // mode that took. It fails with a clear reason when the interface does not
 // exist, is down, or does not support the mode.
-func (s *Sensor) Attach(ifname string, mode Mode) (Mode, error) {
+func (s *Sensor) Attach(ifname string, mode sensor.Mode) (sensor.Mode, error) {
 	if _, ok := s.links[ifname]; ok {
 		return "", fmt.Errorf("attach to %s: already attached", ifname)
 	}
@@ -50,14 +32,14 @@ func (s *Sensor) Attach(ifname string, mode Mode) (Mode, error) {
 	if attrs.Flags&net.FlagUp == 0 {
 		return "", fmt.Errorf("attach to %s: interface is down (ip link set %s up)", ifname, ifname)
 	}
-	try := []Mode{mode}
-	if mode == ModeAuto {
-		try = []Mode{ModeNative, ModeGeneric}
+	try := []sensor.Mode{mode}
+	if mode == sensor.ModeAuto {
+		try = []sensor.Mode{sensor.ModeNative, sensor.ModeGeneric}
 	}
 	var errs []error
 	for _, m := range try {
 		flags := link.XDPDriverMode
-		if m == ModeGeneric {
+		if m == sensor.ModeGeneric {
 			flags = link.XDPGenericMode
 		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: s.objs.Knockwatch, Interface: attrs.Index, Flags: flags})
@@ -70,13 +52,13 @@ func (s *Sensor) Attach(ifname string, mode Mode) (Mode, error) {
 	return "", fmt.Errorf("attach to %s: %w", ifname, errors.Join(errs...))
 }
 
-func explainAttach(err error, m Mode) error {
+func explainAttach(err error, m sensor.Mode) error {
 	switch {
-	case errors.Is(err, syscall.EOPNOTSUPP) && m == ModeNative:
+	case errors.Is(err, syscall.EOPNOTSUPP) && m == sensor.ModeNative:
 		return fmt.Errorf("%w (the driver has no native XDP; use --xdp-mode generic)", err)
 	case errors.Is(err, syscall.EBUSY), errors.Is(err, syscall.EEXIST):
 		return fmt.Errorf("%w (another XDP program is attached)", err)
-	case errors.Is(err, syscall.ERANGE) && m == ModeNative:
+	case errors.Is(err, syscall.ERANGE) && m == sensor.ModeNative:
 		return fmt.Errorf("%w (MTU too large for native XDP on this driver; lower it or use --xdp-mode generic)", err)
 	}
 	return explainPerm(err)

@@ -5,32 +5,15 @@ package loader
 import (
 	"errors"
 	"fmt"
-)
 
-// Mode is how the program is attached to an interface.
-type Mode string
-
-// Attach modes.
-const (
-	ModeAuto    Mode = "auto"
-	ModeNative  Mode = "native"
-	ModeGeneric Mode = "generic"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // ErrNotLinux is returned by everything that needs a Linux kernel.
 var ErrNotLinux = errors.New("XDP needs Linux")
 
-// ParseMode checks a --xdp-mode value.
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case ModeAuto, ModeNative, ModeGeneric:
-		return m, nil
-	}
-	return "", fmt.Errorf("xdp mode %q: must be auto, native or generic", s)
-}
-
 // Attach fails off Linux.
-func (s *Sensor) Attach(ifname string, mode Mode) (Mode, error) {
+func (s *Sensor) Attach(ifname string, mode sensor.Mode) (sensor.Mode, error) {
 	return "", fmt.Errorf("attach to %s: %w", ifname, ErrNotLinux)
 }
 

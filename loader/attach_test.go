@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -33,7 +34,7 @@ func inFreshNetns(t *testing.T, f func()) {
 func TestAttachErrorsAndModes(t *testing.T) {
 	s := loadReplay(t, nil)
 	inFreshNetns(t, func() {
-		if _, err := s.Attach("kw-nope0", ModeAuto); err == nil || !strings.Contains(err.Error(), "no such interface") {
+		if _, err := s.Attach("kw-nope0", sensor.ModeAuto); err == nil || !strings.Contains(err.Error(), "no such interface") {
 			t.Errorf("missing interface: %v", err)
 		}
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "kw-cap0"}, PeerName: "kw-cap1"}
@@ -41,7 +42,7 @@ func TestAttachErrorsAndModes(t *testing.T) {
 			t.Errorf("add veth: %v", err)
 			return
 		}
-		if _, err := s.Attach("kw-cap0", ModeNative); err == nil || !strings.Contains(err.Error(), "down") {
+		if _, err := s.Attach("kw-cap0", sensor.ModeNative); err == nil || !strings.Contains(err.Error(), "down") {
 			t.Errorf("down interface: %v", err)
 		}
 		for _, name := range []string{"kw-cap0", "kw-cap1"} {
@@ -51,13 +52,13 @@ func TestAttachErrorsAndModes(t *testing.T) {
 				return
 			}
 		}
-		for _, m := range []Mode{ModeNative, ModeGeneric, ModeAuto} {
+		for _, m := range []sensor.Mode{sensor.ModeNative, sensor.ModeGeneric, sensor.ModeAuto} {
 			got, err := s.Attach("kw-cap0", m)
 			if err != nil {
 				t.Errorf("attach %s: %v", m, err)
 				continue
 			}
-			if want := map[Mode]Mode{ModeAuto: ModeNative}[m]; want != "" && got != want {
+			if want := map[sensor.Mode]sensor.Mode{sensor.ModeAuto: sensor.ModeNative}[m]; want != "" && got != want {
 				t.Errorf("auto took %s, want %s on veth", got, want)
 			}
 			l, _ := netlink.LinkByName("kw-cap0")
@@ -76,36 +77,4 @@ func TestAttachErrorsAndModes(t *testing.T) {
 			}
 		}
 	})
-}
-
-func TestParseMode(t *testing.T) {
-	for _, ok := range []string{"auto", "native", "generic"} {
-		if _, err := ParseMode(ok); err != nil {
-			t.Errorf("ParseMode(%q): %v", ok, err)
-		}
-	}
-	if _, err := ParseMode("offload"); err == nil {
-		t.Error("ParseMode(offload) succeeded")
-	}
-}
-
-func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatalf("default config: %v", err)
-	}
-	bad := []func(*Config){
-		func(c *Config) { c.MinPorts = 1 },
-		func(c *Config) { c.MinPorts = 17 },
-		func(c *Config) { c.Window = 0 },
-		func(c *Config) { c.S0Timeout = -1 },
-		func(c *Config) { c.PairSlots = 0 },
-		func(c *Config) { c.RingBytes = 5000 },
-	}
-	for i, mut := range bad {
-		c := DefaultConfig()
-		mut(&c)
-		if err := c.Validate(); err == nil {
-			t.Errorf("bad config %d accepted", i)
-		}
-	}
 }

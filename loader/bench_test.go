@@ -45,6 +45,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/internal/pkt"
 	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 const (
@@ -70,10 +71,10 @@ var (
 
 // loadLive loads a fresh live-mode sensor with the default (production)
 // sizes and a fixed hash seed.
-func loadLive(b *testing.B, mutate func(*Config)) *Sensor {
+func loadLive(b *testing.B, mutate func(*sensor.Config)) *Sensor {
 	b.Helper()
 	testenv.RequirePrivileged(b)
-	cfg := DefaultConfig()
+	cfg := sensor.DefaultConfig()
 	cfg.HashSeed = benchSeed
 	if mutate != nil {
 		mutate(&cfg)
@@ -96,7 +97,7 @@ func loadEmpty(b *testing.B) *ebpf.Program {
 		Type:       ebpf.XDP,
 		AttachType: ebpf.AttachXDP,
 		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R0, XDPDrop),
+			asm.Mov.Imm(asm.R0, sensor.XDPDrop),
 			asm.Return(),
 		},
 		License: "MIT",
@@ -115,14 +116,14 @@ func runRepeat(b *testing.B, p *ebpf.Program, data []byte, repeat int) time.Dura
 	if err != nil {
 		b.Fatalf("BPF_PROG_RUN: %v", err)
 	}
-	if ret != XDPDrop {
+	if ret != sensor.XDPDrop {
 		b.Fatalf("verdict %d, want XDP_DROP", ret)
 	}
 	return d * time.Duration(repeat)
 }
 
 // counters reads the sensor's counters or fails the benchmark.
-func counters(b *testing.B, s *Sensor) Counters {
+func counters(b *testing.B, s *Sensor) sensor.Counters {
 	b.Helper()
 	c, err := s.Counters()
 	if err != nil {
@@ -420,7 +421,7 @@ func BenchmarkXDP(b *testing.B) {
 		// One unrelated pair has knocked and its handshake is in flight
 		// (SYN and SYN-ACK seen, ACK not yet): every ACK now checks the
 		// watch map.
-		s := loadLive(b, func(c *Config) { c.HandshakeTimeout = time.Hour; c.S0Timeout = time.Microsecond })
+		s := loadLive(b, func(c *sensor.Config) { c.HandshakeTimeout = time.Hour; c.S0Timeout = time.Microsecond })
 		empty := loadEmpty(b)
 		arm := knockSource(7) // 4 touches, then a handshake: keep its final ACK back
 		for _, p := range arm[:len(arm)-1] {
@@ -450,7 +451,7 @@ func BenchmarkXDP(b *testing.B) {
 		// stopped) the ring buffer is drained, as the sensor's reader
 		// would, and the candidate/flagged/watch maps are emptied so every
 		// pass sees the same occupancy whatever b.N is.
-		s := loadLive(b, func(c *Config) { c.S0Timeout = time.Microsecond })
+		s := loadLive(b, func(c *sensor.Config) { c.S0Timeout = time.Microsecond })
 		empty := loadEmpty(b)
 		rd, err := s.NewReader()
 		if err != nil {
@@ -466,7 +467,7 @@ func BenchmarkXDP(b *testing.B) {
 			passes = append(passes, pass{len(pkts), r, z})
 		}
 		var st seqStats
-		var prev Counters
+		var prev sensor.Counters
 		var recs uint64
 		full := 0
 		b.ResetTimer()
@@ -694,7 +695,7 @@ func BenchmarkXDPProfile(b *testing.B) {
 		fn   asm.BuiltinFunc
 	}{{"helper-ktime-tai", asm.FnKtimeGetTaiNs}, {"helper-ktime-coarse", asm.FnKtimeGetCoarseNs}} {
 		b.Run(h.name, func(b *testing.B) {
-			prog := loadAsm(b, nil, asm.Instructions{h.fn.Call(), asm.Mov.Imm(asm.R0, XDPDrop), asm.Return()})
+			prog := loadAsm(b, nil, asm.Instructions{h.fn.Call(), asm.Mov.Imm(asm.R0, sensor.XDPDrop), asm.Return()})
 			repeatVsEmpty(b, prog)
 		})
 	}
@@ -722,7 +723,7 @@ func BenchmarkXDPProfile(b *testing.B) {
 			asm.FnSpinLock.Call(),
 			asm.Mov.Reg(asm.R1, asm.R6),
 			asm.FnSpinUnlock.Call(),
-			asm.Mov.Imm(asm.R0, XDPDrop).WithSymbol("out"),
+			asm.Mov.Imm(asm.R0, sensor.XDPDrop).WithSymbol("out"),
 			asm.Return(),
 		})
 		repeatVsEmpty(b, prog)
@@ -789,7 +790,7 @@ func BenchmarkXDPProfile(b *testing.B) {
 		{"syn-flood-rst-small-tables", 1 << 10, 1 << 10, true, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			s := loadLive(b, func(c *Config) { c.PairSlots, c.PortSlots = tc.pairs, tc.ports })
+			s := loadLive(b, func(c *sensor.Config) { c.PairSlots, c.PortSlots = tc.pairs, tc.ports })
 			empty := loadEmpty(b)
 			if tc.prewarm {
 				prewarm(b, s)
@@ -859,7 +860,7 @@ func loadRewriter(b *testing.B, target *ebpf.Program) *ebpf.Program {
 		asm.LoadMapPtr(asm.R2, jt.FD()),
 		asm.Mov.Imm(asm.R3, 0),
 		asm.FnTailCall.Call(),
-		asm.Mov.Imm(asm.R0, XDPDrop).WithSymbol("out"),
+		asm.Mov.Imm(asm.R0, sensor.XDPDrop).WithSymbol("out"),
 		asm.Return(),
 	})
 }

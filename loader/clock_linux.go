@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/knockwatch/knockwatch/sensor"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,7 +52,7 @@ func (s *Sensor) programTime(t time.Time) uint64 {
 // real-time clocks is measured at most every 10 s and rounded to the
 // microsecond, so timestamps from the same tick stay equal after
 // conversion and keep their order.
-var MonotonicClock Clock = (&monoClock{}).convert
+var MonotonicClock sensor.Clock = (&monoClock{}).convert
 
 type monoClock struct {
 	mu  sync.Mutex

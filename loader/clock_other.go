@@ -2,7 +2,11 @@
 
 package loader
 
-import "time"
+import (
+	"time"
+
+	"github.com/knockwatch/knockwatch/sensor"
+)
 
 // Off Linux there is no live sensor: only replay (unix ns) timestamps
 // occur. These keep the package building for the portable replay engine.
@@ -11,7 +15,7 @@ import "time"
 func TAIClock(ns uint64) time.Time { return time.Unix(0, int64(ns)).UTC() }
 
 // MonotonicClock reads ns as unix ns.
-var MonotonicClock Clock = TAIClock
+var MonotonicClock sensor.Clock = TAIClock
 
 func sign(v int64) int64 {
 	if v < 0 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwatch/knockwatch/sensor"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,7 +17,7 @@ import (
 // flagged exactly once, with every touch counted and no record lost or
 // doubled.
 func TestConcurrentPair(t *testing.T) {
-	s := loadReplay(t, func(c *Config) {
+	s := loadReplay(t, func(c *sensor.Config) {
 		c.PairSlots = 1 << 20 // no slot collisions between the test's pairs
 		c.RingBytes = 1 << 20
 	})

@@ -4,60 +4,18 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
-// CounterNames names the per-CPU counters in the order of enum kw_counter
-// (bpf/include/counters.h). The names become Prometheus label values.
-var CounterNames = []string{
-	"packets",
-	"bytes",
-	"non_ip",
-	"non_tcp",
-	"truncated",
-	"fragment",
-	"unknown_ext",
-	"bad_header",
-	"tcp",
-	"syn",
-	"synack",
-	"rst",
-	"bad_flags",
-	"syn_retrans",
-	"touch_rej",
-	"touch_s0",
-	"backscatter",
-	"synack_unmatched",
-	"port_open",
-	"pending_evicted",
-	"slot_takeover",
-	"candidates",
-	"flags",
-	"handshakes",
-	"handshake_bad_ack",
-	"handshake_repeat",
-	"watch_started",
-	"allowlisted",
-	"ringbuf_full",
-	"map_insert_fail",
-	"port_slot_takeover",
-	"no_meta",
-	"ipv4",
-	"ipv6",
-	"vlan",
-}
-
-// Counters are the program's counters summed over CPUs, by name.
-type Counters map[string]uint64
-
 // Counters reads the per-CPU counters and sums them.
-func (s *Sensor) Counters() (Counters, error) {
+func (s *Sensor) Counters() (sensor.Counters, error) {
 	var perCPU []knockwatchKwCounters
 	if err := s.objs.Stats.Lookup(uint32(0), &perCPU); err != nil {
 		return nil, fmt.Errorf("read counters: %w", err)
 	}
-	out := make(Counters, len(CounterNames))
+	out := make(sensor.Counters, len(sensor.CounterNames))
 	for _, cpu := range perCPU {
-		for i, name := range CounterNames {
+		for i, name := range sensor.CounterNames {
 			out[name] += cpu.C[i]
 		}
 	}
@@ -77,34 +35,20 @@ func (s *Sensor) ResetCounters() error {
 	return nil
 }
 
-// InterfaceCounterNames names the per-interface counters in the order of
-// enum kw_if_counter (bpf/include/counters.h).
-var InterfaceCounterNames = []string{
-	"packets",
-	"bytes",
-	"tcp",
-	"non_ip",
-	"non_tcp",
-	"truncated",
-	"fragment",
-	"unknown_ext",
-	"bad_header",
-}
-
 // ifSlots is KW_IF_SLOTS: interfaces share a slot when their indexes are
 // equal modulo it.
 const ifSlots = 1024
 
 // InterfaceCounters reads the per-CPU counters of the interface with the
 // given index (packets, bytes and parse outcomes) and sums them.
-func (s *Sensor) InterfaceCounters(ifindex int) (Counters, error) {
+func (s *Sensor) InterfaceCounters(ifindex int) (sensor.Counters, error) {
 	var perCPU []knockwatchKwIfCounters
 	if err := s.objs.IfaceStats.Lookup(uint32(ifindex)&(ifSlots-1), &perCPU); err != nil {
 		return nil, fmt.Errorf("read counters of interface %d: %w", ifindex, err)
 	}
-	out := make(Counters, len(InterfaceCounterNames))
+	out := make(sensor.Counters, len(sensor.InterfaceCounterNames))
 	for _, cpu := range perCPU {
-		for i, name := range InterfaceCounterNames {
+		for i, name := range sensor.InterfaceCounterNames {
 			out[name] += cpu.C[i]
 		}
 	}

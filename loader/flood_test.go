@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // floodSize is the size of the flood in TestFloodWithKnock: 1 million
@@ -40,7 +41,7 @@ func floodSize(t *testing.T) int {
 // (2^18 slots by default) then keeps a knocker's first touch with
 // probability exp(-50000*0.1/2^18) ~ 98%; see docs/ARCHITECTURE.md.
 func TestFloodWithKnock(t *testing.T) {
-	s := loadReplay(t, func(c *Config) { *c = DefaultConfig(); c.Replay = true; c.HashSeed = 0x2545f491 })
+	s := loadReplay(t, func(c *sensor.Config) { *c = sensor.DefaultConfig(); c.Replay = true; c.HashSeed = 0x2545f491 })
 	rd, err := s.NewReader()
 	if err != nil {
 		t.Fatal(err)
@@ -102,8 +103,8 @@ func TestFloodWithKnock(t *testing.T) {
 
 	recs := drain(t, rd)
 	checkKnocks(t, knocks(recs), []wantKnock{
-		{src: bystander, dst: victim, ports: []uint16{7100, 7200, 7300}, kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}},
-		{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000}, kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}},
+		{src: bystander, dst: victim, ports: []uint16{7100, 7200, 7300}, kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}},
+		{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000}, kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}},
 	})
 	hs := handshakes(recs)
 	if len(hs) != 2 || hs[0].Src != attacker || hs[1].Src != bystander || hs[0].Port != 4444 {

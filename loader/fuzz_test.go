@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // resetState empties every state map and gate, so each fuzz input starts
@@ -99,7 +100,7 @@ func fuzzOps(data []byte) []step {
 }
 
 func FuzzProgram(f *testing.F) {
-	s := loadReplay(f, func(c *Config) {
+	s := loadReplay(f, func(c *sensor.Config) {
 		c.PairSlots = 64
 		c.PortSlots = 64
 		c.Candidates = 32
@@ -147,7 +148,7 @@ func FuzzProgram(f *testing.F) {
 }
 
 // checkInvariants holds for any packet sequence.
-func checkInvariants(t *testing.T, cfg Config, recs []Record, c Counters) {
+func checkInvariants(t *testing.T, cfg sensor.Config, recs []sensor.Record, c sensor.Counters) {
 	t.Helper()
 	outcomes := c["non_ip"] + c["non_tcp"] + c["truncated"] + c["fragment"] + c["unknown_ext"] + c["bad_header"] + c["tcp"]
 	if outcomes != c["packets"] {
@@ -166,7 +167,7 @@ func checkInvariants(t *testing.T, cfg Config, recs []Record, c Counters) {
 	var nk, nh uint64
 	for _, r := range recs {
 		switch r := r.(type) {
-		case *Knock:
+		case *sensor.Knock:
 			nk++
 			key := [2]netip.Addr{r.Src, r.Dst}
 			if flagged[key] {
@@ -184,7 +185,7 @@ func checkInvariants(t *testing.T, cfg Config, recs []Record, c Counters) {
 			if len(ports) < cfg.MinPorts {
 				t.Errorf("knock %v -> %v with %d distinct ports in the window: %+v", r.Src, r.Dst, len(ports), r.Touches)
 			}
-		case *Handshake:
+		case *sensor.Handshake:
 			nh++
 			if !flagged[[2]netip.Addr{r.Src, r.Dst}] {
 				t.Errorf("handshake of unflagged %v -> %v", r.Src, r.Dst)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/internal/pkt"
 	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // t0 is the capture time every scenario starts from.
@@ -21,10 +22,10 @@ var (
 )
 
 // loadReplay loads the program in replay mode with a fixed hash seed.
-func loadReplay(t testing.TB, mutate func(*Config)) *Sensor {
+func loadReplay(t testing.TB, mutate func(*sensor.Config)) *Sensor {
 	t.Helper()
 	testenv.RequirePrivileged(t)
-	cfg := DefaultConfig()
+	cfg := sensor.DefaultConfig()
 	cfg.Replay = true
 	cfg.HashSeed = 0x2545f491
 	cfg.PairSlots = 1 << 12
@@ -108,7 +109,7 @@ func cat(parts ...[]step) []step {
 
 // runSteps pushes the steps through the program and returns the records it
 // sent, in order, and the verdict of the last packet.
-func runSteps(t testing.TB, s *Sensor, steps []step) ([]Record, uint32) {
+func runSteps(t testing.TB, s *Sensor, steps []step) ([]sensor.Record, uint32) {
 	t.Helper()
 	rd, err := s.NewReader()
 	if err != nil {
@@ -135,9 +136,9 @@ func runSteps(t testing.TB, s *Sensor, steps []step) ([]Record, uint32) {
 }
 
 // drain reads every record already in the ring buffer.
-func drain(t testing.TB, rd *Reader) []Record {
+func drain(t testing.TB, rd *Reader) []sensor.Record {
 	t.Helper()
-	var recs []Record
+	var recs []sensor.Record
 	for rd.Pending() > 0 {
 		r, err := rd.Read()
 		if err != nil {
@@ -148,20 +149,20 @@ func drain(t testing.TB, rd *Reader) []Record {
 	return recs
 }
 
-func knocks(recs []Record) []*Knock {
-	var out []*Knock
+func knocks(recs []sensor.Record) []*sensor.Knock {
+	var out []*sensor.Knock
 	for _, r := range recs {
-		if k, ok := r.(*Knock); ok {
+		if k, ok := r.(*sensor.Knock); ok {
 			out = append(out, k)
 		}
 	}
 	return out
 }
 
-func handshakes(recs []Record) []*Handshake {
-	var out []*Handshake
+func handshakes(recs []sensor.Record) []*sensor.Handshake {
+	var out []*sensor.Handshake
 	for _, r := range recs {
-		if h, ok := r.(*Handshake); ok {
+		if h, ok := r.(*sensor.Handshake); ok {
 			out = append(out, h)
 		}
 	}

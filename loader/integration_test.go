@@ -18,6 +18,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/internal/netns"
 	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // The integration tests run the real program, attached in native mode to a
@@ -40,7 +41,7 @@ type live struct {
 // newLive builds a topology (tap: the host's two directions on two capture
 // interfaces) and loads the program in live mode, attached natively to
 // every capture interface: one program, one set of maps.
-func newLive(t *testing.T, tap bool, mutate ...func(*Config)) *live {
+func newLive(t *testing.T, tap bool, mutate ...func(*sensor.Config)) *live {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	env, err := netns.NewEnv("kwitest")
@@ -68,7 +69,7 @@ func newLive(t *testing.T, tap bool, mutate ...func(*Config)) *live {
 		t.Fatal(err)
 	}
 
-	cfg := DefaultConfig()
+	cfg := sensor.DefaultConfig()
 	cfg.S0Timeout = liveS0Timeout
 	cfg.PairSlots = 1 << 12
 	cfg.PortSlots = 1 << 10
@@ -86,11 +87,11 @@ func newLive(t *testing.T, tap bool, mutate ...func(*Config)) *live {
 			return err
 		}
 		for _, ifc := range topo.CaptureIfaces {
-			mode, err := s.Attach(ifc, ModeNative)
+			mode, err := s.Attach(ifc, sensor.ModeNative)
 			if err != nil {
 				return err
 			}
-			if mode != ModeNative {
+			if mode != sensor.ModeNative {
 				return fmt.Errorf("attached to %s in %s mode, want native", ifc, mode)
 			}
 		}
@@ -186,9 +187,9 @@ func (l *live) connect(t *testing.T, ep netns.Endpoint, dst netip.Addr, port uin
 // records waits until the ring buffer has delivered at least n records
 // (or the time is up), then keeps reading briefly so that an unexpected
 // extra record is caught too.
-func (l *live) records(t *testing.T, n int) []Record {
+func (l *live) records(t *testing.T, n int) []sensor.Record {
 	t.Helper()
-	var recs []Record
+	var recs []sensor.Record
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		if len(recs) >= n {
@@ -218,7 +219,7 @@ func nearNow(t *testing.T, what string, ts, start time.Time) {
 	}
 }
 
-func checkKnock(t *testing.T, recs []Record, src, dst netip.Addr, kind TouchKind, start time.Time) {
+func checkKnock(t *testing.T, recs []sensor.Record, src, dst netip.Addr, kind sensor.TouchKind, start time.Time) {
 	t.Helper()
 	ks := knocks(recs)
 	if len(ks) != 1 {
@@ -261,7 +262,7 @@ type wantHandshake struct {
 	knockFlagAt time.Time
 }
 
-func checkHandshake(t *testing.T, recs []Record, w wantHandshake, start time.Time) {
+func checkHandshake(t *testing.T, recs []sensor.Record, w wantHandshake, start time.Time) {
 	t.Helper()
 	hs := handshakes(recs)
 	if len(hs) != 1 {
@@ -297,7 +298,7 @@ func checkHandshake(t *testing.T, recs []Record, w wantHandshake, start time.Tim
 	}
 }
 
-func dump(recs []Record) string {
+func dump(recs []sensor.Record) string {
 	s := ""
 	for _, r := range recs {
 		s += fmt.Sprintf("\n  %T %+v", r, r)
@@ -381,7 +382,7 @@ func TestIntegrationNetns(t *testing.T) {
 			_, port := l.open(t, host)
 			c := l.connect(t, l.topo.Attacker, host, port)
 			recs := l.records(t, 2)
-			checkKnock(t, recs, att, host, TouchREJ, start)
+			checkKnock(t, recs, att, host, sensor.TouchREJ, start)
 			if t.Failed() {
 				return
 			}
@@ -406,7 +407,7 @@ func TestIntegrationNetns(t *testing.T) {
 			name += "/coarse-clock"
 		}
 		t.Run(name, func(t *testing.T) {
-			l := newLive(t, false, func(c *Config) { c.CoarseClock = coarse })
+			l := newLive(t, false, func(c *sensor.Config) { c.CoarseClock = coarse })
 			att, host := l.topo.Attacker.IP, l.topo.Host.IP
 			if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
 				t.Fatal(err)
@@ -426,7 +427,7 @@ func TestIntegrationNetns(t *testing.T) {
 			after := time.Now()
 			c := l.connect(t, l.topo.Attacker, host, port)
 			recs := l.records(t, 2)
-			checkKnock(t, recs, att, host, TouchS0, start)
+			checkKnock(t, recs, att, host, sensor.TouchS0, start)
 			if t.Failed() {
 				return
 			}
@@ -471,7 +472,7 @@ func TestIntegrationNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 		recs := l.records(t, 1)
-		checkKnock(t, recs, att, host, TouchS0, start)
+		checkKnock(t, recs, att, host, sensor.TouchS0, start)
 		if t.Failed() {
 			return
 		}

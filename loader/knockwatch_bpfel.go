@@ -92,10 +92,66 @@ type knockwatchKwConn struct {
 	Pad   uint32
 }
 
+type knockwatchKwCounter uint32
+
+const (
+	knockwatchKwCounterKW_C_PACKETS            knockwatchKwCounter = 0
+	knockwatchKwCounterKW_C_BYTES              knockwatchKwCounter = 1
+	knockwatchKwCounterKW_C_NON_IP             knockwatchKwCounter = 2
+	knockwatchKwCounterKW_C_NON_TCP            knockwatchKwCounter = 3
+	knockwatchKwCounterKW_C_TRUNCATED          knockwatchKwCounter = 4
+	knockwatchKwCounterKW_C_FRAGMENT           knockwatchKwCounter = 5
+	knockwatchKwCounterKW_C_UNKNOWN_EXT        knockwatchKwCounter = 6
+	knockwatchKwCounterKW_C_BAD_HEADER         knockwatchKwCounter = 7
+	knockwatchKwCounterKW_C_TCP                knockwatchKwCounter = 8
+	knockwatchKwCounterKW_C_SYN                knockwatchKwCounter = 9
+	knockwatchKwCounterKW_C_SYNACK             knockwatchKwCounter = 10
+	knockwatchKwCounterKW_C_RST                knockwatchKwCounter = 11
+	knockwatchKwCounterKW_C_BAD_FLAGS          knockwatchKwCounter = 12
+	knockwatchKwCounterKW_C_SYN_RETRANS        knockwatchKwCounter = 13
+	knockwatchKwCounterKW_C_TOUCH_REJ          knockwatchKwCounter = 14
+	knockwatchKwCounterKW_C_TOUCH_S0           knockwatchKwCounter = 15
+	knockwatchKwCounterKW_C_BACKSCATTER        knockwatchKwCounter = 16
+	knockwatchKwCounterKW_C_SYNACK_UNMATCHED   knockwatchKwCounter = 17
+	knockwatchKwCounterKW_C_PORT_OPEN          knockwatchKwCounter = 18
+	knockwatchKwCounterKW_C_PENDING_EVICTED    knockwatchKwCounter = 19
+	knockwatchKwCounterKW_C_SLOT_TAKEOVER      knockwatchKwCounter = 20
+	knockwatchKwCounterKW_C_CANDIDATES         knockwatchKwCounter = 21
+	knockwatchKwCounterKW_C_FLAGS              knockwatchKwCounter = 22
+	knockwatchKwCounterKW_C_HANDSHAKES         knockwatchKwCounter = 23
+	knockwatchKwCounterKW_C_HANDSHAKE_BAD_ACK  knockwatchKwCounter = 24
+	knockwatchKwCounterKW_C_HANDSHAKE_REPEAT   knockwatchKwCounter = 25
+	knockwatchKwCounterKW_C_WATCH_STARTED      knockwatchKwCounter = 26
+	knockwatchKwCounterKW_C_ALLOWLISTED        knockwatchKwCounter = 27
+	knockwatchKwCounterKW_C_RINGBUF_FULL       knockwatchKwCounter = 28
+	knockwatchKwCounterKW_C_MAP_INSERT_FAIL    knockwatchKwCounter = 29
+	knockwatchKwCounterKW_C_PORT_SLOT_TAKEOVER knockwatchKwCounter = 30
+	knockwatchKwCounterKW_C_NO_META            knockwatchKwCounter = 31
+	knockwatchKwCounterKW_C_IPV4               knockwatchKwCounter = 32
+	knockwatchKwCounterKW_C_IPV6               knockwatchKwCounter = 33
+	knockwatchKwCounterKW_C_VLAN               knockwatchKwCounter = 34
+	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 35
+)
+
 type knockwatchKwCounters struct {
 	_ structs.HostLayout
 	C [35]uint64
 }
+
+type knockwatchKwIfCounter uint32
+
+const (
+	knockwatchKwIfCounterKW_IF_PACKETS     knockwatchKwIfCounter = 0
+	knockwatchKwIfCounterKW_IF_BYTES       knockwatchKwIfCounter = 1
+	knockwatchKwIfCounterKW_IF_TCP         knockwatchKwIfCounter = 2
+	knockwatchKwIfCounterKW_IF_NON_IP      knockwatchKwIfCounter = 3
+	knockwatchKwIfCounterKW_IF_NON_TCP     knockwatchKwIfCounter = 4
+	knockwatchKwIfCounterKW_IF_TRUNCATED   knockwatchKwIfCounter = 5
+	knockwatchKwIfCounterKW_IF_FRAGMENT    knockwatchKwIfCounter = 6
+	knockwatchKwIfCounterKW_IF_UNKNOWN_EXT knockwatchKwIfCounter = 7
+	knockwatchKwIfCounterKW_IF_BAD_HEADER  knockwatchKwIfCounter = 8
+	knockwatchKwIfCounterKW_IF__MAX        knockwatchKwIfCounter = 9
+)
 
 type knockwatchKwIfCounters struct {
 	_ structs.HostLayout
@@ -228,7 +284,9 @@ const (
 	knockwatchProgKnockwatchSweep   = "knockwatch_sweep"
 	knockwatchVarCFG                = "CFG"
 	knockwatchVarAnyFlagged         = "any_flagged"
+	knockwatchVarUnusedCounter      = "unused_counter"
 	knockwatchVarUnusedHandshakeRec = "unused_handshake_rec"
+	knockwatchVarUnusedIfCounter    = "unused_if_counter"
 	knockwatchVarUnusedKnockRec     = "unused_knock_rec"
 	knockwatchVarUnusedSweepArgs    = "unused_sweep_args"
 	knockwatchVarWatchUntil         = "watch_until"
@@ -302,7 +360,9 @@ type knockwatchMapSpecs struct {
 type knockwatchVariableSpecs struct {
 	CFG                *ebpf.VariableSpec `ebpf:"CFG"`
 	AnyFlagged         *ebpf.VariableSpec `ebpf:"any_flagged"`
+	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedHandshakeRec *ebpf.VariableSpec `ebpf:"unused_handshake_rec"`
+	UnusedIfCounter    *ebpf.VariableSpec `ebpf:"unused_if_counter"`
 	UnusedKnockRec     *ebpf.VariableSpec `ebpf:"unused_knock_rec"`
 	UnusedSweepArgs    *ebpf.VariableSpec `ebpf:"unused_sweep_args"`
 	WatchUntil         *ebpf.VariableSpec `ebpf:"watch_until"`
@@ -361,7 +421,9 @@ func (m *knockwatchMaps) Close() error {
 type knockwatchVariables struct {
 	CFG                *ebpf.Variable `ebpf:"CFG"`
 	AnyFlagged         *ebpf.Variable `ebpf:"any_flagged"`
+	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedHandshakeRec *ebpf.Variable `ebpf:"unused_handshake_rec"`
+	UnusedIfCounter    *ebpf.Variable `ebpf:"unused_if_counter"`
 	UnusedKnockRec     *ebpf.Variable `ebpf:"unused_knock_rec"`
 	UnusedSweepArgs    *ebpf.Variable `ebpf:"unused_sweep_args"`
 	WatchUntil         *ebpf.Variable `ebpf:"watch_until"`

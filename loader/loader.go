@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Options are the parts of loading that are not the program's configuration.
@@ -29,7 +30,7 @@ type Options struct {
 
 // Sensor is a loaded XDP program and its maps.
 type Sensor struct {
-	cfg   Config
+	cfg   sensor.Config
 	objs  knockwatchObjects
 	links map[string]link.Link
 }
@@ -40,7 +41,7 @@ var pinnedMaps = []string{"pair_slots", "candidates", "flagged", "watch", "port_
 // Load checks cfg, loads the program into the kernel and returns it
 // unattached. It raises RLIMIT_MEMLOCK where the kernel still charges BPF
 // memory to it, and explains plainly what is missing when it cannot load.
-func Load(cfg Config, opts Options) (*Sensor, error) {
+func Load(cfg sensor.Config, opts Options) (*Sensor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("check config: %w", err)
 	}
@@ -63,7 +64,7 @@ func Load(cfg Config, opts Options) (*Sensor, error) {
 		}
 		defer seedMap.Close()
 	}
-	kcfg, err := cfg.bpfConfig()
+	kcfg, err := bpfConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func Load(cfg Config, opts Options) (*Sensor, error) {
 
 // pinnedSeed opens (or creates) the pinned one-entry map that remembers
 // the hash seed of the pinned tables, and puts a stored seed into cfg.
-func pinnedSeed(dir string, cfg *Config) (*ebpf.Map, error) {
+func pinnedSeed(dir string, cfg *sensor.Config) (*ebpf.Map, error) {
 	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{
 		Name: "kw_seed", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Pinning: ebpf.PinByName,
 	}, ebpf.MapOptions{PinPath: dir})
@@ -148,7 +149,7 @@ func explainPerm(err error) error {
 }
 
 // Config returns the configuration the program was loaded with.
-func (s *Sensor) Config() Config { return s.cfg }
+func (s *Sensor) Config() sensor.Config { return s.cfg }
 
 // Program returns the XDP program, for BPF_PROG_RUN in tests and replay.
 func (s *Sensor) Program() *ebpf.Program { return s.objs.Knockwatch }

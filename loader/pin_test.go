@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwatch/knockwatch/sensor"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,7 +32,7 @@ func bpffsDir(t *testing.T) string {
 func TestPinnedRestart(t *testing.T) {
 	dir := bpffsDir(t)
 	load := func() *Sensor {
-		cfg := DefaultConfig()
+		cfg := sensor.DefaultConfig()
 		cfg.Replay = true
 		cfg.PairSlots, cfg.Candidates, cfg.RingBytes = 1<<12, 1024, 1<<16
 		s, err := Load(cfg, Options{PinPath: dir})
@@ -54,7 +55,7 @@ func TestPinnedRestart(t *testing.T) {
 	}
 	recs, _ = runSteps(t, s, cat(a.rej(sec(2), 9000), a.connect(sec(10), 4444)))
 	checkKnocks(t, knocks(recs), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-		kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}}})
+		kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}}})
 	checkHandshakes(t, handshakes(recs), []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: -1, lastOpen: -1}})
 
 	// Restarted after the flag: the knock comes back from the pinned maps
@@ -67,10 +68,10 @@ func TestPinnedRestart(t *testing.T) {
 		t.Fatalf("FlaggedKnocks: %v (missing %d)", err, missing)
 	}
 	checkKnocks(t, ks, []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-		kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}, times: []time.Duration{0, sec(1), sec(2)}}})
+		kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}, times: []time.Duration{0, sec(1), sec(2)}}})
 
 	// Other sizes cannot reuse the pinned maps: a clear error, not garbage.
-	cfg := DefaultConfig()
+	cfg := sensor.DefaultConfig()
 	cfg.Replay = true
 	cfg.PairSlots = 1 << 13
 	if _, err := Load(cfg, Options{PinPath: dir}); err == nil {

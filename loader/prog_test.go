@@ -4,18 +4,20 @@ import (
 	"math/rand/v2"
 	"net/netip"
 
-	"github.com/cilium/ebpf"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // wantKnock describes an expected KNOCK record.
 type wantKnock struct {
 	src, dst netip.Addr
 	ports    []uint16
-	kinds    []TouchKind
+	kinds    []sensor.TouchKind
 	times    []time.Duration // offsets from t0, only checked when set
 }
 
@@ -42,11 +44,11 @@ func TestProgramTable(t *testing.T) {
 	opts := conv{src: attacker, dst: victim, ipopts: 12}
 	knock3 := func(c conv) []step { return cat(c.rej(0, 7000), c.rej(sec(1), 8000), c.rej(sec(2), 9000)) }
 	rejKnock := wantKnock{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-		kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}, times: []time.Duration{0, sec(1), sec(2)}}
+		kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}, times: []time.Duration{0, sec(1), sec(2)}}
 
 	tests := []struct {
 		name     string
-		cfg      func(*Config)
+		cfg      func(*sensor.Config)
 		allow    []string
 		steps    []step
 		verdict  uint32
@@ -69,7 +71,7 @@ func TestProgramTable(t *testing.T) {
 				a.syn(sec(9), 10000), // ages 9000: third distinct port flags
 			},
 			knocks: []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-				kinds: []TouchKind{TouchS0, TouchS0, TouchS0}, times: []time.Duration{0, sec(3), sec(6)}}},
+				kinds: []sensor.TouchKind{sensor.TouchS0, sensor.TouchS0, sensor.TouchS0}, times: []time.Duration{0, sec(3), sec(6)}}},
 			counters: map[string]uint64{"syn": 5, "syn_retrans": 1, "touch_s0": 3, "flags": 1},
 		},
 		{
@@ -84,7 +86,7 @@ func TestProgramTable(t *testing.T) {
 		},
 		{
 			name:     "threshold and window from config",
-			cfg:      func(c *Config) { c.MinPorts = 4; c.Window = 5 * time.Second },
+			cfg:      func(c *sensor.Config) { c.MinPorts = 4; c.Window = 5 * time.Second },
 			steps:    cat(a.rej(0, 7000), a.rej(sec(1), 8000), a.rej(sec(2), 9000), a.rej(sec(8), 9500)),
 			counters: map[string]uint64{"touch_rej": 4, "flags": 0},
 		},
@@ -102,7 +104,7 @@ func TestProgramTable(t *testing.T) {
 			name:  "IPv6 with extension headers",
 			steps: knock3(a6),
 			knocks: []wantKnock{{src: attacker6, dst: victim6, ports: []uint16{7000, 8000, 9000},
-				kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}}},
+				kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}}},
 			counters: map[string]uint64{"ipv6": 6, "flags": 1},
 		},
 		{
@@ -139,7 +141,7 @@ func TestProgramTable(t *testing.T) {
 			steps: cat(a.rej(0, 7000), a.rej(sec(1), 8000), a.rej(sec(2), 4444),
 				a.connect(sec(10), 4444)),
 			knocks: []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 4444},
-				kinds: []TouchKind{TouchREJ, TouchREJ, TouchREJ}}},
+				kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}}},
 			hs: []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: sec(2), lastOpen: -1}},
 		},
 		{
@@ -206,9 +208,9 @@ func TestProgramTable(t *testing.T) {
 		},
 		{
 			name:     "pass verdict",
-			cfg:      func(c *Config) { c.Pass = true },
+			cfg:      func(c *sensor.Config) { c.Pass = true },
 			steps:    []step{a.syn(0, 80)},
-			verdict:  XDPPass,
+			verdict:  sensor.XDPPass,
 			counters: map[string]uint64{"syn": 1},
 		},
 		{
@@ -232,7 +234,7 @@ func TestProgramTable(t *testing.T) {
 				}
 			}
 			recs, verdict := runSteps(t, s, tt.steps)
-			want := uint32(XDPDrop)
+			want := uint32(sensor.XDPDrop)
 			if tt.verdict != 0 {
 				want = tt.verdict
 			}
@@ -276,7 +278,7 @@ func scan(c conv, n int, open uint16) []step {
 	return append(out, c.connect(sec(2), open)...)
 }
 
-func checkKnocks(t *testing.T, got []*Knock, want []wantKnock) {
+func checkKnocks(t *testing.T, got []*sensor.Knock, want []wantKnock) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%d KNOCK records, want %d: %+v", len(got), len(want), got)
@@ -303,7 +305,7 @@ func checkKnocks(t *testing.T, got []*Knock, want []wantKnock) {
 	}
 }
 
-func checkHandshakes(t *testing.T, got []*Handshake, want []wantHS) {
+func checkHandshakes(t *testing.T, got []*sensor.Handshake, want []wantHS) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%d HANDSHAKE records, want %d: %+v", len(got), len(want), got)
@@ -419,7 +421,7 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("second sweep found %d touches again", n)
 	}
 	checkKnocks(t, knocks(drain(t, rd)), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-		kinds: []TouchKind{TouchS0, TouchS0, TouchS0}, times: []time.Duration{0, sec(0.5), sec(1)}}})
+		kinds: []sensor.TouchKind{sensor.TouchS0, sensor.TouchS0, sensor.TouchS0}, times: []time.Duration{0, sec(0.5), sec(1)}}})
 }
 
 // TestDistinctAcrossBursts: a port touched in an earlier burst counts again

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Reader reads typed records from the program's ring buffer. Close
 // unblocks a pending Read, which then returns ErrClosed.
 type Reader struct {
 	rd    *ringbuf.Reader
-	clock Clock
+	clock sensor.Clock
 	bad   atomic.Uint64
 }
 
@@ -32,10 +33,10 @@ func (s *Sensor) NewReader() (*Reader, error) {
 }
 
 // Clock returns the conversion from the program's timestamps to UTC.
-func (s *Sensor) Clock() Clock {
+func (s *Sensor) Clock() sensor.Clock {
 	switch {
 	case s.cfg.Replay:
-		return UnixClock
+		return sensor.UnixClock
 	case s.cfg.CoarseClock:
 		return MonotonicClock
 	}
@@ -44,7 +45,7 @@ func (s *Sensor) Clock() Clock {
 
 // Read blocks until a record arrives. Records that do not decode are
 // counted (Malformed) and skipped: they would mean C/Go drift.
-func (r *Reader) Read() (Record, error) {
+func (r *Reader) Read() (sensor.Record, error) {
 	for {
 		raw, err := r.rd.Read()
 		if err != nil {

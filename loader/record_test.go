@@ -3,9 +3,14 @@ package loader
 import (
 	"encoding/binary"
 	"net/netip"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/cilium/ebpf/btf"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // These tests decode ring-buffer records written out byte by byte, with the
@@ -34,11 +39,11 @@ func TestDecodeKnockBytes(t *testing.T) {
 	if got := unsafe.Sizeof(knockwatchKnockRec{}); got != uintptr(len(b)) {
 		t.Fatalf("sizeof(knock_rec) = %d, annotated layout has %d", got, len(b))
 	}
-	rec, err := DecodeRecord(b, UnixClock)
+	rec, err := DecodeRecord(b, sensor.UnixClock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, ok := rec.(*Knock)
+	k, ok := rec.(*sensor.Knock)
 	if !ok {
 		t.Fatalf("decoded %T, want *Knock", rec)
 	}
@@ -46,7 +51,7 @@ func TestDecodeKnockBytes(t *testing.T) {
 		t.Errorf("knock header = %+v", k)
 	}
 	// Touches come out ordered by time.
-	want := []Touch{{7000, time.Unix(1, 0).UTC(), TouchREJ}, {8000, time.Unix(2, 0).UTC(), TouchS0}}
+	want := []sensor.Touch{{Port: 7000, Time: time.Unix(1, 0).UTC(), Kind: sensor.TouchREJ}, {Port: 8000, Time: time.Unix(2, 0).UTC(), Kind: sensor.TouchS0}}
 	if len(k.Touches) != 2 || k.Touches[0] != want[0] || k.Touches[1] != want[1] {
 		t.Errorf("touches = %+v, want %+v", k.Touches, want)
 	}
@@ -71,11 +76,11 @@ func TestDecodeHandshakeBytes(t *testing.T) {
 	if got := unsafe.Sizeof(knockwatchHandshakeRec{}); got != uintptr(len(b)) {
 		t.Fatalf("sizeof(handshake_rec) = %d, annotated layout has %d", got, len(b))
 	}
-	rec, err := DecodeRecord(b, UnixClock)
+	rec, err := DecodeRecord(b, sensor.UnixClock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := rec.(*Handshake)
+	h := rec.(*sensor.Handshake)
 	if h.Src != src || h.Dst != dst || h.SrcPort != 51000 || h.Port != 4444 || h.Distinct != 3 {
 		t.Errorf("handshake = %+v", h)
 	}
@@ -89,23 +94,55 @@ func TestDecodeHandshakeBytes(t *testing.T) {
 
 func TestDecodeBadRecords(t *testing.T) {
 	for _, b := range [][]byte{nil, {1, 0}, {1, 0, 0, 0, 5}, {2, 0, 0, 0}, {9, 0, 0, 0}} {
-		if _, err := DecodeRecord(b, UnixClock); err == nil {
+		if _, err := DecodeRecord(b, sensor.UnixClock); err == nil {
 			t.Errorf("DecodeRecord(%v) succeeded", b)
 		}
 	}
 }
 
-// TestCounterNames keeps loader.CounterNames in step with enum kw_counter.
+// TestCounterNames holds sensor.CounterNames and sensor.InterfaceCounterNames
+// to enum kw_counter and enum kw_if_counter as compiled: name by name, in
+// order, read from the object's BTF (KW_C_SYN_RETRANS is "syn_retrans" at
+// the same index). A counter added, removed or moved on one side only fails.
 func TestCounterNames(t *testing.T) {
-	if n := len(knockwatchKwCounters{}.C); n != len(CounterNames) {
-		t.Fatalf("C has %d counters, CounterNames %d", n, len(CounterNames))
+	spec, err := loadKnockwatch()
+	if err != nil {
+		t.Fatal(err)
 	}
-	seen := map[string]bool{}
-	for _, n := range CounterNames {
-		if seen[n] {
-			t.Errorf("duplicate counter name %q", n)
+	for _, tc := range []struct {
+		enum, prefix string
+		names        []string
+		width        int // length of the counters array in the value struct
+	}{
+		{"kw_counter", "KW_C_", sensor.CounterNames, len(knockwatchKwCounters{}.C)},
+		{"kw_if_counter", "KW_IF_", sensor.InterfaceCounterNames, len(knockwatchKwIfCounters{}.C)},
+	} {
+		var e *btf.Enum
+		if err := spec.Types.TypeByName(tc.enum, &e); err != nil {
+			t.Fatalf("enum %s not in BTF: %v", tc.enum, err)
 		}
-		seen[n] = true
+		var got []string
+		for _, v := range e.Values {
+			if v.Name == tc.prefix+"_MAX" {
+				if int(v.Value) != len(tc.names) {
+					t.Errorf("%s_MAX is %d, Go names %d counters", tc.prefix, v.Value, len(tc.names))
+				}
+				continue
+			}
+			if int(v.Value) != len(got) {
+				t.Fatalf("enum %s: %s = %d, want %d (values must be 0, 1, 2, ...)", tc.enum, v.Name, v.Value, len(got))
+			}
+			got = append(got, strings.ToLower(strings.TrimPrefix(v.Name, tc.prefix)))
+		}
+		if !reflect.DeepEqual(got, tc.names) {
+			t.Errorf("enum %s in C:\n  %v\nnames in Go:\n  %v", tc.enum, got, tc.names)
+		}
+		if tc.width != len(tc.names) {
+			t.Errorf("%s: the value struct holds %d counters, Go names %d", tc.enum, tc.width, len(tc.names))
+		}
+	}
+	if n := len(knockwatchKnockRec{}.Touches); n != sensor.MaxTouches {
+		t.Errorf("KW_MAX_TOUCHES is %d, sensor.MaxTouches %d", n, sensor.MaxTouches)
 	}
 }
 
@@ -114,11 +151,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(make([]byte, 304))
 	f.Add(append([]byte{2, 0, 0, 0}, make([]byte, 84)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rec, err := DecodeRecord(b, UnixClock)
+		rec, err := DecodeRecord(b, sensor.UnixClock)
 		if err == nil && rec == nil {
 			t.Fatal("nil record without error")
 		}
-		if k, ok := rec.(*Knock); ok && len(k.Touches) > maxTouches {
+		if k, ok := rec.(*sensor.Knock); ok && len(k.Touches) > sensor.MaxTouches {
 			t.Fatalf("%d touches", len(k.Touches))
 		}
 	})

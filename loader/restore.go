@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/cilium/ebpf"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // FlaggedKnocks rebuilds a KNOCK record for every pair in the flagged map,
@@ -15,12 +16,12 @@ import (
 // knock must survive in userspace too. Pairs whose candidate the LRU has
 // evicted come back without touches and are skipped (counted in the second
 // return value).
-func (s *Sensor) FlaggedKnocks() ([]*Knock, int, error) {
+func (s *Sensor) FlaggedKnocks() ([]*sensor.Knock, int, error) {
 	clock := s.Clock()
 	var (
 		key     knockwatchKwPair
 		fl      knockwatchFlagged
-		out     []*Knock
+		out     []*sensor.Knock
 		missing int
 	)
 	it := s.objs.Flagged.Iterate()
@@ -33,14 +34,14 @@ func (s *Sensor) FlaggedKnocks() ([]*Knock, int, error) {
 			}
 			return out, missing, fmt.Errorf("read candidate: %w", err)
 		}
-		k := &Knock{
+		k := &sensor.Knock{
 			Src:      addr(key.Src.B),
 			Dst:      addr(key.Dst.B),
 			Distinct: int(max(cd.Distinct, fl.Distinct)),
-			FlagTime: stamp(clock, fl.FlagTs),
+			FlagTime: sensor.Stamp(clock, fl.FlagTs),
 		}
 		for _, t := range cd.Ring[:min(int(cd.N), len(cd.Ring))] {
-			k.Touches = append(k.Touches, Touch{Port: t.Port, Time: stamp(clock, t.Ts), Kind: TouchKind(t.Kind)})
+			k.Touches = append(k.Touches, sensor.Touch{Port: t.Port, Time: sensor.Stamp(clock, t.Ts), Kind: sensor.TouchKind(t.Kind)})
 		}
 		sort.SliceStable(k.Touches, func(i, j int) bool { return k.Touches[i].Time.Before(k.Touches[j].Time) })
 		out = append(out, k)

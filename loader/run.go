@@ -10,12 +10,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Verdicts the program returns.
-const (
-	XDPDrop = 1
-	XDPPass = 2
-)
-
 // xdpMD mirrors struct xdp_md for BPF_PROG_RUN's context.
 type xdpMD struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
@@ -32,7 +26,7 @@ type Runner struct {
 	buf  []byte
 }
 
-// NewRunner returns a Runner for a sensor loaded with Config.Replay.
+// NewRunner returns a Runner for a sensor loaded with sensor.Config.Replay.
 func (s *Sensor) NewRunner() (*Runner, error) {
 	if !s.cfg.Replay {
 		return nil, ErrNotReplay

@@ -19,7 +19,7 @@ import (
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/pipeline"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // envInt reads a positive integer knob from the environment.
@@ -174,17 +174,17 @@ func mixEvent(b []byte, n uint64, at time.Time) ([]byte, bool) {
 }
 
 // knock is the sensor's KNOCK record for attacker i against host i.
-func knock(i int, at time.Time) *loader.Knock {
-	k := &loader.Knock{Src: attackerAddr(i), Dst: hostAddr(i), Distinct: 3, FlagTime: at.Add(2 * time.Second)}
+func knock(i int, at time.Time) *sensor.Knock {
+	k := &sensor.Knock{Src: attackerAddr(i), Dst: hostAddr(i), Distinct: 3, FlagTime: at.Add(2 * time.Second)}
 	for j, port := range []uint16{7000, 8000, 9000} {
-		k.Touches = append(k.Touches, loader.Touch{Port: port, Time: at.Add(time.Duration(j) * time.Second), Kind: loader.TouchREJ})
+		k.Touches = append(k.Touches, sensor.Touch{Port: port, Time: at.Add(time.Duration(j) * time.Second), Kind: sensor.TouchREJ})
 	}
 	return k
 }
 
 // handshake is the sensor's HANDSHAKE record for attacker i to host i.
-func handshake(i int, at time.Time, port uint16) *loader.Handshake {
-	return &loader.Handshake{
+func handshake(i int, at time.Time, port uint16) *sensor.Handshake {
+	return &sensor.Handshake{
 		Src: attackerAddr(i), Dst: hostAddr(i), SrcPort: 51000, Port: port,
 		SYN: at, SYNACK: at.Add(time.Millisecond), ACK: at.Add(2 * time.Millisecond),
 		PortLastClosed: at.Add(-time.Minute), Distinct: 3,

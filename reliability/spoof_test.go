@@ -10,6 +10,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/pkt"
 	"github.com/knockwatch/knockwatch/internal/testenv"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Spoofing resistance through the real XDP program (BPF_PROG_RUN, replay
@@ -66,10 +67,10 @@ func spKnock(start time.Duration) []spStep {
 
 // runSpoof pushes steps through a fresh replay-mode sensor and returns the
 // records and the counters.
-func runSpoof(t *testing.T, steps []spStep) ([]loader.Record, loader.Counters) {
+func runSpoof(t *testing.T, steps []spStep) ([]sensor.Record, sensor.Counters) {
 	t.Helper()
 	testenv.RequirePrivileged(t)
-	cfg := loader.DefaultConfig()
+	cfg := sensor.DefaultConfig()
 	cfg.Replay = true
 	s, err := loader.Load(cfg, loader.Options{})
 	if err != nil {
@@ -90,7 +91,7 @@ func runSpoof(t *testing.T, steps []spStep) ([]loader.Record, loader.Counters) {
 			t.Fatalf("step %d: %v", i, err)
 		}
 	}
-	var recs []loader.Record
+	var recs []sensor.Record
 	for rd.Pending() > 0 {
 		r, err := rd.Read()
 		if err != nil {
@@ -105,12 +106,12 @@ func runSpoof(t *testing.T, steps []spStep) ([]loader.Record, loader.Counters) {
 	return recs, c
 }
 
-func records(recs []loader.Record) (knocks []*loader.Knock, hs []*loader.Handshake) {
+func records(recs []sensor.Record) (knocks []*sensor.Knock, hs []*sensor.Handshake) {
 	for _, r := range recs {
 		switch r := r.(type) {
-		case *loader.Knock:
+		case *sensor.Knock:
 			knocks = append(knocks, r)
-		case *loader.Handshake:
+		case *sensor.Handshake:
 			hs = append(hs, r)
 		}
 	}
@@ -125,7 +126,7 @@ func TestSpoofedPacketsCreateNoEvidence(t *testing.T) {
 		steps      []spStep
 		knocks     int
 		handshakes int
-		wantKinds  []loader.TouchKind // of the knock's touches
+		wantKinds  []sensor.TouchKind // of the knock's touches
 		counters   map[string]uint64  // lower bounds
 		zero       []string           // counters that must stay 0
 	}{
@@ -155,7 +156,7 @@ func TestSpoofedPacketsCreateNoEvidence(t *testing.T) {
 				}
 				return out
 			}(),
-			knocks: 1, wantKinds: []loader.TouchKind{loader.TouchREJ, loader.TouchREJ, loader.TouchREJ},
+			knocks: 1, wantKinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ},
 			counters: map[string]uint64{"backscatter": 3, "touch_rej": 3, "flags": 1},
 		},
 		{
@@ -229,7 +230,7 @@ func TestSpoofedPacketsCreateNoEvidence(t *testing.T) {
 			}
 			for _, k := range c.zero {
 				if _, ok := ctr[k]; !ok {
-					t.Fatalf("no counter %q (%v)", k, loader.CounterNames)
+					t.Fatalf("no counter %q (%v)", k, sensor.CounterNames)
 				}
 				if ctr[k] != 0 {
 					t.Errorf("counter %s = %d, want 0 (%v)", k, ctr[k], nonZero(ctr))

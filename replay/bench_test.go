@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/pkt"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
 
@@ -311,7 +311,7 @@ func BenchmarkEngine(b *testing.B) {
 				if err := eng.Run(frames[j], times[j]); err != nil {
 					b.Fatal(err)
 				}
-				if err := eng.Drain(func(loader.Record) error { return nil }); err != nil {
+				if err := eng.Drain(func(sensor.Record) error { return nil }); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -322,7 +322,7 @@ func BenchmarkEngine(b *testing.B) {
 // nopSink counts what replay hands over.
 type nopSink struct{ records, changes int }
 
-func (n *nopSink) AddRecord(context.Context, loader.Record) error { n.records++; return nil }
+func (n *nopSink) AddRecord(context.Context, sensor.Record) error { n.records++; return nil }
 func (n *nopSink) AddChange(*winevents.ExposureChange) error      { n.changes++; return nil }
 
 // BenchmarkRun replays a generated 1M-packet capture in-process (file
@@ -339,7 +339,7 @@ func BenchmarkRun(b *testing.B) {
 			if kind == EngineXDP && os.Geteuid() != 0 {
 				b.Skip("xdp engine needs root")
 			}
-			eng, _, err := NewEngine(kind, loader.DefaultConfig(), nil)
+			eng, _, err := NewEngine(kind, sensor.DefaultConfig(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}

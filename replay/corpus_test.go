@@ -14,7 +14,7 @@ import (
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/pipeline"
 	"github.com/knockwatch/knockwatch/internal/testenv"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // memSink keeps alert records in memory.
@@ -49,8 +49,8 @@ type alertLine struct {
 
 // testSensorConfig is the default configuration with smaller tables, so
 // the xdp engine loads quickly; the corpus has a handful of pairs.
-func testSensorConfig() loader.Config {
-	cfg := loader.DefaultConfig()
+func testSensorConfig() sensor.Config {
+	cfg := sensor.DefaultConfig()
 	cfg.PairSlots = 1 << 12
 	cfg.PortSlots = 1 << 12
 	cfg.Candidates = 1024
@@ -149,7 +149,7 @@ func TestCorpus(t *testing.T) {
 				})
 			}
 			if len(sums) == 2 {
-				for _, name := range loader.CounterNames {
+				for _, name := range sensor.CounterNames {
 					if sums[0].Counters[name] != sums[1].Counters[name] {
 						t.Errorf("counter %s: go %d, xdp %d", name, sums[0].Counters[name], sums[1].Counters[name])
 					}

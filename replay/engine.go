@@ -9,6 +9,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/gotwin"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // Engine kinds.
@@ -33,16 +34,16 @@ type Engine interface {
 	// Sweep ages pending SYNs at now into S0 touches.
 	Sweep(now time.Time) error
 	// Drain passes every record produced so far to fn, in order.
-	Drain(fn func(loader.Record) error) error
-	// Counters returns the engine's counters (loader.CounterNames).
-	Counters() (loader.Counters, error)
+	Drain(fn func(sensor.Record) error) error
+	// Counters returns the engine's counters (sensor.CounterNames).
+	Counters() (sensor.Counters, error)
 	Close() error
 }
 
 // NewEngine returns the engine of kind (auto, xdp, go) for cfg (Replay is
 // set here; a zero HashSeed becomes DefaultHashSeed) with the allowlisted
 // source prefixes. For auto, note says which engine was picked and why.
-func NewEngine(kind string, cfg loader.Config, allow []netip.Prefix) (e Engine, note string, err error) {
+func NewEngine(kind string, cfg sensor.Config, allow []netip.Prefix) (e Engine, note string, err error) {
 	cfg.Replay = true
 	if cfg.HashSeed == 0 {
 		cfg.HashSeed = DefaultHashSeed
@@ -80,7 +81,7 @@ func firstLine(err error) string {
 
 type goEngine struct{ t *gotwin.Twin }
 
-func newGoEngine(cfg loader.Config, allow []netip.Prefix) (*goEngine, error) {
+func newGoEngine(cfg sensor.Config, allow []netip.Prefix) (*goEngine, error) {
 	t, err := gotwin.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start go engine: %w", err)
@@ -97,7 +98,7 @@ func (g *goEngine) Run(frame []byte, ts time.Time) error {
 	return nil
 }
 func (g *goEngine) Sweep(now time.Time) error { g.t.Sweep(now); return nil }
-func (g *goEngine) Drain(fn func(loader.Record) error) error {
+func (g *goEngine) Drain(fn func(sensor.Record) error) error {
 	if g.t.Pending() == 0 {
 		return nil
 	}
@@ -108,7 +109,7 @@ func (g *goEngine) Drain(fn func(loader.Record) error) error {
 	}
 	return nil
 }
-func (g *goEngine) Counters() (loader.Counters, error) { return g.t.Counters(), nil }
+func (g *goEngine) Counters() (sensor.Counters, error) { return g.t.Counters(), nil }
 func (g *goEngine) Close() error                       { return nil }
 
 type xdpEngine struct {
@@ -117,7 +118,7 @@ type xdpEngine struct {
 	rd  *loader.Reader
 }
 
-func newXDPEngine(cfg loader.Config, allow []netip.Prefix) (*xdpEngine, error) {
+func newXDPEngine(cfg sensor.Config, allow []netip.Prefix) (*xdpEngine, error) {
 	if os.Geteuid() != 0 {
 		// Loading would fail anyway; say why without trying.
 		if _, err := os.Stat("/sys/fs/bpf"); err != nil {
@@ -153,7 +154,7 @@ func (x *xdpEngine) Sweep(now time.Time) error {
 	_, err := x.s.Sweep(now)
 	return err
 }
-func (x *xdpEngine) Drain(fn func(loader.Record) error) error {
+func (x *xdpEngine) Drain(fn func(sensor.Record) error) error {
 	if x.rd.Pending() == 0 {
 		return nil
 	}
@@ -173,7 +174,7 @@ func (x *xdpEngine) Drain(fn func(loader.Record) error) error {
 	}
 	return nil
 }
-func (x *xdpEngine) Counters() (loader.Counters, error) { return x.s.Counters() }
+func (x *xdpEngine) Counters() (sensor.Counters, error) { return x.s.Counters() }
 func (x *xdpEngine) Close() error {
 	x.rd.Close()
 	return x.s.Close()

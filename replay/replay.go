@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/pipeline"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
 
@@ -16,7 +16,7 @@ import (
 // pipeline in `knockwatch replay` (records and changes go to the
 // correlation engine), anything else in tests.
 type Sink interface {
-	AddRecord(ctx context.Context, r loader.Record) error
+	AddRecord(ctx context.Context, r sensor.Record) error
 	AddChange(c *winevents.ExposureChange) error
 }
 
@@ -49,7 +49,7 @@ type Summary struct {
 	Packets, Short, Unusable int64
 	// Records the engine produced.
 	Knocks, Handshakes int64
-	Counters           loader.Counters
+	Counters           sensor.Counters
 	// Events: what the event files held (winevents.Result summed).
 	Events       winevents.Result
 	EventFiles   int
@@ -99,11 +99,11 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	emit := func(r loader.Record) error {
+	emit := func(r sensor.Record) error {
 		switch r.(type) {
-		case *loader.Knock:
+		case *sensor.Knock:
 			sum.Knocks++
-		case *loader.Handshake:
+		case *sensor.Handshake:
 			sum.Handshakes++
 		}
 		if err := opts.Sink.AddRecord(ctx, r); err != nil {

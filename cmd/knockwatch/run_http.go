@@ -40,7 +40,7 @@ func (r *runState) metricSources() metrics.Sources {
 			if r.sensor == nil || r.stopping.Load() {
 				return nil, errors.New("sensor not loaded")
 			}
-			return metrics.SensorMaps(r.sensor.Maps())()
+			return r.sensor.MapFills()
 		},
 		Interfaces: r.interfaceStats,
 		RingPending: func() int {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/config"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // TestRunReload: SIGHUP's reload applies a new allowed source and a new
@@ -38,10 +38,10 @@ func TestRunReload(t *testing.T) {
 	r.args = args
 	ctx := context.Background()
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	knock := func(src string) *loader.Knock {
-		k := &loader.Knock{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("10.0.0.5"), Distinct: 3}
+	knock := func(src string) *sensor.Knock {
+		k := &sensor.Knock{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("10.0.0.5"), Distinct: 3}
 		for i, p := range []uint16{1001, 1002, 1003} {
-			k.Touches = append(k.Touches, loader.Touch{Port: p, Time: base.Add(time.Duration(i) * time.Second), Kind: loader.TouchREJ})
+			k.Touches = append(k.Touches, sensor.Touch{Port: p, Time: base.Add(time.Duration(i) * time.Second), Kind: sensor.TouchREJ})
 		}
 		return k
 	}
@@ -63,7 +63,7 @@ func TestRunReload(t *testing.T) {
 	if err := r.pipe.AddKnock(ctx, knock("203.0.113.9")); err != nil {
 		t.Fatal(err)
 	}
-	hs := &loader.Handshake{Src: netip.MustParseAddr("203.0.113.9"), Dst: netip.MustParseAddr("10.0.0.5"), SrcPort: 40000, Port: 5555,
+	hs := &sensor.Handshake{Src: netip.MustParseAddr("203.0.113.9"), Dst: netip.MustParseAddr("10.0.0.5"), SrcPort: 40000, Port: 5555,
 		SYN: base.Add(10 * time.Second), SYNACK: base.Add(10*time.Second + time.Millisecond), ACK: base.Add(10*time.Second + 2*time.Millisecond),
 		PortLastClosed: base.Add(-time.Minute), Distinct: 3}
 	if err := r.pipe.AddHandshake(ctx, hs); err != nil {

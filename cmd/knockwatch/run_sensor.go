@@ -17,6 +17,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/metrics"
 	"github.com/knockwatch/knockwatch/internal/pipeline"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // startSensor loads the XDP program, sets the allowlist, attaches it to
@@ -89,8 +90,8 @@ func (r *runState) startSensor(ctx context.Context) error {
 }
 
 // runModeHint adds the --xdp-mode generic hint when native mode failed.
-func runModeHint(mode loader.Mode, err error) string {
-	if mode == loader.ModeNative && errors.Is(err, unix.EOPNOTSUPP) && !strings.Contains(err.Error(), "--xdp-mode generic") {
+func runModeHint(mode sensor.Mode, err error) string {
+	if mode == sensor.ModeNative && errors.Is(err, unix.EOPNOTSUPP) && !strings.Contains(err.Error(), "--xdp-mode generic") {
 		return " (try --xdp-mode generic)"
 	}
 	return ""
@@ -140,14 +141,14 @@ func (r *runState) readLoop(ctx context.Context) {
 			continue
 		}
 		switch v := rec.(type) {
-		case *loader.Knock:
+		case *sensor.Knock:
 			ports := make([]uint16, len(v.Touches))
 			for i, t := range v.Touches {
 				ports[i] = t.Port
 			}
 			log.Info("knock flagged", zap.Stringer(fSourceIP, v.Src), zap.Stringer(fDestIP, v.Dst),
 				zap.Uint16s(fPorts, ports), zap.Int(fDistinct, v.Distinct))
-		case *loader.Handshake:
+		case *sensor.Handshake:
 			log.Info("first handshake of a flagged source", zap.Stringer(fSourceIP, v.Src),
 				zap.Stringer(fDestIP, v.Dst), zap.Uint16(fDestPort, v.Port))
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/metrics"
 	"github.com/knockwatch/knockwatch/internal/pipeline"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 
@@ -51,7 +52,7 @@ type runState struct {
 	reader   *loader.Reader
 	sensorMu sync.Mutex // loader.Sensor's Attach/Detach are not concurrent-safe
 	attached map[string]runAttachment
-	mode     loader.Mode
+	mode     sensor.Mode
 
 	loopCancel context.CancelFunc
 	loops      sync.WaitGroup
@@ -66,7 +67,7 @@ type runState struct {
 }
 
 type runAttachment struct {
-	mode  loader.Mode
+	mode  sensor.Mode
 	index int
 }
 
@@ -103,7 +104,7 @@ func (r *runState) startEventSide() error {
 		r.attached = map[string]runAttachment{}
 	}
 	cfg := &r.cfg
-	mode, _ := loader.ParseMode(cfg.XDPMode)
+	mode, _ := sensor.ParseMode(cfg.XDPMode)
 	r.mode = mode
 
 	// Files first: a missing token, certificate or inventory is a clear

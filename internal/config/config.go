@@ -1,6 +1,6 @@
 // Package config is the configuration of `knockwatch run`: one Config
 // struct filled from a YAML file and then from command-line flags (flags
-// win). It covers the XDP sensor's load-time settings (loader.Config), the
+// win). It covers the XDP sensor's load-time settings (sensor.Config), the
 // AN0842 rule and its caps (correlate.Config), the suppression lists, the
 // host inventory, every event listener, the alert sinks, the metrics
 // address, the pin path and the log level. docs/CONFIG.md documents every
@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 
@@ -42,7 +42,7 @@ type Config struct {
 	// ShutdownTimeout bounds the flush of alerts at exit.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
-	Sensor      loader.Config `yaml:"sensor"`
+	Sensor      sensor.Config `yaml:"sensor"`
 	Rule        Rule          `yaml:"rule"`
 	Suppression Suppression   `yaml:"suppression"`
 	// Hosts is the /etc/hosts-format inventory file (IP NAME [ALIAS...]).
@@ -213,13 +213,13 @@ type Pipeline struct {
 func Default() Config {
 	r := correlate.DefaultConfig()
 	return Config{
-		XDPMode:         string(loader.ModeAuto),
+		XDPMode:         string(sensor.ModeAuto),
 		LogLevel:        "info",
 		LogFormat:       "auto",
 		SweepInterval:   time.Second,
 		AdvanceInterval: time.Second,
 		ShutdownTimeout: 10 * time.Second,
-		Sensor:          loader.DefaultConfig(),
+		Sensor:          sensor.DefaultConfig(),
 		Rule: Rule{
 			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,
 			Skew: r.Skew, HandshakeAfter: r.HandshakeAfter, Retention: r.Retention, SensorLateness: r.SensorLateness,

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
 
@@ -26,7 +26,7 @@ func (c *Config) Validate() error {
 	add := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	if _, err := loader.ParseMode(c.XDPMode); err != nil {
+	if _, err := sensor.ParseMode(c.XDPMode); err != nil {
 		add("xdp_mode", "%q is not auto, native or generic", c.XDPMode)
 	}
 	for i, ifn := range c.Interfaces {

@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
 
@@ -18,7 +18,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var parseOutcomes = []string{"non_ip", "non_tcp", "truncated", "fragment", "unknown_ext", "bad_header", "tcp"}
 
 var (
-	dXDPCounter    = desc("xdp_events_total", "Every per-CPU counter of the XDP program, summed over CPUs, by name (loader.CounterNames).", "event")
+	dXDPCounter    = desc("xdp_events_total", "Every per-CPU counter of the XDP program, summed over CPUs, by name (sensor.CounterNames).", "event")
 	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program saw on all attached interfaces.")
 	dXDPBytes      = desc("xdp_bytes_total", "Bytes the XDP program saw on all attached interfaces.")
 	dXDPParse      = desc("xdp_parse_total", "Packets by parse outcome (tcp, non_ip, non_tcp, truncated, fragment, unknown_ext, bad_header).", "outcome")
@@ -151,7 +151,7 @@ func (c *collector) collectBPF(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(ch, dBPFUp, 1)
-	for _, name := range loader.CounterNames {
+	for _, name := range sensor.CounterNames {
 		counter(ch, dXDPCounter, cnt[name], name)
 	}
 	counter(ch, dXDPPackets, cnt["packets"])

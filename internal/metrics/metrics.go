@@ -15,6 +15,7 @@ import (
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/pipeline"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -30,20 +31,12 @@ type Interface struct {
 	Up                            bool
 	RxPackets, RxBytes, RxDropped uint64
 	// XDP holds the program's own per-interface counters (packets, bytes,
-	// parse outcomes; loader.InterfaceCounterNames), nil when unknown.
+	// parse outcomes; sensor.InterfaceCounterNames), nil when unknown.
 	XDP map[string]uint64
 }
 
-// MapFill is one BPF map's size and use.
-type MapFill struct {
-	Name       string
-	Type       string
-	MaxEntries uint32
-	// Entries is the number of keys for hash, LRU and LPM maps; -1 for
-	// maps whose entries always exist (arrays, ring buffers).
-	Entries      int64
-	MemlockBytes uint64
-}
+// MapFill is one BPF map's size and use (read by loader.Sensor.MapFills).
+type MapFill = sensor.MapFill
 
 // Sources are the snapshot functions read at scrape time. Any may be nil
 // (that part is not running: no metrics for it).

@@ -11,7 +11,7 @@ import (
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/pipeline"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -20,7 +20,7 @@ func fakeSources() Sources {
 	return Sources{
 		BPFCounters: func() (map[string]uint64, error) {
 			c := map[string]uint64{}
-			for i, n := range loader.CounterNames {
+			for i, n := range sensor.CounterNames {
 				c[n] = uint64(i)
 			}
 			c["touch_rej"], c["touch_s0"], c["flags"], c["handshakes"], c["ringbuf_full"] = 7, 2, 3, 1, 4
@@ -146,8 +146,8 @@ knockwatch_sink_records_total{kind="writer",outcome="written",sink="stdout"} 3
 		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(loader.CounterNames) {
-		t.Fatalf("xdp_events_total has %d series, want %d", n, len(loader.CounterNames))
+	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(sensor.CounterNames) {
+		t.Fatalf("xdp_events_total has %d series, want %d", n, len(sensor.CounterNames))
 	}
 }
 

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
 
@@ -27,7 +27,7 @@ const (
 // KnockFromLoader converts a sensor KNOCK record to the engine's Knock.
 // Touch kinds the engine does not know are passed as zero, which the
 // engine rejects (and counts) instead of guessing.
-func KnockFromLoader(k *loader.Knock) correlate.Knock {
+func KnockFromLoader(k *sensor.Knock) correlate.Knock {
 	out := correlate.Knock{
 		Src:            k.Src,
 		Dst:            k.Dst,
@@ -40,11 +40,11 @@ func KnockFromLoader(k *loader.Knock) correlate.Knock {
 	return out
 }
 
-func touchKind(k loader.TouchKind) correlate.TouchKind {
+func touchKind(k sensor.TouchKind) correlate.TouchKind {
 	switch k {
-	case loader.TouchREJ:
+	case sensor.TouchREJ:
 		return correlate.TouchREJ
-	case loader.TouchS0:
+	case sensor.TouchS0:
 		return correlate.TouchS0
 	}
 	return 0
@@ -52,7 +52,7 @@ func touchKind(k loader.TouchKind) correlate.TouchKind {
 
 // HandshakeFromLoader converts a sensor HANDSHAKE record to the engine's
 // Handshake.
-func HandshakeFromLoader(h *loader.Handshake) correlate.Handshake {
+func HandshakeFromLoader(h *sensor.Handshake) correlate.Handshake {
 	return correlate.Handshake{
 		Src:            h.Src,
 		Dst:            h.Dst,

@@ -7,15 +7,15 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
 
 func TestKnockAndHandshakeFromLoader(t *testing.T) {
 	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
-	k := KnockFromLoader(&loader.Knock{
+	k := KnockFromLoader(&sensor.Knock{
 		Src: attacker, Dst: host, Distinct: 4,
-		Touches: []loader.Touch{{Port: 1, Time: at, Kind: loader.TouchREJ}, {Port: 2, Time: at.Add(time.Second), Kind: loader.TouchS0}, {Port: 3, Time: at, Kind: 9}},
+		Touches: []sensor.Touch{{Port: 1, Time: at, Kind: sensor.TouchREJ}, {Port: 2, Time: at.Add(time.Second), Kind: sensor.TouchS0}, {Port: 3, Time: at, Kind: 9}},
 	})
 	want := correlate.Knock{Src: attacker, Dst: host, DistinctClosed: 4, Touches: []correlate.Touch{
 		{Port: 1, Time: at, Kind: correlate.TouchREJ}, {Port: 2, Time: at.Add(time.Second), Kind: correlate.TouchS0}, {Port: 3, Time: at, Kind: 0},
@@ -23,7 +23,7 @@ func TestKnockAndHandshakeFromLoader(t *testing.T) {
 	if !reflect.DeepEqual(k, want) {
 		t.Fatalf("knock = %+v, want %+v", k, want)
 	}
-	h := HandshakeFromLoader(&loader.Handshake{
+	h := HandshakeFromLoader(&sensor.Handshake{
 		Src: attacker, Dst: host, SrcPort: 5, Port: 6, SYN: at, SYNACK: at.Add(1), ACK: at.Add(2),
 		PortLastClosed: at.Add(-3), PortLastOpen: at.Add(-4), Distinct: 7,
 	})

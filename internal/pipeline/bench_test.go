@@ -11,7 +11,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -82,14 +82,14 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-func benchKnock(i int, base time.Time) (*loader.Knock, *loader.Handshake) {
+func benchKnock(i int, base time.Time) (*sensor.Knock, *sensor.Handshake) {
 	src := netip.AddrFrom4([4]byte{198, byte(i >> 16), byte(i >> 8), byte(i)})
 	dst := netip.AddrFrom4([4]byte{10, 0, 0, 5})
 	t := base.Add(time.Duration(i) * time.Millisecond)
-	k := &loader.Knock{Src: src, Dst: dst, Distinct: 3, Touches: []loader.Touch{
-		{Port: 1001, Time: t, Kind: loader.TouchREJ}, {Port: 1002, Time: t.Add(time.Millisecond), Kind: loader.TouchREJ},
-		{Port: 1003, Time: t.Add(2 * time.Millisecond), Kind: loader.TouchS0}}}
-	h := &loader.Handshake{Src: src, Dst: dst, SrcPort: 40000, Port: 22, SYN: t.Add(time.Second),
+	k := &sensor.Knock{Src: src, Dst: dst, Distinct: 3, Touches: []sensor.Touch{
+		{Port: 1001, Time: t, Kind: sensor.TouchREJ}, {Port: 1002, Time: t.Add(time.Millisecond), Kind: sensor.TouchREJ},
+		{Port: 1003, Time: t.Add(2 * time.Millisecond), Kind: sensor.TouchS0}}}
+	h := &sensor.Handshake{Src: src, Dst: dst, SrcPort: 40000, Port: 22, SYN: t.Add(time.Second),
 		SYNACK: t.Add(time.Second + time.Microsecond), ACK: t.Add(time.Second + 2*time.Microsecond), PortLastOpen: t.Add(-time.Hour), Distinct: 3}
 	return k, h
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -165,13 +165,13 @@ func (p *Pipeline) Sink() alert.Sink { return p.sink }
 // Advance moves the engine's watermark with the sensor's clock (live mode).
 func (p *Pipeline) Advance(t time.Time) { p.engine.Advance(t) }
 
-// AddRecord feeds one ring-buffer record (*loader.Knock or
-// *loader.Handshake).
-func (p *Pipeline) AddRecord(ctx context.Context, r loader.Record) error {
+// AddRecord feeds one ring-buffer record (*sensor.Knock or
+// *sensor.Handshake).
+func (p *Pipeline) AddRecord(ctx context.Context, r sensor.Record) error {
 	switch r := r.(type) {
-	case *loader.Knock:
+	case *sensor.Knock:
 		return p.AddKnock(ctx, r)
-	case *loader.Handshake:
+	case *sensor.Handshake:
 		return p.AddHandshake(ctx, r)
 	}
 	p.counters.reject("record", "unknown_type")
@@ -180,7 +180,7 @@ func (p *Pipeline) AddRecord(ctx context.Context, r loader.Record) error {
 
 // AddKnock feeds a KNOCK record. It waits while the alert queue is full
 // (the sink is failing or slow) or until ctx ends.
-func (p *Pipeline) AddKnock(ctx context.Context, k *loader.Knock) error {
+func (p *Pipeline) AddKnock(ctx context.Context, k *sensor.Knock) error {
 	if err := p.waitSpace(ctx); err != nil {
 		p.counters.reject("knock", reasonOf(err))
 		return fmt.Errorf("add knock: %w", err)
@@ -194,7 +194,7 @@ func (p *Pipeline) AddKnock(ctx context.Context, k *loader.Knock) error {
 }
 
 // AddHandshake feeds a HANDSHAKE record, waiting like AddKnock.
-func (p *Pipeline) AddHandshake(ctx context.Context, h *loader.Handshake) error {
+func (p *Pipeline) AddHandshake(ctx context.Context, h *sensor.Handshake) error {
 	if err := p.waitSpace(ctx); err != nil {
 		p.counters.reject("handshake", reasonOf(err))
 		return fmt.Errorf("add handshake: %w", err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -66,17 +66,17 @@ func newTestPipeline(t *testing.T, sink alert.Sink, cfg Config) *Pipeline {
 	return p
 }
 
-func knock(at time.Time) *loader.Knock {
-	k := &loader.Knock{Src: attacker, Dst: host, Distinct: 3, FlagTime: at.Add(2 * time.Second)}
+func knock(at time.Time) *sensor.Knock {
+	k := &sensor.Knock{Src: attacker, Dst: host, Distinct: 3, FlagTime: at.Add(2 * time.Second)}
 	for i, port := range []uint16{7000, 8000, 9000} {
-		k.Touches = append(k.Touches, loader.Touch{Port: port, Time: at.Add(time.Duration(i) * time.Second), Kind: loader.TouchREJ})
+		k.Touches = append(k.Touches, sensor.Touch{Port: port, Time: at.Add(time.Duration(i) * time.Second), Kind: sensor.TouchREJ})
 	}
-	k.Touches[1].Kind = loader.TouchS0
+	k.Touches[1].Kind = sensor.TouchS0
 	return k
 }
 
-func handshake(at time.Time, port uint16) *loader.Handshake {
-	return &loader.Handshake{
+func handshake(at time.Time, port uint16) *sensor.Handshake {
+	return &sensor.Handshake{
 		Src: attacker, Dst: host, SrcPort: 51000, Port: port,
 		SYN: at, SYNACK: at.Add(time.Millisecond), ACK: at.Add(2 * time.Millisecond),
 		PortLastClosed: at.Add(-time.Minute), Distinct: 3,

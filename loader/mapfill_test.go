@@ -1,27 +1,27 @@
-package metrics
+package loader
 
 import (
 	"testing"
 
 	"github.com/knockwatch/knockwatch/internal/testenv"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
-// TestProgramMaps reads the fill levels of a real loaded program's maps.
-func TestProgramMaps(t *testing.T) {
+// TestMapFills reads the fill levels of a real loaded program's maps.
+func TestMapFills(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	cfg := loader.DefaultConfig()
+	cfg := sensor.DefaultConfig()
 	cfg.PairSlots, cfg.PortSlots, cfg.Candidates, cfg.Flagged, cfg.Watches, cfg.RingBytes = 1024, 1024, 256, 64, 64, 1<<16
-	s, err := loader.Load(cfg, loader.Options{})
+	s, err := Load(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	maps, err := ProgramMaps(s.Program())()
+	maps, err := s.MapFills()
 	if err != nil {
 		t.Fatal(err)
 	}
-	byName := map[string]MapFill{}
+	byName := map[string]sensor.MapFill{}
 	for _, m := range maps {
 		byName[m.Name] = m
 	}

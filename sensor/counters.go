@@ -1,0 +1,70 @@
+package sensor
+
+// CounterNames names the per-CPU counters in the order of enum kw_counter
+// (bpf/include/counters.h). The names become Prometheus label values; loader's drift test checks
+// them, in order, against the enum in the compiled program's BTF.
+var CounterNames = []string{
+	"packets",
+	"bytes",
+	"non_ip",
+	"non_tcp",
+	"truncated",
+	"fragment",
+	"unknown_ext",
+	"bad_header",
+	"tcp",
+	"syn",
+	"synack",
+	"rst",
+	"bad_flags",
+	"syn_retrans",
+	"touch_rej",
+	"touch_s0",
+	"backscatter",
+	"synack_unmatched",
+	"port_open",
+	"pending_evicted",
+	"slot_takeover",
+	"candidates",
+	"flags",
+	"handshakes",
+	"handshake_bad_ack",
+	"handshake_repeat",
+	"watch_started",
+	"allowlisted",
+	"ringbuf_full",
+	"map_insert_fail",
+	"port_slot_takeover",
+	"no_meta",
+	"ipv4",
+	"ipv6",
+	"vlan",
+}
+
+// Counters are the program's counters summed over CPUs, by name.
+type Counters map[string]uint64
+
+// InterfaceCounterNames names the per-interface counters in the order of
+// enum kw_if_counter (bpf/include/counters.h).
+var InterfaceCounterNames = []string{
+	"packets",
+	"bytes",
+	"tcp",
+	"non_ip",
+	"non_tcp",
+	"truncated",
+	"fragment",
+	"unknown_ext",
+	"bad_header",
+}
+
+// MapFill is one BPF map's size and use, read by the loader at scrape time.
+type MapFill struct {
+	Name       string
+	Type       string
+	MaxEntries uint32
+	// Entries is the number of keys for hash, LRU and LPM maps; -1 for
+	// maps whose entries always exist (arrays, ring buffers).
+	Entries      int64
+	MemlockBytes uint64
+}
