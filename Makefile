@@ -45,7 +45,7 @@ test-short: ## run the tests that need no root
 bench: ## run every benchmark with the settings its BENCHMARKS.md row was measured with (root for XDP)
 	$(GO) test -run '^$$' -bench . -benchtime 50000x ./loader/
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./correlate/ ./winevents/
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./winevents/intake/ ./alert/ ./internal/pipeline/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./winevents/intake/ ./alert/ ./pipeline/
 	$(GO) test -run '^$$' -bench 'BenchmarkEngine|BenchmarkRun' -benchtime $(BENCHTIME) ./replay/
 
 bench-replay: ## replay of a generated 10M-packet capture per engine beside tshark (several minutes)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/sensor"
 )

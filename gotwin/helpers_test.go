@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

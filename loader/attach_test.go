@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"

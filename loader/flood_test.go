@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

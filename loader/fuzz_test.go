@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

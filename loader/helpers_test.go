@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pkt"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

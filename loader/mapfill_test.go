@@ -3,7 +3,7 @@ package loader
 import (
 	"testing"
 
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

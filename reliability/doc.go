@@ -11,5 +11,5 @@
 // outage, default 2), KNOCKWATCH_LAB_FLOOD_PACKETS (SYN flood in the lab,
 // default 200000), KNOCKWATCH_STRICT (known gaps fail instead of being
 // logged). The BPF, namespace and live `knockwatch run` tests need root
-// (internal/testenv) and Linux; the rest run anywhere on loopback.
+// (internal/testsupport/testenv) and Linux; the rest run anywhere on loopback.
 package reliability

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
-	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
 )
 
 // TestLabFloodWithKnock is the flood soak in the lab (issue 7, "Load"): the

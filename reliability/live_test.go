@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 // Faults of the live sensor (issue 7): the real `knockwatch run` binary in

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pkt"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/sensor"
 )

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )

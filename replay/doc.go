@@ -4,7 +4,7 @@
 // real XDP program with BPF_PROG_RUN in replay mode (EngineXDP) or its pure
 // Go twin (EngineGo, package gotwin) — and exported Windows event files,
 // whose records go with the engine's KNOCK and HANDSHAKE records into the
-// correlation engine through internal/pipeline.
+// correlation engine through pipeline.
 //
 // Captures are never loaded whole: each is read through a small buffer and
 // a heap holds one packet per capture. Pending SYNs are swept on capture

@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
@@ -19,8 +18,6 @@ type Sink interface {
 	AddRecord(ctx context.Context, r sensor.Record) error
 	AddChange(c *winevents.ExposureChange) error
 }
-
-var _ Sink = (*pipeline.Pipeline)(nil)
 
 // Options are the inputs of one replay.
 type Options struct {

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/lab"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 // The end-to-end test builds the knockwatch binary and runs `knockwatch

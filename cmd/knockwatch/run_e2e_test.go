@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 // ruleAddedXML is the real Firewall 2004 sample of

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwatch/knockwatch/internal/metrics"
-	"github.com/knockwatch/knockwatch/internal/pipeline"
+	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/sensor"
 )

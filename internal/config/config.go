@@ -202,7 +202,7 @@ type Metrics struct {
 	Addr string `yaml:"addr"`
 }
 
-// Pipeline tunes alert batching (internal/pipeline).
+// Pipeline tunes alert batching (pipeline).
 type Pipeline struct {
 	BatchSize     int           `yaml:"batch_size"`
 	FlushInterval time.Duration `yaml:"flush_interval"`

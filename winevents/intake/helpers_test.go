@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 // recorder is a Handler that keeps every message; busy makes it refuse the
