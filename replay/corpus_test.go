@@ -12,8 +12,8 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
+	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

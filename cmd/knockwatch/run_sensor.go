@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwatch/knockwatch/internal/metrics"
-	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 

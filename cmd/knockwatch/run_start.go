@@ -23,8 +23,8 @@ import (
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/internal/metrics"
-	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
