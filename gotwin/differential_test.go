@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -20,8 +19,7 @@ import (
 // takes to reset its state between inputs without paying a load.
 type kernel struct {
 	s    *loader.Sensor
-	run  *loader.Runner
-	rd   *loader.Reader
+	rp   *loader.Replayer
 	maps map[string]*ebpf.Map
 }
 
@@ -29,19 +27,23 @@ var sharedKernel *kernel
 
 func loadKernel(t testing.TB) *kernel {
 	t.Helper()
-	testenv.RequirePrivileged(t)
 	if sharedKernel != nil {
 		return sharedKernel
 	}
-	s, err := loader.Load(testConfig(), loader.Options{})
+	sharedKernel = newKernel(t, testConfig())
+	return sharedKernel
+}
+
+// newKernel loads the program with cfg.
+func newKernel(t testing.TB, cfg sensor.Config) *kernel {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	s, err := loader.Load(cfg, loader.Options{})
 	if err != nil {
 		t.Fatalf("load: %+v", err)
 	}
 	k := &kernel{s: s, maps: map[string]*ebpf.Map{}}
-	if k.run, err = s.NewRunner(); err != nil {
-		t.Fatal(err)
-	}
-	if k.rd, err = s.NewReader(); err != nil {
+	if k.rp, err = s.NewReplayer(); err != nil {
 		t.Fatal(err)
 	}
 	// The sensor does not export its state maps; reach them through the
@@ -71,7 +73,6 @@ func loadKernel(t testing.TB) *kernel {
 			t.Fatalf("map %s not found among the program's maps %v", name, k.maps)
 		}
 	}
-	sharedKernel = k
 	return k
 }
 
@@ -105,141 +106,24 @@ func (k *kernel) reset(t testing.TB) {
 	if err := k.s.ResetCounters(); err != nil {
 		t.Fatal(err)
 	}
-	k.drain(t)
-}
-
-func (k *kernel) drain(t testing.TB) []sensor.Record {
-	t.Helper()
-	var recs []sensor.Record
-	if k.rd.Pending() > 0 {
-		// Read skips records that do not decode; never block on one.
-		k.rd.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := k.rp.Records(); err != nil {
+		t.Fatal(err)
 	}
-	for k.rd.Pending() > 0 {
-		r, err := k.rd.Read()
-		if err != nil {
-			t.Fatalf("read records: %v", err)
-		}
-		recs = append(recs, r)
-	}
-	return recs
 }
 
-// outcome is what one engine made of a step sequence.
-type outcome struct {
-	records  []sensor.Record
-	counters sensor.Counters
-	verdicts []uint32
-	sweeps   []int
-}
-
-func runKernel(t testing.TB, k *kernel, steps []step) outcome {
+// play resets the program's state and plays steps through it.
+func (k *kernel) play(t testing.TB, steps []scenario.Step) scenario.Outcome {
 	t.Helper()
 	k.reset(t)
-	var o outcome
-	for i, st := range steps {
-		if st.sweep {
-			n, err := k.s.Sweep(t0.Add(st.at))
-			if err != nil {
-				t.Fatalf("step %d: sweep: %v", i, err)
-			}
-			o.sweeps = append(o.sweeps, n)
-			continue
-		}
-		b := st.bytes()
-		if len(b) < 14 {
-			continue // BPF_PROG_RUN refuses frames shorter than Ethernet
-		}
-		v, err := k.run.Run(b, t0.Add(st.at))
-		if err != nil {
-			t.Fatalf("step %d: %v", i, err)
-		}
-		o.verdicts = append(o.verdicts, v)
-	}
-	var err error
-	if o.counters, err = k.s.Counters(); err != nil {
-		t.Fatal(err)
-	}
-	o.records = k.drain(t)
-	return o
+	return scenario.Play(t, k.rp, steps)
 }
 
-func runTwin(t testing.TB, cfg sensor.Config, steps []step, allow ...netip.Prefix) outcome {
+func checkSame(t *testing.T, k *kernel, data []byte) scenario.Outcome {
 	t.Helper()
-	tw, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.SetAllowlist(allow); err != nil {
-		t.Fatal(err)
-	}
-	var o outcome
-	for _, st := range steps {
-		if st.sweep {
-			o.sweeps = append(o.sweeps, tw.Sweep(t0.Add(st.at)))
-			continue
-		}
-		b := st.bytes()
-		if len(b) < 14 {
-			continue
-		}
-		o.verdicts = append(o.verdicts, tw.Run(b, t0.Add(st.at)))
-	}
-	o.counters = tw.Counters()
-	o.records = tw.Records()
-	if c, f, w := tw.Evictions(); c+f+w != 0 {
-		t.Fatalf("twin evicted LRU entries (%d/%d/%d): size the test's tables up", c, f, w)
-	}
-	return o
-}
-
-// compare reports every difference between the kernel's and the twin's
-// outcome; "" when they agree.
-func compare(k, g outcome) string {
-	var b strings.Builder
-	for _, name := range sensor.CounterNames {
-		if k.counters[name] != g.counters[name] {
-			fmt.Fprintf(&b, "counter %s: xdp %d, go %d\n", name, k.counters[name], g.counters[name])
-		}
-	}
-	if !reflect.DeepEqual(k.verdicts, g.verdicts) {
-		fmt.Fprintf(&b, "verdicts differ\n")
-	}
-	if !reflect.DeepEqual(k.sweeps, g.sweeps) {
-		fmt.Fprintf(&b, "sweep results: xdp %v, go %v\n", k.sweeps, g.sweeps)
-	}
-	n := max(len(k.records), len(g.records))
-	for i := 0; i < n; i++ {
-		var kr, gr sensor.Record
-		if i < len(k.records) {
-			kr = k.records[i]
-		}
-		if i < len(g.records) {
-			gr = g.records[i]
-		}
-		if !reflect.DeepEqual(kr, gr) {
-			fmt.Fprintf(&b, "record %d:\n  xdp %s\n  go  %s\n", i, show(kr), show(gr))
-		}
-	}
-	return b.String()
-}
-
-func show(r sensor.Record) string {
-	switch r := r.(type) {
-	case *sensor.Knock:
-		return fmt.Sprintf("KNOCK %+v", *r)
-	case *sensor.Handshake:
-		return fmt.Sprintf("HANDSHAKE %+v", *r)
-	}
-	return "none"
-}
-
-func checkSame(t *testing.T, k *kernel, data []byte) outcome {
-	t.Helper()
-	steps := decodeOps(data)
-	ko := runKernel(t, k, steps)
+	steps := scenario.DecodeOps(data)
+	ko := k.play(t, steps)
 	g := runTwin(t, testConfig(), steps)
-	if d := compare(ko, g); d != "" {
+	if d := scenario.Compare(ko, g); d != "" {
 		t.Fatalf("xdp and go engines differ on ops %x:\n%s", data, d)
 	}
 	return ko
@@ -309,10 +193,10 @@ func TestDifferential(t *testing.T) {
 		}
 		t.Run(fmt.Sprintf("gen%d", i), func(t *testing.T) {
 			o := checkSame(t, k, data)
-			for name, v := range o.counters {
+			for name, v := range o.Counters {
 				reached[name] += v
 			}
-			for _, r := range o.records {
+			for _, r := range o.Records {
 				if _, ok := r.(*sensor.Knock); ok {
 					knocks++
 				} else {
@@ -323,20 +207,27 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// TestDifferentialScenarios runs named scenarios through both engines.
-func TestDifferentialScenarios(t *testing.T) {
-	k := loadKernel(t)
-	a := conv{src: attacker, dst: victim}
-	b := conv{src: bystander, dst: victim}
-	for name, steps := range scenarios(a, b) {
-		t.Run(name, func(t *testing.T) {
-			ko := runKernel(t, k, steps)
-			g := runTwin(t, testConfig(), steps)
-			if d := compare(ko, g); d != "" {
-				t.Fatalf("engines differ:\n%s", d)
+// TestDifferentialTable runs every row of the shared table through both
+// engines with the row's configuration: records, counters, verdicts and
+// sweep results must be identical (beyond what the row checks).
+func TestDifferentialTable(t *testing.T) {
+	base := newKernel(t, scenario.BaseConfig())
+	defer base.s.Close()
+	for _, c := range scenario.Table() {
+		t.Run(c.Name, func(t *testing.T) {
+			kk := base
+			if c.Config != nil {
+				kk = newKernel(t, c.ConfigOf())
+				defer kk.s.Close()
 			}
-			if len(ko.records) == 0 && strings.HasPrefix(name, "knock") {
-				t.Fatalf("scenario %s produced no records", name)
+			if err := kk.s.SetAllowlist(c.Allow); err != nil {
+				t.Fatal(err)
+			}
+			defer kk.s.SetAllowlist(nil)
+			ko := kk.play(t, c.Steps)
+			g := runTwin(t, c.ConfigOf(), c.Steps, c.Allow...)
+			if d := scenario.Compare(ko, g); d != "" {
+				t.Fatalf("engines differ:\n%s", d)
 			}
 		})
 	}
@@ -366,13 +257,13 @@ func TestDifferentialAllowlist(t *testing.T) {
 			data[j+2] &= 0x87
 			data[j+3] %= 30
 		}
-		steps := append(decodeOps(seeds[0]), decodeOps(data)...)
-		ko := runKernel(t, k, steps)
+		steps := append(scenario.DecodeOps(seeds[0]), scenario.DecodeOps(data)...)
+		ko := k.play(t, steps)
 		g := runTwin(t, testConfig(), steps, allow...)
-		if d := compare(ko, g); d != "" {
+		if d := scenario.Compare(ko, g); d != "" {
 			t.Fatalf("engines differ with an allowlist on ops %x:\n%s", data, d)
 		}
-		allowlisted += ko.counters["allowlisted"]
+		allowlisted += ko.Counters["allowlisted"]
 	}
 	if allowlisted == 0 {
 		t.Fatal("no generated input reached an allowlisted flag")

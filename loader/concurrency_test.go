@@ -56,11 +56,11 @@ func TestConcurrentPair(t *testing.T) {
 			<-start
 			for round := range portsPerCPU {
 				for p := range pairs {
-					c := conv{src: netip.AddrFrom4([4]byte{198, 51, 100, byte(p)}), dst: victim}
+					c := conv{Src: netip.AddrFrom4([4]byte{198, 51, 100, byte(p)}), Dst: victim}
 					port := uint16(1000 + cpu*100 + round)
 					at := time.Duration(round)*100*time.Millisecond + time.Duration(cpu)*time.Millisecond
-					for _, st := range c.rej(at, port) {
-						if _, err := run.Run(st.p.Bytes(), t0.Add(st.at)); err != nil {
+					for _, st := range c.REJ(at, port) {
+						if _, err := run.Run(st.P.Bytes(), t0.Add(st.At)); err != nil {
 							errs <- err
 							return
 						}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
@@ -53,13 +54,13 @@ func TestFloodWithKnock(t *testing.T) {
 	}
 	send := func(st step) {
 		t.Helper()
-		if _, err := run.Run(st.p.Bytes(), t0.Add(st.at)); err != nil {
+		if _, err := run.Run(st.P.Bytes(), t0.Add(st.At)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The early attacker knocks and is flagged before the flood starts.
-	early := conv{src: bystander, dst: victim}
-	for _, st := range cat(early.rej(0, 7100), early.rej(sec(0.1), 7200), early.rej(sec(0.2), 7300)) {
+	early := conv{Src: bystander, Dst: victim}
+	for _, st := range cat(early.REJ(0, 7100), early.REJ(sec(0.1), 7200), early.REJ(sec(0.2), 7300)) {
 		send(st)
 	}
 
@@ -73,14 +74,14 @@ func TestFloodWithKnock(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	mid := n / 2
 	var knock []step
-	for _, st := range cat(a.rej(0, 7000), a.rej(sec(0.1), 8000), a.rej(sec(0.2), 9000), a.connect(sec(5), 4444),
-		early.connect(sec(6), 4444)) {
-		st.at += start + time.Duration(mid)*gap
+	for _, st := range cat(a.REJ(0, 7000), a.REJ(sec(0.1), 8000), a.REJ(sec(0.2), 9000), a.Connect(sec(5), 4444),
+		early.Connect(sec(6), 4444)) {
+		st.At += start + time.Duration(mid)*gap
 		knock = append(knock, st)
 	}
 	for i := 0; i < n; i += 2 {
 		at := start + time.Duration(i)*gap
-		for len(knock) > 0 && knock[0].at <= at {
+		for len(knock) > 0 && knock[0].At <= at {
 			send(knock[0])
 			knock = knock[1:]
 		}
@@ -102,9 +103,9 @@ func TestFloodWithKnock(t *testing.T) {
 	}
 
 	recs := drain(t, rd)
-	checkKnocks(t, knocks(recs), []wantKnock{
-		{src: bystander, dst: victim, ports: []uint16{7100, 7200, 7300}, kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}},
-		{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000}, kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}},
+	scenario.CheckKnocks(t, knocks(recs), []scenario.WantKnock{
+		{Src: bystander, Dst: victim, Ports: []uint16{7100, 7200, 7300}, Kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}},
+		{Src: attacker, Dst: victim, Ports: []uint16{7000, 8000, 9000}, Kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}},
 	})
 	hs := handshakes(recs)
 	if len(hs) != 2 || hs[0].Src != attacker || hs[1].Src != bystander || hs[0].Port != 4444 {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/knockwatch/knockwatch/internal/testsupport/pkt"
+	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
@@ -48,57 +48,6 @@ func resetState(t testing.TB, s *Sensor) {
 	}
 }
 
-// fuzzOps turns fuzz bytes into packets: each 4-byte op picks a source,
-// a destination, a port, a packet kind and a time step, so the fuzzer
-// explores the state machine (retransmissions, answers to other SYNs,
-// wrong acks, garbage) rather than only the parser.
-func fuzzOps(data []byte) []step {
-	srcs := []netip.Addr{attacker, bystander, attacker6, netip.MustParseAddr("192.0.2.1")}
-	dsts := []netip.Addr{victim, victim6}
-	var out []step
-	var at time.Duration
-	for len(data) >= 4 && len(out) < 256 {
-		op, sel, port, dt := data[0], data[1], data[2], data[3]
-		data = data[4:]
-		at += time.Duration(dt) * 50 * time.Millisecond
-		src := srcs[sel&3]
-		dst := dsts[(sel>>2)&1]
-		if src.Is4() != dst.Is4() {
-			dst = map[bool]netip.Addr{true: victim, false: victim6}[src.Is4()]
-		}
-		c := conv{src: src, dst: dst}
-		if sel&0x10 != 0 {
-			c.vlans = []uint16{7}
-		}
-		p := uint16(7000 + int(port&15))
-		var st step
-		switch op % 8 {
-		case 0, 1:
-			st = c.syn(at, p)
-		case 2:
-			st = c.rst(at, p)
-		case 3:
-			st = c.synack(at, p)
-		case 4:
-			st = c.ack(at, p)
-		case 5: // an answer with a wrong ack
-			st = c.rst(at, p)
-			st.p.Ack += uint32(sel)
-		case 6: // retransmission with a new sequence number
-			st = c.syn(at, p)
-			st.p.Seq += uint32(port)
-		case 7: // raw bytes as a packet
-			n := min(int(port), len(data))
-			raw := append([]byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00}, data[:n]...)
-			data = data[n:]
-			out = append(out, step{at: at, p: pkt.TCP{}, raw: raw})
-			continue
-		}
-		out = append(out, st)
-	}
-	return out
-}
-
 func FuzzProgram(f *testing.F) {
 	s := loadReplay(f, func(c *sensor.Config) {
 		c.PairSlots = 64
@@ -122,16 +71,19 @@ func FuzzProgram(f *testing.F) {
 	f.Add([]byte{7, 0, 30, 0, 0x45, 0, 0, 40, 5, 1, 2, 3, 0, 0x11, 5, 6, 7, 1, 2, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		resetState(t, s)
-		steps := fuzzOps(data)
+		steps := scenario.DecodeOps(data)
 		for i, st := range steps {
-			b := st.raw
-			if b == nil {
-				b = st.p.Bytes()
-			}
+			b := st.Bytes()
 			if len(b) < 14 {
 				continue
 			}
-			if _, err := run.Run(b, t0.Add(st.at)); err != nil {
+			if st.Sweep {
+				if _, err := s.Sweep(t0.Add(st.At)); err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				continue
+			}
+			if _, err := run.Run(b, t0.Add(st.At)); err != nil {
 				t.Fatalf("step %d: %v", i, err)
 			}
 		}

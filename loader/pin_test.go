@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/sensor"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,7 @@ func TestPinnedRestart(t *testing.T) {
 		return s
 	}
 	s := load()
-	recs, _ := runSteps(t, s, cat(a.rej(0, 7000), a.rej(sec(1), 8000)))
+	recs := runSteps(t, s, cat(a.REJ(0, 7000), a.REJ(sec(1), 8000))).Records
 	if len(recs) != 0 {
 		t.Fatalf("records before the third touch: %v", recs)
 	}
@@ -53,10 +54,10 @@ func TestPinnedRestart(t *testing.T) {
 	if ks, _, err := s.FlaggedKnocks(); err != nil || len(ks) != 0 {
 		t.Fatalf("flagged knocks before any flag: %v, %v", ks, err)
 	}
-	recs, _ = runSteps(t, s, cat(a.rej(sec(2), 9000), a.connect(sec(10), 4444)))
-	checkKnocks(t, knocks(recs), []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-		kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}}})
-	checkHandshakes(t, handshakes(recs), []wantHS{{src: attacker, dst: victim, port: 4444, lastClosed: -1, lastOpen: -1}})
+	recs = runSteps(t, s, cat(a.REJ(sec(2), 9000), a.Connect(sec(10), 4444))).Records
+	scenario.CheckKnocks(t, knocks(recs), []scenario.WantKnock{{Src: attacker, Dst: victim, Ports: []uint16{7000, 8000, 9000},
+		Kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}}})
+	scenario.CheckHandshakes(t, handshakes(recs), []scenario.WantHS{{Src: attacker, Dst: victim, Port: 4444, LastClosed: -1, LastOpen: -1}})
 
 	// Restarted after the flag: the knock comes back from the pinned maps
 	// for the new process's correlation engine.
@@ -67,8 +68,8 @@ func TestPinnedRestart(t *testing.T) {
 	if err != nil || missing != 0 {
 		t.Fatalf("FlaggedKnocks: %v (missing %d)", err, missing)
 	}
-	checkKnocks(t, ks, []wantKnock{{src: attacker, dst: victim, ports: []uint16{7000, 8000, 9000},
-		kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}, times: []time.Duration{0, sec(1), sec(2)}}})
+	scenario.CheckKnocks(t, ks, []scenario.WantKnock{{Src: attacker, Dst: victim, Ports: []uint16{7000, 8000, 9000},
+		Kinds: []sensor.TouchKind{sensor.TouchREJ, sensor.TouchREJ, sensor.TouchREJ}, Times: []time.Duration{0, sec(1), sec(2)}}})
 
 	// Other sizes cannot reuse the pinned maps: a clear error, not garbage.
 	cfg := sensor.DefaultConfig()

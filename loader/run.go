@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/knockwatch/knockwatch/sensor"
 )
 
 // xdpMD mirrors struct xdp_md for BPF_PROG_RUN's context.
@@ -98,3 +100,60 @@ func lpmKey(p netip.Prefix) knockwatchLpmKey {
 	k.Addr.B = p.Addr().As16() // IPv4 comes out IPv4-mapped, as the program keys it
 	return k
 }
+
+// Replayer drives a sensor loaded in replay mode packet by packet: each
+// frame through BPF_PROG_RUN with its capture time, the sweep on capture
+// time, and the records as they come. `knockwatch replay`'s xdp engine and
+// the tests that hold the program to its Go twin use it. One goroutine.
+type Replayer struct {
+	s   *Sensor
+	run *Runner
+	rd  *Reader
+}
+
+// NewReplayer opens a runner and the ring buffer of a replay-mode sensor.
+func (s *Sensor) NewReplayer() (*Replayer, error) {
+	run, err := s.NewRunner()
+	if err != nil {
+		return nil, err
+	}
+	rd, err := s.NewReader()
+	if err != nil {
+		return nil, err
+	}
+	return &Replayer{s: s, run: run, rd: rd}, nil
+}
+
+// Run runs one frame stamped ts and returns the verdict.
+func (r *Replayer) Run(frame []byte, ts time.Time) (uint32, error) { return r.run.Run(frame, ts) }
+
+// Sweep ages pending SYNs at now (capture time) and returns the touches found.
+func (r *Replayer) Sweep(now time.Time) (int, error) { return r.s.Sweep(now) }
+
+// Counters reads the program's counters.
+func (r *Replayer) Counters() (sensor.Counters, error) { return r.s.Counters() }
+
+// Records drains every record already in the ring buffer, in order. It
+// never waits for records still to come: a record the reader cannot decode
+// is skipped (counted in Malformed) within a deadline of a second.
+func (r *Replayer) Records() ([]sensor.Record, error) {
+	var out []sensor.Record
+	if r.rd.Pending() == 0 {
+		return nil, nil
+	}
+	r.rd.SetDeadline(time.Now().Add(time.Second))
+	for r.rd.Pending() > 0 {
+		rec, err := r.rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			return out, fmt.Errorf("drain records: %w", err)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// Close closes the ring buffer (not the sensor).
+func (r *Replayer) Close() error { return r.rd.Close() }

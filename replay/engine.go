@@ -113,9 +113,8 @@ func (g *goEngine) Counters() (sensor.Counters, error) { return g.t.Counters(), 
 func (g *goEngine) Close() error                       { return nil }
 
 type xdpEngine struct {
-	s   *loader.Sensor
-	run *loader.Runner
-	rd  *loader.Reader
+	s  *loader.Sensor
+	rp *loader.Replayer
 }
 
 func newXDPEngine(cfg sensor.Config, allow []netip.Prefix) (*xdpEngine, error) {
@@ -129,53 +128,38 @@ func newXDPEngine(cfg sensor.Config, allow []netip.Prefix) (*xdpEngine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start xdp engine: %w", err)
 	}
-	x := &xdpEngine{s: s}
 	if err := s.SetAllowlist(allow); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start xdp engine: %w", err)
 	}
-	if x.run, err = s.NewRunner(); err != nil {
+	rp, err := s.NewReplayer()
+	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start xdp engine: %w", err)
 	}
-	if x.rd, err = s.NewReader(); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("start xdp engine: %w", err)
-	}
-	return x, nil
+	return &xdpEngine{s: s, rp: rp}, nil
 }
 
 func (x *xdpEngine) Name() string { return EngineXDP }
 func (x *xdpEngine) Run(frame []byte, ts time.Time) error {
-	_, err := x.run.Run(frame, ts)
+	_, err := x.rp.Run(frame, ts)
 	return err
 }
 func (x *xdpEngine) Sweep(now time.Time) error {
-	_, err := x.s.Sweep(now)
+	_, err := x.rp.Sweep(now)
 	return err
 }
 func (x *xdpEngine) Drain(fn func(sensor.Record) error) error {
-	if x.rd.Pending() == 0 {
-		return nil
-	}
-	// Read skips records that do not decode (counted); never block on one.
-	x.rd.SetDeadline(time.Now().Add(time.Second))
-	for x.rd.Pending() > 0 {
-		r, err := x.rd.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("drain records: %w", err)
-		}
+	recs, err := x.rp.Records()
+	for _, r := range recs {
 		if err := fn(r); err != nil {
 			return err
 		}
 	}
-	return nil
+	return err
 }
-func (x *xdpEngine) Counters() (sensor.Counters, error) { return x.s.Counters() }
+func (x *xdpEngine) Counters() (sensor.Counters, error) { return x.rp.Counters() }
 func (x *xdpEngine) Close() error {
-	x.rd.Close()
+	x.rp.Close()
 	return x.s.Close()
 }
