@@ -17,6 +17,11 @@ import (
 // mode that took. It fails with a clear reason when the interface does not
 // exist, is down, or does not support the mode.
 func (s *Sensor) Attach(ifname string, mode sensor.Mode) (sensor.Mode, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "", fmt.Errorf("attach to %s: %w", ifname, ErrSensorClosed)
+	}
 	if _, ok := s.links[ifname]; ok {
 		return "", fmt.Errorf("attach to %s: already attached", ifname)
 	}
@@ -67,6 +72,8 @@ func explainAttach(err error, m sensor.Mode) error {
 // Detach detaches the program from ifname. Detaching an interface that
 // already disappeared is not an error.
 func (s *Sensor) Detach(ifname string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	l, ok := s.links[ifname]
 	if !ok {
 		return nil
@@ -80,6 +87,8 @@ func (s *Sensor) Detach(ifname string) error {
 
 // Attached lists the interfaces the program is attached to.
 func (s *Sensor) Attached() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	names := make([]string, 0, len(s.links))
 	for n := range s.links {
 		names = append(names, n)

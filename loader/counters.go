@@ -9,6 +9,11 @@ import (
 
 // Counters reads the per-CPU counters and sums them.
 func (s *Sensor) Counters() (sensor.Counters, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, fmt.Errorf("read counters: %w", ErrSensorClosed)
+	}
 	var perCPU []knockwatchKwCounters
 	if err := s.objs.Stats.Lookup(uint32(0), &perCPU); err != nil {
 		return nil, fmt.Errorf("read counters: %w", err)
@@ -42,6 +47,11 @@ const ifSlots = 1024
 // InterfaceCounters reads the per-CPU counters of the interface with the
 // given index (packets, bytes and parse outcomes) and sums them.
 func (s *Sensor) InterfaceCounters(ifindex int) (sensor.Counters, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, fmt.Errorf("read counters of interface %d: %w", ifindex, ErrSensorClosed)
+	}
 	var perCPU []knockwatchKwIfCounters
 	if err := s.objs.IfaceStats.Lookup(uint32(ifindex)&(ifSlots-1), &perCPU); err != nil {
 		return nil, fmt.Errorf("read counters of interface %d: %w", ifindex, err)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -28,12 +29,21 @@ type Options struct {
 	PinPath string
 }
 
-// Sensor is a loaded XDP program and its maps.
+// Sensor is a loaded XDP program and its maps. Its methods are safe for
+// concurrent use: attaching, detaching, reading counters and map fill
+// levels may happen from several goroutines (a metrics scrape, the netlink
+// watcher, a reload) and after Close they fail with ErrSensorClosed.
 type Sensor struct {
-	cfg   sensor.Config
-	objs  knockwatchObjects
-	links map[string]link.Link
+	cfg  sensor.Config
+	objs knockwatchObjects
+
+	mu     sync.RWMutex // guards links and closed
+	links  map[string]link.Link
+	closed bool
 }
+
+// ErrSensorClosed is returned by a Sensor's methods after Close.
+var ErrSensorClosed = errors.New("sensor closed")
 
 // pinnedMaps are the maps whose content is worth keeping across a restart.
 var pinnedMaps = []string{"pair_slots", "candidates", "flagged", "watch", "port_slots", "allowlist"}
@@ -157,6 +167,12 @@ func (s *Sensor) Program() *ebpf.Program { return s.objs.Knockwatch }
 // Close detaches from every interface and releases the program and maps
 // (pinned maps stay pinned).
 func (s *Sensor) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	var errs []error
 	for name, l := range s.links {
 		if err := l.Close(); err != nil {

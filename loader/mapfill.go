@@ -19,6 +19,11 @@ const maxIterate = 1 << 22
 // counted key by key (about a microsecond per entry, at most maxIterate);
 // arrays and ring buffers report their capacity only.
 func (s *Sensor) MapFills() ([]sensor.MapFill, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, fmt.Errorf("read map fill levels: %w", ErrSensorClosed)
+	}
 	maps := s.Maps()
 	out := make([]sensor.MapFill, 0, len(maps))
 	for _, m := range maps {

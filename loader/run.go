@@ -57,6 +57,11 @@ func (r *Runner) run(pkt []byte, ts time.Time, repeat uint32) (uint32, error) {
 // SetAllowlist replaces the allowlisted source prefixes. Sources inside are
 // counted but never flagged.
 func (s *Sensor) SetAllowlist(prefixes []netip.Prefix) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("set allowlist: %w", ErrSensorClosed)
+	}
 	want := map[knockwatchLpmKey]bool{}
 	for _, p := range prefixes {
 		want[lpmKey(p)] = true

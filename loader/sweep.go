@@ -18,6 +18,11 @@ const sweepChunk = 1 << 16
 // path ages a pair's SYNs when the pair sends another SYN; this catches the
 // source that knocked and went quiet. Returns the S0 touches found.
 func (s *Sensor) Sweep(now time.Time) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, fmt.Errorf("sweep pair slots: %w", ErrSensorClosed)
+	}
 	ns := s.programTime(now)
 	slots := s.objs.PairSlots.MaxEntries()
 	buf := make([]byte, 16+14) // metadata, then a dummy Ethernet header

@@ -12,11 +12,6 @@ import (
 	"github.com/knockwatch/knockwatch/correlate"
 )
 
-// actionUpgraded is event.action of an alert record that upgrades an
-// earlier one (correlate's alert contract; kept literal here because the
-// engine's constant name is in flux).
-const actionUpgraded = "upgraded"
-
 // Retry pauses after a failed sink write.
 const (
 	minRetry = 100 * time.Millisecond
@@ -39,7 +34,7 @@ func (p *Pipeline) emit(a correlate.Alert) {
 	switch {
 	case a.Suppressed != "":
 		p.counters.suppressed.Add(1)
-	case a.Action == actionUpgraded:
+	case a.Action == correlate.ActionUpgraded:
 		p.counters.upgrades.Add(1)
 	}
 	if a.Suppressed == "" {

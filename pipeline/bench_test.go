@@ -19,7 +19,7 @@ import (
 // eventTemplate is the real Firewall 2004 sample (Psmths record 6661) with
 // a placeholder for the record id, so every iteration is a new record.
 func eventTemplate(b *testing.B) (head, tail string) {
-	raw, err := os.ReadFile("../../testdata/winevents/psmths_2004_2071_2006_5156_examples.xml")
+	raw, err := os.ReadFile("../testdata/winevents/psmths_2004_2071_2006_5156_examples.xml")
 	if err != nil {
 		b.Fatal(err)
 	}

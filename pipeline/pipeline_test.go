@@ -39,7 +39,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-const sample = "../../testdata/winevents/otrf_cmd_netsh_fw_mod_open_ports.subset.jsonl"
+const sample = "../testdata/winevents/otrf_cmd_netsh_fw_mod_open_ports.subset.jsonl"
 
 var (
 	attacker = netip.MustParseAddr("198.51.100.7")
@@ -313,7 +313,7 @@ func TestEmitAfterClose(t *testing.T) {
 // reason, never kept.
 func TestHandleRefusesBrokenTimes(t *testing.T) {
 	p := newTestPipeline(t, alert.NewStreamWriter(&syncBuffer{}, "test", false), Config{})
-	raw, err := os.ReadFile("../../testdata/winevents/psmths_2004_2071_2006_5156_examples.xml")
+	raw, err := os.ReadFile("../testdata/winevents/psmths_2004_2071_2006_5156_examples.xml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,3 +68,17 @@ type MapFill struct {
 	Entries      int64
 	MemlockBytes uint64
 }
+
+// InterfaceStats is one capture interface as the sensor sees it: whether
+// the program is attached (Mode), the link's own counters and the
+// program's per-interface counters (InterfaceCounterNames).
+type InterfaceStats struct {
+	Name string
+	// Mode is the attach mode that took; "" while not attached.
+	Mode                          string
+	Up                            bool
+	RxPackets, RxBytes, RxDropped uint64
+	// XDP holds the program's own per-interface counters (packets, bytes,
+	// parse outcomes), nil when unknown.
+	XDP Counters
+}

@@ -1,6 +1,6 @@
 /* config.h — load-time configuration, set from Go through
  * CollectionSpec.Variables["CFG"] before the program is loaded. Nothing here
- * is compiled in: the defaults live in loader.DefaultConfig. */
+ * is compiled in: the defaults live in sensor.DefaultConfig. */
 #ifndef KW_CONFIG_H
 #define KW_CONFIG_H
 

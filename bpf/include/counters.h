@@ -1,7 +1,8 @@
 /* counters.h — per-CPU counters. One PERCPU_ARRAY entry holds them all, so a
  * packet pays one (inlined) lookup and then plain increments; userspace sums
- * the CPUs at scrape time. The order is the ABI: loader/counters.go names
- * each index and must be kept in step (TestCounterNames checks the count). */
+ * the CPUs at scrape time. The order is the ABI: sensor/counters.go names
+ * each index, in order (loader TestCounterNames reads this enum from the
+ * compiled object's BTF and compares). */
 #ifndef KW_COUNTERS_H
 #define KW_COUNTERS_H
 
@@ -56,7 +57,7 @@ struct kw_counters {
 
 /* Per-interface counters: packets, bytes and parse outcomes of each
  * capture interface, in a PERCPU_ARRAY slot chosen by ingress ifindex
- * (loader/counters.go: InterfaceCounterNames keeps the order). */
+ * (sensor.InterfaceCounterNames keeps the order). */
 enum kw_if_counter {
 	KW_IF_PACKETS,
 	KW_IF_BYTES,

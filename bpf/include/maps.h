@@ -1,7 +1,7 @@
 /* maps.h — every map of the program, with its key, value, size and why.
  *
  * Sizes below are placeholders: the loader sets every max_entries from its
- * configuration before load (see loader.Config and docs/ARCHITECTURE.md for
+ * configuration before load (see sensor.Config and docs/ARCHITECTURE.md for
  * the kernel memory each takes at the defaults).
  *
  * Concurrency: a multi-queue NIC runs this program on many CPUs at once and

@@ -16,8 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/knockwatch/knockwatch/daemon"
 	"github.com/knockwatch/knockwatch/internal/lab"
 	"github.com/knockwatch/knockwatch/internal/netns"
 )
@@ -96,7 +95,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%w: lab: --open-port %d: want 1-65535", errUsage, *openPort)
 	}
 
-	out := &alertPrinter{w: stdout, pretty: !*jsonOut && isTerminal(stdout)}
+	out := &alertPrinter{w: stdout, pretty: !*jsonOut && daemon.IsTerminal(stdout)}
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "lab: "+format+"\n", a...) }
 	cfg := lab.Config{
 		Scenario:     *scenario,
@@ -291,16 +290,6 @@ func parsePorts(s string) ([]uint16, error) {
 		return nil, errors.New("want at least two ports")
 	}
 	return out, nil
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // listArg is a repeatable string flag.

@@ -95,31 +95,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *hosts != "" {
 		cfg.Hosts = *hosts
 	}
-	if err := cfg.Sensor.Validate(); err != nil {
-		return fmt.Errorf("check sensor config: %w", err)
-	}
-	ec, err := cfg.EngineConfig()
+	built, err := cfg.Build()
 	if err != nil {
-		return fmt.Errorf("check rule config: %w", err)
-	}
-	if err := ec.Validate(); err != nil {
-		return fmt.Errorf("check rule config: %w", err)
-	}
-	prefixes, err := cfg.Suppression.AllowedPrefixes()
-	if err != nil {
-		return fmt.Errorf("check allowed sources: %w", err)
-	}
-	dopts, err := cfg.DecoderOptions()
-	if err != nil {
-		return fmt.Errorf("check decoder config: %w", err)
-	}
-	var engOpts []correlate.Option
-	if cfg.Hosts != "" {
-		inv, err := correlate.ReadHostsFile(cfg.Hosts)
-		if err != nil {
-			return err
-		}
-		engOpts = append(engOpts, correlate.WithInventory(inv))
+		return err
 	}
 	// Every input is checked before the work starts, so a typo costs no
 	// wait and gets one line.
@@ -142,7 +120,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// them is short-lived (records, alerts). A low GC target keeps the peak
 	// close to the tables instead of letting garbage double it.
 	debug.SetGCPercent(25)
-	eng, note, err := replay.NewEngine(*engine, cfg.Sensor, prefixes)
+	eng, note, err := replay.NewEngine(*engine, built.Sensor, built.Allowed)
 	if err != nil {
 		return err
 	}
@@ -159,14 +137,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel)).Named("replay")
-	p, err := pipeline.New(pipeline.Config{Engine: ec, EngineOptions: engOpts, DecoderOptions: dopts,
-		BatchSize: cfg.Pipeline.BatchSize, MaxQueued: cfg.Pipeline.MaxQueued}, sink, log)
+	p, err := pipeline.New(built.Pipeline, sink, log)
 	if err != nil {
 		return err
 	}
 	opts := replay.Options{
 		Captures: pcaps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
-		FinalSweep: cfg.Sensor.S0Timeout + time.Second,
+		FinalSweep: built.Sensor.S0Timeout + time.Second,
 	}
 	if bar := newReplayProgress(stderr, pcaps); bar != nil {
 		opts.Progress = bar.update
@@ -347,7 +324,7 @@ func (t *replayTable) print(w io.Writer) {
 		if a.Event.Outcome == "suppressed" {
 			status += " (suppressed)"
 		}
-		if a.Event.Action == "upgraded" {
+		if a.Event.Action == correlate.ActionUpgraded {
 			status += " (upgraded)"
 		}
 		host := ""

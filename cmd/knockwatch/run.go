@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/knockwatch/knockwatch/daemon"
 	"github.com/knockwatch/knockwatch/internal/config"
 )
 
@@ -27,28 +28,18 @@ func init() {
 
 // Log field names of `knockwatch run`.
 const (
-	fIface     = "iface"
-	fMode      = "mode"
-	fAddr      = "addr"
-	fTransport = "transport"
-	fSignal    = "signal"
-	fPath      = "path"
-	fCount     = "count"
-	fPrefixes  = "allowed_sources"
-	fHosts     = "hosts"
-	fDuration  = "duration"
-	fSourceIP  = "source.ip"
-	fDestIP    = "destination.ip"
-	fDestPort  = "destination.port"
-	fPorts     = "ports"
-	fDistinct  = "distinct"
+	fIface    = "iface"
+	fSignal   = "signal"
+	fDuration = "duration"
 )
 
-// runRun is `knockwatch run`. It returns when ctx ends (SIGINT/SIGTERM in
-// main) after detaching from every interface and flushing the sinks; a
-// second SIGINT/SIGTERM during that shutdown exits at once.
+// runRun is `knockwatch run`: flags and the configuration file, the
+// logger, signals, and a daemon.Daemon. It returns when ctx ends
+// (SIGINT/SIGTERM in main) after the daemon detached from every interface
+// and flushed the sinks; a second SIGINT/SIGTERM during that shutdown
+// exits at once. SIGHUP reloads.
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, flags, err := config.Load(args, stderr)
+	cfg, _, err := config.Load(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -69,39 +60,47 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	runLog := log.Named("run")
 
 	// SIGHUP must not kill the process while it starts.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	r := &runState{cfg: cfg, args: args, configFile: flags.ConfigFile, log: log, stdout: stdout}
-	if err := r.start(ctx); err != nil {
-		r.stop()
+	d := daemon.New(cfg, log, stdout)
+	if err := d.Start(ctx); err != nil {
+		d.Stop()
 		return err
 	}
-	log.Named("run").Info("ready: sensor attached, listeners up", zap.Strings(fIface, cfg.Interfaces))
-
+	runLog.Info("ready: sensor attached, listeners up", zap.Strings(fIface, cfg.Interfaces))
 	for {
 		select {
 		case <-hup:
-			r.reload()
+			// Re-read the file and the flags; a configuration that does
+			// not load or check keeps the current settings.
+			next, _, err := config.Load(args, io.Discard)
+			if err == nil {
+				err = d.Reload(next)
+			}
+			if err != nil {
+				runLog.Error("reload failed; keeping the current settings", zap.Error(err))
+			}
 			continue
-		case <-r.fatal:
-			r.stop()
-			return r.fatalErr
+		case <-d.Done():
+			d.Stop()
+			return d.Err()
 		case <-ctx.Done():
 		}
 		break
 	}
-	log.Named("run").Info("shutting down: detaching and flushing alerts")
-	forced := runForceOnSecondSignal(log.Named("run"))
+	runLog.Info("shutting down: detaching and flushing alerts")
+	forced := runForceOnSecondSignal(runLog)
 	defer forced()
 	start := time.Now()
-	if err := r.stop(); err != nil {
+	if err := d.Stop(); err != nil {
 		return fmt.Errorf("shut down: %w", err)
 	}
-	log.Named("run").Info("stopped", zap.Duration(fDuration, time.Since(start)))
+	runLog.Info("stopped", zap.Duration(fDuration, time.Since(start)))
 	return nil
 }
 

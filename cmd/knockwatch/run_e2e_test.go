@@ -229,7 +229,7 @@ func TestRunEndToEnd(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("metrics:\n%s", grepLines(text, "knockwatch_"))
+		t.Logf("metrics:\n%s", testenv.GrepLines(text, "knockwatch_"))
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

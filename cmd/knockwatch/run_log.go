@@ -5,12 +5,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sys/unix"
 
+	"github.com/knockwatch/knockwatch/daemon"
 	"github.com/knockwatch/knockwatch/internal/config"
 )
 
@@ -21,7 +20,7 @@ func newRunLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse log level: %w", err)
 	}
-	console := cfg.LogFormat == "console" || (cfg.LogFormat == "auto" && runIsTTY(w))
+	console := cfg.LogFormat == "console" || (cfg.LogFormat == "auto" && daemon.IsTerminal(w))
 	var enc zapcore.Encoder
 	if console {
 		ec := zap.NewDevelopmentEncoderConfig()
@@ -35,14 +34,4 @@ func newRunLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
 	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(w))), nil
-}
-
-// runIsTTY reports whether w is a terminal.
-func runIsTTY(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -209,6 +209,14 @@ type Pipeline struct {
 	MaxQueued     int           `yaml:"max_queued"`
 }
 
+// defaultSensor is sensor.DefaultConfig without the knock: min_ports and
+// window come from the rule (SensorConfig).
+func defaultSensor() sensor.Config {
+	s := sensor.DefaultConfig()
+	s.MinPorts, s.Window = 0, 0
+	return s
+}
+
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	r := correlate.DefaultConfig()
@@ -219,7 +227,7 @@ func Default() Config {
 		SweepInterval:   time.Second,
 		AdvanceInterval: time.Second,
 		ShutdownTimeout: 10 * time.Second,
-		Sensor:          sensor.DefaultConfig(),
+		Sensor:          defaultSensor(),
 		Rule: Rule{
 			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,
 			Skew: r.Skew, HandshakeAfter: r.HandshakeAfter, Retention: r.Retention, SensorLateness: r.SensorLateness,

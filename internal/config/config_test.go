@@ -20,11 +20,11 @@ pin_path: /sys/fs/bpf/knockwatch
 log_level: debug
 sweep_interval: 2s
 sensor:
-  min_ports: 4
-  window: 20s
   pair_slots: 524288
   pass: true
 rule:
+  min_ports: 4
+  knock_window: 20s
   skew: 10s
   retention: 30m
   max_pairs: 1000
@@ -69,9 +69,13 @@ func TestParseFull(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sensor.MinPorts != 4 || cfg.Sensor.Window != 20*time.Second || !cfg.Sensor.Pass ||
-		cfg.Sensor.Candidates != Default().Sensor.Candidates || cfg.Rule.Skew != 10*time.Second ||
-		cfg.Rule.KnockWindow != 30*time.Second || len(cfg.Interfaces) != 2 || cfg.Listeners.HTTP.MaxBodyBytes != 1<<20 {
+	sc, err := cfg.SensorConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.MinPorts != 4 || sc.Window != 20*time.Second || !sc.Pass ||
+		sc.Candidates != Default().Sensor.Candidates || cfg.Rule.Skew != 10*time.Second ||
+		cfg.Rule.KnockWindow != 20*time.Second || len(cfg.Interfaces) != 2 || cfg.Listeners.HTTP.MaxBodyBytes != 1<<20 {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	ec, err := cfg.EngineConfig()
@@ -127,7 +131,10 @@ func TestValidateErrors(t *testing.T) {
 	}{
 		{"xdp mode", func(c *Config) { c.XDPMode = "turbo" }, "xdp_mode", false},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log_level", false},
-		{"sensor", func(c *Config) { c.Sensor.MinPorts = 1 }, "sensor: ", false},
+		{"sensor", func(c *Config) { c.Sensor.PairSlots = 0 }, "sensor: pair_slots", false},
+		{"sensor threshold", func(c *Config) { c.Rule.MinPorts = 1 }, "sensor: min_ports 1", false},
+		{"sensor knock wider than the rule's", func(c *Config) { c.Sensor.Window = time.Minute }, "sensor.window 1m0s differs from rule.knock_window 30s", false},
+		{"sensor threshold below the rule's", func(c *Config) { c.Sensor.MinPorts = 2 }, "sensor.min_ports 2 differs from rule.min_ports 3", false},
 		{"rule", func(c *Config) { c.Rule.MaxPorts = 100 }, "rule: ", false},
 		{"allow source", func(c *Config) { c.Suppression.AllowedSources = []string{"nope"} }, "allowed_sources[0]", false},
 		{"window order", func(c *Config) {
@@ -196,7 +203,7 @@ func TestLoadFlagsWin(t *testing.T) {
 	}
 	if fl.ConfigFile != path || cfg.XDPMode != "generic" || len(cfg.Interfaces) != 1 || cfg.Interfaces[0] != "veth9" ||
 		len(cfg.Suppression.AllowedSources) != 1 || cfg.Rule.Skew != 7*time.Second || cfg.Sensor.Candidates != 1024 ||
-		cfg.Sensor.MinPorts != 4 || cfg.Listeners.HTTP.Addr != "127.0.0.1:0" || cfg.Listeners.TokenFile != "/etc/knockwatch/token" {
+		cfg.Rule.MinPorts != 4 || cfg.Listeners.HTTP.Addr != "127.0.0.1:0" || cfg.Listeners.TokenFile != "/etc/knockwatch/token" {
 		t.Fatalf("loaded %+v", cfg)
 	}
 	if _, _, err := Load([]string{"--set", "rule.skw=1s"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "rule.skw: unknown key") {

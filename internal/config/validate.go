@@ -53,8 +53,8 @@ func (c *Config) Validate() error {
 			add(d.key, "%v must be positive", d.v)
 		}
 	}
-	if err := c.Sensor.Validate(); err != nil {
-		add("sensor", "%v", err)
+	if _, err := c.SensorConfig(); err != nil {
+		errs = append(errs, err)
 	}
 	ec, err := c.EngineConfig()
 	if err != nil {

@@ -24,16 +24,8 @@ import (
 const Namespace = "knockwatch"
 
 // Interface is the kernel's receive counters of one capture interface and
-// how the program is attached to it.
-type Interface struct {
-	Name                          string
-	Mode                          string // attach mode that took; "" when not attached
-	Up                            bool
-	RxPackets, RxBytes, RxDropped uint64
-	// XDP holds the program's own per-interface counters (packets, bytes,
-	// parse outcomes; sensor.InterfaceCounterNames), nil when unknown.
-	XDP map[string]uint64
-}
+// how the program is attached to it (read by loader.Interfaces.Stats).
+type Interface = sensor.InterfaceStats
 
 // MapFill is one BPF map's size and use (read by loader.Sensor.MapFills).
 type MapFill = sensor.MapFill

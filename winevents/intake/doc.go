@@ -1,11 +1,16 @@
 // Package intake receives forwarded Windows events over the transports SOC
 // deployments use and hands each received unit, as a Message, to a Handler.
-// It does not parse events: the decoders in package winevents do, through a
-// small adapter in the cmd layer (this package does not import winevents):
+// It does not parse events: the decoders in package winevents do, behind a
+// Handler (this package does not import winevents). In knockwatch that
+// Handler is pipeline.Pipeline, which decodes each payload and feeds the
+// correlation engine; a minimal one looks like this:
 //
 //	h := intake.HandlerFunc(func(ctx context.Context, m intake.Message) intake.Result {
-//		n, bad, err := decoder.Decode(ctx, m.Payload, m.Meta) // winevents
-//		return intake.Result{Accepted: n, Rejected: bad, Err: err}
+//		changes, res := decoder.Decode(m.Payload) // *winevents.Decoder
+//		for _, c := range changes {
+//			use(c)
+//		}
+//		return intake.Result{Accepted: len(changes), Rejected: res.Rejected, Err: res.Err}
 //	})
 //
 // # Transports

@@ -3,6 +3,7 @@ package testenv
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -21,4 +22,16 @@ func RequirePrivileged(t testing.TB) {
 		t.Fatalf("test needs root (CAP_BPF, CAP_NET_ADMIN) and %s is set", RequirePrivilegedEnv)
 	}
 	t.Skipf("test needs root (CAP_BPF, CAP_NET_ADMIN); set %s=1 to make this a failure", RequirePrivilegedEnv)
+}
+
+// GrepLines returns the lines of text that contain sub, for a failure
+// message that shows only what matters (a metrics scrape, a log).
+func GrepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

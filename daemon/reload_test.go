@@ -1,9 +1,10 @@
 //go:build linux
 
-package main
+package daemon
 
 import (
 	"context"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,10 +15,10 @@ import (
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
-// TestRunReload: SIGHUP's reload applies a new allowed source and a new
+// TestReload: the reload (SIGHUP in `knockwatch run`) applies a new allowed source and a new
 // inventory without losing the engine's state, and a broken file keeps the
 // running settings.
-func TestRunReload(t *testing.T) {
+func TestReload(t *testing.T) {
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "k.yaml")
 	hosts := filepath.Join(dir, "hosts")
@@ -35,7 +36,13 @@ func TestRunReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := eventSide(t, cfg)
-	r.args = args
+	reload := func() error {
+		cfg, _, err := config.Load(args, io.Discard)
+		if err != nil {
+			return err
+		}
+		return r.Reload(cfg)
+	}
 	ctx := context.Background()
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	knock := func(src string) *sensor.Knock {
@@ -52,7 +59,9 @@ func TestRunReload(t *testing.T) {
 
 	write(cfgFile, "suppression:\n  allowed_sources: [203.0.113.0/24]\n")
 	write(hosts, "10.0.0.5 ws01\n10.0.0.6 ws02\n")
-	r.reload()
+	if err := reload(); err != nil {
+		t.Fatal(err)
+	}
 	if got := r.pipe.Engine().Stats().Pairs; got != before || before == 0 {
 		t.Fatalf("pairs after reload = %d, before %d: state lost", got, before)
 	}
@@ -76,7 +85,15 @@ func TestRunReload(t *testing.T) {
 
 	// A broken file keeps what runs.
 	write(cfgFile, "suppression:\n  allowed_source: [1.2.3.4/32]\n")
-	r.reload()
+	if err := reload(); err == nil {
+		t.Fatal("reload of a broken file succeeded")
+	}
+	// A configuration that parses but does not build changes nothing either.
+	bad := cfg
+	bad.Suppression.AllowedSources = []string{"not-a-prefix"}
+	if err := r.Reload(bad); err == nil {
+		t.Fatal("reload of an invalid configuration succeeded")
+	}
 	if len(r.cfg.Suppression.AllowedSources) != 1 || r.cfg.Suppression.AllowedSources[0] != "203.0.113.0/24" {
 		t.Fatalf("a failed reload changed the settings: %v", r.cfg.Suppression.AllowedSources)
 	}

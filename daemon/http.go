@@ -1,0 +1,132 @@
+//go:build linux
+
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/internal/metrics"
+	"github.com/knockwatch/knockwatch/pipeline"
+	"github.com/knockwatch/knockwatch/sensor"
+	"github.com/knockwatch/knockwatch/winevents"
+)
+
+var errNoSensor = errors.New("sensor not loaded")
+
+// metricSources reads the parts at scrape time; parts not (yet) running
+// report nothing.
+func (d *Daemon) metricSources() metrics.Sources {
+	return metrics.Sources{
+		BPFCounters: func() (map[string]uint64, error) {
+			if s := d.sensor.Load(); s != nil && !d.stopping.Load() {
+				return s.Counters()
+			}
+			return nil, errNoSensor
+		},
+		BPFMaps: func() ([]metrics.MapFill, error) {
+			if s := d.sensor.Load(); s != nil && !d.stopping.Load() {
+				return s.MapFills()
+			}
+			return nil, errNoSensor
+		},
+		Interfaces: func() []sensor.InterfaceStats {
+			if ifs := d.ifaces.Load(); ifs != nil && !d.stopping.Load() {
+				return ifs.Stats()
+			}
+			return nil
+		},
+		RingPending: func() int {
+			if rd := d.reader.Load(); rd != nil && !d.stopping.Load() {
+				return rd.Pending()
+			}
+			return 0
+		},
+		ReaderMalformed: func() uint64 {
+			if rd := d.reader.Load(); rd != nil {
+				return rd.Malformed()
+			}
+			return 0
+		},
+		Intake:   d.intakeStats,
+		Decoder:  func() winevents.Stats { return d.pipe.Decoder().Stats() },
+		Engine:   func() correlate.Stats { return d.pipe.Engine().Stats() },
+		Pipeline: func() pipeline.Stats { return d.pipe.Stats() },
+		Sinks:    func() []alert.Stats { return alert.StatsOf(d.pipe.Sink()) },
+	}
+}
+
+// registerProcessMetrics adds the Go runtime and process metrics (RSS,
+// file descriptors) under the knockwatch_ prefix.
+func registerProcessMetrics(reg prometheus.Registerer) {
+	wrapped := prometheus.WrapRegistererWithPrefix(metrics.Namespace+"_", reg)
+	wrapped.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// startMetricsServer serves /metrics, /healthz and /readyz on --metrics.
+func (d *Daemon) startMetricsServer() error {
+	addr := d.cfg.Metrics.Addr
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return listenErr("--metrics", addr, err)
+	}
+	log := d.log.Named("metrics")
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{
+		ErrorLog: zap.NewStdLog(log), ErrorHandling: promhttp.ContinueOnError, Registry: d.reg,
+	}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-d.done:
+			http.Error(w, "failed\n", http.StatusServiceUnavailable)
+		default:
+			_, _ = io.WriteString(w, "ok\n")
+		}
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := d.notReady(); why != "" {
+			http.Error(w, "not ready: "+why+"\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log)}
+	go func() {
+		if err := d.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.fail(fmt.Errorf("metrics server: %w", err))
+		}
+	}()
+	d.metricsAddr = ln.Addr().String()
+	log.Info("serving /metrics, /healthz, /readyz", zap.Stringer(fieldAddr, ln.Addr()))
+	return nil
+}
+
+// notReady says why the sensor is not ready, or "".
+func (d *Daemon) notReady() string {
+	if !d.ready.Load() {
+		if d.stopping.Load() {
+			return "shutting down"
+		}
+		return "starting"
+	}
+	if ifs := d.ifaces.Load(); ifs != nil {
+		if ok, ifn := ifs.Ready(); !ok {
+			return "XDP program not attached to " + ifn
+		}
+	}
+	return ""
+}

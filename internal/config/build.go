@@ -1,0 +1,104 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/pipeline"
+	"github.com/knockwatch/knockwatch/sensor"
+)
+
+// SensorConfig returns the XDP program's configuration: sensor.* with the
+// knock taken from the rule. The knock — how many distinct closed ports
+// (rule.min_ports) within how long (rule.knock_window) — is defined once:
+// the sensor flags exactly what the engine calls a knock. sensor.min_ports
+// and sensor.window may be left out (the default); a value that differs
+// from the rule's is refused, since a sensor knock wider than the rule's
+// floods the engine with flags it throws away, and a narrower one hides
+// knocks the rule would alert on.
+func (c *Config) SensorConfig() (sensor.Config, error) {
+	s := c.Sensor
+	var errs []string
+	switch {
+	case s.MinPorts == 0:
+		s.MinPorts = c.Rule.MinPorts
+	case s.MinPorts != c.Rule.MinPorts:
+		errs = append(errs, fmt.Sprintf("sensor.min_ports %d differs from rule.min_ports %d", s.MinPorts, c.Rule.MinPorts))
+	}
+	switch {
+	case s.Window == 0:
+		s.Window = c.Rule.KnockWindow
+	case s.Window != c.Rule.KnockWindow:
+		errs = append(errs, fmt.Sprintf("sensor.window %v differs from rule.knock_window %v", s.Window, c.Rule.KnockWindow))
+	}
+	if len(errs) > 0 {
+		return s, fmt.Errorf("%s: the knock is defined once, by rule.min_ports and rule.knock_window; remove sensor.min_ports and sensor.window (the sensor takes the rule's)",
+			strings.Join(errs, "; "))
+	}
+	if err := s.Validate(); err != nil {
+		return s, fmt.Errorf("sensor: %w", err)
+	}
+	return s, nil
+}
+
+// Built is what a configuration gives the parts that join the evidence,
+// built once for `knockwatch run`, `knockwatch replay` and a reload.
+type Built struct {
+	// Sensor is the XDP program's (or its twin's) configuration.
+	Sensor sensor.Config
+	// Pipeline is the correlation engine (rule, caps, suppression lists,
+	// inventory), the decoders and the alert batching.
+	Pipeline pipeline.Config
+	// Allowed are suppression.allowed_sources: suppressed by the engine
+	// and never flagged by the sensor (its allowlist).
+	Allowed []netip.Prefix
+	// Inventory maps host names to addresses (hosts); empty when no file
+	// is configured. Hosts is the number of names it holds.
+	Inventory correlate.Inventory
+	Hosts     int
+}
+
+// Build checks the sensor, rule, suppression and decoder settings, reads
+// the hosts file, and returns what the pipeline and the sensor need.
+func (c *Config) Build() (Built, error) {
+	var b Built
+	var err error
+	if b.Sensor, err = c.SensorConfig(); err != nil {
+		return b, err
+	}
+	ec, err := c.EngineConfig()
+	if err != nil {
+		return b, err
+	}
+	if err := ec.Validate(); err != nil {
+		return b, fmt.Errorf("rule: %w", err)
+	}
+	dopts, err := c.DecoderOptions()
+	if err != nil {
+		return b, err
+	}
+	if b.Allowed, err = c.Suppression.AllowedPrefixes(); err != nil {
+		return b, err
+	}
+	var h *correlate.Hosts
+	if c.Hosts != "" {
+		if h, err = correlate.ReadHostsFile(c.Hosts); err != nil {
+			return b, err
+		}
+	} else if h, err = correlate.ParseHosts(strings.NewReader("")); err != nil {
+		return b, err
+	}
+	b.Inventory, b.Hosts = h, h.Len()
+	b.Pipeline = pipeline.Config{
+		Engine:         ec,
+		EngineOptions:  []correlate.Option{correlate.WithInventory(h)},
+		DecoderOptions: dopts,
+		BatchSize:      c.Pipeline.BatchSize,
+		FlushInterval:  c.Pipeline.FlushInterval,
+		MaxQueued:      c.Pipeline.MaxQueued,
+		CloseTimeout:   c.ShutdownTimeout,
+	}
+	return b, nil
+}
