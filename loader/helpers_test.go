@@ -24,7 +24,6 @@ var (
 	sec       = scenario.Sec
 	cat       = scenario.Cat
 	a         = conv{Src: attacker, Dst: victim}
-	b         = conv{Src: bystander, Dst: victim}
 )
 
 // loadReplay loads the program in replay mode with the scenarios' base
