@@ -35,6 +35,10 @@ type Options struct {
 	// Progress, when set, is called about every 64k packets with the
 	// bytes read of all captures and their total size.
 	Progress func(done, total int64)
+	// OnTouch, when set, receives every closed-port touch the engine
+	// classified (the engine must be made with ReportTouches), in the
+	// order the engine decided them. Touches never go to Sink.
+	OnTouch func(*sensor.TouchRecord) error
 }
 
 // Summary is what a replay read and found.
@@ -45,7 +49,7 @@ type Summary struct {
 	// Unusable frames with no Ethernet form (skipped, counted).
 	Packets, Short, Unusable int64
 	// Records the engine produced.
-	Knocks, Handshakes int64
+	Knocks, Handshakes, TouchRecords int64
 	Counters           sensor.Counters
 	// Events: what the event files held (winevents.Result summed).
 	Events       winevents.Result
@@ -97,11 +101,17 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		return sum, err
 	}
 	emit := func(r sensor.Record) error {
-		switch r.(type) {
+		switch t := r.(type) {
 		case *sensor.Knock:
 			sum.Knocks++
 		case *sensor.Handshake:
 			sum.Handshakes++
+		case *sensor.TouchRecord:
+			sum.TouchRecords++
+			if opts.OnTouch != nil {
+				return opts.OnTouch(t)
+			}
+			return nil
 		}
 		if err := opts.Sink.AddRecord(ctx, r); err != nil {
 			if ctx.Err() != nil {

@@ -57,6 +57,9 @@ type Config struct {
 	Replay bool `yaml:"-"`
 	// HashSeed keys the direct-mapped tables; 0 picks a random seed at load.
 	HashSeed uint32 `yaml:"-"`
+	// ReportTouches makes the program send a TouchRecord for every
+	// closed-port touch (replay --touches); never set live.
+	ReportTouches bool `yaml:"-"`
 }
 
 // DefaultConfig is sized for a busy 10 GbE link; see docs/ARCHITECTURE.md

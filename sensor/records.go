@@ -58,11 +58,26 @@ type Handshake struct {
 	Distinct       int
 }
 
-// Record is one record of the sensor: a *Knock or a *Handshake.
+// TouchRecord is one closed-port touch as the sensor classified it, with
+// the SYN's 4-tuple: what `knockwatch replay --touches` prints, one per
+// touch. The sensor sends them only when Config.ReportTouches is set (a
+// replay asks for them; a live sensor never does, so a busy link does not
+// pay a record per touch).
+type TouchRecord struct {
+	Src, Dst netip.Addr
+	SrcPort  uint16 // the SYN's source port
+	Port     uint16 // the touched port on Dst
+	Time     time.Time
+	Kind     TouchKind
+}
+
+// Record is one record of the sensor: a *Knock, a *Handshake or a
+// *TouchRecord.
 type Record interface{ isRecord() }
 
-func (*Knock) isRecord()     {}
-func (*Handshake) isRecord() {}
+func (*Knock) isRecord()       {}
+func (*Handshake) isRecord()   {}
+func (*TouchRecord) isRecord() {}
 
 // Clock converts the program's timestamps to wall-clock time. Live mode
 // stamps CLOCK_TAI (see loader.TAIClock); replay mode stamps unix ns.
