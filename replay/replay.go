@@ -50,7 +50,7 @@ type Summary struct {
 	Packets, Short, Unusable int64
 	// Records the engine produced.
 	Knocks, Handshakes, TouchRecords int64
-	Counters           sensor.Counters
+	Counters                         sensor.Counters
 	// Events: what the event files held (winevents.Result summed).
 	Events       winevents.Result
 	EventFiles   int
