@@ -5,22 +5,28 @@
  *
  * This file holds every program (SEC) and every global function; the
  * handlers and their state live in headers by concern:
- *   parsing.h    the packet parser and its outcome counters
- *   syn.h        a client's SYN (pending SYNs, S0 touches)
- *   answer.h     the server's RST or SYN-ACK to a pending SYN
- *   handshake.h  the ACK completing a flagged source's handshake
- *   touch.h      from touches to a knock flag (tiers 1-3)
- *   portstate.h  per (host, port) last seen closed / open
- *   sweep.h      userspace's aging of pending SYNs
+ *   parsing.h    the packet parser, its outcome counters, the TCP checksum
+ *   pairs.h      the flood tier: lock-free pair buckets
+ *   cands.h      the protected tier: candidates (two or more ports), flags
+ *   touch.h      from a closed touch to the state that remembers it; the
+ *                work queue that carries it there
+ *   work.h       the candidate steps of the queue and its runner
+ *   syn.h        a client's SYN
+ *   answer.h     RST, SYN-ACK, the client's own RST, the client's ACK
+ *   handshake.h  watched handshakes and the HANDSHAKE record
+ *   portstate.h  per (host, port) closed / open / first completer
+ *   sweep.h      userspace's aging of pending SYNs and deferred KNOCKs
  *   maps.h       every map with its key, value and size; types.h the
  *                records shared with Go; config.h the load-time CFG.
- * Plain ACK/data packets leave after one global load unless a watched
- * handshake is in flight. docs/ARCHITECTURE.md draws the state machine.
+ * Plain ACK/data packets leave after the parser unless a watched handshake
+ * is in flight (or CFG.ack_proof asks to look for proving ACKs).
+ * docs/ARCHITECTURE.md draws the state and says what each part resists.
  *
  * gotwin/ mirrors this program branch for branch in pure Go (same hash,
  * same tables, same counters, same records). Change both in the same
- * commit: gotwin/differential_test.go (TestDifferential, FuzzDifferential)
- * runs both on the same packets and fails on any difference.
+ * commit: gotwin/differential_test.go (TestDifferential,
+ * TestDifferentialTable, FuzzDifferential) runs both on the same packets
+ * and fails on any difference.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -31,11 +37,14 @@
 #include "maps.h"
 #include "parsing.h"
 #include "helpers.h"
+#include "pairs.h"
 #include "portstate.h"
+#include "cands.h"
 #include "touch.h"
-#include "syn.h"
+#include "work.h"
 #include "answer.h"
 #include "handshake.h"
+#include "syn.h"
 #include "sweep.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
@@ -44,10 +53,170 @@ char __license[] SEC("license") = "Dual MIT/GPL";
  * generate their Go twins and loader's drift tests can read the counters'
  * names and order from the compiled object. */
 const struct handshake_rec *unused_handshake_rec __attribute__((unused));
+const struct knock_rec *unused_knock_rec __attribute__((unused));
+const struct touch_rec *unused_touch_rec __attribute__((unused));
+const struct kw_sweep_args *unused_sweep_args __attribute__((unused));
 const enum kw_counter *unused_counter __attribute__((unused));
 const enum kw_if_counter *unused_if_counter __attribute__((unused));
-const struct knock_rec *unused_knock_rec __attribute__((unused));
-const struct kw_sweep_args *unused_sweep_args __attribute__((unused));
+
+/* ---- global functions -----------------------------------------------------
+ * Each is verified once, looks up what it changes itself and takes its
+ * arguments and results through the per-CPU scratch (struct kw_scratch).
+ * Handlers run first and queue the steps that follow (touch.h); the entry
+ * point then runs the queue, so no call chain is more than three deep. */
+
+/* The packet handlers (the entry point copies the parsed packet to
+ * scratch.pkt). */
+__attribute__((noinline)) int kw_g_syn(__u64 now)
+{
+	return kw_syn_body(now);
+}
+
+__attribute__((noinline)) int kw_g_rst(__u64 now)
+{
+	return kw_rst_body(now);
+}
+
+__attribute__((noinline)) int kw_g_synack(__u64 now)
+{
+	return kw_synack_body(now);
+}
+
+__attribute__((noinline)) int kw_g_ack_proof(__u64 now)
+{
+	return kw_ack_proof_body(now);
+}
+
+__attribute__((noinline)) int kw_g_watch_ack(struct xdp_md *ctx)
+{
+	if (!ctx)
+		return 0;
+	return kw_watch_ack_body(ctx);
+}
+
+/* What the handlers share. */
+__attribute__((noinline)) int kw_g_insert(__u32 h, __u32 fp, __u32 kind, __u64 now)
+{
+	return kw_insert_body(h, fp, kind, now);
+}
+
+__attribute__((noinline)) int kw_g_answer(__u64 now)
+{
+	return kw_answer_body(now);
+}
+
+__attribute__((noinline)) int kw_g_csum(struct xdp_md *ctx)
+{
+	struct kw_scratch *s = kw_scratch();
+
+	if (!ctx || !s)
+		return 1;
+	return kw_csum_ok((void *)(long)ctx->data, (void *)(long)ctx->data_end, &s->pkt);
+}
+
+__attribute__((noinline)) int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp)
+{
+	return kw_done_body(flagged, src_fp, done_fp);
+}
+
+/* kw_g_handshake: is scratch.ev.conn the first completed handshake to its
+ * port for the pair's current knock? 1 yes (scratch.epoch, distinct,
+ * attempted set), 0 a repeat, -1 the candidate is gone (report it). */
+__attribute__((noinline)) int kw_g_handshake(__u32 h, __u32 cidx)
+{
+	struct kw_scratch *s = kw_scratch();
+	struct kw_counters *c = kw_stats();
+	struct kw_cand_bucket *cb = kw_cbucket(h);
+	struct kw_cand *cd;
+	int w, first;
+
+	if (!s || !c || !cb)
+		return -1;
+	bpf_spin_lock(&cb->lock);
+	w = kw_cway(cb, h, cidx, &s->ev.conn.pair);
+	if (w < 0) {
+		bpf_spin_unlock(&cb->lock);
+		return -1;
+	}
+	cd = &cb->c[w & 3];
+	first = kw_cand_first_port(c, cd, s->ev.conn.dport);
+	s->epoch = cd->epoch;
+	s->distinct = cd->distinct;
+	s->attempted = cd->attempted;
+	bpf_spin_unlock(&cb->lock);
+	return first;
+}
+
+/* The steps of the work queue (touch.h, work.h, handshake.h). */
+__attribute__((noinline)) int kw_g_step_touch(__u32 i, __u64 now)
+{
+	return kw_step_touch(i, now);
+}
+
+__attribute__((noinline)) int kw_g_step_promote(__u32 i, __u64 now)
+{
+	return kw_step_promote(i, now);
+}
+
+__attribute__((noinline)) int kw_g_promote_cand(__u32 kind, __u64 ts, __u64 now)
+{
+	return kw_promote_cand_body(kind, ts, now);
+}
+
+__attribute__((noinline)) int kw_g_step_cand_syn(__u32 i, __u64 now)
+{
+	return kw_step_cand_syn(i, now);
+}
+
+__attribute__((noinline)) int kw_g_step_cand_touch(__u32 i, __u64 now)
+{
+	return kw_step_cand_touch(i, now);
+}
+
+__attribute__((noinline)) int kw_g_step_opened(__u32 i, __u64 now)
+{
+	struct kw_scratch *s = kw_scratch();
+
+	if (!s || i >= KW_WORK)
+		return 0;
+	return kw_step_opened(now, s->work[i].a);
+}
+
+__attribute__((noinline)) int kw_g_step_emit(__u32 i, __u64 now)
+{
+	struct kw_scratch *s = kw_scratch();
+
+	if (!s || i >= KW_WORK)
+		return 0;
+	return kw_step_emit(s->work[i].a, now);
+}
+
+__attribute__((noinline)) int kw_g_step_mark(__u32 i, __u64 now)
+{
+	struct kw_scratch *s = kw_scratch();
+
+	if (!s || i >= KW_WORK)
+		return 0;
+	return kw_step_mark(s->work[i].a, now);
+}
+
+__attribute__((noinline)) int kw_g_step_flag(__u32 i, __u64 now)
+{
+	return kw_step_flag(i, now);
+}
+
+/* The sweep (sweep.h). */
+__attribute__((noinline)) int kw_g_sweep_pair(__u32 idx, __u32 w, __u64 now)
+{
+	return kw_sweep_pair_body(idx, w, now);
+}
+
+__attribute__((noinline)) int kw_g_sweep_cand(__u32 bucket, __u32 w, __u64 now)
+{
+	return kw_sweep_cand_body(bucket, w, now);
+}
+
+/* ---- programs ------------------------------------------------------------ */
 
 SEC("xdp")
 int knockwatch(struct xdp_md *ctx)
@@ -55,26 +224,32 @@ int knockwatch(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	int verdict = CFG.pass ? XDP_PASS : XDP_DROP;
-	struct kw_packet p = {};
 	struct kw_if_counters *ic;
-	struct kw_scratch *work;
+	struct kw_scratch *s;
 	struct kw_counters *c;
+	struct kw_packet *p;
 	__u32 zero = 0, ifslot;
 	__u64 now;
 	int rc;
 
 	c = bpf_map_lookup_elem(&stats, &zero);
+	s = bpf_map_lookup_elem(&scratch, &zero);
 	ifslot = ctx->ingress_ifindex & (KW_IF_SLOTS - 1);
 	ic = bpf_map_lookup_elem(&iface_stats, &ifslot);
-	if (!c || !ic)
+	if (!c || !ic || !s)
 		return verdict;
 	KW_INC(c, KW_C_PACKETS);
 	c->c[KW_C_BYTES] += data_end - data;
 	ic->c[KW_IF_PACKETS]++;
 	ic->c[KW_IF_BYTES] += data_end - data;
 
-	rc = kw_parse(data, data_end, &p);
-	if (p.vlan)
+	/* The packet is parsed straight into per-CPU scratch, where the
+	 * handlers read it. */
+	p = &s->pkt;
+	p->vlan = 0;
+	p->ipv6 = 0;
+	rc = kw_parse(data, data_end, p);
+	if (p->vlan)
 		KW_INC(c, KW_C_VLAN);
 	if (rc != KW_OK) {
 		kw_count_parse(c, ic, rc);
@@ -82,7 +257,12 @@ int knockwatch(struct xdp_md *ctx)
 	}
 	KW_INC(c, KW_C_TCP);
 	ic->c[KW_IF_TCP]++;
-	KW_INC(c, p.ipv6 ? KW_C_IPV6 : KW_C_IPV4);
+	KW_INC(c, p->ipv6 ? KW_C_IPV6 : KW_C_IPV4);
+
+	/* Fast path: a plain ACK or data segment leaves here unless a watched
+	 * handshake may be in flight or ACKs are to prove unseen answers. */
+	if (!(p->flags & (KW_TH_SYN | KW_TH_RST)) && (!(p->flags & KW_TH_ACK) || (!watch_until && !CFG.ack_proof)))
+		return verdict;
 
 	/* Replay mode: every packet carries its capture time. */
 	now = 0;
@@ -93,90 +273,47 @@ int knockwatch(struct xdp_md *ctx)
 			return verdict;
 		}
 	}
-
-	/* Fast path: no SYN, no RST. */
-	if (!(p.flags & (KW_TH_SYN | KW_TH_RST))) {
-		if (watch_until)
-			kw_on_ack(ctx, c, &p);
-		return verdict;
-	}
-	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_RST)) {
+	s->nwork = 0;
+	s->st.n = 0;
+	s->st.knock = 0;
+	if (!(p->flags & (KW_TH_SYN | KW_TH_RST))) {
+		if (watch_until && kw_g_watch_ack(ctx))
+			return verdict;
+		if (!CFG.ack_proof)
+			return verdict;
+		if (CFG.verify_csum && !kw_g_csum(ctx)) {
+			KW_INC(c, KW_C_BAD_CSUM);
+			return verdict;
+		}
+		now = now ? now : kw_coarse();
+		kw_g_ack_proof(now);
+	} else if ((p->flags & KW_TH_SYN) && (p->flags & KW_TH_RST)) {
 		KW_INC(c, KW_C_BAD_FLAGS);
 		return verdict;
+	} else if ((p->flags & KW_TH_SYN) && !(p->flags & KW_TH_ACK)) {
+		/* A SYN with a bad checksum never reached the host, which will
+		 * not answer it: counted, and kept as the attempt it is (a knock
+		 * daemon that sniffs the wire, like knockd, sees it). */
+		if (CFG.verify_csum && !kw_g_csum(ctx))
+			KW_INC(c, KW_C_BAD_CSUM);
+		now = now ? now : kw_coarse();
+		kw_g_syn(now);
+	} else {
+		/* An answer with a bad checksum is not the host's: ignored. */
+		if (CFG.verify_csum && !kw_g_csum(ctx)) {
+			KW_INC(c, KW_C_BAD_CSUM);
+			return verdict;
+		}
+		if (p->flags & KW_TH_SYN) {
+			now = now ? now : kw_precise();
+			kw_g_synack(now);
+		} else {
+			now = now ? now : kw_coarse();
+			kw_g_rst(now);
+		}
 	}
-	if (!(p.flags & KW_TH_RST) && !now)
-		now = kw_clock();
-	if ((p.flags & KW_TH_SYN) && (p.flags & KW_TH_ACK)) {
-		kw_on_synack(c, &p, now);
-		return verdict;
-	}
-	work = bpf_map_lookup_elem(&scratch, &zero);
-	if (!work)
-		return verdict;
-	work->work.n = 0;
-	if (p.flags & KW_TH_RST)
-		kw_on_rst(c, &p, &work->work);
-	else
-		kw_on_syn(c, &p, now, &work->work);
-	/* Touches found under a slot lock continue here, where the stack
-	 * has room for kw_tier2's frame. */
-	for (int i = 0; i < KW_PENDING; i++) {
-		if (i >= work->work.n)
-			break;
-		kw_tier2(&work->work.pair, &work->work.t[i]);
-	}
+	kw_run_work(s, now);
 	return verdict;
-}
-
-/* kw_tier2 continues a touch that kw_tier1 did not finish: creates the
- * candidate on KW_TIER_PROMOTE, adds the touch, flags when it is time.
- *
- * It is a global (non-static, noinline) function so the verifier checks its
- * loops once, not once per path that reaches it: it looks up everything it
- * locks itself, since a global function's pointer arguments are plain
- * memory to the verifier. */
-__attribute__((noinline)) int kw_tier2(const struct kw_pair *pair, const struct kw_tier2_args *t)
-{
-	__u32 zero = 0, idx;
-	struct kw_scratch *s;
-	struct kw_counters *c;
-	struct pair_slot *slot;
-	struct candidate *cd;
-
-	if (!pair || !t || t->tier == KW_TIER_DONE)
-		return 0;
-	c = bpf_map_lookup_elem(&stats, &zero);
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	idx = kw_hash_pair(pair) & CFG.pair_slots_mask;
-	slot = bpf_map_lookup_elem(&pair_slots, &idx);
-	if (!c || !s || !slot)
-		return 0;
-	cd = bpf_map_lookup_elem(&candidates, pair);
-	if (!cd) {
-		struct candidate *init = &s->init;
-
-		/* Promotion: start from the slot's first touch. A candidate
-		 * the LRU evicted starts again from this touch. */
-		__builtin_memset(init, 0, sizeof(*init));
-		init->last_ts = t->ts;
-		if (t->tier == KW_TIER_PROMOTE) {
-			init->ring[0] = t->first;
-			init->n = 1;
-			init->head = 1;
-			init->distinct = 1;
-			init->last_ts = t->first.ts;
-		}
-		if (bpf_map_update_elem(&candidates, pair, init, BPF_NOEXIST) == 0)
-			KW_INC(c, KW_C_CANDIDATES);
-		cd = bpf_map_lookup_elem(&candidates, pair);
-		if (!cd) {
-			KW_INC(c, KW_C_MAP_INSERT_FAIL);
-			return 0;
-		}
-	}
-	if (kw_candidate_add(slot, cd, t->port, t->kind, t->ts, &s->rec))
-		return kw_flag(c, pair, &s->rec, t->now);
-	return 0;
 }
 
 SEC("xdp")
@@ -200,8 +337,14 @@ int knockwatch_sweep(struct xdp_md *ctx)
 		if (until && kw_after(args.now, until, 0))
 			__sync_val_compare_and_swap(&watch_until, until, 0);
 	}
-	if (args.count > CFG.pair_slots_mask + 1)
-		args.count = CFG.pair_slots_mask + 1;
-	bpf_loop(args.count, kw_sweep_slot, &sc, 0);
+	if (args.which) {
+		if (args.count > CFG.cand_mask + 1)
+			args.count = CFG.cand_mask + 1;
+		bpf_loop(args.count, kw_sweep_cands, &sc, 0);
+	} else {
+		if (args.count > CFG.pair_mask + 1)
+			args.count = CFG.pair_mask + 1;
+		bpf_loop(args.count, kw_sweep_pairs, &sc, 0);
+	}
 	return sc.found;
 }

@@ -36,7 +36,7 @@ func (d *Daemon) startSensor(ctx context.Context) error {
 	if cfg.PinPath != "" {
 		// The flags survived in the pinned maps; the knocks they stand
 		// for must reach this process's correlation engine too.
-		knocks, missing, err := s.FlaggedKnocks()
+		knocks, missing, err := s.FlaggedKnocks(time.Now())
 		if err != nil {
 			log.Warn("could not restore knocks from pinned maps", zap.Error(err))
 		}

@@ -3,7 +3,7 @@ package gotwin
 import "github.com/knockwatch/knockwatch/sensor"
 
 // Counter indices, in the order of enum kw_counter (bpf/include/counters.h)
-// and sensor.CounterNames.
+// and sensor.CounterNames (TestTwinCounterNames holds the three equal).
 const (
 	cPackets = iota
 	cBytes
@@ -40,6 +40,17 @@ const (
 	cIPv4
 	cIPv6
 	cVLAN
+	cBadCsum
+	cTouchRSTOS0
+	cAnswerEarly
+	cAckProof
+	cPairFull
+	cCandEvicted
+	cMarkEvicted
+	cKnockDeferred
+	cReportedOverflow
+	cWatchLost
+	cAttempted
 	numCounters
 )
 
@@ -52,11 +63,4 @@ func (t *Twin) Counters() sensor.Counters {
 		}
 	}
 	return out
-}
-
-// Evictions reports how many entries the twin's LRU tables evicted
-// (candidates, flagged, watch). The program has no such counter; a
-// non-zero value means the twin and the kernel may have evicted differently.
-func (t *Twin) Evictions() (candidates, flagged, watches uint64) {
-	return t.cands.evicted, t.flagged.evicted, t.watches.evicted
 }

@@ -1,37 +1,38 @@
 package gotwin
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf"
 	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
-// kernel is the real program loaded once per test binary, with what it
-// takes to reset its state between inputs without paying a load.
+// kernel is the real program loaded with cfg.
 type kernel struct {
-	s    *loader.Sensor
-	rp   *loader.Replayer
-	maps map[string]*ebpf.Map
+	cfg sensor.Config
+	s   *loader.Sensor
+	rp  *loader.Replayer
 }
 
-var sharedKernel *kernel
+// sharedKernels are loaded once per test binary: [0] with testConfig
+// (as live), [1] with replayConfig.
+var sharedKernels [2]*kernel
 
-func loadKernel(t testing.TB) *kernel {
+func loadKernel(t testing.TB, replay bool) *kernel {
 	t.Helper()
-	if sharedKernel != nil {
-		return sharedKernel
+	i, cfg := 0, testConfig()
+	if replay {
+		i, cfg = 1, replayConfig()
 	}
-	sharedKernel = newKernel(t, testConfig())
-	return sharedKernel
+	if sharedKernels[i] == nil {
+		sharedKernels[i] = newKernel(t, cfg)
+	}
+	return sharedKernels[i]
 }
 
 // newKernel loads the program with cfg.
@@ -42,68 +43,17 @@ func newKernel(t testing.TB, cfg sensor.Config) *kernel {
 	if err != nil {
 		t.Fatalf("load: %+v", err)
 	}
-	k := &kernel{s: s, maps: map[string]*ebpf.Map{}}
+	k := &kernel{cfg: cfg, s: s}
 	if k.rp, err = s.NewReplayer(); err != nil {
 		t.Fatal(err)
-	}
-	// The sensor does not export its state maps; reach them through the
-	// program's map IDs (root only, as the test is).
-	info, err := s.Program().Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, _ := info.MapIDs()
-	for _, id := range ids {
-		m, err := ebpf.NewMapFromID(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mi, err := m.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := mi.Name
-		if strings.HasSuffix(name, ".bss") {
-			name = ".bss"
-		}
-		k.maps[name] = m
-	}
-	for _, name := range []string{"pair_slots", "port_slots", "candidates", "flagged", "watch", ".bss"} {
-		if k.maps[name] == nil {
-			t.Fatalf("map %s not found among the program's maps %v", name, k.maps)
-		}
 	}
 	return k
 }
 
-// reset empties every state map, the gates and the counters.
+// reset empties every state table, the gates, the counters and the ring.
 func (k *kernel) reset(t testing.TB) {
 	t.Helper()
-	for _, name := range []string{"pair_slots", "port_slots", ".bss"} {
-		m := k.maps[name]
-		zero := make([]byte, m.ValueSize())
-		for i := uint32(0); i < m.MaxEntries(); i++ {
-			if err := m.Put(i, zero); err != nil {
-				t.Fatalf("reset %s: %v", name, err)
-			}
-		}
-	}
-	for _, name := range []string{"candidates", "flagged", "watch"} {
-		m := k.maps[name]
-		key := make([]byte, m.KeySize())
-		for {
-			if err := m.NextKey(nil, &key); err != nil {
-				if errors.Is(err, ebpf.ErrKeyNotExist) {
-					break
-				}
-				t.Fatal(err)
-			}
-			if err := m.Delete(key); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := k.s.ResetCounters(); err != nil {
+	if err := k.s.Reset(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.rp.Records(); err != nil {
@@ -122,7 +72,7 @@ func checkSame(t *testing.T, k *kernel, data []byte) scenario.Outcome {
 	t.Helper()
 	steps := scenario.DecodeOps(data)
 	ko := k.play(t, steps)
-	g := runTwin(t, testConfig(), steps)
+	g := runTwin(t, k.cfg, steps)
 	if d := scenario.Compare(ko, g); d != "" {
 		t.Fatalf("xdp and go engines differ on ops %x:\n%s", data, d)
 	}
@@ -145,9 +95,12 @@ var seeds = [][]byte{
 // program (BPF_PROG_RUN, replay mode) and the twin: records (in order),
 // counters, verdicts and sweep results must be identical.
 func TestDifferential(t *testing.T) {
-	k := loadKernel(t)
+	ks := [2]*kernel{loadKernel(t, false), loadKernel(t, true)}
 	for i, s := range seeds {
-		t.Run(fmt.Sprintf("seed%d", i), func(t *testing.T) { checkSame(t, k, s) })
+		t.Run(fmt.Sprintf("seed%d", i), func(t *testing.T) {
+			checkSame(t, ks[0], s)
+			checkSame(t, ks[1], s)
+		})
 	}
 	// What the generated inputs reached, so the test cannot pass by
 	// exercising nothing.
@@ -160,6 +113,7 @@ func TestDifferential(t *testing.T) {
 		t.Logf("reached: %d knocks, %d handshakes, counters %v", knocks, handshakes, reached)
 		for _, name := range []string{"touch_rej", "touch_s0", "slot_takeover", "pending_evicted", "syn_retrans",
 			"backscatter", "synack_unmatched", "port_open", "handshake_bad_ack", "watch_started", "handshake_repeat",
+			"bad_csum", "ringbuf_full", "touch_rstos0", "answer_early", "ack_proof", "candidates", "cand_evicted", "knock_deferred", "attempted",
 			"truncated", "fragment", "unknown_ext", "bad_header", "non_ip", "non_tcp", "bad_flags", "vlan", "ipv6", "port_slot_takeover"} {
 			if reached[name] == 0 {
 				t.Errorf("no generated input reached counter %s", name)
@@ -187,19 +141,20 @@ func TestDifferential(t *testing.T) {
 			if rng.IntN(4) != 0 {
 				data[j] = []byte{0, 1, 1, 2, 3, 4, 12, 12, 5, 6}[rng.IntN(10)] | data[j]&0x80
 				data[j+1] = convs[rng.IntN(len(convs))]
-				data[j+2] &= 0x83
+				data[j+2] &= 0xa3
 				data[j+3] %= 40
 			}
 		}
 		t.Run(fmt.Sprintf("gen%d", i), func(t *testing.T) {
-			o := checkSame(t, k, data)
+			o := checkSame(t, ks[i%2], data)
 			for name, v := range o.Counters {
 				reached[name] += v
 			}
 			for _, r := range o.Records {
-				if _, ok := r.(*sensor.Knock); ok {
+				switch r.(type) {
+				case *sensor.Knock:
 					knocks++
-				} else {
+				case *sensor.Handshake:
 					handshakes++
 				}
 			}
@@ -236,7 +191,7 @@ func TestDifferentialTable(t *testing.T) {
 // TestDifferentialAllowlist checks the allowlist (an LPM trie in the
 // program, prefix matching in the twin) on generated inputs.
 func TestDifferentialAllowlist(t *testing.T) {
-	k := loadKernel(t)
+	k := loadKernel(t, false)
 	allow := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/64"),
 		netip.MustParsePrefix("198.18.0.0/17"), netip.MustParsePrefix("192.0.2.1/32")}
 	if err := k.s.SetAllowlist(allow); err != nil {
@@ -271,9 +226,12 @@ func TestDifferentialAllowlist(t *testing.T) {
 }
 
 func FuzzDifferential(f *testing.F) {
-	k := loadKernel(f)
+	ks := [2]*kernel{loadKernel(f, false), loadKernel(f, true)}
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) { checkSame(t, k, data) })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkSame(t, ks[0], data)
+		checkSame(t, ks[1], data)
+	})
 }

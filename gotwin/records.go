@@ -8,24 +8,16 @@ import (
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
-// Record sizes in the ring buffer: sizeof(struct knock_rec) and
-// sizeof(struct handshake_rec) (bpf/include/types.h).
+// Record sizes in the ring buffer: sizeof(struct knock_rec),
+// sizeof(struct handshake_rec) and sizeof(struct touch_rec)
+// (bpf/include/types.h; loader's TestDecode*Bytes hold the C layouts, and
+// the differential test fills a small ring with every kind).
 const (
-	knockRecSize     = 304
-	handshakeRecSize = 88
+	knockRecSize     = 312
+	handshakeRecSize = 112
+	touchRecSize     = 56
 	ringHeader       = 8 // BPF_RINGBUF_HDR_SZ
 )
-
-// handshakeRec is the staged struct handshake_rec.
-type handshakeRec struct {
-	distinct       uint16
-	conn           conn
-	synTS          uint64
-	synackTS       uint64
-	ackTS          uint64
-	portLastClosed uint64
-	portLastOpen   uint64
-}
 
 // reserve is bpf_ringbuf_reserve's space check: the producer may not run
 // more than size-1 bytes ahead of the consumer, counting each record with
@@ -39,27 +31,24 @@ func (t *Twin) reserve(size uint64) bool {
 	return true
 }
 
-// stamp converts program time as the loader's replay clock does (0: zero).
-func stamp(ns uint64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return sensor.UnixClock(ns)
-}
+func stamp(ns uint64) time.Time { return sensor.Stamp(sensor.UnixClock, ns) }
 
 func toAddr(a addr) netip.Addr { return netip.AddrFrom16(a).Unmap() }
 
-// emitKnock converts the staged record the way loader.DecodeRecord does.
-func (t *Twin) emitKnock(p *pair, rec *knockRec, now uint64) {
+// emitKnock converts the staged record as loader.DecodeRecord does.
+func (t *Twin) emitKnock(rec *knockRec) {
 	k := &sensor.Knock{
-		Src:      toAddr(p.src),
-		Dst:      toAddr(p.dst),
-		Distinct: int(rec.distinct),
-		FlagTime: stamp(now),
+		Src:       toAddr(rec.pair.src),
+		Dst:       toAddr(rec.pair.dst),
+		Distinct:  int(rec.distinct),
+		Attempted: int(rec.attempted),
+		Epoch:     rec.epoch,
+		FlagTime:  stamp(rec.flagTS),
 	}
 	n := min(int(rec.n), maxTouches)
 	for _, tc := range rec.touches[:n] {
-		k.Touches = append(k.Touches, sensor.Touch{Port: tc.port, Time: stamp(tc.ts), Kind: sensor.TouchKind(tc.kind)})
+		k.Touches = append(k.Touches, sensor.Touch{Port: tc.port, SrcPort: tc.sport, Time: stamp(tc.ts),
+			Kind: sensor.TouchKind(tc.kind)})
 	}
 	sort.SliceStable(k.Touches, func(i, j int) bool { return k.Touches[i].Time.Before(k.Touches[j].Time) })
 	t.records = append(t.records, k)
@@ -75,8 +64,23 @@ func (t *Twin) emitHandshake(hs *handshakeRec) {
 		SYNACK:         stamp(hs.synackTS),
 		ACK:            stamp(hs.ackTS),
 		PortLastClosed: stamp(hs.portLastClosed),
+		PortFirstOpen:  stamp(hs.portFirstOpen),
 		PortLastOpen:   stamp(hs.portLastOpen),
+		PortOtherDone:  stamp(hs.portOtherDone),
 		Distinct:       int(hs.distinct),
+		Attempted:      int(hs.attempted),
+		Epoch:          hs.epoch,
+	})
+}
+
+func (t *Twin) emitTouch(c *conn, kind uint8, ts uint64) {
+	t.records = append(t.records, &sensor.TouchRecord{
+		Src:     toAddr(c.pair.src),
+		Dst:     toAddr(c.pair.dst),
+		SrcPort: c.sport,
+		Port:    c.dport,
+		Time:    stamp(ts),
+		Kind:    sensor.TouchKind(kind),
 	})
 }
 

@@ -16,34 +16,23 @@ type Twin struct {
 	cfg     sensor.Config
 	verdict uint32
 
-	window, s0Timeout, hsTimeout, portRefresh uint64
-	minPorts                                  uint32
-	seed, slotMask, portMask                  uint32
+	// CFG of bpf/include/config.h.
+	window, s0Timeout, hsTimeout, portRefresh, flagTTL uint64
+	windowUs, s0TimeoutUs, answerSkewUs, flagTTLMs     uint32
+	minPorts                                           uint32
+	seed, pairMask, candMask, portMask, watchMask      uint32
 
-	slots   []pairSlot
+	// The maps of bpf/include/maps.h.
+	pairs   []bucket
+	owners  []pair
+	cands   []candBucket
 	ports   []portSlot
-	cands   *lru[pair, candidate]
-	flagged *lru[pair, flagged]
-	watches *lru[conn, watch]
+	watches []watch
 	allow   []netip.Prefix // IPv4 stored IPv4-mapped, as the LPM trie keys it
 
-	anyFlagged bool
-	watchUntil uint64
-	// inFlight counts watches in state 2 (SYN-ACK seen, ACK awaited). Only
-	// those can complete, so while it is 0 a plain ACK needs no lookup —
-	// a shortcut of the twin's own, invisible in records and counters.
-	inFlight int
-
-	c [numCounters]uint64
-
-	// The program's per-CPU scratch: a staged KNOCK record and the touches
-	// a handler leaves to the entry point.
-	rec  knockRec
-	work struct {
-		pair pair
-		n    int
-		t    [pendingPerPair]tier2Args
-	}
+	watchUntil uint64 // the .bss gate watch_until
+	c          [numCounters]uint64
+	s          scratch
 
 	ringSize, ringUsed uint64
 	records            []sensor.Record
@@ -65,39 +54,38 @@ func New(cfg sensor.Config) (*Twin, error) {
 		}
 		seed = binary.LittleEndian.Uint32(b[:]) | 1
 	}
+	tb := cfg.Tables()
 	t := &Twin{
-		cfg:         cfg,
-		verdict:     sensor.XDPDrop,
-		window:      uint64(cfg.Window),
-		s0Timeout:   uint64(cfg.S0Timeout),
-		hsTimeout:   uint64(cfg.HandshakeTimeout),
-		portRefresh: uint64(cfg.PortRefresh),
-		minPorts:    uint32(cfg.MinPorts),
-		seed:        seed,
-		slotMask:    sensor.RoundPow2(cfg.PairSlots) - 1,
-		portMask:    sensor.RoundPow2(cfg.PortSlots) - 1,
-		cands:       newLRU[pair, candidate](int(cfg.Candidates)),
-		flagged:     newLRU[pair, flagged](int(cfg.Flagged)),
-		watches:     newLRU[conn, watch](int(cfg.Watches)),
-		ringSize:    uint64(cfg.RingBytes),
+		cfg:          cfg,
+		verdict:      sensor.XDPDrop,
+		window:       uint64(cfg.Window),
+		s0Timeout:    uint64(cfg.S0Timeout),
+		hsTimeout:    uint64(cfg.HandshakeTimeout),
+		portRefresh:  uint64(cfg.PortRefresh),
+		flagTTL:      uint64(cfg.FlagTTL),
+		windowUs:     uint32(cfg.Window / time.Microsecond),
+		s0TimeoutUs:  uint32(cfg.S0Timeout / time.Microsecond),
+		answerSkewUs: uint32(cfg.AnswerSkew / time.Microsecond),
+		flagTTLMs:    uint32(cfg.FlagTTL / time.Millisecond),
+		minPorts:     uint32(cfg.MinPorts),
+		seed:         seed,
+		pairMask:     tb.PairBuckets - 1,
+		candMask:     tb.CandBuckets - 1,
+		portMask:     tb.PortSlots - 1,
+		watchMask:    tb.Watches - 1,
+		ringSize:     uint64(cfg.RingBytes),
 	}
 	if cfg.Pass {
 		t.verdict = sensor.XDPPass
 	}
-	t.watches.onEvict = func(w *watch) {
-		if w.state == 2 {
-			t.inFlight--
-		}
-	}
-	t.slots = make([]pairSlot, t.slotMask+1)
-	t.ports = make([]portSlot, t.portMask+1)
-	// Touch the tables as the kernel's preallocated maps are: the memory
-	// a replay takes is set by the configuration from the first packet.
-	for i := range t.slots {
-		t.slots[i].candHash = 0
-	}
-	for i := range t.ports {
-		t.ports[i].port = 0
+	// Allocated up front, as the kernel preallocates its arrays: the
+	// memory a replay takes is set by the configuration.
+	t.pairs = make([]bucket, tb.PairBuckets)
+	t.cands = make([]candBucket, tb.CandBuckets)
+	t.ports = make([]portSlot, tb.PortSlots)
+	t.watches = make([]watch, tb.Watches)
+	if cfg.ReportTouches {
+		t.owners = make([]pair, tb.PairBuckets*ways)
 	}
 	return t, nil
 }
@@ -130,25 +118,17 @@ func (t *Twin) SetAllowlist(prefixes []netip.Prefix) error {
 	return nil
 }
 
-func (t *Twin) allowlisted(a *addr) bool {
-	ip := netip.AddrFrom16(*a)
-	for _, p := range t.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // Run pushes one packet (starting at the Ethernet header) stamped with ts
-// through the state machine and returns the verdict (sensor.XDPDrop or
-// sensor.XDPPass), as (*loader.Runner).Run does.
-func (t *Twin) Run(pkt []byte, ts time.Time) uint32 {
-	var p packet
+// through the program's entry point (bpf/knockwatch.c, knockwatch) and
+// returns the verdict (sensor.XDPDrop or sensor.XDPPass), as
+// (*loader.Replayer).Run does.
+func (t *Twin) Run(frame []byte, ts time.Time) uint32 {
+	s := &t.s
 	t.c[cPackets]++
-	t.c[cBytes] += uint64(len(pkt))
-
-	rc := parse(pkt, &p)
+	t.c[cBytes] += uint64(len(frame))
+	p := &s.pkt
+	p.vlan, p.ipv6 = 0, false
+	rc := parse(frame, p)
 	if p.vlan != 0 {
 		t.c[cVLAN]++
 	}
@@ -162,6 +142,11 @@ func (t *Twin) Run(pkt []byte, ts time.Time) uint32 {
 	} else {
 		t.c[cIPv4]++
 	}
+	// Fast path: a plain ACK or data segment leaves unless a watched
+	// handshake may be in flight or ACKs are to prove unseen answers.
+	if p.flags&(thSYN|thRST) == 0 && (p.flags&thACK == 0 || (t.watchUntil == 0 && !t.cfg.AckProof)) {
+		return t.verdict
+	}
 	// Replay mode: every packet carries its capture time (unix ns); 0
 	// reads as missing.
 	now := uint64(ts.UnixNano())
@@ -169,29 +154,42 @@ func (t *Twin) Run(pkt []byte, ts time.Time) uint32 {
 		t.c[cNoMeta]++
 		return t.verdict
 	}
-	if p.flags&(thSYN|thRST) == 0 {
-		if t.watchUntil != 0 {
-			t.onACK(&p, now)
+	s.nwork, s.st.n, s.st.knock = 0, 0, 0
+	switch {
+	case p.flags&(thSYN|thRST) == 0:
+		if t.watchUntil != 0 && t.onWatchACK(frame, now) {
+			return t.verdict
 		}
-		return t.verdict
-	}
-	if p.flags&thSYN != 0 && p.flags&thRST != 0 {
+		if !t.cfg.AckProof {
+			return t.verdict
+		}
+		if t.cfg.VerifyChecksums && !csumOK(frame, p) {
+			t.c[cBadCsum]++
+			return t.verdict
+		}
+		t.onACKProof(now)
+	case p.flags&thSYN != 0 && p.flags&thRST != 0:
 		t.c[cBadFlags]++
 		return t.verdict
+	case p.flags&thSYN != 0 && p.flags&thACK == 0:
+		// A SYN with a bad checksum is counted and still kept as the
+		// attempt it is.
+		if t.cfg.VerifyChecksums && !csumOK(frame, p) {
+			t.c[cBadCsum]++
+		}
+		t.onSYN(now)
+	default:
+		if t.cfg.VerifyChecksums && !csumOK(frame, p) {
+			t.c[cBadCsum]++
+			return t.verdict
+		}
+		if p.flags&thSYN != 0 {
+			t.onSYNACK(now)
+		} else {
+			t.onRST(now)
+		}
 	}
-	if p.flags&thSYN != 0 && p.flags&thACK != 0 {
-		t.onSYNACK(&p, now)
-		return t.verdict
-	}
-	t.work.n = 0
-	if p.flags&thRST != 0 {
-		t.onRST(&p)
-	} else {
-		t.onSYN(&p, now)
-	}
-	for i := 0; i < pendingPerPair && i < t.work.n; i++ {
-		t.tier2(&t.work.pair, &t.work.t[i])
-	}
+	t.runWork(now)
 	return t.verdict
 }
 
@@ -210,47 +208,4 @@ func (t *Twin) countParse(rc int) {
 	default:
 		t.c[cBadHeader]++
 	}
-}
-
-// Sweep ages pending SYNs older than the S0 timeout at now into S0 touches,
-// over every pair slot in slot order, as knockwatch_sweep does. Returns the
-// S0 touches found.
-func (t *Twin) Sweep(now time.Time) int {
-	ns := uint64(now.UnixNano())
-	total := 0
-	// Close the watched-ACK gate once nothing can be in flight.
-	if t.watchUntil != 0 && after(ns, t.watchUntil, 0) {
-		t.watchUntil = 0
-	}
-	for i := range t.slots {
-		slot := &t.slots[i]
-		if slot.pend[0].ts == 0 && slot.pend[1].ts == 0 && slot.pend[2].ts == 0 && slot.pend[3].ts == 0 {
-			continue
-		}
-		var first touch
-		var args [pendingPerPair]tier2Args
-		owner := slot.owner
-		h := t.hashPair(&owner)
-		for j := range slot.pend {
-			e := &slot.pend[j]
-			if e.ts == 0 || !after(ns, e.ts, t.s0Timeout) {
-				continue
-			}
-			args[j] = tier2Args{ts: e.ts, now: ns, port: e.dport, kind: touchS0,
-				tier: t.tier1(slot, h, e.dport, touchS0, e.ts, &first)}
-			e.ts = 0
-		}
-		for j := range args {
-			a := &args[j]
-			if a.ts == 0 {
-				continue
-			}
-			total++
-			a.first = first
-			t.portSeen(&owner.dst, a.port, false, a.ts)
-			t.c[cTouchS0]++
-			t.tier2(&owner, a)
-		}
-	}
-	return total
 }

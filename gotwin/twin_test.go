@@ -27,8 +27,8 @@ func TestTwinCounterNames(t *testing.T) {
 }
 
 func TestTwinRingFull(t *testing.T) {
-	cfg := testConfig()
-	cfg.RingBytes = 4096 // 13 KNOCK records of 312 bytes fit in 4095
+	cfg := scenario.BaseConfig()
+	cfg.RingBytes = 4096 // 12 KNOCK records of 312 bytes (+8 header) fit in 4095
 	tw, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestTwinRingFull(t *testing.T) {
 		}
 	}
 	c := tw.Counters()
-	if n := len(tw.Records()); n != 13 || c["ringbuf_full"] != 7 || c["flags"] != 20 {
+	if n := len(tw.Records()); n != 12 || c["ringbuf_full"] != 8 || c["flags"] != 20 {
 		t.Fatalf("records %d, counters %v", n, c)
 	}
 }

@@ -8,20 +8,8 @@ import (
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
-// Off Linux there is no live sensor: only replay (unix ns) timestamps
-// occur. These keep the package building for the portable replay engine.
+// MonotonicClock reads ns as unix ns off Linux (nothing live runs there).
+var MonotonicClock sensor.Clock = sensor.UnixClock
 
-// TAIClock reads ns as unix ns.
-func TAIClock(ns uint64) time.Time { return time.Unix(0, int64(ns)).UTC() }
-
-// MonotonicClock reads ns as unix ns.
-var MonotonicClock sensor.Clock = TAIClock
-
-func sign(v int64) int64 {
-	if v < 0 {
-		return -1
-	}
-	return 1
-}
-
+// programTime is unix ns off Linux (replay only).
 func (s *Sensor) programTime(t time.Time) uint64 { return uint64(t.UnixNano()) }

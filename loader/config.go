@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/knockwatch/knockwatch/sensor"
 )
@@ -18,24 +19,34 @@ func bpfConfig(c sensor.Config) (knockwatchKwConfig, error) {
 		}
 		seed = binary.LittleEndian.Uint32(b[:]) | 1
 	}
+	t := c.Tables()
 	k := knockwatchKwConfig{
 		WindowNs:           uint64(c.Window),
 		S0TimeoutNs:        uint64(c.S0Timeout),
 		HandshakeTimeoutNs: uint64(c.HandshakeTimeout),
 		PortRefreshNs:      uint64(c.PortRefresh),
+		FlagTtlNs:          uint64(c.FlagTTL),
+		AnswerSkewNs:       uint64(c.AnswerSkew),
+		WindowUs:           uint32(c.Window / time.Microsecond),
+		S0TimeoutUs:        uint32(c.S0Timeout / time.Microsecond),
+		AnswerSkewUs:       uint32(c.AnswerSkew / time.Microsecond),
+		FlagTtlMs:          uint32(c.FlagTTL / time.Millisecond),
 		MinPorts:           uint32(c.MinPorts),
 		HashSeed:           seed,
-		PairSlotsMask:      sensor.RoundPow2(c.PairSlots) - 1,
-		PortSlotsMask:      sensor.RoundPow2(c.PortSlots) - 1,
+		PairMask:           t.PairBuckets - 1,
+		CandMask:           t.CandBuckets - 1,
+		PortMask:           t.PortSlots - 1,
+		WatchMask:          t.Watches - 1,
 	}
-	if c.Replay {
-		k.Replay = 1
-	}
-	if c.Pass {
-		k.Pass = 1
-	}
-	if c.CoarseClock {
-		k.CoarseClock = 1
+	flags := []struct {
+		on  bool
+		dst *uint8
+	}{{c.Replay, &k.Replay}, {c.Pass, &k.Pass}, {c.CoarseClock, &k.CoarseClock}, {c.ReportTouches, &k.ReportTouches},
+		{c.AckProof, &k.AckProof}, {c.VerifyChecksums, &k.VerifyCsum}}
+	for _, f := range flags {
+		if f.on {
+			*f.dst = 1
+		}
 	}
 	return k, nil
 }

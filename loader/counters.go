@@ -76,8 +76,8 @@ type Map struct {
 func (s *Sensor) Maps() []Map {
 	o := &s.objs
 	return []Map{
-		{"pair_slots", o.PairSlots}, {"candidates", o.Candidates}, {"flagged", o.Flagged},
-		{"watch", o.Watch}, {"port_slots", o.PortSlots}, {"allowlist", o.Allowlist},
-		{"events", o.Events}, {"stats", o.Stats}, {"iface_stats", o.IfaceStats}, {"scratch", o.Scratch},
+		{"pairs", o.Pairs}, {"cands", o.Cands}, {"watches", o.Watches}, {"port_slots", o.PortSlots},
+		{"owners", o.Owners}, {"allowlist", o.Allowlist}, {"events", o.Events}, {"stats", o.Stats},
+		{"iface_stats", o.IfaceStats}, {"scratch", o.Scratch},
 	}
 }

@@ -91,6 +91,8 @@ func TestFloodWithKnock(t *testing.T) {
 		binary.BigEndian.PutUint32(syn[seqOff:], seq)
 		binary.BigEndian.PutUint32(rst[dstOff:], src)
 		binary.BigEndian.PutUint32(rst[ackOff:], seq+1)
+		pkt.FixChecksums(syn)
+		pkt.FixChecksums(rst)
 		if _, err := run.Run(syn, t0.Add(at)); err != nil {
 			t.Fatal(err)
 		}

@@ -1,59 +1,19 @@
 package loader
 
 import (
-	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/sensor"
 )
-
-// resetState empties every state map and gate, so each fuzz input starts
-// from a fresh program without paying a load.
-func resetState(t testing.TB, s *Sensor) {
-	t.Helper()
-	for _, m := range []*ebpf.Map{s.objs.PairSlots, s.objs.PortSlots} {
-		zero := make([]byte, m.ValueSize())
-		for i := uint32(0); i < m.MaxEntries(); i++ {
-			if err := m.Put(i, zero); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, m := range []*ebpf.Map{s.objs.Candidates, s.objs.Flagged, s.objs.Watch} {
-		key := make([]byte, m.KeySize())
-		for {
-			if err := m.NextKey(nil, &key); err != nil {
-				if errors.Is(err, ebpf.ErrKeyNotExist) {
-					break
-				}
-				t.Fatal(err)
-			}
-			if err := m.Delete(key); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := s.objs.AnyFlagged.Set(uint32(0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.objs.WatchUntil.Set(uint64(0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ResetCounters(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func FuzzProgram(f *testing.F) {
 	s := loadReplay(f, func(c *sensor.Config) {
 		c.PairSlots = 64
 		c.PortSlots = 64
 		c.Candidates = 32
-		c.Flagged = 16
 		c.Watches = 16
 	})
 	rd, err := s.NewReader()
@@ -70,7 +30,9 @@ func FuzzProgram(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 1, 50, 0, 0, 2, 50, 0, 0, 3, 50, 0, 0, 4, 50})
 	f.Add([]byte{7, 0, 30, 0, 0x45, 0, 0, 40, 5, 1, 2, 3, 0, 0x11, 5, 6, 7, 1, 2, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		resetState(t, s)
+		if err := s.Reset(); err != nil {
+			t.Fatal(err)
+		}
 		steps := scenario.DecodeOps(data)
 		for i, st := range steps {
 			b := st.Bytes()

@@ -13,58 +13,100 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type knockwatchCandidate struct {
-	_        structs.HostLayout
-	Head     uint8
-	N        uint8
-	Distinct uint16
-	FlagSent uint8
-	Pad      [3]uint8
-	LastTs   uint64
-	Ring     [16]struct {
-		_    structs.HostLayout
-		Ts   uint64
-		Port uint16
-		Kind uint8
-		Pad  [5]uint8
-	}
-}
-
-type knockwatchFlagged struct {
-	_         structs.HostLayout
-	Nreported uint16
-	Distinct  uint16
-	_         [4]byte
-	FlagTs    uint64
-	Reported  [8]uint16
-}
-
 type knockwatchHandshakeRec struct {
-	_              structs.HostLayout
-	Type           uint32
-	Distinct       uint16
-	Pad            uint16
-	Conn           knockwatchKwConn
+	_         structs.HostLayout
+	Type      uint32
+	Distinct  uint16
+	Attempted uint16
+	Epoch     uint32
+	Pad       uint32
+	Conn      struct {
+		_     structs.HostLayout
+		Pair  knockwatchKwPair
+		Sport uint16
+		Dport uint16
+		Pad   uint32
+	}
 	SynTs          uint64
 	SynackTs       uint64
 	AckTs          uint64
 	PortLastClosed uint64
+	PortFirstOpen  uint64
 	PortLastOpen   uint64
+	PortOtherDone  uint64
 }
 
 type knockwatchKnockRec struct {
-	_        structs.HostLayout
-	Type     uint32
-	N        uint16
-	Distinct uint16
-	Pair     knockwatchKwPair
-	FlagTs   uint64
-	Touches  [16]struct {
-		_    structs.HostLayout
-		Ts   uint64
-		Port uint16
-		Kind uint8
-		Pad  [5]uint8
+	_         structs.HostLayout
+	Type      uint32
+	N         uint16
+	Distinct  uint16
+	Attempted uint16
+	Pad       uint16
+	Epoch     uint32
+	Pair      knockwatchKwPair
+	FlagTs    uint64
+	Touches   [16]struct {
+		_     structs.HostLayout
+		Ts    uint64
+		Port  uint16
+		Sport uint16
+		Kind  uint8
+		Pad   [3]uint8
+	}
+}
+
+type knockwatchKwBucket struct {
+	_ structs.HostLayout
+	S [4]struct {
+		_     structs.HostLayout
+		Tag   uint32
+		T     uint32
+		Seq   uint32
+		Sport uint16
+		Dport uint16
+	}
+}
+
+type knockwatchKwCandBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad uint32
+	C   [4]struct {
+		_           structs.HostLayout
+		Pair        knockwatchKwPair
+		LastTs      uint64
+		TouchTs     uint64
+		FlagTs      uint64
+		FlagTouchTs uint64
+		Epoch       uint32
+		Distinct    uint16
+		Attempted   uint16
+		N           uint8
+		Head        uint8
+		Nrep        uint8
+		Rephead     uint8
+		Due         uint8
+		Pad         [3]uint8
+		Reported    [8]uint16
+		Pend        [8]struct {
+			_     structs.HostLayout
+			T     uint64
+			Seq   uint32
+			Sport uint16
+			Dport uint16
+		}
+		Ring [16]struct {
+			_     structs.HostLayout
+			Ts    uint64
+			Port  uint16
+			Sport uint16
+			Kind  uint8
+			Pad   [3]uint8
+		}
 	}
 }
 
@@ -74,22 +116,25 @@ type knockwatchKwConfig struct {
 	S0TimeoutNs        uint64
 	HandshakeTimeoutNs uint64
 	PortRefreshNs      uint64
+	FlagTtlNs          uint64
+	AnswerSkewNs       uint64
+	WindowUs           uint32
+	S0TimeoutUs        uint32
+	AnswerSkewUs       uint32
+	FlagTtlMs          uint32
 	MinPorts           uint32
 	HashSeed           uint32
-	PairSlotsMask      uint32
-	PortSlotsMask      uint32
+	PairMask           uint32
+	CandMask           uint32
+	PortMask           uint32
+	WatchMask          uint32
 	Replay             uint8
 	Pass               uint8
 	CoarseClock        uint8
-	Pad                [5]uint8
-}
-
-type knockwatchKwConn struct {
-	_     structs.HostLayout
-	Pair  knockwatchKwPair
-	Sport uint16
-	Dport uint16
-	Pad   uint32
+	ReportTouches      uint8
+	AckProof           uint8
+	VerifyCsum         uint8
+	Pad                [2]uint8
 }
 
 type knockwatchKwCounter uint32
@@ -130,12 +175,23 @@ const (
 	knockwatchKwCounterKW_C_IPV4               knockwatchKwCounter = 32
 	knockwatchKwCounterKW_C_IPV6               knockwatchKwCounter = 33
 	knockwatchKwCounterKW_C_VLAN               knockwatchKwCounter = 34
-	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 35
+	knockwatchKwCounterKW_C_BAD_CSUM           knockwatchKwCounter = 35
+	knockwatchKwCounterKW_C_TOUCH_RSTOS0       knockwatchKwCounter = 36
+	knockwatchKwCounterKW_C_ANSWER_EARLY       knockwatchKwCounter = 37
+	knockwatchKwCounterKW_C_ACK_PROOF          knockwatchKwCounter = 38
+	knockwatchKwCounterKW_C_PAIR_FULL          knockwatchKwCounter = 39
+	knockwatchKwCounterKW_C_CAND_EVICTED       knockwatchKwCounter = 40
+	knockwatchKwCounterKW_C_MARK_EVICTED       knockwatchKwCounter = 41
+	knockwatchKwCounterKW_C_KNOCK_DEFERRED     knockwatchKwCounter = 42
+	knockwatchKwCounterKW_C_REPORTED_OVERFLOW  knockwatchKwCounter = 43
+	knockwatchKwCounterKW_C_WATCH_LOST         knockwatchKwCounter = 44
+	knockwatchKwCounterKW_C_ATTEMPTED          knockwatchKwCounter = 45
+	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 46
 )
 
 type knockwatchKwCounters struct {
 	_ structs.HostLayout
-	C [35]uint64
+	C [46]uint64
 }
 
 type knockwatchKwIfCounter uint32
@@ -172,30 +228,195 @@ type knockwatchKwPair struct {
 
 type knockwatchKwScratch struct {
 	_    structs.HostLayout
-	Rec  knockwatchKnockRec
-	Init knockwatchCandidate
-	Work struct {
-		_    structs.HostLayout
-		Pair knockwatchKwPair
-		N    uint32
-		Pad  uint32
-		T    [4]struct {
-			_     structs.HostLayout
-			First struct {
-				_    structs.HostLayout
-				Ts   uint64
-				Port uint16
-				Kind uint8
-				Pad  [5]uint8
-			}
-			Ts   uint64
-			Now  uint64
-			Port uint16
-			Kind uint8
-			Tier uint8
-			Pad  uint32
-		}
+	Work [24]struct {
+		_     structs.HostLayout
+		Ts    uint64
+		A     uint32
+		B     uint32
+		Port  uint16
+		Sport uint16
+		Op    uint8
+		Kind  uint8
+		Pad   [2]uint8
 	}
+	Nwork uint32
+	Padw  uint32
+	Cur   struct {
+		_       structs.HostLayout
+		Pair    knockwatchKwPair
+		H       uint32
+		Fp      uint32
+		HasPair uint8
+		Pad     [7]uint8
+	}
+	Pkt struct {
+		_     structs.HostLayout
+		Saddr struct {
+			_ structs.HostLayout
+			B [16]uint8
+		}
+		Daddr struct {
+			_ structs.HostLayout
+			B [16]uint8
+		}
+		Sport  uint16
+		Dport  uint16
+		Seq    uint32
+		Ack    uint32
+		Flags  uint8
+		Vlan   uint8
+		Ipv6   uint8
+		Pad    uint8
+		L4off  uint16
+		Seglen uint16
+		_      [4]byte
+	}
+	Tev struct {
+		_       structs.HostLayout
+		Pair    knockwatchKwPair
+		Ts      uint64
+		Port    uint16
+		Sport   uint16
+		Kind    uint8
+		HasPair uint8
+		Pad     [2]uint8
+	}
+	Ans struct {
+		_       structs.HostLayout
+		Pair    knockwatchKwPair
+		Sport   uint16
+		Dport   uint16
+		V       uint32
+		How     uint32
+		Epoch   uint32
+		Flagged uint8
+		Pad     [3]uint8
+		Found   int32
+		Mark    int32
+		Tag     uint32
+		Cidx    uint32
+		_       [4]byte
+	}
+	Oev struct {
+		_    structs.HostLayout
+		Conn struct {
+			_     structs.HostLayout
+			Pair  knockwatchKwPair
+			Sport uint16
+			Dport uint16
+			Pad   uint32
+		}
+		SynTs     uint64
+		SynackTs  uint64
+		SynSeq    uint32
+		SynackSeq uint32
+		HasSynack uint8
+		Flagged   uint8
+		Pad       [2]uint8
+		Epoch     uint32
+	}
+	Scan struct {
+		_        structs.HostLayout
+		H        uint32
+		Fp       uint32
+		Same     int32
+		Early    int32
+		Mark     int32
+		SameTag  uint32
+		EarlyTag uint32
+		Cidx     uint32
+		Due      uint32
+		Other    uint8
+		Flagged  uint8
+		Pad      [2]uint8
+	}
+	Tscan struct {
+		_     structs.HostLayout
+		Mark  int32
+		Touch int32
+		Other int32
+		Cidx  uint32
+		Same  uint32
+		Pad   uint32
+	}
+	Ins struct {
+		_      structs.HostLayout
+		T      uint32
+		Seq    uint32
+		Sport  uint16
+		Dport  uint16
+		KeepFp uint32
+	}
+	Hs  knockwatchHandshakeRec
+	Rec knockwatchKnockRec
+	St  struct {
+		_    structs.HostLayout
+		Conn [12]struct {
+			_     structs.HostLayout
+			Pair  knockwatchKwPair
+			Sport uint16
+			Dport uint16
+			Pad   uint32
+		}
+		Ts    [12]uint64
+		Kind  [12]uint8
+		N     uint32
+		Knock uint8
+		Pad   [3]uint8
+		_     [4]byte
+	}
+	Ev struct {
+		_    structs.HostLayout
+		Conn struct {
+			_     structs.HostLayout
+			Pair  knockwatchKwPair
+			Sport uint16
+			Dport uint16
+			Pad   uint32
+		}
+		Ts   uint64
+		Now  uint64
+		Seq  uint32
+		Kind uint8
+		Pad  [3]uint8
+	}
+	Dues [9]struct {
+		_     structs.HostLayout
+		Ts    uint64
+		Port  uint16
+		Sport uint16
+		Kind  uint8
+		Pad   [3]uint8
+	}
+	Moved [4]struct {
+		_     structs.HostLayout
+		T     uint64
+		Seq   uint32
+		Sport uint16
+		Dport uint16
+	}
+	Tags   [4]uint32
+	Firsts [4]struct {
+		_     structs.HostLayout
+		Ts    uint64
+		Port  uint16
+		Sport uint16
+		Kind  uint8
+		Pad   [3]uint8
+	}
+	Nmoved    uint32
+	Nfirsts   uint32
+	Cidx      uint32
+	Epoch     uint32
+	Distinct  uint16
+	Attempted uint16
+	Flagged   uint8
+	Matched   uint8
+	Pad       [2]uint8
+	MatchT    uint64
+	MatchSeq  uint32
+	Pad2      uint32
+	Pair      knockwatchKwPair
 }
 
 type knockwatchKwSweepArgs struct {
@@ -203,67 +424,70 @@ type knockwatchKwSweepArgs struct {
 	Now   uint64
 	Start uint32
 	Count uint32
+	Which uint32
+	Pad   uint32
+}
+
+type knockwatchKwWatch struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	State uint32
+	Conn  struct {
+		_     structs.HostLayout
+		Pair  knockwatchKwPair
+		Sport uint16
+		Dport uint16
+		Pad   uint32
+	}
+	SynSeq         uint32
+	SynackSeq      uint32
+	Epoch          uint32
+	Flagged        uint8
+	HasSynack      uint8
+	Pad            [2]uint8
+	SynTs          uint64
+	SynackTs       uint64
+	PortLastClosed uint64
+	PortFirstOpen  uint64
+	PortLastOpen   uint64
+	PortDone       uint64
+	PortDoneFp     uint32
+	Pad2           uint32
 }
 
 type knockwatchLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
-	Addr      struct {
-		_ structs.HostLayout
-		B [16]uint8
-	}
-}
-
-type knockwatchPairSlot struct {
-	_    structs.HostLayout
-	Lock struct {
-		_   structs.HostLayout
-		Val uint32
-	}
-	FirstPort uint16
-	FirstKind uint8
-	Pad       uint8
-	CandHash  uint32
-	Pad2      uint32
-	FirstTs   uint64
-	Owner     knockwatchKwPair
-	Pend      [4]struct {
-		_     structs.HostLayout
-		Ts    uint64
-		Seq   uint32
-		Sport uint16
-		Dport uint16
-	}
-	Pad3 uint64
+	Addr      [16]uint8
 }
 
 type knockwatchPortSlot struct {
-	_    structs.HostLayout
-	Lock struct {
-		_   structs.HostLayout
-		Val uint32
-	}
-	Pad0 uint32
-	Host struct {
-		_ structs.HostLayout
-		B [16]uint8
-	}
-	Port       uint16
-	Pad        [3]uint16
+	_          structs.HostLayout
+	Key        uint32
+	DoneFp     uint32
 	LastClosed uint64
+	FirstOpen  uint64
 	LastOpen   uint64
+	DoneTs     uint64
+	Pad        [3]uint64
 }
 
-type knockwatchWatch struct {
-	_              structs.HostLayout
-	SynSeq         uint32
-	SynackSeq      uint32
-	State          uint32
-	_              [4]byte
-	SynTs          uint64
-	SynackTs       uint64
-	PortLastClosed uint64
-	PortLastOpen   uint64
+type knockwatchTouchRec struct {
+	_    structs.HostLayout
+	Type uint32
+	Kind uint8
+	Pad  [3]uint8
+	Conn struct {
+		_     structs.HostLayout
+		Pair  knockwatchKwPair
+		Sport uint16
+		Dport uint16
+		Pad   uint32
+	}
+	Ts uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -271,24 +495,24 @@ type knockwatchWatch struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	knockwatchMapAllowlist          = "allowlist"
-	knockwatchMapCandidates         = "candidates"
+	knockwatchMapCands              = "cands"
 	knockwatchMapEvents             = "events"
-	knockwatchMapFlagged            = "flagged"
 	knockwatchMapIfaceStats         = "iface_stats"
-	knockwatchMapPairSlots          = "pair_slots"
+	knockwatchMapOwners             = "owners"
+	knockwatchMapPairs              = "pairs"
 	knockwatchMapPortSlots          = "port_slots"
 	knockwatchMapScratch            = "scratch"
 	knockwatchMapStats              = "stats"
-	knockwatchMapWatch              = "watch"
+	knockwatchMapWatches            = "watches"
 	knockwatchProgKnockwatch        = "knockwatch"
 	knockwatchProgKnockwatchSweep   = "knockwatch_sweep"
 	knockwatchVarCFG                = "CFG"
-	knockwatchVarAnyFlagged         = "any_flagged"
 	knockwatchVarUnusedCounter      = "unused_counter"
 	knockwatchVarUnusedHandshakeRec = "unused_handshake_rec"
 	knockwatchVarUnusedIfCounter    = "unused_if_counter"
 	knockwatchVarUnusedKnockRec     = "unused_knock_rec"
 	knockwatchVarUnusedSweepArgs    = "unused_sweep_args"
+	knockwatchVarUnusedTouchRec     = "unused_touch_rec"
 	knockwatchVarWatchUntil         = "watch_until"
 )
 
@@ -343,15 +567,15 @@ type knockwatchProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type knockwatchMapSpecs struct {
 	Allowlist  *ebpf.MapSpec `ebpf:"allowlist"`
-	Candidates *ebpf.MapSpec `ebpf:"candidates"`
+	Cands      *ebpf.MapSpec `ebpf:"cands"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
-	Flagged    *ebpf.MapSpec `ebpf:"flagged"`
 	IfaceStats *ebpf.MapSpec `ebpf:"iface_stats"`
-	PairSlots  *ebpf.MapSpec `ebpf:"pair_slots"`
+	Owners     *ebpf.MapSpec `ebpf:"owners"`
+	Pairs      *ebpf.MapSpec `ebpf:"pairs"`
 	PortSlots  *ebpf.MapSpec `ebpf:"port_slots"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
-	Watch      *ebpf.MapSpec `ebpf:"watch"`
+	Watches    *ebpf.MapSpec `ebpf:"watches"`
 }
 
 // knockwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -359,12 +583,12 @@ type knockwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type knockwatchVariableSpecs struct {
 	CFG                *ebpf.VariableSpec `ebpf:"CFG"`
-	AnyFlagged         *ebpf.VariableSpec `ebpf:"any_flagged"`
 	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedHandshakeRec *ebpf.VariableSpec `ebpf:"unused_handshake_rec"`
 	UnusedIfCounter    *ebpf.VariableSpec `ebpf:"unused_if_counter"`
 	UnusedKnockRec     *ebpf.VariableSpec `ebpf:"unused_knock_rec"`
 	UnusedSweepArgs    *ebpf.VariableSpec `ebpf:"unused_sweep_args"`
+	UnusedTouchRec     *ebpf.VariableSpec `ebpf:"unused_touch_rec"`
 	WatchUntil         *ebpf.VariableSpec `ebpf:"watch_until"`
 }
 
@@ -389,29 +613,29 @@ func (o *knockwatchObjects) Close() error {
 // It can be passed to loadKnockwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type knockwatchMaps struct {
 	Allowlist  *ebpf.Map `ebpf:"allowlist"`
-	Candidates *ebpf.Map `ebpf:"candidates"`
+	Cands      *ebpf.Map `ebpf:"cands"`
 	Events     *ebpf.Map `ebpf:"events"`
-	Flagged    *ebpf.Map `ebpf:"flagged"`
 	IfaceStats *ebpf.Map `ebpf:"iface_stats"`
-	PairSlots  *ebpf.Map `ebpf:"pair_slots"`
+	Owners     *ebpf.Map `ebpf:"owners"`
+	Pairs      *ebpf.Map `ebpf:"pairs"`
 	PortSlots  *ebpf.Map `ebpf:"port_slots"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Stats      *ebpf.Map `ebpf:"stats"`
-	Watch      *ebpf.Map `ebpf:"watch"`
+	Watches    *ebpf.Map `ebpf:"watches"`
 }
 
 func (m *knockwatchMaps) Close() error {
 	return _KnockwatchClose(
 		m.Allowlist,
-		m.Candidates,
+		m.Cands,
 		m.Events,
-		m.Flagged,
 		m.IfaceStats,
-		m.PairSlots,
+		m.Owners,
+		m.Pairs,
 		m.PortSlots,
 		m.Scratch,
 		m.Stats,
-		m.Watch,
+		m.Watches,
 	)
 }
 
@@ -420,12 +644,12 @@ func (m *knockwatchMaps) Close() error {
 // It can be passed to loadKnockwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type knockwatchVariables struct {
 	CFG                *ebpf.Variable `ebpf:"CFG"`
-	AnyFlagged         *ebpf.Variable `ebpf:"any_flagged"`
 	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedHandshakeRec *ebpf.Variable `ebpf:"unused_handshake_rec"`
 	UnusedIfCounter    *ebpf.Variable `ebpf:"unused_if_counter"`
 	UnusedKnockRec     *ebpf.Variable `ebpf:"unused_knock_rec"`
 	UnusedSweepArgs    *ebpf.Variable `ebpf:"unused_sweep_args"`
+	UnusedTouchRec     *ebpf.Variable `ebpf:"unused_touch_rec"`
 	WatchUntil         *ebpf.Variable `ebpf:"watch_until"`
 }
 

@@ -46,7 +46,7 @@ type Sensor struct {
 var ErrSensorClosed = errors.New("sensor closed")
 
 // pinnedMaps are the maps whose content is worth keeping across a restart.
-var pinnedMaps = []string{"pair_slots", "candidates", "flagged", "watch", "port_slots", "allowlist"}
+var pinnedMaps = []string{"pairs", "cands", "watches", "port_slots", "allowlist", "owners"}
 
 // Load checks cfg, loads the program into the kernel and returns it
 // unattached. It raises RLIMIT_MEMLOCK where the kernel still charges BPF
@@ -87,13 +87,16 @@ func Load(cfg sensor.Config, opts Options) (*Sensor, error) {
 		return nil, fmt.Errorf("set CFG: %w", err)
 	}
 	sizes := map[string]uint32{
-		"pair_slots": kcfg.PairSlotsMask + 1,
-		"port_slots": kcfg.PortSlotsMask + 1,
-		"candidates": cfg.Candidates,
-		"flagged":    cfg.Flagged,
-		"watch":      cfg.Watches,
+		"pairs":      kcfg.PairMask + 1,
+		"cands":      kcfg.CandMask + 1,
+		"port_slots": kcfg.PortMask + 1,
+		"watches":    kcfg.WatchMask + 1,
 		"allowlist":  cfg.Allowlist,
 		"events":     cfg.RingBytes,
+		"owners":     1,
+	}
+	if cfg.ReportTouches {
+		sizes["owners"] = (kcfg.PairMask + 1) * sensor.PairWays
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -116,17 +119,6 @@ func Load(cfg sensor.Config, opts Options) (*Sensor, error) {
 				opts.PinPath, filepath.Join(opts.PinPath, "*"), err)
 		}
 		return nil, fmt.Errorf("load XDP program: %w", explainPerm(err))
-	}
-	if opts.PinPath != "" {
-		// The gates live in .bss, which is not pinned: reopen the SYN
-		// check if the pinned flagged map survived with entries.
-		var k knockwatchKwPair
-		if err := s.objs.Flagged.NextKey(nil, &k); err == nil {
-			if err := s.objs.AnyFlagged.Set(uint32(1)); err != nil {
-				s.Close()
-				return nil, fmt.Errorf("restore flag gate: %w", err)
-			}
-		}
 	}
 	return s, nil
 }

@@ -11,7 +11,7 @@ import (
 func TestMapFills(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	cfg := sensor.DefaultConfig()
-	cfg.PairSlots, cfg.PortSlots, cfg.Candidates, cfg.Flagged, cfg.Watches, cfg.RingBytes = 1024, 1024, 256, 64, 64, 1<<16
+	cfg.PairSlots, cfg.PortSlots, cfg.Candidates, cfg.Watches, cfg.RingBytes = 1024, 1024, 256, 64, 1<<16
 	s, err := Load(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -25,14 +25,14 @@ func TestMapFills(t *testing.T) {
 	for _, m := range maps {
 		byName[m.Name] = m
 	}
-	c, ok := byName["candidates"]
-	if !ok {
-		t.Fatalf("no candidates map among %v", maps)
+	// Tables are arrays of buckets: their capacity, no key count.
+	if c, ok := byName["cands"]; !ok || c.Entries != -1 || c.MaxEntries != 256/4 {
+		t.Fatalf("cands = %+v, want 64 buckets", c)
 	}
-	if c.MaxEntries != 256 || c.Entries != 0 {
-		t.Fatalf("candidates = %+v, want 0 of 256", c)
+	if p, ok := byName["pairs"]; !ok || p.Entries != -1 || p.MaxEntries != 1024/4 {
+		t.Fatalf("pairs = %+v, want 256 buckets", p)
 	}
-	if p, ok := byName["pair_slots"]; !ok || p.Entries != -1 || p.MaxEntries != 1024 {
-		t.Fatalf("pair_slots = %+v", p)
+	if a, ok := byName["allowlist"]; !ok || a.Entries != 0 {
+		t.Fatalf("allowlist = %+v, want 0 entries", a)
 	}
 }

@@ -34,13 +34,10 @@ func (s *Sensor) NewReader() (*Reader, error) {
 
 // Clock returns the conversion from the program's timestamps to UTC.
 func (s *Sensor) Clock() sensor.Clock {
-	switch {
-	case s.cfg.Replay:
+	if s.cfg.Replay {
 		return sensor.UnixClock
-	case s.cfg.CoarseClock:
-		return MonotonicClock
 	}
-	return TAIClock
+	return MonotonicClock
 }
 
 // Read blocks until a record arrives. Records that do not decode are

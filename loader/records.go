@@ -16,6 +16,7 @@ import (
 const (
 	recKnock     = 1
 	recHandshake = 2
+	recTouch     = 3
 )
 
 // ErrShortRecord is returned for a record shorter than its type says.
@@ -37,20 +38,7 @@ func DecodeRecord(raw []byte, clock sensor.Clock) (sensor.Record, error) {
 		if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &r); err != nil {
 			return nil, fmt.Errorf("decode knock: %w", err)
 		}
-		k := &sensor.Knock{
-			Src:      addr(r.Pair.Src.B),
-			Dst:      addr(r.Pair.Dst.B),
-			Distinct: int(r.Distinct),
-			FlagTime: sensor.Stamp(clock, r.FlagTs),
-		}
-		n := min(int(r.N), len(r.Touches))
-		for _, t := range r.Touches[:n] {
-			k.Touches = append(k.Touches, sensor.Touch{Port: t.Port, Time: sensor.Stamp(clock, t.Ts), Kind: sensor.TouchKind(t.Kind)})
-		}
-		// The ring is in detection order; an S0 touch is detected after
-		// later REJ touches. Analysts want the sequence as sent.
-		sort.SliceStable(k.Touches, func(i, j int) bool { return k.Touches[i].Time.Before(k.Touches[j].Time) })
-		return k, nil
+		return knockOf(&r, clock), nil
 	case recHandshake:
 		var r knockwatchHandshakeRec
 		if len(raw) < int(unsafe.Sizeof(r)) {
@@ -68,10 +56,51 @@ func DecodeRecord(raw []byte, clock sensor.Clock) (sensor.Record, error) {
 			SYNACK:         sensor.Stamp(clock, r.SynackTs),
 			ACK:            sensor.Stamp(clock, r.AckTs),
 			PortLastClosed: sensor.Stamp(clock, r.PortLastClosed),
+			PortFirstOpen:  sensor.Stamp(clock, r.PortFirstOpen),
 			PortLastOpen:   sensor.Stamp(clock, r.PortLastOpen),
+			PortOtherDone:  sensor.Stamp(clock, r.PortOtherDone),
 			Distinct:       int(r.Distinct),
+			Attempted:      int(r.Attempted),
+			Epoch:          r.Epoch,
+		}, nil
+	case recTouch:
+		var r knockwatchTouchRec
+		if len(raw) < int(unsafe.Sizeof(r)) {
+			return nil, fmt.Errorf("decode touch: %w: %d bytes", ErrShortRecord, len(raw))
+		}
+		if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &r); err != nil {
+			return nil, fmt.Errorf("decode touch: %w", err)
+		}
+		return &sensor.TouchRecord{
+			Src:     addr(r.Conn.Pair.Src.B),
+			Dst:     addr(r.Conn.Pair.Dst.B),
+			SrcPort: r.Conn.Sport,
+			Port:    r.Conn.Dport,
+			Time:    sensor.Stamp(clock, r.Ts),
+			Kind:    sensor.TouchKind(r.Kind),
 		}, nil
 	default:
 		return nil, fmt.Errorf("decode record: unknown type %d", typ)
 	}
+}
+
+// knockOf converts a KNOCK record; its touches come out ordered by time
+// (the ring is in detection order, and an S0 touch is detected after later
+// REJ touches; analysts want the sequence as sent).
+func knockOf(r *knockwatchKnockRec, clock sensor.Clock) *sensor.Knock {
+	k := &sensor.Knock{
+		Src:       addr(r.Pair.Src.B),
+		Dst:       addr(r.Pair.Dst.B),
+		Distinct:  int(r.Distinct),
+		Attempted: int(r.Attempted),
+		Epoch:     r.Epoch,
+		FlagTime:  sensor.Stamp(clock, r.FlagTs),
+	}
+	n := min(int(r.N), len(r.Touches))
+	for _, t := range r.Touches[:n] {
+		k.Touches = append(k.Touches, sensor.Touch{Port: t.Port, SrcPort: t.Sport, Time: sensor.Stamp(clock, t.Ts),
+			Kind: sensor.TouchKind(t.Kind)})
+	}
+	sort.SliceStable(k.Touches, func(i, j int) bool { return k.Touches[i].Time.Before(k.Touches[j].Time) })
+	return k
 }

@@ -102,7 +102,7 @@ func lpmKey(p netip.Prefix) knockwatchLpmKey {
 	}
 	var k knockwatchLpmKey
 	k.Prefixlen = uint32(bits)
-	k.Addr.B = p.Addr().As16() // IPv4 comes out IPv4-mapped, as the program keys it
+	k.Addr = p.Addr().As16() // IPv4 comes out IPv4-mapped, as the program keys it
 	return k
 }
 

@@ -91,10 +91,12 @@ func genCapture(path string, n int) error {
 			fl := flows[rng.IntN(len(flows))]
 			if rng.IntN(2) == 0 {
 				binary.BigEndian.PutUint32(fl.data[tcpOff+4:], fl.seq)
+				pkt.FixChecksums(fl.data)
 				fl.seq += fl.n
 				put(fl.data)
 			} else {
 				binary.BigEndian.PutUint32(fl.ack[tcpOff+8:], fl.seq)
+				pkt.FixChecksums(fl.ack)
 				put(fl.ack)
 			}
 		case r < 86: // a handshake to an open port

@@ -54,7 +54,6 @@ func testSensorConfig() sensor.Config {
 	cfg.PairSlots = 1 << 12
 	cfg.PortSlots = 1 << 12
 	cfg.Candidates = 1024
-	cfg.Flagged = 1024
 	cfg.Watches = 1024
 	cfg.RingBytes = 1 << 16
 	return cfg

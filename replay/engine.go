@@ -40,11 +40,15 @@ type Engine interface {
 	Close() error
 }
 
-// NewEngine returns the engine of kind (auto, xdp, go) for cfg (Replay is
-// set here; a zero HashSeed becomes DefaultHashSeed) with the allowlisted
+// NewEngine returns the engine of kind (auto, xdp, go) for cfg (Replay and
+// AckProof are set here; a zero HashSeed becomes DefaultHashSeed) with the allowlisted
 // source prefixes. For auto, note says which engine was picked and why.
 func NewEngine(kind string, cfg sensor.Config, allow []netip.Prefix) (e Engine, note string, err error) {
 	cfg.Replay = true
+	// A capture may hold one direction only (a one-way tap, or a trace
+	// cut at the sensor's side): the client's ACK then proves the answer
+	// the capture lacks, as Zeek's SH does. It costs nothing offline.
+	cfg.AckProof = true
 	if cfg.HashSeed == 0 {
 		cfg.HashSeed = DefaultHashSeed
 	}

@@ -39,6 +39,17 @@ var CounterNames = []string{
 	"ipv4",
 	"ipv6",
 	"vlan",
+	"bad_csum",
+	"touch_rstos0",
+	"answer_early",
+	"ack_proof",
+	"pair_full",
+	"cand_evicted",
+	"mark_evicted",
+	"knock_deferred",
+	"reported_overflow",
+	"watch_lost",
+	"attempted",
 }
 
 // Counters are the program's counters summed over CPUs, by name.

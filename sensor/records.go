@@ -11,9 +11,17 @@ type TouchKind uint8
 
 // Touch kinds, as Zeek names the connection states (enum kw_touch_kind).
 const (
-	TouchREJ TouchKind = 1 // SYN answered by an RST
-	TouchS0  TouchKind = 2 // SYN never answered
+	TouchREJ    TouchKind = 1 // SYN answered by an RST
+	TouchS0     TouchKind = 2 // SYN never answered
+	TouchRSTOS0 TouchKind = 3 // SYN, then the originator's own RST; no answer seen
+	// TouchAttempt is a SYN pushed out of the sensor's state before it was
+	// answered or timed out: tried, not decided. It appears only in a
+	// KNOCK's touch list (and counts in Attempted), never as a closed touch.
+	TouchAttempt TouchKind = 4
 )
+
+// Closed reports whether k shows a closed port (REJ, S0 or RSTOS0).
+func (k TouchKind) Closed() bool { return k >= TouchREJ && k <= TouchRSTOS0 }
 
 func (k TouchKind) String() string {
 	switch k {
@@ -21,6 +29,10 @@ func (k TouchKind) String() string {
 		return "REJ"
 	case TouchS0:
 		return "S0"
+	case TouchRSTOS0:
+		return "RSTOS0"
+	case TouchAttempt:
+		return "attempt"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -28,34 +40,51 @@ func (k TouchKind) String() string {
 // MarshalText writes REJ or S0.
 func (k TouchKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
-// Touch is one closed-port touch.
+// Touch is one closed-port touch (or, Kind TouchAttempt, an attempt).
 type Touch struct {
-	Port uint16    `json:"port"`
-	Time time.Time `json:"time"`
-	Kind TouchKind `json:"kind"`
+	Port    uint16    `json:"port"`
+	SrcPort uint16    `json:"source_port,omitempty"`
+	Time    time.Time `json:"time"`
+	Kind    TouchKind `json:"kind"`
 }
 
 // Knock is a KNOCK record: Src touched at least MinPorts distinct closed
-// ports on Dst within the window. Touches are ordered by time (the last 16).
+// ports on Dst within the window. Touches are ordered by time (the last 16,
+// attempts included). Every use of a knock sends one: Epoch counts them.
 type Knock struct {
 	Src, Dst netip.Addr
 	Touches  []Touch
 	// Distinct closed ports of Src on Dst in the current burst (saturating
 	// at 65535): a knock is a handful, a scan is hundreds.
 	Distinct int
-	FlagTime time.Time
+	// Attempted distinct ports Src tried on Dst in the burst without an
+	// open answer, decided or not (a SYN scan of a filtered host is
+	// hundreds here even when few SYNs were decided).
+	Attempted int
+	Epoch     uint32
+	FlagTime  time.Time
 }
 
 // Handshake is a HANDSHAKE record: the first completed three-way handshake
-// of a flagged pair to one port.
+// of a flagged pair to one port since its latest knock.
 type Handshake struct {
-	Src, Dst       netip.Addr
-	SrcPort, Port  uint16
-	SYN, SYNACK    time.Time
-	ACK            time.Time
-	PortLastClosed time.Time // zero: the sensor never saw the port closed
-	PortLastOpen   time.Time // zero: never seen open before this connection
-	Distinct       int
+	Src, Dst      netip.Addr
+	SrcPort, Port uint16
+	SYN           time.Time
+	SYNACK        time.Time // zero: not seen (the client's ACK proved it)
+	ACK           time.Time
+	// What the sensor knew of Dst:Port before this connection was answered
+	// (the zero time: never seen).
+	PortLastClosed time.Time // latest closed touch, by anyone
+	PortFirstOpen  time.Time // first answer since then, to anyone
+	PortLastOpen   time.Time // latest answer, to anyone
+	// PortOtherDone: the first handshake completed since the port was last
+	// seen closed, when another source completed it (zero: none, or this
+	// source itself). Probes that never complete do not count.
+	PortOtherDone time.Time
+	Distinct      int
+	Attempted     int
+	Epoch         uint32 // the knock this handshake follows (0: unknown)
 }
 
 // TouchRecord is one closed-port touch as the sensor classified it, with

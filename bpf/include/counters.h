@@ -30,21 +30,32 @@ enum kw_counter {
 	KW_C_SYNACK_UNMATCHED, /* SYN-ACK answering no SYN we saw (or with a wrong ack) */
 	KW_C_PORT_OPEN,        /* SYN-ACK matched to a pending SYN: port seen open */
 	KW_C_PENDING_EVICTED,  /* an unanswered, not yet timed out SYN was pushed out */
-	KW_C_SLOT_TAKEOVER,    /* a pair slot changed owner (direct-mapped collision) */
-	KW_C_CANDIDATES,       /* candidate state created (second distinct closed touch) */
+	KW_C_SLOT_TAKEOVER,    /* a pair-bucket entry of another pair was evicted for a new one */
+	KW_C_CANDIDATES,       /* candidates created (second distinct port of a pair) */
 	KW_C_FLAGS,            /* knocks flagged (KNOCK records sent) */
 	KW_C_HANDSHAKES,       /* HANDSHAKE records sent */
 	KW_C_HANDSHAKE_BAD_ACK,/* watched connection's ACK did not ack the SYN-ACK */
-	KW_C_HANDSHAKE_REPEAT, /* completed handshake to a port already reported */
-	KW_C_WATCH_STARTED,    /* SYN of a flagged pair: handshake watched */
+	KW_C_HANDSHAKE_REPEAT, /* completed handshake to a port already reported for this knock */
+	KW_C_WATCH_STARTED,    /* handshake watched (flagged pair, or first connections to a port) */
 	KW_C_ALLOWLISTED,      /* touches by allowlisted sources (never flagged) */
 	KW_C_RINGBUF_FULL,     /* ring-buffer reserve failed: record lost */
-	KW_C_MAP_INSERT_FAIL,  /* a map update failed */
+	KW_C_MAP_INSERT_FAIL,  /* state could not be recorded (no room a lower-value entry could give) */
 	KW_C_PORT_SLOT_TAKEOVER, /* port-state slot changed owner */
 	KW_C_NO_META,          /* replay mode packet without 8 bytes of metadata */
 	KW_C_IPV4,
 	KW_C_IPV6,
 	KW_C_VLAN,             /* packets with at least one 802.1Q/802.1ad tag */
+	KW_C_BAD_CSUM,         /* SYN/RST/SYN-ACK/ACK with a wrong TCP checksum: ignored */
+	KW_C_TOUCH_RSTOS0,     /* closed-port touch: SYN, then the originator's RST, no answer */
+	KW_C_ANSWER_EARLY,     /* RST or SYN-ACK seen before the SYN it answers, then matched */
+	KW_C_ACK_PROOF,        /* unanswered SYN proved answered by the client's ACK (SYN-ACK unseen) */
+	KW_C_PAIR_FULL,        /* a pair bucket had no entry a new one could take: not recorded */
+	KW_C_CAND_EVICTED,     /* a live candidate was pushed out of its bucket */
+	KW_C_MARK_EVICTED,     /* a live candidate's mark was pushed out of its pair bucket */
+	KW_C_KNOCK_DEFERRED,   /* a new burst within the window of the last KNOCK: sent later */
+	KW_C_REPORTED_OVERFLOW,/* a knock's reported-ports list was full: its oldest was dropped */
+	KW_C_WATCH_LOST,       /* a handshake watch was overwritten before its ACK */
+	KW_C_ATTEMPTED,        /* distinct ports added to a pair's attempted count */
 	KW_C__MAX,
 };
 

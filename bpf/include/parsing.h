@@ -12,6 +12,11 @@
  * with hop-by-hop, routing and destination-options headers (a fragment
  * header is KW_FRAGMENT, any other extension KW_UNKNOWN_EXT); TCP with any
  * data offset >= 5 (options are not read, only their length is checked).
+ *
+ * kw_csum_ok checks a parsed segment's TCP checksum (pseudo-header
+ * included); the entry point calls it only for segments that change state
+ * (SYN, SYN-ACK, RST, and ACKs a handshake watch or an unanswered SYN waits
+ * for), as Zeek ignores segments with a bad checksum unless run with -C.
  */
 #ifndef KW_PARSING_H
 #define KW_PARSING_H
@@ -31,37 +36,6 @@
 
 #ifndef ETH_P_8021AD
 #define ETH_P_8021AD 0x88A8
-/* kw_count_parse counts why kw_parse stopped, globally and per interface. */
-static __always_inline void kw_count_parse(struct kw_counters *c, struct kw_if_counters *ic, int rc)
-{
-	switch (rc) {
-	case KW_NON_IP:
-		KW_INC(c, KW_C_NON_IP);
-		ic->c[KW_IF_NON_IP]++;
-		break;
-	case KW_NON_TCP:
-		KW_INC(c, KW_C_NON_TCP);
-		ic->c[KW_IF_NON_TCP]++;
-		break;
-	case KW_TRUNCATED:
-		KW_INC(c, KW_C_TRUNCATED);
-		ic->c[KW_IF_TRUNCATED]++;
-		break;
-	case KW_FRAGMENT:
-		KW_INC(c, KW_C_FRAGMENT);
-		ic->c[KW_IF_FRAGMENT]++;
-		break;
-	case KW_UNKNOWN_EXT:
-		KW_INC(c, KW_C_UNKNOWN_EXT);
-		ic->c[KW_IF_UNKNOWN_EXT]++;
-		break;
-	default:
-		KW_INC(c, KW_C_BAD_HEADER);
-		ic->c[KW_IF_BAD_HEADER]++;
-		break;
-	}
-}
-
 #endif
 
 enum kw_parse_outcome {
@@ -80,17 +54,6 @@ enum kw_parse_outcome {
 #define KW_TH_RST 0x04
 #define KW_TH_ACK 0x10
 
-struct kw_packet {
-	struct kw_addr saddr;
-	struct kw_addr daddr;
-	__u16 sport; /* host byte order */
-	__u16 dport;
-	__u32 seq;   /* host byte order */
-	__u32 ack;
-	__u8 flags;  /* KW_TH_* */
-	__u8 vlan;   /* number of VLAN tags seen */
-	__u8 ipv6;
-};
 
 struct vlan_hdr_kw {
 	__be16 tci;
@@ -105,7 +68,7 @@ static __always_inline void kw_map_v4(struct kw_addr *a, __be32 v4)
 	__builtin_memcpy(&a->b[12], &v4, 4);
 }
 
-static __always_inline int kw_parse_tcp(void *l4, void *data_end, struct kw_packet *p)
+static __always_inline int kw_parse_tcp(void *data, void *l4, void *data_end, struct kw_packet *p)
 {
 	struct tcphdr *th = l4;
 
@@ -120,10 +83,11 @@ static __always_inline int kw_parse_tcp(void *l4, void *data_end, struct kw_pack
 	p->seq = bpf_ntohl(th->seq);
 	p->ack = bpf_ntohl(th->ack_seq);
 	p->flags = ((__u8 *)th)[13];
+	p->l4off = (__u16)(l4 - data);
 	return KW_OK;
 }
 
-static __always_inline int kw_parse_ipv4(void *l3, void *data_end, struct kw_packet *p)
+static __always_inline int kw_parse_ipv4(void *data, void *l3, void *data_end, struct kw_packet *p)
 {
 	struct iphdr *iph = l3;
 
@@ -138,12 +102,13 @@ static __always_inline int kw_parse_ipv4(void *l3, void *data_end, struct kw_pac
 		return KW_FRAGMENT;
 	if (iph->protocol != IPPROTO_TCP)
 		return KW_NON_TCP;
+	p->seglen = bpf_ntohs(iph->tot_len) - iph->ihl * 4;
 	kw_map_v4(&p->saddr, iph->saddr);
 	kw_map_v4(&p->daddr, iph->daddr);
-	return kw_parse_tcp((void *)iph + iph->ihl * 4, data_end, p);
+	return kw_parse_tcp(data, (void *)iph + iph->ihl * 4, data_end, p);
 }
 
-static __always_inline int kw_parse_ipv6(void *l3, void *data_end, struct kw_packet *p)
+static __always_inline int kw_parse_ipv6(void *data, void *l3, void *data_end, struct kw_packet *p)
 {
 	struct ipv6hdr *ip6 = l3;
 	void *cur = ip6 + 1;
@@ -182,10 +147,11 @@ static __always_inline int kw_parse_ipv6(void *l3, void *data_end, struct kw_pac
 	if (next != IPPROTO_TCP)
 		return KW_UNKNOWN_EXT; /* more extension headers than we walk */
 tcp:
+	p->seglen = bpf_ntohs(ip6->payload_len) - (__u16)(cur - (void *)(ip6 + 1));
 	__builtin_memcpy(&p->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(&p->daddr, &ip6->daddr, 16);
 	p->ipv6 = 1;
-	return kw_parse_tcp(cur, data_end, p);
+	return kw_parse_tcp(data, cur, data_end, p);
 }
 
 static __always_inline int kw_parse(void *data, void *data_end, struct kw_packet *p)
@@ -210,10 +176,76 @@ static __always_inline int kw_parse(void *data, void *data_end, struct kw_packet
 		p->vlan++;
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return kw_parse_ipv4(cur, data_end, p);
+		return kw_parse_ipv4(data, cur, data_end, p);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return kw_parse_ipv6(cur, data_end, p);
+		return kw_parse_ipv6(data, cur, data_end, p);
 	return KW_NON_IP;
+}
+
+#define KW_CSUM_MAX 1500 /* longer segments are not checked (counted as good) */
+
+/* kw_csum_ok reports whether the TCP checksum of the segment kw_parse found
+ * is right: the one's complement sum of the pseudo-header and the segment,
+ * read as native 16-bit words (the sum is the same in either byte order),
+ * folds to 0xffff. A segment that runs past the captured bytes or is longer
+ * than KW_CSUM_MAX cannot be checked and passes. */
+static __always_inline int kw_csum_ok(void *data, void *data_end, const struct kw_packet *p)
+{
+	__u32 len = p->seglen, off = 0, l4off = p->l4off & 0x1ff;
+	__u64 sum = 0;
+	void *l4;
+
+	if (len < 20 || len > KW_CSUM_MAX || l4off != p->l4off)
+		return 1;
+	asm volatile("" : "+r"(l4off)); /* keep the mask: the verifier bounds the pointer by it */
+	l4off &= 0x1ff;
+	l4 = data + l4off;
+	if (l4 + len > data_end)
+		return 1;
+	if (p->ipv6) {
+		const __u32 *s = (const __u32 *)p->saddr.b, *d = (const __u32 *)p->daddr.b;
+
+		sum += (__u64)s[0] + s[1] + s[2] + s[3] + d[0] + d[1] + d[2] + d[3];
+		sum += bpf_htonl(len) + bpf_htonl(IPPROTO_TCP);
+	} else {
+		__u32 s4, d4;
+
+		__builtin_memcpy(&s4, &p->saddr.b[12], 4);
+		__builtin_memcpy(&d4, &p->daddr.b[12], 4);
+		sum += (__u64)s4 + d4 + bpf_htons(IPPROTO_TCP) + bpf_htons((__u16)len);
+	}
+	for (int i = 0; i < KW_CSUM_MAX / 4; i++) {
+		__u32 *w;
+
+		if (off + 4 > len)
+			break;
+		w = l4 + (off & 0x7ff);
+		if ((void *)(w + 1) > data_end)
+			return 1;
+		sum += *w;
+		off += 4;
+	}
+	if (off + 2 <= len) {
+		__u16 *w = l4 + (off & 0x7ff);
+
+		if ((void *)(w + 1) > data_end)
+			return 1;
+		sum += *w;
+		off += 2;
+	}
+	if (off < len) {
+		__u8 *b = l4 + (off & 0x7ff);
+
+		if ((void *)(b + 1) > data_end)
+			return 1;
+		sum += *b; /* the last byte pads a word with zero: its low byte in native order */
+	}
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (sum & 0xffff) == 0xffff;
 }
 
 /* kw_count_parse counts why kw_parse stopped, globally and per interface. */

@@ -1,61 +1,147 @@
-/* portstate.h — per (D, port) "last seen closed / last seen open".
+/* portstate.h — per (D, port): last seen closed, first and last seen open,
+ * and who first completed a handshake since it was last closed.
  *
- * A direct-mapped table: a colliding (D, port) takes the slot over (counted
- * as KW_C_PORT_SLOT_TAKEOVER). Timestamps are rewritten only when older than
- * CFG.port_refresh_ns, so a busy open port costs a read, not a write, per
- * SYN-ACK. */
+ * Direct-mapped and lock-free: the slot's key word is claimed with
+ * compare-and-swap on takeover (a colliding (D, port) takes the slot over,
+ * counted as KW_C_PORT_SLOT_TAKEOVER), and every timestamp only moves
+ * forward by compare-and-swap, so two CPUs updating the same port never
+ * take it backwards. Timestamps are rewritten only when older than
+ * CFG.port_refresh_ns, so a busy port costs a read, not a write.
+ *
+ * What an attacker reads here: "open all along" and "someone else connected
+ * first" decide that a handshake cannot alert. A SYN-ACK to a spoofed
+ * source cannot complete a handshake, so only a completed handshake by
+ * another source (done_ts with another done_fp) counts as someone else
+ * first; the knocker's own probes (half-open scans, retries) never do.
+ */
 #ifndef KW_PORTSTATE_H
 #define KW_PORTSTATE_H
 
 #include "helpers.h"
 #include "maps.h"
 
-enum { KW_PORT_CLOSED = 0, KW_PORT_OPEN = 1 };
+/* Port state as a handshake record carries it (the values before this
+ * connection was answered). */
+struct kw_port_snap {
+	__u64 last_closed;
+	__u64 first_open;
+	__u64 last_open;
+	__u64 done;
+	__u32 done_fp;
+	__u32 _pad;
+};
 
-/* kw_port_seen records that host:port was seen closed or open at ts. When
- * prev_closed/prev_open are not NULL they receive the values from before
- * this update (0 = never seen). */
-static __always_inline void kw_port_seen(struct kw_counters *c, const struct kw_addr *host,
-					 __u16 port, int open, __u64 ts,
-					 __u64 *prev_closed, __u64 *prev_open)
+static __always_inline struct port_slot *kw_port_slot(const struct kw_addr *host, __u16 port, __u32 *key)
 {
-	__u32 idx = kw_hash_port(host, port) & CFG.port_slots_mask;
-	struct port_slot *ps = bpf_map_lookup_elem(&port_slots, &idx);
-	__u64 closed = 0, opened = 0, cur;
+	__u32 h = kw_hash_port(host, port), idx = h & CFG.port_mask;
 
-	if (!ps)
-		return;
-	/* Unlocked fast path: the slot is ours and fresh enough, and nobody
-	 * asked for a consistent snapshot. A torn read here only sends us to
-	 * the locked path. */
-	if (!prev_closed && ps->port == port && kw_addr_eq(&ps->host, host)) {
-		cur = open ? ps->last_open : ps->last_closed;
-		if (cur && !kw_after(ts, cur, CFG.port_refresh_ns))
+	*key = (kw_fp(h) << 2) | 2; /* never 0 (free) nor KW_PORT_BUSY */
+	return bpf_map_lookup_elem(&port_slots, &idx);
+}
+
+/* kw_own makes ps belong to key: returns 1 when it does (already, or after
+ * a takeover that cleared it), 0 when another CPU is rewriting it. */
+static __always_inline int kw_own(struct kw_counters *c, struct port_slot *ps, __u32 key)
+{
+	__u32 cur = ps->key;
+
+	if (cur == key)
+		return 1;
+	if (cur == KW_PORT_BUSY || __sync_val_compare_and_swap(&ps->key, cur, KW_PORT_BUSY) != cur)
+		return 0;
+	if (cur)
+		KW_INC(c, KW_C_PORT_SLOT_TAKEOVER);
+	ps->last_closed = 0;
+	ps->first_open = 0;
+	ps->last_open = 0;
+	ps->done_ts = 0;
+	ps->done_fp = 0;
+	__sync_lock_test_and_set(&ps->key, key);
+	return 1;
+}
+
+/* kw_advance sets *v to ts if ts is later by more than refresh (or *v is 0). */
+static __always_inline void kw_advance(__u64 *v, __u64 ts, __u64 refresh)
+{
+	for (int i = 0; i < 2; i++) {
+		__u64 cur = *v;
+
+		if (cur && !kw_after(ts, cur, refresh))
+			return;
+		if (__sync_val_compare_and_swap(v, cur, ts) == cur)
 			return;
 	}
-	bpf_spin_lock(&ps->lock);
-	if (ps->port != port || !kw_addr_eq(&ps->host, host)) {
-		if (ps->last_closed || ps->last_open)
-			KW_INC(c, KW_C_PORT_SLOT_TAKEOVER);
-		ps->host = *host;
-		ps->port = port;
-		ps->last_closed = 0;
-		ps->last_open = 0;
+}
+
+/* kw_port_closed: host:port was seen closed at ts (a REJ, S0 or RSTOS0
+ * touch; ts is the SYN's time). A close after the port was seen open
+ * starts its next open period afresh. */
+static __always_inline void kw_port_closed(struct kw_counters *c, const struct kw_addr *host, __u16 port, __u64 ts)
+{
+	__u32 key;
+	struct port_slot *ps = kw_port_slot(host, port, &key);
+	__u64 fo;
+
+	if (!ps || !kw_own(c, ps, key))
+		return;
+	kw_advance(&ps->last_closed, ts, CFG.port_refresh_ns);
+	fo = ps->first_open;
+	if (fo && kw_after(ts, fo, 0)) {
+		/* Closed again after it opened: the next opener is new. */
+		__sync_val_compare_and_swap(&ps->first_open, fo, 0);
+		ps->done_ts = 0;
 	}
-	closed = ps->last_closed;
-	opened = ps->last_open;
-	if (open) {
-		if (kw_after(ts, opened, CFG.port_refresh_ns) || !opened)
-			ps->last_open = ts;
-	} else {
-		if (kw_after(ts, closed, CFG.port_refresh_ns) || !closed)
-			ps->last_closed = ts;
+}
+
+/* kw_port_open: host:port answered a SYN of the source with fingerprint
+ * src_fp at ts (a SYN-ACK, or the client's ACK proving one). With snap,
+ * the state from before this answer is copied out first. */
+static __always_inline void kw_port_open(struct kw_counters *c, const struct kw_addr *host, __u16 port, __u64 ts,
+					 struct kw_port_snap *snap)
+{
+	__u32 key;
+	struct port_slot *ps = kw_port_slot(host, port, &key);
+	__u64 fo, lc;
+
+	if (!ps || !kw_own(c, ps, key))
+		return;
+	lc = ps->last_closed;
+	fo = ps->first_open;
+	if (snap) {
+		snap->last_closed = lc;
+		snap->first_open = fo;
+		snap->last_open = ps->last_open;
+		snap->done = ps->done_ts;
+		snap->done_fp = ps->done_fp;
 	}
-	bpf_spin_unlock(&ps->lock);
-	if (prev_closed)
-		*prev_closed = closed;
-	if (prev_open)
-		*prev_open = opened;
+	kw_advance(&ps->last_open, ts, CFG.port_refresh_ns);
+	if (!fo || (lc && kw_after(lc, fo, 0)))
+		__sync_val_compare_and_swap(&ps->first_open, fo, ts);
+}
+
+/* kw_port_wants_first: no completed handshake is known since the port was
+ * last seen closed, so the next one is worth watching. */
+static __always_inline int kw_port_wants_first(const struct kw_port_snap *snap)
+{
+	return !snap->done || (snap->last_closed && kw_after(snap->last_closed, snap->done, 0));
+}
+
+/* kw_port_done: the source with fingerprint src_fp completed a handshake
+ * with host:port at ts; the first since the port was last closed is kept. */
+static __always_inline void kw_port_done(struct kw_counters *c, const struct kw_addr *host, __u16 port, __u64 ts,
+					 __u32 src_fp)
+{
+	__u32 key;
+	struct port_slot *ps = kw_port_slot(host, port, &key);
+	__u64 d;
+
+	if (!ps || !kw_own(c, ps, key))
+		return;
+	d = ps->done_ts;
+	if (d && !(ps->last_closed && kw_after(ps->last_closed, d, 0)))
+		return;
+	if (__sync_val_compare_and_swap(&ps->done_ts, d, ts) == d)
+		ps->done_fp = src_fp;
 }
 
 #endif

@@ -1,117 +1,150 @@
-/* syn.h — a client's SYN: pending in its pair slot, earlier pending SYNs aged into S0
- * touches. */
+/* syn.h — a client's SYN.
+ *
+ * The flood path: a SYN of a pair never seen costs one pair bucket (one
+ * cache line), a coarse clock read and one compare-and-swap, and nothing
+ * else. A SYN of a pair with another port pending or touched within the
+ * window makes it a candidate; a SYN of a candidate goes to it. The SYN
+ * also takes an answer that came before it (EARLY), and ages the pair's own
+ * SYNs unanswered past the S0 timeout into S0 touches. A retransmission of
+ * a pending attempt (same ports) moves its deadline: an attempt is S0 only
+ * once the client stopped trying for CFG.s0_timeout_ns.
+ */
 #ifndef KW_SYN_H
 #define KW_SYN_H
 
 #include "helpers.h"
 #include "maps.h"
-#include "portstate.h"
+#include "parsing.h"
+#include "pairs.h"
 #include "touch.h"
 
-/* kw_on_syn: S -> D:dport SYN. Records it as pending in the pair slot and
- * ages the pair's earlier pending SYNs into S0 touches. */
-static __noinline void kw_on_syn(struct kw_counters *c, struct kw_packet *p, __u64 now, struct kw_work *work)
+static __always_inline int kw_syn_body(__u64 now)
 {
-	struct kw_pair pair = { .src = p->saddr, .dst = p->daddr };
-	__u32 h = kw_hash_pair(&pair);
-	__u32 idx = h & CFG.pair_slots_mask;
-	struct pair_slot *slot = bpf_map_lookup_elem(&pair_slots, &idx);
-	struct kw_found found[KW_PENDING] = {};
-	struct kw_touch first = {};
-	int same = -1, oldest = 0, nfound = 0;
-	__u64 oldest_ts = ~0ULL;
+	struct kw_scratch *s = kw_scratch();
+	struct kw_counters *c = kw_stats();
+	struct kw_syn_scan *sc;
+	struct kw_packet *p;
+	struct kw_bucket *b;
+	struct kw_pair pair;
+	__u32 h, fp;
 
+	if (!s || !c)
+		return 0;
+	p = &s->pkt;
+	sc = &s->scan;
+	pair.src = p->saddr;
+	pair.dst = p->daddr;
+	h = kw_hash_pair(&pair);
+	fp = kw_fp(h);
+	b = kw_bucket_of(h);
 	KW_INC(c, KW_C_SYN);
-	if (!slot)
-		return;
-	bpf_spin_lock(&slot->lock);
-	if (!kw_pair_eq(&slot->owner, &pair)) {
-		int busy = slot->first_ts != 0;
+	if (!b)
+		return 0;
+	kw_cur_set(s, &pair, h, fp, 1);
+	/* What the bucket holds of this pair, kept in scratch (the verifier
+	 * does not follow values through map memory, so the four entries'
+	 * outcomes do not multiply its paths). */
+	sc->same = -1;
+	sc->early = -1;
+	sc->mark = -1;
+	sc->due = 0;
+	sc->other = 0;
+	sc->flagged = 0;
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *sl = &b->s[w];
+		__u32 tg = sl->tag, k;
 
-		for (int i = 0; i < KW_PENDING; i++) {
-			if (slot->pend[i].ts) {
-				KW_INC(c, KW_C_PENDING_EVICTED);
-				busy = 1;
-			}
-		}
-		if (busy)
-			KW_INC(c, KW_C_SLOT_TAKEOVER);
-		slot->owner = pair;
-		slot->first_ts = 0;
-		__builtin_memset(slot->pend, 0, sizeof(slot->pend));
-	}
-	for (int i = 0; i < KW_PENDING; i++) {
-		struct kw_pending *e = &slot->pend[i];
-
-		if (!e->ts) {
-			oldest_ts = 0;
-			oldest = i;
+		if (!tg || (tg & KW_TAG_BUSY) || KW_TAG_FP(tg) != fp)
 			continue;
-		}
-		if (kw_after(now, e->ts, CFG.s0_timeout_ns)) {
-			/* Unanswered past the timeout: an S0 touch. */
-			found[i].ts = e->ts;
-			found[i].port = e->dport;
-			found[i].kind = KW_TOUCH_S0;
-			found[i].tier = kw_tier1(slot, h, e->dport, KW_TOUCH_S0, e->ts, &first);
-			nfound++;
-			if (e->dport == p->dport) {
-				same = i; /* a new attempt at the same port */
-				e->ts = now;
-				e->seq = p->seq;
-				e->sport = p->sport;
+		k = KW_TAG_KIND(tg);
+		if (k == KW_K_MARK) {
+			sc->mark = w;
+			sc->cidx = sl->seq;
+			sc->flagged = kw_mark_flagged(sl, kw_ms32(now));
+		} else if (k == KW_K_SYN) {
+			if (sl->sport == p->sport && sl->dport == p->dport) {
+				sc->same = w;
+				sc->same_tag = tg;
 			} else {
-				e->ts = 0;
-				oldest_ts = 0;
-				oldest = i;
+				sc->other |= kw_bit(sl->dport ^ p->dport);
+				sc->due |= kw_due(sl, kw_us32(now)) << w;
 			}
-			continue;
+		} else if (k == KW_K_EARLY_RST || k == KW_K_EARLY_SYNACK) {
+			if (sl->sport == p->sport && sl->dport == p->dport && sl->seq == p->seq + 1 && !kw_stale(sl, k, kw_us32(now), kw_ms32(now))) {
+				sc->early = w;
+				sc->early_tag = tg;
+			}
+		} else {
+			sc->other |= kw_bit(sl->dport ^ p->dport) & (1 - kw_stale(sl, k, kw_us32(now), kw_ms32(now))); /* a touch of another port */
 		}
-		if (e->dport == p->dport) {
-			/* Retransmission (or a new attempt) within the timeout:
-			 * one touch; answers must ack the latest SYN. */
-			same = i;
-			e->seq = p->seq;
-			e->sport = p->sport;
+	}
+
+	/* The answer came first: this SYN is answered already. */
+	if (sc->early >= 0) {
+		struct kw_slot *sl = &b->s[sc->early & (KW_WAYS - 1)];
+		__u32 seq = sl->seq, tag = sc->early_tag;
+
+		if (kw_take(sl, tag)) {
+			KW_INC(c, KW_C_ANSWER_EARLY);
+			if (KW_TAG_KIND(tag) == KW_K_EARLY_RST) {
+				kw_push(s, KW_W_TOUCH, KW_TOUCH_REJ, p->dport, p->sport, now, KW_NOWAY, 0);
+				kw_push(s, KW_W_EMIT, 0, 0, 0, 0, 0, 0);
+			} else {
+				__builtin_memset(&s->oev, 0, sizeof(s->oev));
+				s->oev.conn.pair = pair;
+				s->oev.conn.sport = p->sport;
+				s->oev.conn.dport = p->dport;
+				s->oev.syn_ts = now;
+				s->oev.syn_seq = seq - 1;
+				s->oev.synack_ts = now;
+				s->oev.flagged = sc->flagged;
+				kw_push(s, KW_W_OPENED, 0, 0, 0, 0, 0, 0);
+			}
+			return 0;
+		}
+	}
+
+	s->ev.conn.pair = pair;
+	s->ev.conn.sport = p->sport;
+	s->ev.conn.dport = p->dport;
+	s->ev.seq = p->seq;
+	s->ev.ts = now;
+	s->ev.now = now;
+	s->ev.kind = 0;
+	/* A candidate's SYN goes to the candidate. */
+	if (sc->mark >= 0) {
+		kw_push(s, KW_W_CAND_SYN, 0, p->dport, p->sport, now, sc->cidx, 0);
+		return 0;
+	}
+	/* A second distinct port: the pair becomes a candidate, with its
+	 * pending SYNs (the due ones age there) and its touch. */
+	if (sc->other) {
+		kw_push(s, KW_W_PROMOTE, 0, p->dport, p->sport, now, 0, 0);
+		return 0;
+	}
+	/* One port: the pair's own earlier attempts past the timeout are S0. */
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *sl = &b->s[w];
+		__u32 tg = sl->tag;
+
+		if (!(sc->due & (1u << w)) || KW_TAG_FP(tg) != fp || KW_TAG_KIND(tg) != KW_K_SYN)
+			continue;
+		if (!kw_claim(sl, tg))
+			continue;
+		kw_push(s, KW_W_TOUCH, KW_TOUCH_S0, sl->dport, sl->sport, kw_us_full(now, sl->t), w, KW_TAG_BUSY);
+	}
+	if (sc->same >= 0) {
+		/* A retransmission: the attempt goes on, its deadline moves. */
+		struct kw_slot *sl = &b->s[sc->same & (KW_WAYS - 1)];
+
+		if (kw_rewrite(sl, sc->same_tag, fp, KW_K_SYN, kw_us32(now), p->seq, p->sport, p->dport))
 			KW_INC(c, KW_C_SYN_RETRANS);
-			continue;
-		}
-		if (oldest_ts && e->ts < oldest_ts) {
-			oldest_ts = e->ts;
-			oldest = i;
-		}
+	} else {
+		kw_owner_set(h, kw_insert(h, fp, KW_K_SYN, now, kw_us32(now), p->seq, p->sport, p->dport, 0), &pair);
 	}
-	if (same < 0) {
-		struct kw_pending *e = &slot->pend[oldest & (KW_PENDING - 1)];
-
-		if (e->ts)
-			KW_INC(c, KW_C_PENDING_EVICTED);
-		e->ts = now;
-		e->seq = p->seq;
-		e->sport = p->sport;
-		e->dport = p->dport;
-	}
-	bpf_spin_unlock(&slot->lock);
-
-	if (!nfound)
-		return;
-	work->pair = pair;
-	for (int i = 0, n = 0; i < KW_PENDING; i++) {
-		struct kw_tier2_args *t;
-
-		if (!found[i].ts)
-			continue;
-		kw_port_seen(c, &pair.dst, found[i].port, KW_PORT_CLOSED, found[i].ts, NULL, NULL);
-		KW_INC(c, KW_C_TOUCH_S0);
-		t = &work->t[n & (KW_PENDING - 1)];
-		t->first = first;
-		t->now = now;
-		t->ts = found[i].ts;
-		t->port = found[i].port;
-		t->kind = KW_TOUCH_S0;
-		t->tier = found[i].tier;
-		work->n = ++n;
-	}
+	if (sc->due)
+		kw_push(s, KW_W_EMIT, 0, 0, 0, 0, 0, 0);
+	return 0;
 }
 
 #endif

@@ -1,164 +1,357 @@
-/* touch.h — from closed-port touches to a knock flag.
+/* touch.h — from a closed-port touch to the state that remembers it, and
+ * the work queue that carries it there.
  *
- * A touch (S, D, port, kind, ts) goes through three tiers:
- *   1. the pair slot remembers the pair's first touch (no allocation);
- *   2. a second distinct port within the window creates a candidate (LRU)
- *      that keeps the last KW_MAX_TOUCHES touches;
- *   3. when the candidate holds >= CFG.min_ports distinct ports within
- *      CFG.window_ns of its newest touch, the pair is flagged once: an entry
- *      in the flagged map and a KNOCK record on the ring buffer.
- * Allowlisted sources go through tiers 1-2 but are never flagged.
+ * A touch (S, D, port, kind, time) of a pair with one port so far is kept
+ * in the pair bucket (a TOUCH entry); a touch or attempt of a second
+ * distinct port within the window makes the pair a candidate (cands.h),
+ * which counts its bursts and raises its flags. Everything a touch leaves
+ * for the outside — the port-state update, the counters, a TOUCH record,
+ * a KNOCK — is staged in per-CPU scratch and sent by the EMIT step once no
+ * lock is held.
  *
- * Tier 1 runs under the pair slot's lock, inside the handler that found the
- * touch; tiers 2-3 run after it is released (they call helpers).
+ * Handlers do not call each other: each queues the steps that follow
+ * (scratch.work, struct kw_work) and the entry point runs them in order
+ * (knockwatch.c, kw_run_work), so the call chain — and the 512-byte stack
+ * it shares — stays three deep. The step bodies here run inside global
+ * functions, each verified once.
  */
 #ifndef KW_TOUCH_H
 #define KW_TOUCH_H
 
 #include "helpers.h"
 #include "maps.h"
+#include "parsing.h"
+#include "pairs.h"
+#include "portstate.h"
+#include "cands.h"
 
-enum kw_tier { KW_TIER_DONE = 0, KW_TIER_PROMOTE = 1, KW_TIER_CANDIDATE = 2 };
+/* KW_NOPAIR marks a staged touch whose pair the sweep does not know. */
+#define KW_NOPAIR 0x80
+#define KW_NOWAY 0xffffffffu
 
-/* A touch found inside a pair slot's lock, finished after it is released. */
-struct kw_found {
-	__u64 ts;
-	__u16 port;
-	__u8 kind;
-	__u8 tier;
-};
+int kw_g_answer(__u64 now);
+int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp);
+int kw_g_handshake(__u32 h, __u32 cidx);
+int kw_g_csum(struct xdp_md *ctx);
 
-/* kw_tier1 records a touch of the slot's owner (hash h). Caller holds
- * slot->lock and has checked the owner. Returns what must follow after the
- * lock is released; on KW_TIER_PROMOTE *first receives the earlier touch. */
-static __always_inline int kw_tier1(struct pair_slot *slot, __u32 h, __u16 port, __u8 kind,
-				    __u64 ts, struct kw_touch *first)
+/* kw_push queues a step (dropped and counted when the queue is full). */
+static __always_inline void kw_push(struct kw_scratch *s, __u8 op, __u8 kind, __u16 port, __u16 sport, __u64 ts,
+				    __u32 a, __u32 b)
 {
-	if (slot->cand_hash == h)
-		return KW_TIER_CANDIDATE;
-	if (slot->first_ts && slot->first_port != port &&
-	    !kw_after(ts, slot->first_ts, CFG.window_ns) &&
-	    !kw_after(slot->first_ts, ts, CFG.window_ns)) {
-		first->ts = slot->first_ts;
-		first->port = slot->first_port;
-		first->kind = slot->first_kind;
-		slot->cand_hash = h;
-		return KW_TIER_PROMOTE;
+	__u32 n = s->nwork;
+	struct kw_work *w;
+
+	if (n >= KW_WORK) {
+		struct kw_counters *c = kw_stats();
+
+		if (c)
+			KW_INC(c, KW_C_MAP_INSERT_FAIL);
+		return;
 	}
-	if (!slot->first_ts || slot->first_port != port || kw_after(ts, slot->first_ts, CFG.window_ns)) {
-		slot->first_ts = ts; /* the first touch, or the last one left the window */
-		slot->first_port = port;
-		slot->first_kind = kind;
-	}
-	return KW_TIER_DONE;
+	w = &s->work[n];
+	w->op = op;
+	w->kind = kind;
+	w->port = port;
+	w->sport = sport;
+	w->ts = ts;
+	w->a = a;
+	w->b = b;
+	s->nwork = n + 1;
+}
+
+/* kw_cur_set names the pair the queued steps concern. */
+static __always_inline void kw_cur_set(struct kw_scratch *s, const struct kw_pair *pair, __u32 h, __u32 fp, __u8 has_pair)
+{
+	s->cur.pair = *pair;
+	s->cur.h = h;
+	s->cur.fp = fp;
+	s->cur.has_pair = has_pair;
 }
 
 static __always_inline int kw_allowlisted(const struct kw_addr *src)
 {
-	struct lpm_key k = { .prefixlen = 128, .addr = *src };
+	struct lpm_key k = { .prefixlen = 128 };
 
+	__builtin_memcpy(k.addr, src->b, 16);
 	return bpf_map_lookup_elem(&allowlist, &k) != NULL;
 }
 
-/* kw_distinct counts the distinct ports among the ring's touches within
- * window_ns of newest. Caller holds the pair slot's lock. */
-static __always_inline __u32 kw_distinct(struct candidate *cd, __u64 newest)
+/* kw_mark_set refreshes the pair's MARK (activity now; with flag, the
+ * KNOCK time) or writes it anew when it was pushed out. */
+static __always_inline void kw_mark_set(struct kw_counters *c, __u32 h, __u64 now, __u32 cidx, __u32 flag)
 {
-	__u32 inwin = 0, distinct = 0, n = cd->n;
+	struct kw_bucket *b = kw_bucket_of(h);
+	__u32 fp = kw_fp(h), ms = kw_ms32(now);
 
-	/* Branch-free: the verifier walks these 16 x 16 steps as straight
-	 * code instead of forking on every compare. */
-	for (int i = 0; i < KW_MAX_TOUCHES; i++)
-		inwin |= (kw_lt(i, n) & kw_within(newest, cd->ring[i].ts, CFG.window_ns)) << i;
-	for (int i = 0; i < KW_MAX_TOUCHES; i++) {
-		__u32 dup = 0;
-		__u16 port = cd->ring[i].port;
+	if (!b)
+		return;
+	if (!ms)
+		ms = 1;
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *s = &b->s[w];
+		__u32 tg = s->tag, f;
 
-		for (int j = i + 1; j < KW_MAX_TOUCHES; j++)
-			dup |= (inwin >> j) & kw_eq16(cd->ring[j].port, port);
-		distinct += (inwin >> i) & (dup ^ 1) & 1;
+		if (!tg || (tg & KW_TAG_BUSY) || KW_TAG_FP(tg) != fp || KW_TAG_KIND(tg) != KW_K_MARK)
+			continue;
+		f = flag ? ms : ((__u32)s->sport << 16) | s->dport;
+		kw_rewrite(s, tg, fp, KW_K_MARK, kw_us32(now), cidx, f >> 16, f & 0xffff);
+		return;
 	}
-	return distinct;
+	kw_insert(h, fp, KW_K_MARK, now, kw_us32(now), cidx, flag ? ms >> 16 : 0, flag ? ms & 0xffff : 0, 0);
 }
 
-/* kw_candidate_add appends a touch to the candidate and decides whether to
- * flag, under the lock of the pair's slot. On a flag decision it copies the
- * ring, oldest first, into rec (per-CPU scratch) and returns 1. */
-static __always_inline int kw_candidate_add(struct pair_slot *slot, struct candidate *cd, __u16 port,
-					    __u8 kind, __u64 ts, struct knock_rec *rec)
+/* kw_step_emit: send what was staged: per touch the port state, the
+ * counter and (replay --touches) a TOUCH record; then the KNOCK, unless the
+ * source is allowlisted. cidx names the pair's candidate for its MARK. */
+static __always_inline int kw_step_emit(__u32 cidx, __u64 now)
 {
-	__u32 seen = 0, n, h, full, d;
-	int flag = 0;
+	struct kw_scratch *s = kw_scratch();
+	struct kw_counters *c = kw_stats();
+	struct kw_staged *st;
 
-	bpf_spin_lock(&slot->lock);
-	n = cd->n;
-	/* Seen before only if touched within the window: a port from an
-	 * earlier burst counts again. */
-	for (int i = 0; i < KW_MAX_TOUCHES; i++)
-		seen |= kw_lt(i, n) & kw_eq16(cd->ring[i].port, port) &
-			kw_within(ts, cd->ring[i].ts, CFG.window_ns);
-	if (kw_after(ts, cd->last_ts, CFG.window_ns))
-		cd->distinct = 1; /* a new burst */
-	else if (!seen && cd->distinct < 0xffff)
-		cd->distinct++;
-	if ((__s64)(ts - cd->last_ts) > 0)
-		cd->last_ts = ts;
-	h = cd->head & (KW_MAX_TOUCHES - 1);
-	cd->ring[h].ts = ts;
-	cd->ring[h].port = port;
-	cd->ring[h].kind = kind;
-	cd->head = (h + 1) & (KW_MAX_TOUCHES - 1);
-	if (n < KW_MAX_TOUCHES)
-		cd->n = ++n;
-	if (!cd->flag_sent && (d = kw_distinct(cd, cd->last_ts)) >= CFG.min_ports) {
-		cd->flag_sent = 1;
-		flag = 1;
-		rec->n = n;
-		/* The burst count, never less than what the window shows. */
-		rec->distinct = cd->distinct > d ? cd->distinct : d;
-		/* Oldest first: once the ring is full it starts at head. */
-		full = kw_lt(KW_MAX_TOUCHES - 1, n);
-		h = cd->head & (0 - full);
-		for (int i = 0; i < KW_MAX_TOUCHES; i++)
-			rec->touches[i] = cd->ring[(h + i) & (KW_MAX_TOUCHES - 1)];
+	if (!s || !c)
+		return 0;
+	st = &s->st;
+	for (int i = 0; i < KW_STAGE; i++) {
+		__u8 kind;
+
+		if (i >= st->n)
+			break;
+		kind = st->kind[i];
+		if (kind & KW_NOPAIR) {
+			/* Decided by the sweep without the pair's addresses
+			 * (kept only for replay --touches): counted. */
+			KW_INC(c, KW_C_TOUCH_S0);
+			continue;
+		}
+		kw_port_closed(c, &st->conn[i].pair.dst, st->conn[i].dport, st->ts[i]);
+		if (kind == KW_TOUCH_REJ)
+			KW_INC(c, KW_C_TOUCH_REJ);
+		else if (kind == KW_TOUCH_S0)
+			KW_INC(c, KW_C_TOUCH_S0);
+		else
+			KW_INC(c, KW_C_TOUCH_RSTOS0);
+		if (CFG.report_touches) {
+			struct touch_rec *tr = bpf_ringbuf_reserve(&events, sizeof(*tr), 0);
+
+			if (!tr) {
+				KW_INC(c, KW_C_RINGBUF_FULL);
+				continue;
+			}
+			__builtin_memset(tr, 0, sizeof(*tr));
+			tr->type = KW_REC_TOUCH;
+			tr->kind = kind;
+			tr->conn = st->conn[i];
+			tr->ts = st->ts[i];
+			bpf_ringbuf_submit(tr, 0);
+		}
 	}
-	bpf_spin_unlock(&slot->lock);
-	return flag;
-}
-
-/* kw_flag raises the flag for pair once and sends the KNOCK record staged in
- * rec. Returns 1 when the pair is flagged after the call. */
-static __always_inline int kw_flag(struct kw_counters *c, const struct kw_pair *pair,
-				   struct knock_rec *rec, __u64 now)
-{
-	struct flagged fl = {};
-	struct knock_rec *out;
-
-	if (kw_allowlisted(&pair->src)) {
+	st->n = 0;
+	if (!st->knock)
+		return 0;
+	st->knock = 0;
+	if (kw_allowlisted(&s->rec.pair.src)) {
 		KW_INC(c, KW_C_ALLOWLISTED);
 		return 0;
 	}
-	fl.flag_ts = now;
-	fl.distinct = rec->distinct;
-	if (bpf_map_update_elem(&flagged, pair, &fl, BPF_NOEXIST))
-		return 1; /* already flagged */
-	any_flagged = 1;
 	KW_INC(c, KW_C_FLAGS);
-	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
-	if (!out) {
+	kw_mark_set(c, kw_hash_pair(&s->rec.pair), now, cidx, 1);
+	if (bpf_ringbuf_output(&events, &s->rec, sizeof(s->rec), 0))
 		KW_INC(c, KW_C_RINGBUF_FULL);
-		return 1;
-	}
-	rec->type = KW_REC_KNOCK;
-	rec->pair = *pair;
-	rec->flag_ts = now;
-	__builtin_memcpy(out, rec, sizeof(*out));
-	bpf_ringbuf_submit(out, 0);
-	return 1;
+	return 0;
 }
 
-/* kw_tier2 is the global function defined in knockwatch.c: it continues a
- * touch that kw_tier1 did not finish (candidate, flag). */
-int kw_tier2(const struct kw_pair *pair, const struct kw_tier2_args *t);
+/* kw_step_mark: refresh the current pair's MARK. */
+static __always_inline int kw_step_mark(__u32 cidx, __u64 now)
+{
+	struct kw_scratch *s = kw_scratch();
+	struct kw_counters *c = kw_stats();
+
+	if (!s || !c)
+		return 0;
+	kw_mark_set(c, s->cur.h, now, cidx, 0);
+	return 0;
+}
+
+/* kw_step_touch: a closed touch (queued item i) of the current pair, which
+ * has no candidate: kept in the bucket, or — when the pair has a MARK, or
+ * another port within the window and its addresses are known — handed to
+ * its candidate or to a promotion. a is the pair's entry the touch came
+ * from (a SYN claimed busy: it becomes the TOUCH entry) or KW_NOWAY. */
+static __always_inline int kw_step_touch(__u32 i, __u64 now)
+{
+	struct kw_scratch *s = kw_scratch();
+	struct kw_counters *c = kw_stats();
+	struct kw_touch_scan *ts_;
+	struct kw_bucket *b;
+	struct kw_work *wk;
+	__u32 fp, way, way_tag;
+	__u16 port, sport;
+	__u8 kind;
+	__u64 ts;
+
+	if (!s || !c || i >= KW_WORK)
+		return 0;
+	ts_ = &s->tscan;
+	wk = &s->work[i];
+	fp = s->cur.fp;
+	b = kw_bucket_of(s->cur.h);
+	if (!b)
+		return 0;
+	port = wk->port;
+	sport = wk->sport;
+	kind = wk->kind;
+	ts = wk->ts;
+	way = wk->a;
+	way_tag = wk->b;
+	/* The scan's results live in scratch: the verifier does not follow
+	 * them, so the entries' outcomes do not multiply its paths. */
+	ts_->mark = -1;
+	ts_->touch = -1;
+	ts_->other = -1;
+	ts_->same = 0;
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *sl = &b->s[w];
+		__u32 tg = sl->tag, k;
+
+		if (!tg || (tg & KW_TAG_BUSY) || KW_TAG_FP(tg) != fp)
+			continue;
+		k = KW_TAG_KIND(tg);
+		if (k == KW_K_MARK) {
+			ts_->mark = w;
+			ts_->cidx = sl->seq;
+		} else if (k >= KW_K_TOUCH_REJ && !kw_stale(sl, k, kw_us32(now), kw_ms32(now))) {
+			if (sl->dport == port) {
+				ts_->touch = w;
+				ts_->same = kw_eq32(kind, KW_TOUCH_S0) & kw_eq32(sl->sport, sport);
+			} else {
+				ts_->other = w;
+			}
+		} else if (k == KW_K_SYN && sl->dport != port) {
+			ts_->other = w;
+		}
+	}
+	if (s->cur.has_pair && (ts_->mark >= 0 || ts_->other >= 0)) {
+		/* The candidate (or the promotion) takes the touch; the SYN it
+		 * came from is done. */
+		if (way != KW_NOWAY)
+			kw_take(&b->s[way & (KW_WAYS - 1)], way_tag);
+		if (ts_->mark >= 0)
+			kw_push(s, KW_W_CAND_TOUCH, kind, port, sport, ts, ts_->cidx, 0);
+		else
+			kw_push(s, KW_W_PROMOTE, kind, port, sport, ts, 0, 0);
+		return 0;
+	}
+	/* The pair's (first) touch of this port: stage it and keep it in the
+	 * bucket. An S0 decided again for an attempt already counted (a SYN
+	 * retransmitted after its S0) is the same connection: not staged. */
+	if (!ts_->same && s->st.n < KW_STAGE) {
+		__u32 n = s->st.n;
+		__u8 k = kind;
+
+		if (n < KW_STAGE) {
+			s->st.conn[n].pair = s->cur.pair;
+			if (!s->cur.has_pair)
+				k |= KW_NOPAIR;
+			s->st.conn[n].sport = sport;
+			s->st.conn[n].dport = port;
+			s->st.ts[n] = ts;
+			s->st.kind[n] = k;
+			s->st.n = n + 1;
+		}
+	}
+	if (ts_->touch >= 0) {
+		struct kw_slot *sl = &b->s[ts_->touch & (KW_WAYS - 1)];
+		__u32 tg = sl->tag;
+
+		if (KW_TAG_FP(tg) == fp && KW_TAG_KIND(tg) >= KW_K_TOUCH_REJ &&
+		    kw_rewrite(sl, tg, fp, 4 + kind, kw_us32(ts), 0, sport, port)) {
+			if (way != KW_NOWAY)
+				kw_take(&b->s[way & (KW_WAYS - 1)], way_tag);
+			return 0;
+		}
+	}
+	if (way != KW_NOWAY && kw_rewrite(&b->s[way & (KW_WAYS - 1)], way_tag, fp, 4 + kind, kw_us32(ts), 0, sport, port))
+		return 0;
+	kw_owner_set(s->cur.h, kw_insert(s->cur.h, fp, 4 + kind, now, kw_us32(ts), 0, sport, port, 0), &s->cur.pair);
+	return 0;
+}
+
+/* kw_stage_moves copies the pair's SYN and TOUCH entries into scratch for
+ * a promotion and leaves them claimed (busy); returns a bitmask of the ways
+ * it holds. */
+static __always_inline __u32 kw_stage_moves(struct kw_bucket *b, __u32 fp, __u64 now, struct kw_scratch *s)
+{
+	__u32 held = 0;
+
+	s->nmoved = 0;
+	s->nfirsts = 0;
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *sl = &b->s[w];
+		__u32 tg = sl->tag, k;
+
+		s->tags[w] = 0;
+		if (!tg || (tg & KW_TAG_BUSY) || KW_TAG_FP(tg) != fp)
+			continue;
+		k = KW_TAG_KIND(tg);
+		if (k != KW_K_SYN && k < KW_K_TOUCH_REJ)
+			continue;
+		if (k >= KW_K_TOUCH_REJ && kw_stale(sl, k, kw_us32(now), kw_ms32(now)))
+			continue;
+		if (!kw_claim(sl, tg))
+			continue;
+		s->tags[w] = tg;
+		held |= 1u << w;
+		if (k == KW_K_SYN) {
+			__u32 i = s->nmoved & (KW_WAYS - 1);
+
+			s->moved[i].t = kw_us_full(now, sl->t);
+			s->moved[i].seq = sl->seq;
+			s->moved[i].sport = sl->sport;
+			s->moved[i].dport = sl->dport;
+			s->nmoved++;
+		} else {
+			__u32 i = s->nfirsts & (KW_WAYS - 1);
+
+			s->firsts[i].ts = kw_us_full(now, sl->t);
+			s->firsts[i].port = sl->dport;
+			s->firsts[i].sport = sl->sport;
+			s->firsts[i].kind = k - 4;
+			s->nfirsts++;
+		}
+	}
+	return held;
+}
+
+/* kw_settle ends a promotion in the pair bucket: the first held entry
+ * becomes the MARK (or, when the promotion failed, every held entry goes
+ * back as it was), the others are freed. Returns whether a MARK was
+ * written. */
+static __always_inline int kw_settle(struct kw_bucket *b, __u32 fp, __u32 held, int ok, __u32 cidx, __u64 now,
+				     struct kw_scratch *s)
+{
+	int marked = 0;
+
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *sl = &b->s[w];
+		__u32 tg = s->tags[w];
+
+		if (!(held & (1u << w)))
+			continue;
+		if (!ok) {
+			kw_publish(sl, fp, KW_TAG_KIND(tg), tg);
+		} else if (!marked) {
+			sl->t = kw_us32(now);
+			sl->seq = cidx;
+			sl->sport = 0;
+			sl->dport = 0;
+			kw_publish(sl, fp, KW_K_MARK, tg);
+			marked = 1;
+		} else {
+			__sync_lock_test_and_set(&sl->tag, 0);
+		}
+	}
+	return marked;
+}
 
 #endif

@@ -182,6 +182,8 @@ func (t *Topology) endpoint(role string, host byte) (Endpoint, error) {
 	ep := Endpoint{NS: ns, IP: withHost(t.Subnet4.Addr(), host), IP6: withHost(t.Subnet6.Addr(), host), Port: "sw-" + role}
 	if err := steps(
 		func() error { return Veth(ns, EndpointIface, t.Switch, ep.Port) },
+		// Complete checksums, as on a wire: the sensor checks them.
+		func() error { return ns.SetTxChecksum(EndpointIface, false) },
 		func() error { return t.Switch.SetMaster(ep.Port, BridgeIface) },
 		func() error { return t.Switch.LinkUp(ep.Port) },
 		func() error { return ns.AddAddr(EndpointIface, netip.PrefixFrom(ep.IP, t.Subnet4.Bits())) },

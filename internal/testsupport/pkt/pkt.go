@@ -48,6 +48,9 @@ type TCP struct {
 	FragOffset   uint16   // IPv4 fragment offset in 8-byte units
 	MoreFrags    bool
 	Payload      []byte
+	// CsumDelta is added to the computed TCP checksum: 0 leaves it right,
+	// anything else makes it wrong (a segment the host's stack drops).
+	CsumDelta uint16
 }
 
 var (
@@ -119,7 +122,7 @@ func (t TCP) appendIPv4(b, tcp []byte) []byte {
 	pseudo := sum(s[:], 0)
 	pseudo = sum(d[:], pseudo)
 	pseudo += 6 + uint32(len(tcp))
-	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(tcp, pseudo)))
+	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(tcp, pseudo))+t.CsumDelta)
 	b = append(b, ip...)
 	return append(b, tcp...)
 }
@@ -161,7 +164,7 @@ func (t TCP) appendIPv6(b, tcp []byte) []byte {
 	pseudo := sum(s[:], 0)
 	pseudo = sum(d[:], pseudo)
 	pseudo += uint32(len(tcp)) + 6
-	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(tcp, pseudo)))
+	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(tcp, pseudo))+t.CsumDelta)
 	return append(b, tcp...)
 }
 
@@ -180,4 +183,26 @@ func fold(s uint32) uint16 {
 		s = s>>16 + s&0xffff
 	}
 	return uint16(s)
+}
+
+// FixChecksums recomputes the IPv4 header and TCP checksums of an
+// untagged IPv4 frame built by Bytes after its addresses, ports or
+// sequence numbers were rewritten in place (floods reuse one buffer).
+// Frames of any other shape are left alone.
+func FixChecksums(b []byte) {
+	if len(b) < 14+20 || binary.BigEndian.Uint16(b[12:]) != EtherIPv4 {
+		return
+	}
+	ip := b[14:]
+	hl := int(ip[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(ip[2:]))
+	if hl < 20 || total < hl+20 || len(ip) < total || ip[9] != 6 {
+		return
+	}
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ^fold(sum(ip[:hl], 0)))
+	tcp := ip[hl:total]
+	tcp[16], tcp[17] = 0, 0
+	pseudo := sum(ip[12:20], 0) + 6 + uint32(len(tcp))
+	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(tcp, pseudo)))
 }

@@ -90,6 +90,13 @@ func DecodeOps(data []byte) []Step {
 			continue
 		case 2:
 			st = c.RST(at, p)
+			if port&0x80 != 0 { // the client's own RST (RSTOS0), with the SYN's seq or seq + 1
+				st = c.ClientRST(at, p)
+				st.P.Seq -= uint32(dt>>1) & 1
+				if dt&4 != 0 {
+					st.P.Flags |= pkt.ACK
+				}
+			}
 		case 3:
 			st = c.SYNACK(at, p)
 		case 4:
@@ -153,9 +160,12 @@ func DecodeOps(data []byte) []Step {
 			if port&0x80 != 0 {
 				st.P.Seq++
 			} else {
-				st.P.Payload = []byte("GET / HTTP/1.0\r\n\r\n")
+				st.P.Payload = []byte("GET / HTTP/1.0\r\n\r\n")[:17+int(dt&1)] // odd and even lengths
 				st.P.Flags |= pkt.PSH
 			}
+		}
+		if sel&0x80 != 0 && port&0x20 != 0 {
+			st.P.CsumDelta = 1 + uint16(dt) // a segment with a wrong checksum
 		}
 		out = append(out, st)
 	}

@@ -94,6 +94,12 @@ func (c Conv) ACK(at time.Duration, port uint16) Step {
 	return Step{At: at, P: c.base(SPort(port), port, pkt.ACK, ISN(port)+1, ServerISN+1, false)}
 }
 
+// ClientRST is Src -> Dst:port RST giving up SYN(port) (Zeek's RSTOS0
+// when no answer was seen).
+func (c Conv) ClientRST(at time.Duration, port uint16) Step {
+	return Step{At: at, P: c.base(SPort(port), port, pkt.RST, ISN(port)+1, 0, false)}
+}
+
 // REJ is a REJ touch: SYN at `at`, RST 1 ms later.
 func (c Conv) REJ(at time.Duration, port uint16) []Step {
 	return []Step{c.SYN(at, port), c.RST(at+time.Millisecond, port)}

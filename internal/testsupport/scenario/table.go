@@ -52,10 +52,9 @@ func BaseConfig() sensor.Config {
 	cfg := sensor.DefaultConfig()
 	cfg.Replay = true
 	cfg.HashSeed = 0x2545f491
-	cfg.PairSlots = 1 << 12
+	cfg.PairSlots = 1 << 14
 	cfg.PortSlots = 1 << 10
 	cfg.Candidates = 1024
-	cfg.Flagged = 256
 	cfg.Watches = 256
 	cfg.RingBytes = 1 << 16
 	return cfg
@@ -200,34 +199,38 @@ func Table() []Case {
 			Counters: map[string]uint64{"syn": 3, "rst": 3, "touch_rej": 3, "candidates": 1, "flags": 1, "backscatter": 0},
 		},
 		{
+			// The S0 timeout (5 s) runs from an attempt's last
+			// transmission: a retransmission (Windows sends its first
+			// after 3 s) keeps it pending.
 			Name: "S0 knock with retransmissions",
 			Steps: []Step{
-				a.SYN(0, 7000), a.SYN(Sec(1), 7000), // retransmission: one touch
-				a.SYN(Sec(3), 8000),  // ages 7000 into S0
-				a.SYN(Sec(6), 9000),  // ages 8000
-				a.SYN(Sec(9), 10000), // ages 9000: third distinct port flags
+				a.SYN(0, 7000), a.SYN(Sec(3), 7000), // retransmission: one attempt, deadline 8 s
+				a.SYN(Sec(4), 8000),   // second port: the pair is a candidate
+				a.SYN(Sec(5), 9000),   // nothing due yet
+				a.SYN(Sec(14), 10000), // ages 7000, 8000, 9000: third distinct port flags
 			},
 			Knocks: []WantKnock{{Src: Attacker, Dst: Victim, Ports: []uint16{7000, 8000, 9000},
-				Kinds: s03, Times: []time.Duration{0, Sec(3), Sec(6)}}},
-			Counters: map[string]uint64{"syn": 5, "syn_retrans": 1, "touch_s0": 3, "flags": 1},
+				Kinds: s03, Times: []time.Duration{Sec(3), Sec(4), Sec(5)}, Distinct: 3}},
+			Counters: map[string]uint64{"syn": 5, "syn_retrans": 1, "touch_s0": 3, "flags": 1, "candidates": 1},
 		},
 		{
 			// A source that knocks with unanswered SYNs and goes quiet is
 			// flagged by the sweep, not left pending forever.
 			Name: "S0 knock found by the sweep",
 			Steps: []Step{a.SYN(0, 7000), a.SYN(Sec(0.5), 8000), a.SYN(Sec(1), 9000),
-				{At: Sec(2.5), Sweep: true}, // only 7000 is past the 2 s timeout
-				{At: Sec(10), Sweep: true},
-				{At: Sec(20), Sweep: true}, // nothing left
+				{At: Sec(2.5), Sweep: true}, // nothing is past the 5 s timeout
+				{At: Sec(5.2), Sweep: true}, // 7000 is
+				{At: Sec(10), Sweep: true},  // 8000 and 9000
+				{At: Sec(20), Sweep: true},  // nothing left
 			},
 			Knocks: []WantKnock{{Src: Attacker, Dst: Victim, Ports: []uint16{7000, 8000, 9000},
 				Kinds: s03, Times: []time.Duration{0, Sec(0.5), Sec(1)}}},
-			Sweeps:   []int{1, 2, 0},
+			Sweeps:   []int{0, 1, 2, 0},
 			Counters: map[string]uint64{"touch_s0": 3, "flags": 1},
 		},
 		{
 			Name:       "S0 knock by the sweep, then a connect",
-			Steps:      Cat([]Step{a.SYN(0, 7000), a.SYN(Sec(0.5), 8000), a.SYN(Sec(1), 9000), {At: Sec(5), Sweep: true}}, a.Connect(Sec(6), 22)),
+			Steps:      Cat([]Step{a.SYN(0, 7000), a.SYN(Sec(0.5), 8000), a.SYN(Sec(1), 9000), {At: Sec(7), Sweep: true}}, a.Connect(Sec(8), 22)),
 			Knocks:     []WantKnock{{Src: Attacker, Dst: Victim, Ports: []uint16{7000, 8000, 9000}, Kinds: s03}},
 			Handshakes: []WantHS{{Src: Attacker, Dst: Victim, Port: 22, LastClosed: -1, LastOpen: -1}},
 			Sweeps:     []int{3},
@@ -352,9 +355,12 @@ func Table() []Case {
 			Counters: map[string]uint64{"synack_unmatched": 1, "port_open": 0},
 		},
 		{
+			// Its handshake is watched all the same — the first to a port
+			// since it was last seen closed — so the port learns who
+			// completed one first; no HANDSHAKE record goes out.
 			Name:     "handshake of an unflagged source is not reported",
 			Steps:    Cat(a.REJ(0, 7000), a.Connect(Sec(1), 4444)),
-			Counters: map[string]uint64{"handshakes": 0, "watch_started": 0, "port_open": 1},
+			Counters: map[string]uint64{"handshakes": 0, "watch_started": 1, "port_open": 1},
 		},
 		{
 			Name: "non-first fragment",
