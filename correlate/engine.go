@@ -172,23 +172,39 @@ func (e *Engine) AddKnock(k Knock) error {
 	}
 	e.observe(newest)
 	h, p := e.pairFor(dst, src)
+	touches := k.Touches
 	if p.scan {
-		p.last = max(p.last, newest)
-		e.c.scanEvidence++
-		e.st.touch(p)
-		e.unlockAndEmit()
-		return nil
+		// A scan silences its own burst, not what the pair does after it:
+		// a KNOCK whose burst counts are a knock's and whose touches
+		// start more than a window after the scan's last evidence is a
+		// new use (the sensor's bursts end after a window of silence).
+		if burstCount(k.DistinctClosed, k.Attempted) > e.cfg.MaxPorts || newest-e.rule.window <= p.scanLast {
+			p.last = max(p.last, newest)
+			p.scanLast = max(p.scanLast, newest)
+			e.c.scanEvidence++
+			e.st.touch(p)
+			e.unlockAndEmit()
+			return nil
+		}
+		touches = make([]Touch, 0, len(k.Touches))
+		for _, t := range k.Touches {
+			if t.Time.UnixNano() > p.scanLast {
+				touches = append(touches, t)
+			}
+		}
+		p.scan, p.sensorDistinct = false, 0
+		e.c.scanEnded++
 	}
-	added, dropped := p.mergeTouches(k.Touches, e.cfg.MaxTouchesPerPair)
+	added, dropped := p.mergeTouches(touches, e.cfg.MaxTouchesPerPair)
 	e.c.touchesDropped += uint64(dropped)
 	if added == 0 {
 		e.c.duplicates[iKnock]++
 	}
-	p.sensorDistinct = max(p.sensorDistinct, sat8(k.DistinctClosed))
+	p.sensorDistinct = max(p.sensorDistinct, sat8(burstCount(k.DistinctClosed, k.Attempted)))
 	maxDistinct := p.knockWindows(e.rule.window, 0, nil)
 	switch {
 	case maxDistinct > e.cfg.MaxPorts || int(p.sensorDistinct) > e.cfg.MaxPorts:
-		e.markScan(p)
+		e.markScan(p, newest)
 	case added > 0:
 		p.knocked = maxDistinct >= e.cfg.MinPorts
 		if p.knocked {
@@ -232,13 +248,16 @@ func (e *Engine) AddHandshake(hs Handshake) error {
 	}
 	h, p := e.pairFor(dst, src)
 	p.last = max(p.last, ack)
-	p.sensorDistinct = max(p.sensorDistinct, sat8(hs.DistinctClosed))
+	p.sensorDistinct = max(p.sensorDistinct, sat8(burstCount(hs.DistinctClosed, hs.Attempted)))
 	switch {
 	case p.scan:
+		p.scanLast = max(p.scanLast, hs.SYN.UnixNano())
 		e.c.scanEvidence++
 		e.st.touch(p)
 	case int(p.sensorDistinct) > e.cfg.MaxPorts:
-		e.markScan(p)
+		// The burst current at the SYN is a scan (the sensor's counts are
+		// per burst): whatever knock ended before it is part of it.
+		e.markScan(p, hs.SYN.UnixNano())
 	default:
 		syn := hs.SYN.UnixNano()
 		for _, r := range p.hs {
@@ -312,6 +331,11 @@ func (e *Engine) AddChange(c ExposureChange) error {
 
 // plain returns ip without IPv4 mapping and zone: the form every key uses.
 func plain(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
+
+// burstCount is what the sensor's counts say of a burst's size: the
+// distinct closed ports, or the distinct ports tried without an open
+// answer when more (a SYN scan of a filtered host decides few closed).
+func burstCount(distinct, attempted int) int { return max(distinct, attempted) }
 
 func sat8(n int) uint8 {
 	switch {

@@ -102,8 +102,11 @@ func (e *Engine) fitsAny(p *pair, cs []*chg) bool {
 	return found
 }
 
-func (e *Engine) markScan(p *pair) {
+// markScan makes p a scanner from evidence at time at (event ns): its
+// touches and handshakes go, and evidence of the same burst keeps it one.
+func (e *Engine) markScan(p *pair, at int64) {
 	p.scan = true
+	p.scanLast = max(p.scanLast, at)
 	p.touches = nil
 	e.st.nHS -= len(p.hs)
 	p.hs = nil

@@ -175,18 +175,32 @@ func newRule(cfg Config) *rule {
 // portState says what the sensor's port-state observations allow for a
 // knock ending at kEnd: "" if the port may have been opened after the
 // knock, or the reason it cannot alert.
+//
+// Someone else was first only if another source completed a handshake
+// (PortOtherDone) after the knock ended: a SYN-ACK alone proves nothing
+// about who connected (it answers spoofed SYNs and the knocker's own
+// half-open probes too). The port was open all along if it was first seen
+// open (since it was last seen closed) before the knock ended. Sensors
+// that do not report the first opening (zero) fall back to the last one.
 func portState(h *hsRec, kEnd int64) string {
-	open, closed := ns(h.h.PortLastOpen), ns(h.h.PortLastClosed)
+	if other := ns(h.h.PortOtherDone); other != 0 {
+		if other > kEnd {
+			return NoAlertOtherFirst
+		}
+		return NoAlertOpenAllAlong // someone else used it before the knock ended
+	}
+	open, closed := ns(h.h.PortFirstOpen), ns(h.h.PortLastClosed)
 	if open == 0 {
+		if open = ns(h.h.PortLastOpen); open == 0 || open > kEnd {
+			return ""
+		}
+		if closed <= open {
+			return NoAlertOpenAllAlong
+		}
 		return ""
 	}
-	if open > kEnd {
-		// Seen open by someone after the knock (and so after any change
-		// that could match it) but before this handshake.
-		return NoAlertOtherFirst
-	}
-	if closed <= open {
-		// Seen open before the knock and never closed since.
+	if open <= kEnd && closed <= open {
+		// Seen open before the knock ended and not closed since.
 		return NoAlertOpenAllAlong
 	}
 	return ""
@@ -239,7 +253,10 @@ func (r *rule) evaluate(sup *suppressor, cutoff int64, arriving *chg, src, dst n
 			}
 		}
 		// The network alone shows the port went from closed to open.
-		closed, open := ns(h.h.PortLastClosed), ns(h.h.PortLastOpen)
+		closed, open := ns(h.h.PortLastClosed), ns(h.h.PortFirstOpen)
+		if open == 0 {
+			open = ns(h.h.PortLastOpen)
+		}
 		if h.ack > k.t && h.ack-k.t <= r.total && closed != 0 && closed <= h.syn &&
 			h.syn-closed <= r.retention && (open == 0 || open < closed) {
 			o := outcome{conf: ConfidenceMedium, knock: k}

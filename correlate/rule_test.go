@@ -180,7 +180,31 @@ func TestRuleClauses(t *testing.T) {
 		{"someone else connected after the change", nil,
 			hsLast(ruleAdded(chAt, p22, 1), func() Handshake {
 				h := closedBefore(handshakeAt(attacker, victim, 22, ackAt))
-				h.PortLastOpen = chAt.Add(5 * sec)
+				h.PortFirstOpen, h.PortLastOpen = chAt.Add(4*sec), chAt.Add(4*sec)
+				h.PortOtherDone = chAt.Add(5 * sec)
+				return h
+			}()), nil},
+		// The knocker's own half-open probe (nmap -sS) answered before its
+		// connection: seen open after the knock, but nobody else
+		// completed a handshake. Still the first handshake.
+		{"own half-open probe before the connection", nil,
+			hsLast(ruleAdded(chAt, p22, 1), func() Handshake {
+				h := closedBefore(handshakeAt(attacker, victim, 22, ackAt))
+				h.PortFirstOpen, h.PortLastOpen = chAt.Add(4*sec), chAt.Add(4*sec)
+				return h
+			}()), []string{"created high"}},
+		// A spoofed source's SYN answered by a SYN-ACK before the
+		// attacker's connection: no completed handshake, not "other first".
+		{"SYN-ACK to a spoofed source before the connection", nil,
+			hsLast(ruleAdded(chAt, p22, 1), func() Handshake {
+				h := handshakeAt(attacker, victim, 22, ackAt)
+				h.PortFirstOpen, h.PortLastOpen = chAt.Add(2*sec), chAt.Add(3*sec)
+				return h
+			}()), []string{"created high"}},
+		{"someone else used the port before the knock ended", nil,
+			hsLast(ruleAdded(chAt, p22, 1), func() Handshake {
+				h := handshakeAt(attacker, victim, 22, ackAt)
+				h.PortFirstOpen, h.PortLastOpen, h.PortOtherDone = t0.Add(-time.Minute), t0.Add(-time.Minute), t0.Add(-time.Minute)
 				return h
 			}()), nil},
 		{"port open all along", nil,
@@ -322,7 +346,7 @@ func TestNoAlertReasonsCounted(t *testing.T) {
 	h := handshakeAt(attacker, victim, 22, ackAt)
 	h.PortLastClosed, h.PortLastOpen = t0.Add(-time.Hour), t0.Add(-time.Minute)
 	h2 := handshakeAt(other, victim, 22, ackAt)
-	h2.PortLastClosed, h2.PortLastOpen = t0.Add(-time.Hour), chAt.Add(sec)
+	h2.PortLastClosed, h2.PortLastOpen, h2.PortOtherDone = t0.Add(-time.Hour), chAt.Add(sec), chAt.Add(sec)
 	feed(t, e, knock3(), knockAt(other, victim, t0, 1, 2, 3), ruleAdded(chAt, Ports(22), 1), h, h, h2)
 	s := e.Stats()
 	if s.NoAlert[NoAlertOpenAllAlong] != 1 || s.NoAlert[NoAlertOtherFirst] != 1 {

@@ -29,11 +29,14 @@ type pair struct {
 	// reported for the pair (saturating).
 	sensorDistinct uint8
 	scan           bool
-	class          uint8 // eviction class, see lru.go
-	knocked        bool  // the touches hold a valid knock window
-	changed        bool  // a change on the host fits one of its knock windows
-	alerted        bool  // one of its handshakes has an outcome
-	hsIdx          int32 // 1 + index in h.hsPairs; 0 when not listed
+	// scanLast is the newest event time of scan evidence: a KNOCK whose
+	// touches start a window later begins a new burst (engine.go).
+	scanLast int64
+	class    uint8 // eviction class, see lru.go
+	knocked  bool  // the touches hold a valid knock window
+	changed  bool  // a change on the host fits one of its knock windows
+	alerted  bool  // one of its handshakes has an outcome
+	hsIdx    int32 // 1 + index in h.hsPairs; 0 when not listed
 	// inline holds the touches of a typical knock without a second
 	// allocation; touches points into it until it outgrows it.
 	inline [3]touch

@@ -21,12 +21,12 @@ var kindNames = [numKinds]string{evKnock, evHandshake, evChange}
 
 // counters are the engine's counters, guarded by Engine.mu.
 type counters struct {
-	in, rejected, duplicates, late [numKinds]uint64
-	ignored, noAlert, suppressed   map[string]uint64
-	alerts                         [3]uint64
-	upgrades, scans, scanEvidence  uint64
-	touchesDropped, unresolvedSeen uint64
-	capHits, evicted, expired      map[string]uint64
+	in, rejected, duplicates, late           [numKinds]uint64
+	ignored, noAlert, suppressed             map[string]uint64
+	alerts                                   [3]uint64
+	upgrades, scans, scanEvidence, scanEnded uint64
+	touchesDropped, unresolvedSeen           uint64
+	capHits, evicted, expired                map[string]uint64
 }
 
 func (c *counters) init() {
@@ -67,6 +67,7 @@ type Stats struct {
 	Upgrades     uint64 // records emitted with event.action "upgraded"
 	Scans        uint64 // pairs found scanning (more than MaxPorts ports)
 	ScanEvidence uint64 // evidence from pairs already known as scans
+	ScanEnded    uint64 // scanners whose later knock began a new burst
 	// Suppressed counts matches by suppression reason.
 	Suppressed map[string]uint64
 	// NoAlert counts handshakes that cannot alert by reason
@@ -101,6 +102,7 @@ func (e *Engine) Stats() Stats {
 		Upgrades:          e.c.upgrades,
 		Scans:             e.c.scans,
 		ScanEvidence:      e.c.scanEvidence,
+		ScanEnded:         e.c.scanEnded,
 		Suppressed:        clone(e.c.suppressed),
 		NoAlert:           clone(e.c.noAlert),
 		CapHits:           clone(e.c.capHits),

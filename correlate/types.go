@@ -16,15 +16,20 @@ const (
 	TouchREJ TouchKind = iota + 1
 	// TouchS0 is a SYN that got no answer within the sensor's timeout.
 	TouchS0
+	// TouchRSTOS0 is a SYN the source itself reset before any answer was
+	// seen (Zeek's RSTOS0): a port that did not open for it.
+	TouchRSTOS0
 )
 
-// String returns "REJ" or "S0".
+// String returns "REJ", "S0" or "RSTOS0".
 func (k TouchKind) String() string {
 	switch k {
 	case TouchREJ:
 		return "REJ"
 	case TouchS0:
 		return "S0"
+	case TouchRSTOS0:
+		return "RSTOS0"
 	}
 	return fmt.Sprintf("TouchKind(%d)", uint8(k))
 }
@@ -46,6 +51,14 @@ type Knock struct {
 	// touched on Dst in its window, when known (0 = unknown). It may be
 	// larger than len(Touches) because the record holds only the last few.
 	DistinctClosed int
+	// Attempted is the sensor's count of distinct ports Src tried on Dst in
+	// the same burst without an open answer, decided or not (0 = unknown):
+	// a SYN scan of a filtered host shows here even when few of its SYNs
+	// were decided closed.
+	Attempted int
+	// Epoch numbers the sensor's KNOCK records of the pair: every use of a
+	// knock is a new one (0 = unknown).
+	Epoch uint32
 }
 
 // Handshake is the first completed three-way handshake of a flagged source
@@ -58,13 +71,26 @@ type Handshake struct {
 	SYNACK   time.Time
 	ACK      time.Time
 	// PortLastClosed and PortLastOpen are when Dst:Port was last seen
-	// closed (RST or S0, to anyone) and last seen open (a SYN-ACK, to
-	// anyone) before this connection. The zero time means unknown/never.
+	// closed (RST, S0 or RSTOS0, to anyone) and last seen open (a SYN-ACK,
+	// to anyone) before this connection; PortFirstOpen is the first answer
+	// since it was last seen closed. The zero time means unknown/never.
 	PortLastClosed time.Time
+	PortFirstOpen  time.Time
 	PortLastOpen   time.Time
+	// PortOtherDone is when another source completed the first handshake
+	// to Dst:Port since it was last seen closed (zero: nobody else did).
+	// Only completed handshakes count: a SYN-ACK to a spoofed SYN, or the
+	// source's own half-open probe, never makes someone else first.
+	PortOtherDone time.Time
 	// DistinctClosed is how many distinct closed ports Src touched on Dst
 	// in the sensor's current window (saturating; 0 = unknown).
 	DistinctClosed int
+	// Attempted is the sensor's count of distinct ports Src tried on Dst in
+	// the burst without an open answer (0 = unknown).
+	Attempted int
+	// Epoch is the sensor's KNOCK this handshake follows (0 = unknown: the
+	// pair's state was pushed out, the flag survived).
+	Epoch uint32
 }
 
 // ChangeKind is what happened on the Windows host.
@@ -273,7 +299,7 @@ func (k *Knock) validate() error {
 		if t.Port == 0 {
 			return fmt.Errorf("touch %d: %w", i, ErrInvalidPort)
 		}
-		if t.Kind != TouchREJ && t.Kind != TouchS0 {
+		if t.Kind != TouchREJ && t.Kind != TouchS0 && t.Kind != TouchRSTOS0 {
 			return fmt.Errorf("touch %d: %w %d", i, ErrInvalidKind, t.Kind)
 		}
 	}
@@ -287,12 +313,21 @@ func (h *Handshake) validate() error {
 	if h.Port == 0 {
 		return ErrInvalidPort
 	}
-	for _, t := range []time.Time{h.SYN, h.SYNACK, h.ACK} {
+	for _, t := range []time.Time{h.SYN, h.ACK} {
 		if err := checkTime(t); err != nil {
 			return err
 		}
 	}
-	if h.SYNACK.Before(h.SYN) || h.ACK.Before(h.SYNACK) {
+	// SYNACK is zero when the capture lacked it (the client's ACK proved it).
+	if !h.SYNACK.IsZero() {
+		if err := checkTime(h.SYNACK); err != nil {
+			return err
+		}
+		if h.SYNACK.Before(h.SYN) || h.ACK.Before(h.SYNACK) {
+			return ErrInvalidOrder
+		}
+	}
+	if h.ACK.Before(h.SYN) {
 		return ErrInvalidOrder
 	}
 	return nil

@@ -25,17 +25,24 @@ const (
 )
 
 // KnockFromLoader converts a sensor KNOCK record to the engine's Knock.
-// Touch kinds the engine does not know are passed as zero, which the
-// engine rejects (and counts) instead of guessing.
+// Attempts (SYNs the sensor pushed out undecided) are not closed touches:
+// they stay out of Touches and count in Attempted. Touch kinds the engine
+// does not know are passed as zero, which the engine rejects (and counts)
+// instead of guessing.
 func KnockFromLoader(k *sensor.Knock) correlate.Knock {
 	out := correlate.Knock{
 		Src:            k.Src,
 		Dst:            k.Dst,
 		DistinctClosed: k.Distinct,
-		Touches:        make([]correlate.Touch, len(k.Touches)),
+		Attempted:      k.Attempted,
+		Epoch:          k.Epoch,
+		Touches:        make([]correlate.Touch, 0, len(k.Touches)),
 	}
-	for i, t := range k.Touches {
-		out.Touches[i] = correlate.Touch{Port: t.Port, Time: t.Time, Kind: touchKind(t.Kind)}
+	for _, t := range k.Touches {
+		if t.Kind == sensor.TouchAttempt {
+			continue
+		}
+		out.Touches = append(out.Touches, correlate.Touch{Port: t.Port, Time: t.Time, Kind: touchKind(t.Kind)})
 	}
 	return out
 }
@@ -46,6 +53,8 @@ func touchKind(k sensor.TouchKind) correlate.TouchKind {
 		return correlate.TouchREJ
 	case sensor.TouchS0:
 		return correlate.TouchS0
+	case sensor.TouchRSTOS0:
+		return correlate.TouchRSTOS0
 	}
 	return 0
 }
@@ -62,8 +71,12 @@ func HandshakeFromLoader(h *sensor.Handshake) correlate.Handshake {
 		SYNACK:         h.SYNACK,
 		ACK:            h.ACK,
 		PortLastClosed: h.PortLastClosed,
+		PortFirstOpen:  h.PortFirstOpen,
 		PortLastOpen:   h.PortLastOpen,
+		PortOtherDone:  h.PortOtherDone,
 		DistinctClosed: h.Distinct,
+		Attempted:      h.Attempted,
+		Epoch:          h.Epoch,
 	}
 }
 
