@@ -179,28 +179,30 @@ func newRule(cfg Config) *rule {
 // Someone else was first only if another source completed a handshake
 // (PortOtherDone) after the knock ended: a SYN-ACK alone proves nothing
 // about who connected (it answers spoofed SYNs and the knocker's own
-// half-open probes too). The port was open all along if it was first seen
-// open (since it was last seen closed) before the knock ended. Sensors
-// that do not report the first opening (zero) fall back to the last one.
-func portState(h *hsRec, kEnd int64) string {
+// half-open probes too). The port was open all along if it was seen open
+// shortly before the knock ended (within recent: the knock window and the
+// change delay) and not seen closed since. An older sighting is no
+// evidence: a port a knock opened an hour ago and that closed unseen
+// (nobody touched it while closed) opens anew for the knock's next use.
+func portState(h *hsRec, kEnd, recent int64) string {
 	if other := ns(h.h.PortOtherDone); other != 0 {
 		if other > kEnd {
 			return NoAlertOtherFirst
 		}
-		return NoAlertOpenAllAlong // someone else used it before the knock ended
-	}
-	open, closed := ns(h.h.PortFirstOpen), ns(h.h.PortLastClosed)
-	if open == 0 {
-		if open = ns(h.h.PortLastOpen); open == 0 || open > kEnd {
-			return ""
+		if kEnd-other <= recent {
+			return NoAlertOpenAllAlong // someone else used it just before the knock ended
 		}
-		if closed <= open {
-			return NoAlertOpenAllAlong
-		}
-		return ""
 	}
-	if open <= kEnd && closed <= open {
-		// Seen open before the knock ended and not closed since.
+	first, last, closed := ns(h.h.PortFirstOpen), ns(h.h.PortLastOpen), ns(h.h.PortLastClosed)
+	// The latest sighting of the port open no later than the knock's end.
+	var o int64
+	switch {
+	case last != 0 && last <= kEnd:
+		o = last
+	case first != 0 && first <= kEnd:
+		o = first
+	}
+	if o != 0 && kEnd-o <= recent && closed <= o {
 		return NoAlertOpenAllAlong
 	}
 	return ""
@@ -222,7 +224,7 @@ func (r *rule) evaluate(sup *suppressor, cutoff int64, arriving *chg, src, dst n
 		if k.t > h.syn {
 			return true // a knock must end before the handshake starts
 		}
-		if why := portState(h, k.t); why != "" {
+		if why := portState(h, k.t, r.window+r.after); why != "" {
 			if noAlert == "" {
 				noAlert = why
 			}

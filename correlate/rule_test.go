@@ -201,6 +201,15 @@ func TestRuleClauses(t *testing.T) {
 				h.PortFirstOpen, h.PortLastOpen = chAt.Add(2*sec), chAt.Add(3*sec)
 				return h
 			}()), []string{"created high"}},
+		// The knock's previous use opened the port an hour ago; it
+		// closed unseen (nobody touched it while closed). An old sighting
+		// is no evidence the port was open when this knock came.
+		{"port seen open an hour before the knock (previous use)", nil,
+			hsLast(ruleAdded(chAt, p22, 1), func() Handshake {
+				h := handshakeAt(attacker, victim, 22, ackAt)
+				h.PortFirstOpen, h.PortLastOpen = t0.Add(-time.Hour), t0.Add(-time.Hour)
+				return h
+			}()), []string{"created high"}},
 		{"someone else used the port before the knock ended", nil,
 			hsLast(ruleAdded(chAt, p22, 1), func() Handshake {
 				h := handshakeAt(attacker, victim, 22, ackAt)

@@ -318,13 +318,13 @@ func (h *Handshake) validate() error {
 			return err
 		}
 	}
-	// SYNACK is zero when the capture lacked it (the client's ACK proved it).
+	// SYNACK is zero when the capture lacked it (the client's ACK proved
+	// it). It comes from the server's side of a tap, stamped by another
+	// port: it may precede the SYN by the sensor's answer skew, so only
+	// the client's own packets are held to their order.
 	if !h.SYNACK.IsZero() {
 		if err := checkTime(h.SYNACK); err != nil {
 			return err
-		}
-		if h.SYNACK.Before(h.SYN) || h.ACK.Before(h.SYNACK) {
-			return ErrInvalidOrder
 		}
 	}
 	if h.ACK.Before(h.SYN) {

@@ -43,13 +43,13 @@ func (t *Twin) sweepPair(idx, w uint32, now uint64) int {
 	if tg == 0 || tg&tagBusy != 0 {
 		return 0
 	}
-	if k == kEarlyRST || k == kEarlySYNACK {
+	if k != kSYN {
 		if t.stale(sl, k, us32(now), ms32(now)) {
 			take(sl, tg)
 		}
 		return 0
 	}
-	if k != kSYN || !t.due(sl, us32(now)) {
+	if !t.due(sl, us32(now)) {
 		return 0
 	}
 	if !claim(sl, tg) {

@@ -44,7 +44,7 @@ func (t *Twin) onSYN(now uint64) {
 	// The answer came first: this SYN is answered already.
 	if sc.early >= 0 {
 		sl := &b[sc.early&(ways-1)]
-		seq, tag := sl.seq, sc.earlyTag
+		seq, at, tag := sl.seq, sl.t, sc.earlyTag
 		if take(sl, tag) {
 			t.c[cAnswerEarly]++
 			if tagKind(tag) == kEarlyRST {
@@ -52,7 +52,7 @@ func (t *Twin) onSYN(now uint64) {
 				t.push(wEmit, 0, 0, 0, 0, 0, 0)
 			} else {
 				s.oev = openEv{conn: conn{pair: pr, sport: p.sport, dport: p.dport}, synTS: now, synSeq: seq - 1,
-					synackTS: now, flagged: uint8(sc.flagged)}
+					synackTS: usFull(now, at), flagged: uint8(sc.flagged)}
 				t.push(wOpened, 0, 0, 0, 0, 0, 0)
 			}
 			return

@@ -147,6 +147,7 @@ func (t *Twin) stepTouch(i uint32, now uint64) {
 		}
 		if ts_.mark >= 0 {
 			t.push(wCandTouch, kind, port, sport, ts, ts_.cidx, 0)
+			t.push(wEmit, 0, 0, 0, 0, ts_.cidx, 0)
 		} else {
 			t.push(wPromote, kind, port, sport, ts, 0, 0)
 		}

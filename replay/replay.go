@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/knockwatch/knockwatch/sensor"
@@ -32,6 +33,13 @@ type Options struct {
 	// (default: the engine's S0 timeout and one more second).
 	SweepInterval time.Duration
 	FinalSweep    time.Duration
+	// GapSweeps are offsets after the last packet at which sweeps run
+	// during a silence in the capture (those that fall inside it), before
+	// the sweep at the next packet: what the silence decided is decided at
+	// its own time, and no state outlives the sensor's 32-bit clocks
+	// (microseconds, read back within 35 minutes). Default:
+	// GapSweepsFor(sensor.DefaultConfig()).
+	GapSweeps []time.Duration
 	// Progress, when set, is called about every 64k packets with the
 	// bytes read of all captures and their total size.
 	Progress func(done, total int64)
@@ -62,7 +70,17 @@ type Summary struct {
 }
 
 // Touches is the closed-port touches the engine counted.
-func (s *Summary) Touches() uint64 { return s.Counters["touch_rej"] + s.Counters["touch_s0"] }
+func (s *Summary) Touches() uint64 {
+	return s.Counters["touch_rej"] + s.Counters["touch_s0"] + s.Counters["touch_rstos0"]
+}
+
+// GapSweepsFor returns the sweeps a silence in a capture needs with cfg: when
+// unanswered SYNs become S0 touches, when a window of touches is over, and
+// when everything the sensor keeps is decided (its longest time, the flag
+// TTL, is at most 30 minutes).
+func GapSweepsFor(cfg sensor.Config) []time.Duration {
+	return []time.Duration{cfg.S0Timeout + time.Second, cfg.Window + time.Second, 31 * time.Minute}
+}
 
 // Run replays opts' event files, then its captures, into opts.Sink. The
 // event files go first: the correlation engine works in event time, so
@@ -76,6 +94,10 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Second
 	}
+	if opts.GapSweeps == nil {
+		opts.GapSweeps = GapSweepsFor(sensor.DefaultConfig())
+	}
+	opts.GapSweeps = slices.Sorted(slices.Values(opts.GapSweeps))
 	for _, path := range opts.Events {
 		if err := readEvents(opts, path, &sum); err != nil {
 			return sum, err
@@ -131,8 +153,19 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			nextSweep = ns - ns%step + step
 		}
 		if ns >= nextSweep {
-			// Sweep at the boundary just passed; a gap in the capture
-			// takes one sweep, not one per second of silence.
+			// A gap in the capture takes a few sweeps at the times that
+			// decide something (GapSweeps after the last packet), not one
+			// per second of silence; then the one at the boundary just
+			// passed.
+			if last := sum.Last.UnixNano(); ns-last > 2*step {
+				for _, d := range opts.GapSweeps {
+					if at := last + int64(d); at < ns-ns%step {
+						if err := opts.Engine.Sweep(time.Unix(0, at).UTC()); err != nil {
+							return err
+						}
+					}
+				}
+			}
 			at := ns - ns%step
 			if err := opts.Engine.Sweep(time.Unix(0, at).UTC()); err != nil {
 				return err

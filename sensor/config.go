@@ -41,7 +41,8 @@ type Config struct {
 	PortRefresh time.Duration `yaml:"port_refresh"`
 	// FlagTTL is how long after its KNOCK a flag watches the pair's
 	// handshakes; a new burst re-arms it. Long enough for the rule's change
-	// and handshake windows.
+	// and handshake windows (knockwatch derives it from them); at most 30
+	// minutes.
 	FlagTTL time.Duration `yaml:"flag_ttl"`
 	// AnswerSkew: an RST or SYN-ACK seen up to this long before the SYN it
 	// answers still matches it (the two directions of a passive tap come on
@@ -135,8 +136,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v: must be at most %v (kept in 32-bit microseconds)", d.name, d.v, maxWindow))
 		}
 	}
-	if c.FlagTTL > 7*24*time.Hour {
-		errs = append(errs, fmt.Errorf("flag_ttl %v: must be at most a week", c.FlagTTL))
+	if c.FlagTTL > maxWindow {
+		errs = append(errs, fmt.Errorf("flag_ttl %v: must be at most %v (the sweep must decide every entry before its 32-bit microseconds wrap)", c.FlagTTL, maxWindow))
 	}
 	if c.PortRefresh < 0 || c.AnswerSkew < 0 {
 		errs = append(errs, fmt.Errorf("port_refresh %v, answer_skew %v: must not be negative", c.PortRefresh, c.AnswerSkew))

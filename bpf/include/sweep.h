@@ -40,8 +40,8 @@ int kw_g_sweep_cand(__u32 bucket, __u32 w, __u64 now);
 
 /* kw_sweep_pair_body ages entry w of pair bucket idx: a SYN unanswered
  * past the timeout becomes an S0 touch (of a single-port pair: a
- * candidate's SYNs live in the candidate), an early answer past the skew
- * is freed. Returns 1 for an S0 touch queued. */
+ * candidate's SYNs live in the candidate), any other entry nobody needs
+ * any more (kw_stale) is freed. Returns 1 for an S0 touch queued. */
 static __always_inline int kw_sweep_pair_body(__u32 idx, __u32 w, __u64 now)
 {
 	struct kw_scratch *s = kw_scratch();
@@ -56,12 +56,15 @@ static __always_inline int kw_sweep_pair_body(__u32 idx, __u32 w, __u64 now)
 	k = KW_TAG_KIND(tg);
 	if (!tg || (tg & KW_TAG_BUSY))
 		return 0;
-	if (k == KW_K_EARLY_RST || k == KW_K_EARLY_SYNACK) {
+	if (k != KW_K_SYN) {
+		/* Early answers past the skew, touches past the window, MARKs
+		 * no longer live: freed. Run every second, the sweep keeps every
+		 * entry younger than half the range of its 32-bit time. */
 		if (kw_stale(sl, k, kw_us32(now), kw_ms32(now)))
 			kw_take(sl, tg);
 		return 0;
 	}
-	if (k != KW_K_SYN || !kw_due(sl, kw_us32(now)))
+	if (!kw_due(sl, kw_us32(now)))
 		return 0;
 	if (!kw_claim(sl, tg))
 		return 0;

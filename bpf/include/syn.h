@@ -82,7 +82,7 @@ static __always_inline int kw_syn_body(__u64 now)
 	/* The answer came first: this SYN is answered already. */
 	if (sc->early >= 0) {
 		struct kw_slot *sl = &b->s[sc->early & (KW_WAYS - 1)];
-		__u32 seq = sl->seq, tag = sc->early_tag;
+		__u32 seq = sl->seq, at = sl->t, tag = sc->early_tag;
 
 		if (kw_take(sl, tag)) {
 			KW_INC(c, KW_C_ANSWER_EARLY);
@@ -96,7 +96,7 @@ static __always_inline int kw_syn_body(__u64 now)
 				s->oev.conn.dport = p->dport;
 				s->oev.syn_ts = now;
 				s->oev.syn_seq = seq - 1;
-				s->oev.synack_ts = now;
+				s->oev.synack_ts = kw_us_full(now, at); /* as captured: may precede the SYN by the skew */
 				s->oev.flagged = sc->flagged;
 				kw_push(s, KW_W_OPENED, 0, 0, 0, 0, 0, 0);
 			}

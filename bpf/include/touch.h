@@ -236,10 +236,14 @@ static __always_inline int kw_step_touch(__u32 i, __u64 now)
 		 * came from is done. */
 		if (way != KW_NOWAY)
 			kw_take(&b->s[way & (KW_WAYS - 1)], way_tag);
-		if (ts_->mark >= 0)
+		if (ts_->mark >= 0) {
+			/* The candidate stages the touch (and maybe a KNOCK) after
+			 * any EMIT already queued: emit again after it. */
 			kw_push(s, KW_W_CAND_TOUCH, kind, port, sport, ts, ts_->cidx, 0);
-		else
-			kw_push(s, KW_W_PROMOTE, kind, port, sport, ts, 0, 0);
+			kw_push(s, KW_W_EMIT, 0, 0, 0, 0, ts_->cidx, 0);
+		} else {
+			kw_push(s, KW_W_PROMOTE, kind, port, sport, ts, 0, 0); /* it emits */
+		}
 		return 0;
 	}
 	/* The pair's (first) touch of this port: stage it and keep it in the

@@ -143,7 +143,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	opts := replay.Options{
 		Captures: pcaps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
-		FinalSweep: built.Sensor.S0Timeout + time.Second,
+		FinalSweep: built.Sensor.S0Timeout + time.Second, GapSweeps: replay.GapSweepsFor(built.Sensor),
 	}
 	if bar := newReplayProgress(stderr, pcaps); bar != nil {
 		opts.Progress = bar.update

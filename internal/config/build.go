@@ -17,7 +17,8 @@ import (
 // and sensor.window may be left out (the default); a value that differs
 // from the rule's is refused, since a sensor knock wider than the rule's
 // floods the engine with flags it throws away, and a narrower one hides
-// knocks the rule would alert on.
+// knocks the rule would alert on. sensor.flag_ttl is derived from the
+// rule's windows too when left out, and refused when shorter than they need.
 func (c *Config) SensorConfig() (sensor.Config, error) {
 	s := c.Sensor
 	var errs []string
@@ -36,6 +37,16 @@ func (c *Config) SensorConfig() (sensor.Config, error) {
 	if len(errs) > 0 {
 		return s, fmt.Errorf("%s: the knock is defined once, by rule.min_ports and rule.knock_window; remove sensor.min_ports and sensor.window (the sensor takes the rule's)",
 			strings.Join(errs, "; "))
+	}
+	// A flag must watch the pair's handshakes for as long as the rule
+	// can use one: the change may follow the knock by change_after, the
+	// handshake the change by handshake_after, each with the clock skew.
+	need := c.Rule.ChangeAfter + c.Rule.HandshakeAfter + 2*c.Rule.Skew
+	switch {
+	case s.FlagTTL == 0:
+		s.FlagTTL = need
+	case s.FlagTTL < need:
+		return s, fmt.Errorf("sensor.flag_ttl %v is shorter than rule.change_after + rule.handshake_after + 2 rule.skew = %v: handshakes the rule would alert on would go unreported; remove sensor.flag_ttl (it is derived) or raise it", s.FlagTTL, need)
 	}
 	if err := s.Validate(); err != nil {
 		return s, fmt.Errorf("sensor: %w", err)

@@ -209,11 +209,11 @@ type Pipeline struct {
 	MaxQueued     int           `yaml:"max_queued"`
 }
 
-// defaultSensor is sensor.DefaultConfig without the knock: min_ports and
-// window come from the rule (SensorConfig).
+// defaultSensor is sensor.DefaultConfig without what the rule decides:
+// min_ports, window and flag_ttl come from the rule (SensorConfig).
 func defaultSensor() sensor.Config {
 	s := sensor.DefaultConfig()
-	s.MinPorts, s.Window = 0, 0
+	s.MinPorts, s.Window, s.FlagTTL = 0, 0, 0
 	return s
 }
 

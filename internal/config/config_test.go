@@ -135,6 +135,9 @@ func TestValidateErrors(t *testing.T) {
 		{"sensor threshold", func(c *Config) { c.Rule.MinPorts = 1 }, "sensor: min_ports 1", false},
 		{"sensor knock wider than the rule's", func(c *Config) { c.Sensor.Window = time.Minute }, "sensor.window 1m0s differs from rule.knock_window 30s", false},
 		{"sensor threshold below the rule's", func(c *Config) { c.Sensor.MinPorts = 2 }, "sensor.min_ports 2 differs from rule.min_ports 3", false},
+		{"flag shorter than the rule's windows", func(c *Config) { c.Sensor.FlagTTL = time.Minute },
+			"sensor.flag_ttl 1m0s is shorter than rule.change_after + rule.handshake_after + 2 rule.skew = 6m10s", false},
+		{"flag longer than the clocks hold", func(c *Config) { c.Rule.HandshakeAfter = time.Hour }, "flag_ttl 1h1m10s: must be at most 30m0s", false},
 		{"rule", func(c *Config) { c.Rule.MaxPorts = 100 }, "rule: ", false},
 		{"allow source", func(c *Config) { c.Suppression.AllowedSources = []string{"nope"} }, "allowed_sources[0]", false},
 		{"window order", func(c *Config) {
@@ -314,5 +317,23 @@ func walkKeys(t reflect.Type, path string, fn func(string)) {
 		if ft.Kind() == reflect.Struct && ft != timeType {
 			walkKeys(ft, p, fn)
 		}
+	}
+}
+
+// TestSensorFlagTTLDerived: the flag watches handshakes exactly as long as
+// the rule's windows need, unless set longer.
+func TestSensorFlagTTLDerived(t *testing.T) {
+	c := Default()
+	c.Rule.ChangeAfter, c.Rule.HandshakeAfter, c.Rule.Skew = 2*time.Minute, 10*time.Minute, 3*time.Second
+	s, err := c.SensorConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 12*time.Minute + 6*time.Second; s.FlagTTL != want {
+		t.Errorf("derived flag_ttl %v, want %v", s.FlagTTL, want)
+	}
+	c.Sensor.FlagTTL = 20 * time.Minute
+	if s, err = c.SensorConfig(); err != nil || s.FlagTTL != 20*time.Minute {
+		t.Errorf("explicit longer flag_ttl: %v, %v", s.FlagTTL, err)
 	}
 }
