@@ -1,6 +1,6 @@
 package gotwin
 
-import "encoding/binary"
+import "github.com/knockwatch/knockwatch/sensor"
 
 // Sizes from bpf/include/types.h and maps.h.
 const (
@@ -287,29 +287,14 @@ func b2u(b bool) uint32 {
 
 // Hashes of helpers.h, keyed by the load's seed.
 
-func mix(h, v uint32) uint32 {
-	h ^= v
-	h *= 0x9e3779b1
-	h ^= h >> 16
-	return h
-}
+// mix and hashAddr are kw_mix and kw_hash_addr; the pair hash is
+// sensor.PairHash (one Go copy of the program's hashes).
+func mix(h, v uint32) uint32 { return sensor.HashMix(h, v) }
 
-// hashAddr loads the address as four native-endian words, as kw_hash_addr
-// does on bpfel (the only byte order the program is built for).
-func hashAddr(h uint32, a *addr) uint32 {
-	h = mix(h, binary.LittleEndian.Uint32(a[0:]))
-	h = mix(h, binary.LittleEndian.Uint32(a[4:]))
-	h = mix(h, binary.LittleEndian.Uint32(a[8:]))
-	h = mix(h, binary.LittleEndian.Uint32(a[12:]))
-	return h
-}
+func hashAddr(h uint32, a *addr) uint32 { return sensor.HashAddr(h, (*[16]byte)(a)) }
 
 func (t *Twin) hashPair(p *pair) uint32 {
-	h := t.seed
-	h = hashAddr(h, &p.src)
-	h = hashAddr(h, &p.dst)
-	h *= 0x85ebca6b
-	return h ^ (h >> 13)
+	return sensor.PairHash(t.seed, (*[16]byte)(&p.src), (*[16]byte)(&p.dst))
 }
 
 // fp is kw_fp: the 24-bit fingerprint of a hash, never 0.
