@@ -76,7 +76,11 @@ func (t *Twin) answer(now uint64) bool {
 	}
 	cd := &cb[w&3]
 	i, ts, seq := candMatch(cd, a.how, a.v, a.sport, a.dport)
-	t.candDue(cd, now)
+	var answered uint64
+	if i >= 0 && a.how != mOrigRST {
+		answered = ts
+	}
+	t.candDue(cd, now, answered)
 	epoch := cd.epoch
 	cidx = idx<<2 | uint32(w&3)
 	for j := range s.dues {

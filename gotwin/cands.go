@@ -32,7 +32,7 @@ func (t *Twin) candFlagged(cd *cand, now uint64) bool {
 }
 
 // candAlloc is kw_cand_alloc: free, else over, else the least recently
-// active unflagged, else the least recently active.
+// active flagged, else the least recently active.
 func (t *Twin) candAlloc(cb *candBucket, now uint64) int32 {
 	const lim = uint64(1)<<62 - 1
 	best, bestRank, bestScore := uint32(0), uint32(9), ^uint64(0)
@@ -47,7 +47,7 @@ func (t *Twin) candAlloc(cb *candBucket, now uint64) int32 {
 			rank = 0
 		case over:
 			rank = 1
-		case !flagged:
+		case flagged:
 			rank = 2
 		default:
 			rank = 3
@@ -214,15 +214,16 @@ func (t *Twin) candTouch(cd *cand, tc *touch) {
 	}
 }
 
-// candDue is kw_cand_due: pending SYNs past the S0 timeout become S0
-// touches in scratch.dues[0..7].
-func (t *Twin) candDue(cd *cand, now uint64) {
+// candDue is kw_cand_due: pending SYNs past the S0 timeout, or sent more
+// than the answer skew before a later SYN the host just answered
+// (answered: its time, else 0), become S0 touches in scratch.dues[0..7].
+func (t *Twin) candDue(cd *cand, now, answered uint64) {
 	s := &t.s
 	for i := 0; i < cpend; i++ {
 		e := &cd.pend[i]
 		d := &s.dues[i]
 		ts := e.t
-		due := ts != 0 && !within(now, ts, t.s0Timeout)
+		due := ts != 0 && (!within(now, ts, t.s0Timeout) || ts+t.answerSkew < answered)
 		d.ts = ts
 		d.port = e.dport
 		d.sport = e.sport

@@ -60,12 +60,29 @@ func (t *Twin) done(flagged bool, srcFP, doneFP uint32) {
 	t.c[cHandshakes]++
 }
 
+// pairFlagged is kw_pair_flagged: the pair's MARK carries a live flag.
+func (t *Twin) pairFlagged(p *pair, now uint64) uint8 {
+	h := t.hashPair(p)
+	f := fp(h)
+	var flagged uint8
+	for w := range t.bucketOf(h) {
+		sl := &t.bucketOf(h)[w]
+		if tg := sl.tag; tg != 0 && tg&tagBusy == 0 && tagFP(tg) == f && tagKind(tg) == kMark && t.markFlagged(sl, ms32(now)) {
+			flagged = 1
+		}
+	}
+	return flagged
+}
+
 // stepOpened is kw_step_opened: a SYN of scratch.oev was answered (proven:
 // by the client's ACK).
 func (t *Twin) stepOpened(now uint64, proven uint32) {
 	s := &t.s
 	ev := &s.oev
 	t.c[cPortOpen]++
+	if ev.flagged == 0 {
+		ev.flagged = t.pairFlagged(&ev.conn.pair, now)
+	}
 	snap := t.portOpen(&ev.conn.pair.dst, ev.conn.dport, now)
 	if ev.flagged == 0 && !snap.wantsFirst() {
 		return

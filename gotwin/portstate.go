@@ -9,7 +9,7 @@ func (t *Twin) portSlot(host *addr, port uint16) (*portSlot, uint32) {
 	return &t.ports[h&t.portMask], fp(h)<<2 | 2
 }
 
-// own is kw_own.
+// own is kw_own; with one thread a slot is never KW_PORT_BUSY.
 func (t *Twin) own(ps *portSlot, key uint32) {
 	cur := ps.key
 	if cur == key {

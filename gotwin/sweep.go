@@ -80,7 +80,7 @@ func (t *Twin) sweepCand(bucket, w uint32, now uint64) int {
 	if cd.free() {
 		return 0
 	}
-	t.candDue(cd, now)
+	t.candDue(cd, now, 0)
 	var n uint8
 	for j := 0; j < cpend; j++ {
 		n |= s.dues[j].kind

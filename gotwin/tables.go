@@ -113,8 +113,6 @@ type portSlot struct {
 	lastClosed, firstOpen, lastOpen, doneTS uint64
 }
 
-const portBusy = 1 // KW_PORT_BUSY
-
 // watch is struct kw_watch without its lock.
 type watch struct {
 	state                                                 uint32
@@ -165,12 +163,11 @@ type handshakeRec struct {
 	portOtherDone       uint64
 }
 
-// tev is struct kw_tev.
+// tev is struct kw_tev (its kind is set by the C and never read).
 type tev struct {
 	conn    conn
 	ts, now uint64
 	seq     uint32
-	kind    uint8
 }
 
 // staged is struct kw_staged.

@@ -17,10 +17,10 @@ type Twin struct {
 	verdict uint32
 
 	// CFG of bpf/include/config.h.
-	window, s0Timeout, hsTimeout, portRefresh, flagTTL uint64
-	windowUs, s0TimeoutUs, answerSkewUs, flagTTLMs     uint32
-	minPorts                                           uint32
-	seed, pairMask, candMask, portMask, watchMask      uint32
+	window, s0Timeout, hsTimeout, portRefresh, flagTTL, answerSkew uint64
+	windowUs, s0TimeoutUs, answerSkewUs, flagTTLMs                 uint32
+	minPorts                                                       uint32
+	seed, pairMask, candMask, portMask, watchMask                  uint32
 
 	// The maps of bpf/include/maps.h.
 	pairs   []bucket
@@ -63,6 +63,7 @@ func New(cfg sensor.Config) (*Twin, error) {
 		hsTimeout:    uint64(cfg.HandshakeTimeout),
 		portRefresh:  uint64(cfg.PortRefresh),
 		flagTTL:      uint64(cfg.FlagTTL),
+		answerSkew:   uint64(cfg.AnswerSkew),
 		windowUs:     uint32(cfg.Window / time.Microsecond),
 		s0TimeoutUs:  uint32(cfg.S0Timeout / time.Microsecond),
 		answerSkewUs: uint32(cfg.AnswerSkew / time.Microsecond),

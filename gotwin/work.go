@@ -77,7 +77,7 @@ func (t *Twin) promoteCand(kind uint8, ts, now uint64) int64 {
 	if kind == 0 {
 		t.candPend(cd, &s.ev)
 	}
-	t.candDue(cd, now)
+	t.candDue(cd, now, 0)
 	return int64((h&t.candMask)<<2 | uint32(w&3))
 }
 
@@ -121,7 +121,7 @@ func (t *Twin) stepCandSYN(i uint32, now uint64) {
 		t.push(wPromote, 0, s.ev.conn.dport, s.ev.conn.sport, now, 0, 0)
 		return
 	}
-	t.candDue(&cb[w&3], now)
+	t.candDue(&cb[w&3], now, 0)
 	t.candPend(&cb[w&3], &s.ev)
 	cidx = (h&t.candMask)<<2 | uint32(w&3)
 	t.pushDues(cidx)

@@ -187,6 +187,9 @@ type expectation struct {
 	Case   string      `json:"case"`
 	About  string      `json:"about"`
 	Alerts []wantAlert `json:"alerts"`
+	// IgnoreChecksums replays the case as --ignore-checksums does: its
+	// capture was taken on a sending host with checksum offload.
+	IgnoreChecksums bool `json:"ignore_checksums,omitempty"`
 }
 
 func corpusCases() []corpusCase {

@@ -61,7 +61,7 @@ func testSensorConfig() sensor.Config {
 
 // replayDir replays one corpus case with engine kind and returns the
 // created alerts and the summary.
-func replayDir(t *testing.T, dir, kind string) ([]wantAlert, Summary) {
+func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, Summary) {
 	t.Helper()
 	caps, _ := filepath.Glob(filepath.Join(dir, "capture*"))
 	sort.Strings(caps)
@@ -81,7 +81,9 @@ func replayDir(t *testing.T, dir, kind string) ([]wantAlert, Summary) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, _, err := NewEngine(kind, testSensorConfig(), nil)
+	scfg := testSensorConfig()
+	scfg.VerifyChecksums = !want.IgnoreChecksums
+	eng, _, err := NewEngine(kind, scfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func TestCorpus(t *testing.T) {
 					if kind == EngineXDP {
 						testenv.RequirePrivileged(t)
 					}
-					got, sum := replayDir(t, dir, kind)
+					got, sum := replayDir(t, dir, kind, want)
 					sums = append(sums, sum)
 					if !sameAlerts(got, want.Alerts) {
 						t.Errorf("%s: %s\nalerts %+v\nwant   %+v\nsummary: %d packets, %d knocks, %d handshakes, events %+v",

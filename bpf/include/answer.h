@@ -109,7 +109,10 @@ static __always_inline int kw_answer_body(__u64 now)
 	}
 	cd = &cb->c[w & 3];
 	i = kw_cand_match(cd, a->how, a->v, a->sport, a->dport, &t, &seq);
-	kw_cand_due(cd, now, s);
+	/* The host answered this SYN: the pair's SYNs sent before it that
+	 * are still unanswered will not be (kw_cand_due). The client's own
+	 * RST answers nothing. */
+	kw_cand_due(cd, now, (i >= 0 && a->how != KW_M_ORIG_RST) ? t : 0, s);
 	epoch = cd->epoch;
 	bpf_spin_unlock(&cb->lock);
 	cidx = (idx << 2) | (w & 3);

@@ -12,7 +12,8 @@
  *    (at most one per window; a burst inside the window of the last KNOCK
  *    is sent when the window has passed).
  *  - Flooding: one-SYN sources never get here; a crowd of candidates evicts
- *    the least recently active unflagged one first.
+ *    the least recently active flagged one first (its flag stays in the
+ *    pair's MARK), then the least recently active knock in progress.
  *  - Scanning: every distinct port tried without an open answer counts in
  *    `attempted`, including SYNs pushed out of pend before they were
  *    decided, so a scan of a filtered host is a scan.
@@ -82,8 +83,12 @@ static __always_inline int kw_cand_flagged(const struct kw_cand *cd, __u64 now)
 }
 
 /* kw_cand_alloc picks the way a new candidate takes: free, else over
- * (burst and flag ended), else the least recently active unflagged one,
- * else the least recently active. Counts the eviction of a live one. */
+ * (burst and flag ended), else the least recently active flagged one,
+ * else the least recently active. A flagged candidate goes before a knock
+ * in progress: its KNOCK was sent and its flag lives on in the pair's MARK
+ * (handshakes are still reported), while a knock in progress would be
+ * lost — and flagged candidates are what a flood of spoofed knocks makes.
+ * Counts the eviction of a live one. */
 static __always_inline int kw_cand_alloc(struct kw_counters *c, struct kw_cand_bucket *cb, __u64 now)
 {
 	__u32 best = 0, best_rank = 9;
@@ -96,7 +101,7 @@ static __always_inline int kw_cand_alloc(struct kw_counters *c, struct kw_cand_b
 		__u32 free = kw_eq64(a[0] | a[1] | a[2] | a[3], 0);
 		__u32 flagged = (1 - kw_eq64(cd->flag_ts, 0)) & kw_within(now, cd->flag_ts, CFG.flag_ttl_ns);
 		__u32 over = (flagged ^ 1) & (1 - kw_within(now, cd->last_ts, CFG.window_ns));
-		__u32 rank = (1 - free) * (1 + (1 - over) * (1 + flagged));
+		__u32 rank = (1 - free) * (1 + (1 - over) * (2 - flagged));
 		__u64 age = now - cd->last_ts, score;
 		__u32 less;
 
@@ -254,14 +259,21 @@ static __always_inline void kw_cand_touch(struct kw_counters *c, struct kw_cand 
 #define KW_DUE_EVICTED KW_CPEND
 
 /* kw_cand_due takes the candidate's SYNs unanswered past the S0 timeout
- * out of pend into s->dues (as S0 touches). Branch-free. */
-static __always_inline void kw_cand_due(struct kw_cand *cd, __u64 now, struct kw_scratch *s)
+ * out of pend into s->dues (as S0 touches) — and, when the host just
+ * answered a later SYN of the pair (answered: that SYN's time, else 0),
+ * every SYN sent more than the answer skew before it: an answer to them
+ * would have come first. A knock of dropped SYNs followed at once by a
+ * connection (knock && ssh against a host that drops, as Windows does)
+ * is then decided when the connection is answered, not 5 s later when
+ * the handshake is long over. Branch-free. */
+static __always_inline void kw_cand_due(struct kw_cand *cd, __u64 now, __u64 answered, struct kw_scratch *s)
 {
 	for (int i = 0; i < KW_CPEND; i++) {
 		struct kw_pend *e = &cd->pend[i];
 		struct kw_touch *d = &s->dues[i];
 		__u64 t = e->t;
-		__u32 due = (1 - kw_eq64(t, 0)) & (1 - kw_within(now, t, CFG.s0_timeout_ns));
+		__u32 due = (1 - kw_eq64(t, 0)) &
+			    ((1 - kw_within(now, t, CFG.s0_timeout_ns)) | kw_ltu64(t + CFG.answer_skew_ns, answered));
 
 		d->ts = t;
 		d->port = e->dport;

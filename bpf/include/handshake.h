@@ -127,6 +127,25 @@ static __always_inline int kw_done_body(__u32 flagged, __u32 src_fp, __u32 done_
 	return 0;
 }
 
+/* kw_pair_flagged: the pair's MARK carries a live flag. */
+static __always_inline __u8 kw_pair_flagged(const struct kw_pair *pair, __u64 now)
+{
+	__u32 h = kw_hash_pair(pair), fp = kw_fp(h);
+	struct kw_bucket *b = kw_bucket_of(h);
+	__u8 flagged = 0;
+
+	if (!b)
+		return 0;
+	for (int w = 0; w < KW_WAYS; w++) {
+		struct kw_slot *sl = &b->s[w];
+		__u32 tg = sl->tag;
+
+		if (tg && !(tg & KW_TAG_BUSY) && KW_TAG_FP(tg) == fp && KW_TAG_KIND(tg) == KW_K_MARK)
+			flagged |= kw_mark_flagged(sl, kw_ms32(now));
+	}
+	return flagged;
+}
+
 /* kw_step_opened: a SYN of scratch.oev.conn was answered (a SYN-ACK, or
  * the client's ACK proving one: proven). Port state, then the watch, or —
  * when the client's ACK proved it — the completion at once. */
@@ -141,6 +160,11 @@ static __always_inline int kw_step_opened(__u64 now, __u32 proven)
 		return 0;
 	ev = &s->oev;
 	KW_INC(c, KW_C_PORT_OPEN);
+	/* The answer may have decided the pair's knock (kw_cand_due): its
+	 * KNOCK went out in the EMIT queued before this step, and the MARK
+	 * says so. */
+	if (!ev->flagged)
+		ev->flagged = kw_pair_flagged(&ev->conn.pair, now);
 	kw_port_open(c, &ev->conn.pair.dst, ev->conn.dport, now, &snap);
 	if (!ev->flagged && !kw_port_wants_first(&snap))
 		return 0;

@@ -131,8 +131,8 @@ struct kw_cand {
 
 /* cands: ARRAY of buckets, bucket = hash(S, D) & CFG.cand_mask. A new
  * candidate takes a free entry, else one whose burst and flag are over,
- * else the least recently active one that is not flagged, else the least
- * recently active (counted). Value: the bucket and the lock that guards it. */
+ * else the least recently active flagged one (its flag lives on in the
+ * pair's MARK), else the least recently active (counted). Value: the bucket and the lock that guards it. */
 struct kw_cand_bucket {
 	struct bpf_spin_lock lock;
 	__u32 _pad;

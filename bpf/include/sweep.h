@@ -112,7 +112,7 @@ static __always_inline int kw_sweep_cand_body(__u32 bucket, __u32 w, __u64 now)
 		bpf_spin_unlock(&cb->lock);
 		return 0;
 	}
-	kw_cand_due(cd, now, s);
+	kw_cand_due(cd, now, 0, s);
 	n = s->dues[0].kind | s->dues[1].kind | s->dues[2].kind | s->dues[3].kind | s->dues[4].kind | s->dues[5].kind |
 	    s->dues[6].kind | s->dues[7].kind;
 	due = cd->due && kw_after(now, cd->flag_touch_ts, CFG.window_ns);

@@ -143,7 +143,7 @@ static __always_inline int kw_promote_cand_body(__u32 kind, __u64 ts, __u64 now)
 	}
 	if (!kind)
 		kw_cand_pend(c, cd, &s->ev, s);
-	kw_cand_due(cd, now, s);
+	kw_cand_due(cd, now, 0, s);
 	bpf_spin_unlock(&cb->lock);
 	return (int)(((h & CFG.cand_mask) << 2) | (w & 3));
 }
@@ -214,7 +214,7 @@ static __always_inline int kw_step_cand_syn(__u32 i, __u64 now)
 		kw_push(s, KW_W_PROMOTE, 0, s->ev.conn.dport, s->ev.conn.sport, now, 0, 0);
 		return 0;
 	}
-	kw_cand_due(&cb->c[w & 3], now, s);
+	kw_cand_due(&cb->c[w & 3], now, 0, s);
 	kw_cand_pend(c, &cb->c[w & 3], &s->ev, s);
 	bpf_spin_unlock(&cb->lock);
 	cidx = ((h & CFG.cand_mask) << 2) | (w & 3);

@@ -52,9 +52,10 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfgPath := fs.String("config", "", "configuration `FILE` (the YAML of run: sensor, rule, suppression, decoder, hosts); default: run's defaults")
 	engine := fs.String("engine", replay.EngineAuto, "tracking engine: xdp (the XDP program via BPF_PROG_RUN; root), go (its pure-Go twin), auto (xdp when it loads, else go)")
 	format := fs.String("format", "json", "alert output on stdout: json (ECS JSON lines, as run writes) or table (a readable timeline)")
+	noCsum := fs.Bool("ignore-checksums", false, "accept TCP segments with wrong checksums (a capture taken on a sending host with checksum offload, as Zeek's -C); by default SYN-ACKs, RSTs and proving ACKs with a wrong checksum are ignored and counted")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
-		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table]")
+		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--ignore-checksums]")
 		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
 		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
 		fmt.Fprintln(stderr, "\nflags:")
@@ -94,6 +95,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *hosts != "" {
 		cfg.Hosts = *hosts
+	}
+	if *noCsum {
+		cfg.Sensor.VerifyChecksums = false
 	}
 	built, err := cfg.Build()
 	if err != nil {
@@ -193,7 +197,12 @@ func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats) {
 	}
 	fmt.Fprintf(w, "  parsed     tcp %d, ipv4 %d, ipv6 %d, vlan %d, non-ip %d, non-tcp %d, truncated %d, fragments %d, bad headers %d\n",
 		c["tcp"], c["ipv4"], c["ipv6"], c["vlan"], c["non_ip"], c["non_tcp"], c["truncated"], c["fragment"], c["bad_header"]+c["unknown_ext"])
-	fmt.Fprintf(w, "  touches    %d (REJ %d, S0 %d), backscatter RSTs %d\n", s.Touches(), c["touch_rej"], c["touch_s0"], c["backscatter"])
+	fmt.Fprintf(w, "  touches    %d (REJ %d, S0 %d, RSTOS0 %d), backscatter RSTs %d\n", s.Touches(), c["touch_rej"], c["touch_s0"],
+		c["touch_rstos0"], c["backscatter"])
+	if bad := c["bad_csum"]; bad > 0 {
+		fmt.Fprintf(w, "  WARNING    %d TCP segments with a wrong checksum were ignored as answers (a capture taken on a sending host\n"+
+			"             with checksum offload has them on every packet it sent: replay it with --ignore-checksums)\n", bad)
+	}
 	fmt.Fprintf(w, "  knocks     %d (allowlisted %d)\n", s.Knocks, c["allowlisted"])
 	fmt.Fprintf(w, "  handshakes %d\n", s.Handshakes)
 	if lost := c["ringbuf_full"] + c["map_insert_fail"]; lost > 0 {

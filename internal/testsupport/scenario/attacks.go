@@ -188,6 +188,30 @@ func Attacks() []Case {
 		Counters:   map[string]uint64{"answer_early": 4, "touch_rej": 3, "touch_s0": 0, "handshakes": 1, "backscatter": 3, "synack_unmatched": 1},
 	})
 
+	// A knock of dropped SYNs and an immediate connection.
+	cases = append(cases, Case{
+		// knock && ssh against a host that drops (Windows' default):
+		// the connection is answered long before the S0 timeout. The
+		// answer decides the pair's older unanswered SYNs: the KNOCK goes
+		// out with it and the handshake is the flagged pair's.
+		Name: "attack: S0 knock, then an immediate connection",
+		Steps: Cat([]Step{a.SYN(0, 7000), a.SYN(Sec(0.1), 8000), a.SYN(Sec(0.2), 9000)}, a.Connect(Sec(0.5), 4444),
+			sweep(Sec(10))),
+		Knocks: []WantKnock{{Src: Attacker, Dst: Victim, Ports: knockPorts, Kinds: s03,
+			Times: []time.Duration{0, Sec(0.1), Sec(0.2)}, Epoch: 1}},
+		Handshakes: []WantHS{{Src: Attacker, Dst: Victim, Port: 4444, LastClosed: Never, LastOpen: Never, Epoch: 1, Distinct: 3}},
+		Sweeps:     []int{0},
+		Counters:   map[string]uint64{"touch_s0": 3, "flags": 1, "handshakes": 1},
+	}, Case{
+		// Answers reordered within the skew: a SYN-ACK to the later SYN
+		// before the RST to the earlier one. The earlier SYN is not
+		// decided early (sent less than the skew before): it stays REJ.
+		Name: "reordered answers within the skew stay REJ",
+		Steps: []Step{a.SYN(0, 7000), a.SYN(Sec(0.001), 80), a.SYNACK(Sec(0.002), 80), a.RST(Sec(0.003), 7000),
+			a.REJ(Sec(1), 8000)[0], a.REJ(Sec(1), 8000)[1]},
+		Counters: map[string]uint64{"touch_rej": 2, "touch_s0": 0, "port_open": 1, "backscatter": 0},
+	})
+
 	// The client's own RST, a one-way tap, bad checksums.
 	cases = append(cases, Case{
 		Name: "attack: knock of SYNs the client resets (RSTOS0)",

@@ -158,11 +158,20 @@ func (ft FloodTrial) Survived(recs []sensor.Record) bool {
 	return false
 }
 
-// PlaySeq is Play over a sequence of steps (floods too long to hold).
+// PlaySeq is Play over a sequence of steps (floods too long to hold). It
+// drains the records every 1024 steps, as a running sensor's reader does.
 func PlaySeq(t testing.TB, e Engine, steps iter.Seq[Step]) Outcome {
 	t.Helper()
 	var o Outcome
+	n := 0
 	for st := range steps {
+		if n++; n%1024 == 0 {
+			recs, err := e.Records()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Records = append(o.Records, recs...)
+		}
 		if st.Sweep {
 			n, err := e.Sweep(T0.Add(st.At))
 			if err != nil {
@@ -182,9 +191,11 @@ func PlaySeq(t testing.TB, e Engine, steps iter.Seq[Step]) Outcome {
 	if o.Counters, err = e.Counters(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Records, err = e.Records(); err != nil {
+	recs, err := e.Records()
+	if err != nil {
 		t.Fatal(err)
 	}
+	o.Records = append(o.Records, recs...)
 	return o
 }
 
@@ -289,4 +300,83 @@ func showAll(rs []sensor.Record) string {
 		return "nothing"
 	}
 	return s
+}
+
+// SpoofedKnocks is issue 11's class 7: a flood of cheap spoofed knocks —
+// three SYNs to closed ports from each of N random sources, answered by
+// the host's RSTs, over Duration — around one real knock of the attacker
+// and its connection to the opened port ConnectAt later.
+type SpoofedKnocks struct {
+	N         int
+	Duration  time.Duration
+	Attacker  netip.Addr
+	KnockAt   time.Duration // the attacker's first SYN
+	ConnectAt time.Duration // the attacker's connection to port 4444
+	Seed      uint64
+}
+
+// NewSpoofedKnocks draws n spoofed knocks over 10 s around a real knock at
+// 3-5 s and its connection 3 s later.
+func NewSpoofedKnocks(rng *rand.Rand, n int) SpoofedKnocks {
+	at := 3*time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
+	return SpoofedKnocks{N: n, Duration: 10 * time.Second, KnockAt: at, ConnectAt: at + 3*time.Second,
+		Attacker: netip.AddrFrom4([4]byte{100, byte(64 + rng.IntN(64)), byte(rng.Uint32()), byte(1 + rng.IntN(254))}),
+		Seed:     rng.Uint64()}
+}
+
+// Steps are the packets in time order, then sweeps (once every SYN is
+// due, and 31 minutes later). With only set, a spoofed knock is kept only
+// if its pair lands in the attacker's pair bucket or candidate bucket:
+// the only state the attacker's flag and handshake depend on (port state
+// of the knock ports and the attacker's port 4444 only collide by the
+// port-slot hash, which the full run of TestSpoofedKnocksFilterExact
+// covers).
+func (sk SpoofedKnocks) Steps(only bool, seed uint32, tables sensor.Tables) iter.Seq[Step] {
+	return func(yield func(Step) bool) {
+		rng := rand.New(rand.NewPCG(sk.Seed, sk.Seed^0x2545f4914f6cdd1d))
+		a := Conv{Src: sk.Attacker, Dst: Victim}
+		h := sensor.PairHashAddr(seed, sk.Attacker, Victim)
+		var steps []Step
+		steps = append(steps, Cat(a.REJ(sk.KnockAt, 7000), a.REJ(sk.KnockAt+100*time.Millisecond, 8000),
+			a.REJ(sk.KnockAt+200*time.Millisecond, 9000), a.Connect(sk.ConnectAt, 4444))...)
+		gap := sk.Duration / time.Duration(sk.N)
+		for i := range sk.N {
+			src := netip.AddrFrom4([4]byte{byte(1 + rng.IntN(223)), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())})
+			if only {
+				hs := sensor.PairHashAddr(seed, src, Victim)
+				if hs&(tables.PairBuckets-1) != h&(tables.PairBuckets-1) && hs&(tables.CandBuckets-1) != h&(tables.CandBuckets-1) {
+					continue
+				}
+			}
+			c := Conv{Src: src, Dst: Victim}
+			at := time.Duration(i) * gap
+			steps = append(steps, c.REJ(at, 7000)...)
+			steps = append(steps, c.REJ(at+100*time.Millisecond, 8000)...)
+			steps = append(steps, c.REJ(at+200*time.Millisecond, 9000)...)
+		}
+		sort.SliceStable(steps, func(i, j int) bool { return steps[i].At < steps[j].At })
+		for _, st := range steps {
+			if !yield(st) {
+				return
+			}
+		}
+		if yield(Step{At: sk.Duration + 6*time.Second, Sweep: true}) {
+			yield(Step{At: sk.Duration + 31*time.Minute, Sweep: true})
+		}
+	}
+}
+
+// Reported reports whether the attacker's knock and its handshake to the
+// opened port came out.
+func (sk SpoofedKnocks) Reported(recs []sensor.Record) bool {
+	var knock, hs bool
+	for _, r := range recs {
+		switch r := r.(type) {
+		case *sensor.Knock:
+			knock = knock || r.Src == sk.Attacker
+		case *sensor.Handshake:
+			hs = hs || (r.Src == sk.Attacker && r.Port == 4444)
+		}
+	}
+	return knock && hs
 }
