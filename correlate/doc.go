@@ -47,7 +47,11 @@
 // Every arrival is evaluated at once against everything retained, so the
 // pieces may arrive in any order and an alert fires whichever comes last.
 // Duplicates (the same knock touches, the same handshake, the same Windows
-// record by host, channel and record id) change nothing, and a handshake's
+// record by host, channel and record id with the same content) change
+// nothing; a record given again with more in it (a join completed later)
+// replaces its stored version, and a change naming another record of its
+// host in Replaces (a Firewall-channel record superseding the Security
+// 4946 of the same rule change) drops that one, and a handshake's
 // outcome only ever improves, so its final outcome (confidence, suppressed
 // or not) does not depend on arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
 // same evidence yields the same ids.

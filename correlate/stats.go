@@ -26,6 +26,7 @@ type counters struct {
 	alerts                         [3]uint64
 	upgrades, scans, scanEvidence  uint64
 	touchesDropped, unresolvedSeen uint64
+	replaced, updated              uint64
 	capHits, evicted, expired      map[string]uint64
 }
 
@@ -60,6 +61,10 @@ type Stats struct {
 	// ChangesUnresolved counts changes that arrived naming a host the
 	// inventory did not know.
 	ChangesUnresolved uint64
+	// ChangesReplaced counts stored changes dropped for the change that
+	// named them in Replaces; ChangesUpdated stored changes replaced by a
+	// new version of the same record (a join completed later).
+	ChangesReplaced, ChangesUpdated uint64
 
 	// Outcomes.
 	AlertsHigh   uint64 // handshakes that reached an unsuppressed high alert
@@ -96,6 +101,8 @@ func (e *Engine) Stats() Stats {
 		Late:              byKind(&e.c.late),
 		ChangesIgnored:    clone(e.c.ignored),
 		ChangesUnresolved: e.c.unresolvedSeen,
+		ChangesReplaced:   e.c.replaced,
+		ChangesUpdated:    e.c.updated,
 		AlertsHigh:        e.c.alerts[ConfidenceHigh],
 		AlertsMedium:      e.c.alerts[ConfidenceMedium],
 		Upgrades:          e.c.upgrades,

@@ -222,6 +222,12 @@ type ExposureChange struct {
 	// 5447 naming the rule of a 5154, 2004 inactive before a 2005 enable,
 	// firewall-channel record giving a 4946/4948 its port).
 	Joined *SourceRef `json:"joined,omitempty"`
+	// Replaces names a change emitted earlier that this one supersedes:
+	// a Security 4946/4947/4948 emitted on its own because the Firewall
+	// channel's record of the same rule change (same RuleId and operation,
+	// within JoinWindow) arrived after it. Consumers drop the replaced
+	// change, so one change remains whichever record arrives first.
+	Replaces *SourceRef `json:"replaces,omitempty"`
 }
 
 // Opens reports whether the change makes ports reachable from outside: an
