@@ -208,7 +208,8 @@ type ExposureChange struct {
 	RemoteAddress netip.Addr `json:"remote_address,omitzero"`
 	RemotePort    uint16     `json:"remote_port,omitempty"`
 	// LocalSideBy says how the local side of a connection was decided:
-	// "host_ip", "listener", "ephemeral_port", "sysmon_initiated", or
+	// "host_ip", "listener", "sysmon_hostname", "ephemeral_port",
+	// "sysmon_initiated", or
 	// "unknown" (then LocalAddress/Ports hold the destination side as
 	// written and RemoteAddress the source side).
 	LocalSideBy string `json:"local_side_by,omitempty"`

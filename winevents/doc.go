@@ -122,12 +122,17 @@
 // Protocol, Image, ProcessId) -> connection.
 //
 // Connections: Windows versions differ in which of Source/Dest is local in
-// 5156, so the local side is decided by the host's addresses (host.ip when
-// trustworthy, addresses learned from listeners and earlier decided
-// connections), then by a port the host listens on (5154), then for Sysmon
-// by Initiated=false (the destination is local), then by the dynamic port
-// range (the peer uses a port >= 49152). LocalSideBy says which; "unknown"
-// keeps the fields as written (destination as local).
+// 5156, and Sysmon versions in which is local for Initiated=false, so the
+// local side is decided by the host's addresses (host.ip when trustworthy,
+// the addresses of its listeners and of connections decided by those),
+// then by a port the host listens on (5154), then for Sysmon by the side
+// whose SourceHostname/DestinationHostname names the computer, then by the
+// dynamic port range (the peer uses a port >= 49152), then for Sysmon by
+// Initiated=false (the destination is local). LocalSideBy says which;
+// "unknown" keeps the fields as written (destination as local). Only the
+// first two teach the host's addresses: names (PTR records), port ranges
+// and Sysmon's orientation can be wrong, and a wrong address would file
+// the host's changes under a peer's address.
 //
 // # When changes are emitted (joins in event time, either arrival order)
 //

@@ -401,3 +401,41 @@ func TestReplacedSecurityIsNotReplayable(t *testing.T) {
 		t.Errorf("replaces = %+v, want the 4946 once", replaces)
 	}
 }
+
+// TestSysmonOrientationDoesNotTeachAddresses: older Sysmon versions write
+// the local side as Source for Initiated=false (the OTRF empire sample: the
+// DC's DNS answer to a client shows Source 172.18.39.5:53). The side named
+// like the computer is local; and a client's address must never become
+// the host's, or every later change of the host would be filed under it.
+func TestSysmonOrientationDoesNotTeachAddresses(t *testing.T) {
+	sysmon := func(ms int, record uint64, src, sport, srcName, dst, dport, dstName string) testEvent {
+		e := testEvent{channel: "Microsoft-Windows-Sysmon/Operational", provider: "Microsoft-Windows-Sysmon", id: 3,
+			computer: "HFDC01.shire.com", data: pairs("Protocol", "udp", "Initiated", "false", "SourceIp", src, "SourcePort", sport,
+				"SourceHostname", srcName, "DestinationIp", dst, "DestinationPort", dport, "DestinationHostname", dstName)}
+		return at(e, ms, record)
+	}
+	fw := at(fwEvent(2004, ruleData...), 2, 3)
+	fw.computer = "HFDC01.shire.com"
+	d := NewDecoder(Options{})
+	got := decodeAll(t, d,
+		sysmon(0, 1, "172.18.39.5", "53", "HFDC01.shire.com", "172.18.39.106", "55998", "HR001"),
+		// both ports dynamic, no name: only Sysmon's orientation is left
+		sysmon(1, 2, "172.18.39.5", "49667", "-", "172.18.39.106", "53120", "-"),
+		fw)
+	if got[0].LocalSideBy != "sysmon_hostname" || got[0].Ports.String() != "53" || got[0].LocalAddress.String() != "172.18.39.5" {
+		t.Errorf("named side: %+v", got[0])
+	}
+	if got[1].LocalSideBy != "sysmon_initiated" {
+		t.Errorf("undecidable: %+v", got[1])
+	}
+	for _, c := range got {
+		for _, ip := range c.HostIPs {
+			if ip.String() == "172.18.39.106" {
+				t.Errorf("the client's address became the host's: %+v", c)
+			}
+		}
+	}
+	if len(got) != 3 || got[2].Kind != KindRuleAdded {
+		t.Fatalf("unexpected: %+v", got)
+	}
+}
