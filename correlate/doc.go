@@ -40,7 +40,8 @@
 // handshake. Matches covered by the analyst's suppressions (allowed source
 // prefixes, approved change windows per host or host group, known
 // administrative users and applications) are counted by reason and, with
-// Config.EmitSuppressed, emitted with event.outcome "suppressed".
+// Config.EmitSuppressed, emitted with knockwatch.suppressed true and the
+// reason in event.reason.
 //
 // # Event time
 //
@@ -105,7 +106,7 @@
 // An alert record, once emitted, stays. If evidence arriving later
 // explains it (an administrator's change), a record with the same
 // id and event.action "upgraded" carries the new outcome — with
-// event.outcome "suppressed" when suppression now applies, even if
+// knockwatch.suppressed true when suppression now applies, even if
 // suppressed matches are not otherwise emitted. Evidence that makes a
 // source a scanner stops all further alerts for that pair.
 package correlate

@@ -46,6 +46,8 @@ type Engine struct {
 	inv  Inventory
 	out  Emitter
 	log  *zap.Logger
+	// observer is written into every alert (WithObserver).
+	observer Observer
 
 	st        *state
 	maxSensor int64 // newest sensor event time seen (or Advance'd)
@@ -66,7 +68,8 @@ func New(cfg Config, out Emitter, opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState()}
+	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState(),
+		observer: Observer{}.withDefaults()}
 	e.c.init()
 	for _, o := range opts {
 		o(e)

@@ -99,6 +99,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// The observer is this machine replaying the captures (they do not
+	// say which interface recorded them).
+	built.Pipeline.EngineOptions = append(built.Pipeline.EngineOptions, correlate.WithObserver(sensorObserver(nil)))
 	// Every input is checked before the work starts, so a typo costs no
 	// wait and gets one line.
 	for _, p := range pcaps {
@@ -248,9 +251,8 @@ func (t *replayTable) Close() error { return nil }
 type replayTableAlert struct {
 	Timestamp string `json:"@timestamp"`
 	Event     struct {
-		ID      string `json:"id"`
-		Action  string `json:"action"`
-		Outcome string `json:"outcome"`
+		ID     string `json:"id"`
+		Action string `json:"action"`
 	} `json:"event"`
 	Source      struct{ IP string } `json:"source"`
 	Destination struct {
@@ -263,6 +265,7 @@ type replayTableAlert struct {
 	Knockwatch struct {
 		Confidence string `json:"confidence"`
 		Basis      string `json:"basis"`
+		Suppressed bool   `json:"suppressed"`
 		Knock      struct {
 			Touches []struct {
 				Port uint16 `json:"port"`
@@ -321,7 +324,7 @@ func (t *replayTable) print(w io.Writer) {
 	for _, a := range as {
 		k := &a.Knockwatch
 		status := strings.ToUpper(k.Confidence)
-		if a.Event.Outcome == "suppressed" {
+		if a.Knockwatch.Suppressed {
 			status += " (suppressed)"
 		}
 		if a.Event.Action == correlate.ActionUpgraded {
