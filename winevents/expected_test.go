@@ -14,12 +14,12 @@ import (
 
 // expectRow is one hand-written row of testdata/winevents/expected.
 type expectRow struct {
-	line                            int
-	event                           uint32
-	record                          uint64 // 0: the format has none (match by time)
-	host                            string
-	time                            time.Time
-	kind                            Kind
+	line                             int
+	event                            uint32
+	record                           uint64 // 0: the format has none (match by time)
+	host                             string
+	time                             time.Time
+	kind                             Kind
 	ports, proto, dir, action, opens string
 }
 
