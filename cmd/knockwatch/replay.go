@@ -23,6 +23,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/replay"
+	"github.com/knockwatch/knockwatch/timeline"
 )
 
 func init() {
@@ -52,9 +53,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfgPath := fs.String("config", "", "configuration `FILE` (the YAML of run: sensor, rule, suppression, decoder, hosts); default: run's defaults")
 	engine := fs.String("engine", replay.EngineAuto, "tracking engine: xdp (the XDP program via BPF_PROG_RUN; root), go (its pure-Go twin), auto (xdp when it loads, else go)")
 	format := fs.String("format", "json", "alert output on stdout: json (ECS JSON lines, as run writes) or table (a readable timeline)")
+	timelineDir := fs.String("timeline", "", "also draw every alert record as an SVG timeline into `DIR` (see knockwatch explain)")
+	timelinePNG := fs.Bool("timeline-png", false, "with --timeline, also write PNGs (needs rsvg-convert: Debian librsvg2-bin)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
-		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table]")
+		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--timeline DIR [--timeline-png]]")
 		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
 		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
 		fmt.Fprintln(stderr, "\nflags:")
@@ -77,6 +80,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: replay: --format %q is not json or table", errUsage, *format)
 	case *engine != replay.EngineAuto && *engine != replay.EngineXDP && *engine != replay.EngineGo:
 		return fmt.Errorf("%w: replay: --engine %q is not auto, xdp or go", errUsage, *engine)
+	case *timelinePNG && *timelineDir == "":
+		return fmt.Errorf("%w: replay: --timeline-png needs --timeline DIR", errUsage)
 	}
 
 	cfg := config.Default()
@@ -138,6 +143,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		sink = alert.NewStreamWriter(stdout, "stdout", false)
 	}
+	var tee *recordTee
+	if *timelineDir != "" {
+		tee = &recordTee{next: sink}
+		sink = tee
+	}
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel)).Named("replay")
 	p, err := pipeline.New(built.Pipeline, sink, log)
@@ -164,6 +174,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		table.print(stdout)
 	}
 	printReplaySummary(stderr, sum, p.Stats())
+	if tee != nil {
+		return tee.draw(ctx, *timelineDir, *timelinePNG, stderr)
+	}
 	return nil
 }
 
@@ -398,3 +411,45 @@ func (p *replayProgress) update(done, total int64) {
 }
 
 func (p *replayProgress) done() { fmt.Fprint(p.w, "\r\033[K") }
+
+// recordTee passes records on and keeps their JSON for --timeline.
+type recordTee struct {
+	next alert.Sink
+	mu   sync.Mutex
+	recs [][]byte
+}
+
+func (t *recordTee) Write(ctx context.Context, recs []alert.Record) error {
+	if err := t.next.Write(ctx, recs); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	for _, r := range recs {
+		t.recs = append(t.recs, append([]byte(nil), r.JSON...))
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *recordTee) Close() error { return t.next.Close() }
+
+// draw writes one timeline per kept record into dir.
+func (t *recordTee) draw(ctx context.Context, dir string, png bool, stderr io.Writer) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var as []timeline.Alert
+	for _, b := range t.recs {
+		a, err := timeline.ParseRecord(b)
+		if err != nil {
+			return fmt.Errorf("draw timeline: %w", err)
+		}
+		as = append(as, a)
+	}
+	if len(as) == 0 {
+		fmt.Fprintf(stderr, "  timelines  none (no alerts)\n")
+		return nil
+	}
+	paths, err := writeTimelines(ctx, dir, as, png)
+	fmt.Fprintf(stderr, "  timelines  %d files in %s\n", len(paths), dir)
+	return err
+}
