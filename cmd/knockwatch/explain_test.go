@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 // upgradedAlerts runs the engine through a medium alert upgraded to high:

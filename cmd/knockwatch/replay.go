@@ -39,9 +39,6 @@ type replayList []string
 func (l *replayList) String() string     { return strings.Join(*l, ",") }
 func (l *replayList) Set(v string) error { *l = append(*l, v); return nil }
 
-// replayProgressMinBytes: captures smaller than this finish before a bar helps.
-const replayProgressMinBytes = 64 << 20
-
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -158,11 +155,17 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Captures: pcaps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
 		FinalSweep: built.Sensor.S0Timeout + time.Second,
 	}
-	if bar := newReplayProgress(stderr, pcaps); bar != nil {
+	bar := newReplayProgress(stderr, func() uint64 {
+		st := p.Stats()
+		return st.Alerts["high"] + st.Alerts["medium"]
+	})
+	if bar != nil {
 		opts.Progress = bar.update
-		defer bar.done()
 	}
 	sum, runErr := replay.Run(ctx, opts)
+	if bar != nil {
+		bar.done() // before anything else is written to stderr
+	}
 	closeErr := p.Close()
 	if runErr != nil {
 		return runErr
@@ -369,48 +372,6 @@ func (t *replayTable) print(w io.Writer) {
 		fmt.Fprintf(w, "    port       last seen closed %s, last seen open %s\n", replayClock(k.PortLastClosed), replayClock(k.PortLastOpen))
 	}
 }
-
-// replayProgress draws a bar on a terminal for large captures.
-type replayProgress struct {
-	w     io.Writer
-	start time.Time
-	last  time.Time
-}
-
-func newReplayProgress(stderr io.Writer, paths []string) *replayProgress {
-	f, ok := stderr.(*os.File)
-	if !ok {
-		return nil
-	}
-	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
-		return nil
-	}
-	var total int64
-	for _, p := range paths {
-		if st, err := os.Stat(p); err == nil {
-			total += st.Size()
-		}
-	}
-	if total < replayProgressMinBytes {
-		return nil
-	}
-	return &replayProgress{w: stderr, start: time.Now()}
-}
-
-func (p *replayProgress) update(done, total int64) {
-	now := time.Now()
-	if now.Sub(p.last) < 200*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	frac := float64(done) / float64(max(total, 1))
-	const width = 40
-	n := int(frac * width)
-	fmt.Fprintf(p.w, "\r[%s%s] %5.1f%% %s", strings.Repeat("#", n), strings.Repeat(" ", width-n), 100*frac,
-		now.Sub(p.start).Round(time.Second))
-}
-
-func (p *replayProgress) done() { fmt.Fprint(p.w, "\r\033[K") }
 
 // recordTee passes records on and keeps their JSON for --timeline.
 type recordTee struct {
