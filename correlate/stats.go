@@ -34,6 +34,10 @@ func (c *counters) init() {
 	for _, m := range []*map[string]uint64{&c.ignored, &c.noAlert, &c.suppressed, &c.capHits, &c.evicted, &c.expired} {
 		*m = make(map[string]uint64)
 	}
+	// The tables are known from the start: their series exist at 0.
+	for _, t := range []string{capPairs, capChanges, capHandshakes} {
+		c.capHits[t], c.evicted[t], c.expired[t] = 0, 0, 0
+	}
 }
 
 // Stats is a snapshot of the engine's state sizes and counters, in plain

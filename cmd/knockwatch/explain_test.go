@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -199,12 +198,7 @@ func mustRead(t *testing.T, p string) []byte {
 // the build, and checks the PNG is the picture: 1200 px wide, not blank.
 // KNOCKWATCH_EXPLAIN_KEEP=DIR keeps the PNGs to look at.
 func TestExplainRendersWithLibrsvg(t *testing.T) {
-	if _, err := exec.LookPath("rsvg-convert"); err != nil {
-		if os.Getenv(testenv.RequirePrivilegedEnv) != "" {
-			t.Fatalf("rsvg-convert is required (apt-get install librsvg2-bin) and %s is set", testenv.RequirePrivilegedEnv)
-		}
-		t.Skip("rsvg-convert not installed")
-	}
+	testenv.RequireTool(t, "rsvg-convert", "librsvg2-bin")
 	keep := os.Getenv("KNOCKWATCH_EXPLAIN_KEEP")
 	for name, in := range explainInputs(t) {
 		t.Run(name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -230,6 +231,16 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", testenv.GrepLines(text, "knockwatch_"))
+	}
+	// Prometheus's own linter on the live binary's scrape (XDP counters,
+	// BPF map fill levels, interfaces, listeners, engine, process).
+	promtool := exec.Command(testenv.RequireTool(t, "promtool", "prometheus"), "check", "metrics")
+	promtool.Stdin = strings.NewReader(text)
+	if out, err := promtool.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	if !strings.Contains(text, "knockwatch_bpf_map_entries{") || !strings.Contains(text, "knockwatch_xdp_interface_bytes_total{") {
+		t.Errorf("the scrape lacks the BPF map or interface byte metrics")
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
