@@ -148,7 +148,9 @@ func TestREADMECommandStarts(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("not ready in time")
 	}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) { return ns.Dial(ctx, nil, network, addr) }
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return ns.Dial(ctx, nil, network, addr)
+	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: dial}}
 	resp, err := hc.Get("http://127.0.0.1:9742/readyz")
 	if err != nil {
