@@ -57,8 +57,6 @@ func (s span) x(t time.Time) float64 {
 	return plotLeft + f*float64(plotRight-plotLeft)
 }
 
-func (s span) contains(t time.Time) bool { return !t.Before(s.lo) && !t.After(s.hi) }
-
 // clampX maps t into the plot, reporting whether it had to be clamped.
 func (s span) clampX(t time.Time) (float64, bool) {
 	switch {

@@ -184,11 +184,11 @@ func TestSyslogWithRsyslog(t *testing.T) {
 				t.Fatal(err)
 			}
 			stop := startRsyslog(t, bin, dir, rsyslogConf(dir, file, fmt.Sprintf(c.action, port), global))
-			msgs := h.rec.wait(t, len(lines))
+			h.rec.wait(t, len(lines))
 			// rsyslog flushes and exits: nothing may arrive twice.
 			out := stop()
 			time.Sleep(100 * time.Millisecond)
-			msgs = h.rec.messages()
+			msgs := h.rec.messages()
 			if len(msgs) != len(lines) {
 				t.Fatalf("got %d messages, want %d; rsyslogd said:\n%s", len(msgs), len(lines), out)
 			}
