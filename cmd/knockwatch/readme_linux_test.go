@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 // readmePKI writes what the README's command names: the server's

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/knockwatch/knockwatch/internal/testenv"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 )
 
 const unitFile = "../../deploy/knockwatch.service"
