@@ -235,8 +235,11 @@ func TestSyslogWithRsyslog(t *testing.T) {
 					t.Errorf("record %d decoded %d times", 700000+i, n)
 				}
 			}
+			// Nothing refused or lost. (rsyslogd may reset its connection
+			// when it exits instead of closing it: counted as io, harmless
+			// once every message is in.)
 			st := srv.Stats()
-			if st.Received != uint64(len(lines)) || sumDropped(st) != 0 {
+			if st.Received != uint64(len(lines)) || sumDropped(st)-st.Dropped[ReasonIO] != 0 {
 				t.Errorf("listener stats %+v", st)
 			}
 		})
