@@ -46,6 +46,8 @@ type Engine struct {
 	inv  Inventory
 	out  Emitter
 	log  *zap.Logger
+	// observer is written into every alert (WithObserver).
+	observer Observer
 
 	st        *state
 	maxSensor int64 // newest sensor event time seen (or Advance'd)
@@ -66,7 +68,8 @@ func New(cfg Config, out Emitter, opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState()}
+	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState(),
+		observer: Observer{}.withDefaults()}
 	e.c.init()
 	for _, o := range opts {
 		o(e)
@@ -272,14 +275,33 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	e.mu.Lock()
 	e.c.in[iChange]++
-	if ok, why := e.rule.opens(&c); !ok {
-		e.c.ignored[why]++
+	key := keyOf(&c)
+	if r := c.Replaces; r != nil && r.RecordID != 0 {
+		// Before the opens check: a replaced change that opened must go
+		// even when its replacement does not open (an inactive rule).
+		rk := changeKey{host: key.host, channel: r.Channel, record: r.RecordID}
+		if old, ok := e.st.changes[rk]; ok && rk != key {
+			e.removeChange(rk, old)
+			e.c.replaced++
+		}
+	}
+	old, have := e.st.changes[key]
+	if have && contentKey(&old.c) == contentKey(&c) {
+		e.c.duplicates[iChange]++
 		e.mu.Unlock()
 		return nil
 	}
-	key := keyOf(&c)
-	if _, dup := e.st.changes[key]; dup {
-		e.c.duplicates[iChange]++
+	if have {
+		// The same record again with more in it (winevents re-emits a
+		// change when the partner of a join arrives: a 4946 given its
+		// ports by its 5447, a listener given its rule): the latest
+		// version replaces the stored one. A handshake's outcome only
+		// ever improves, so nothing already alerted is taken back.
+		e.removeChange(key, old)
+		e.c.updated++
+	}
+	if ok, why := e.rule.opens(&c); !ok {
+		e.c.ignored[why]++
 		e.mu.Unlock()
 		return nil
 	}
@@ -292,6 +314,10 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	c.HostIPs = slices.Clone(c.HostIPs)
 	c.Ports.Ranges = slices.Clone(c.Ports.Ranges)
+	if c.Replaces != nil {
+		r := *c.Replaces
+		c.Replaces = &r
+	}
 	ch := &chg{c: c, t: t, key: key}
 	ch.ips = e.resolve(&ch.c)
 	e.st.changes[key] = ch

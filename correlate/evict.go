@@ -88,6 +88,15 @@ func (e *Engine) dropChange(k changeKey, c *chg) {
 	c.hosts = nil
 }
 
+// removeChange drops a change that a newer version or a replacing record
+// supersedes, from the index, its hosts and the unresolved list.
+func (e *Engine) removeChange(k changeKey, c *chg) {
+	e.dropChange(k, c)
+	if len(c.ips) == 0 {
+		e.st.unresolved = slices.DeleteFunc(e.st.unresolved, func(x *chg) bool { return x == c })
+	}
+}
+
 // evictBatch is how many entries one cap hit evicts: a sixteenth of the
 // cap, so that the sort behind it is amortised over many inserts.
 func evictBatch(cap int) int { return max(1, cap/16) }

@@ -26,12 +26,17 @@ type counters struct {
 	alerts                         [3]uint64
 	upgrades, scans, scanEvidence  uint64
 	touchesDropped, unresolvedSeen uint64
+	replaced, updated              uint64
 	capHits, evicted, expired      map[string]uint64
 }
 
 func (c *counters) init() {
 	for _, m := range []*map[string]uint64{&c.ignored, &c.noAlert, &c.suppressed, &c.capHits, &c.evicted, &c.expired} {
 		*m = make(map[string]uint64)
+	}
+	// The tables are known from the start: their series exist at 0.
+	for _, t := range []string{capPairs, capChanges, capHandshakes} {
+		c.capHits[t], c.evicted[t], c.expired[t] = 0, 0, 0
 	}
 }
 
@@ -60,6 +65,10 @@ type Stats struct {
 	// ChangesUnresolved counts changes that arrived naming a host the
 	// inventory did not know.
 	ChangesUnresolved uint64
+	// ChangesReplaced counts stored changes dropped for the change that
+	// named them in Replaces; ChangesUpdated stored changes replaced by a
+	// new version of the same record (a join completed later).
+	ChangesReplaced, ChangesUpdated uint64
 
 	// Outcomes.
 	AlertsHigh   uint64 // handshakes that reached an unsuppressed high alert
@@ -96,6 +105,8 @@ func (e *Engine) Stats() Stats {
 		Late:              byKind(&e.c.late),
 		ChangesIgnored:    clone(e.c.ignored),
 		ChangesUnresolved: e.c.unresolvedSeen,
+		ChangesReplaced:   e.c.replaced,
+		ChangesUpdated:    e.c.updated,
 		AlertsHigh:        e.c.alerts[ConfidenceHigh],
 		AlertsMedium:      e.c.alerts[ConfidenceMedium],
 		Upgrades:          e.c.upgrades,

@@ -16,7 +16,7 @@ const (
 
 // Suppression holds the analyst's tuning knobs from the analytic's
 // guidance. A match that any of them covers is suppressed: counted by
-// reason, and emitted with event.outcome "suppressed" only when
+// reason, and emitted with knockwatch.suppressed true only when
 // Config.EmitSuppressed is set.
 type Suppression struct {
 	// AllowedSources are sources whose knocks are expected (authorised

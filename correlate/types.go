@@ -226,6 +226,20 @@ type ExposureChange struct {
 	EventID  uint32
 	Channel  string
 	RecordID uint64
+	// Replaces names an earlier change of the same host that this one
+	// supersedes (winevents: a Firewall-channel record replacing the
+	// port-less Security 4946/4947/4948 of the same rule change that
+	// arrived first). The engine drops the replaced change, so one change
+	// remains whichever record arrived first.
+	Replaces *ChangeRef
+}
+
+// ChangeRef names the Windows record of a change: with the change's host,
+// (Channel, RecordID) is its key.
+type ChangeRef struct {
+	Channel  string
+	EventID  uint32
+	RecordID uint64
 }
 
 // Validation errors; wrap them with errors.Is to count by reason.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -13,7 +14,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/metrics"
+	"github.com/knockwatch/knockwatch/internal/version"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -63,6 +66,10 @@ func (d *Daemon) startEventSide() error {
 
 	pc := built.Pipeline
 	pc.ObserveLag = m.ObserveLag
+	// Alerts name this sensor (ECS observer.*).
+	host, _ := os.Hostname()
+	pc.EngineOptions = append(pc.EngineOptions, correlate.WithObserver(correlate.Observer{
+		Hostname: host, Version: version.String(), Interfaces: cfg.Interfaces}))
 	if d.pipe, err = pipeline.New(pc, sink, d.log); err != nil {
 		_ = sink.Close()
 		return fmt.Errorf("start correlation: %w", err)

@@ -361,9 +361,23 @@ type counters struct {
 	undeliv    atomic.Uint64
 }
 
+// rejectReasons are the reasons each kind of evidence can be refused for
+// (reasonOf); their counters exist at 0 from the start.
+var rejectReasons = map[string][]string{
+	"knock":     {"invalid_addr", "missing_time", "no_touches", "invalid_port", "invalid_kind", "time_range", "closed", "cancelled", "other"},
+	"handshake": {"invalid_addr", "missing_time", "invalid_port", "invalid_order", "time_range", "closed", "cancelled", "other"},
+	"change":    {"invalid_addr", "missing_time", "no_host", "time_range", "future_time", "closed", "cancelled", "other"},
+}
+
 func (c *counters) init() {
 	c.inByKind = map[string]uint64{"knock": 0, "handshake": 0, "change": 0}
 	c.rejected = map[string]map[string]uint64{}
+	for kind, reasons := range rejectReasons {
+		c.rejected[kind] = map[string]uint64{}
+		for _, r := range reasons {
+			c.rejected[kind][r] = 0
+		}
+	}
 	c.skipped = map[string]uint64{SkipConnection: 0, SkipAppPackage: 0, SkipBindOnly: 0, SkipUnknownKind: 0}
 	c.alerts = map[string]uint64{"high": 0, "medium": 0}
 }

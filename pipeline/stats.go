@@ -24,7 +24,7 @@ type Stats struct {
 
 	// AlertsEmitted counts alert records from the engine; by confidence
 	// (unsuppressed records only) in Alerts. Suppressed and Upgrades count
-	// records with event.outcome suppressed and event.action upgraded.
+	// records with knockwatch.suppressed true and event.action upgraded.
 	AlertsEmitted, AlertsSuppressed, AlertsUpgraded uint64
 	Alerts                                          map[string]uint64
 	// MarshalErrors counts alerts that could not be rendered (a bug).

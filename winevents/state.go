@@ -48,11 +48,43 @@ type hostState struct {
 
 // ruleInfo is the last known state of a rule.
 type ruleInfo struct {
-	fw      ExposureChange // last Firewall-channel change (haveFW)
-	haveFW  bool
-	fwKind  Kind // kind as first emitted for fw (to upgrade modified->enabled once)
-	sec     *SourceRef
-	secTime time.Time
+	fw     ExposureChange // last Firewall-channel change (haveFW)
+	haveFW bool
+	fwKind Kind // kind as first emitted for fw (to upgrade modified->enabled once)
+	// fwSeen is the event time of the newest Firewall-channel record of
+	// each operation (add, modify, delete): a Security record of the same
+	// operation within JoinWindow of it is redundant.
+	fwSeen [numOps]time.Time
+	// sec is the newest Security 4946/4947/4948 of each operation that was
+	// emitted on its own (nil: none); a Firewall-channel record of the same
+	// operation arriving later replaces it (ExposureChange.Replaces).
+	sec [numOps]*SourceRef
+	// secName is the rule name the Security records gave (their pending
+	// name-join entries are dropped when replaced).
+	secName string
+}
+
+// Rule operations, for matching a Security 4946/4947/4948 with the
+// Firewall-channel record of the same change (2004/2071/2097,
+// 2005/2073/2099, 2006/2052).
+const (
+	opAdd = iota
+	opModify
+	opDelete
+	numOps
+)
+
+// ruleOp returns the operation of a rule change kind, or -1.
+func ruleOp(k Kind) int {
+	switch k {
+	case KindRuleAdded:
+		return opAdd
+	case KindRuleModified, KindRuleEnabled:
+		return opModify
+	case KindRuleDeleted:
+		return opDelete
+	}
+	return -1
 }
 
 type filterInfo struct {

@@ -18,8 +18,9 @@ type Stats struct {
 	// cap being hit.
 	DedupeEvicted, HostsEvicted, JoinEvicted, PendingDropped uint64
 	// Joins counts completed two-record joins; Redundant counts Security
-	// 4946/4947/4948 records not emitted because the Firewall channel had
-	// already described the same rule change.
+	// 4946/4947/4948 records made redundant by the Firewall channel's
+	// record of the same rule change: not emitted when that came first,
+	// replaced by it (ExposureChange.Replaces) when it came after.
 	Joins, Redundant uint64
 	// Hosts is the number of hosts with join state now, JoinEntries the
 	// entries of their join tables together.

@@ -23,6 +23,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/replay"
+	"github.com/knockwatch/knockwatch/timeline"
 )
 
 func init() {
@@ -38,9 +39,6 @@ type replayList []string
 func (l *replayList) String() string     { return strings.Join(*l, ",") }
 func (l *replayList) Set(v string) error { *l = append(*l, v); return nil }
 
-// replayProgressMinBytes: captures smaller than this finish before a bar helps.
-const replayProgressMinBytes = 64 << 20
-
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -52,9 +50,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfgPath := fs.String("config", "", "configuration `FILE` (the YAML of run: sensor, rule, suppression, decoder, hosts); default: run's defaults")
 	engine := fs.String("engine", replay.EngineAuto, "tracking engine: xdp (the XDP program via BPF_PROG_RUN; root), go (its pure-Go twin), auto (xdp when it loads, else go)")
 	format := fs.String("format", "json", "alert output on stdout: json (ECS JSON lines, as run writes) or table (a readable timeline)")
+	timelineDir := fs.String("timeline", "", "also draw every alert record as an SVG timeline into `DIR` (see knockwatch explain)")
+	timelinePNG := fs.Bool("timeline-png", false, "with --timeline, also write PNGs (needs rsvg-convert: Debian librsvg2-bin)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
-		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table]")
+		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--timeline DIR [--timeline-png]]")
 		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
 		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
 		fmt.Fprintln(stderr, "\nflags:")
@@ -77,6 +77,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: replay: --format %q is not json or table", errUsage, *format)
 	case *engine != replay.EngineAuto && *engine != replay.EngineXDP && *engine != replay.EngineGo:
 		return fmt.Errorf("%w: replay: --engine %q is not auto, xdp or go", errUsage, *engine)
+	case *timelinePNG && *timelineDir == "":
+		return fmt.Errorf("%w: replay: --timeline-png needs --timeline DIR", errUsage)
 	}
 
 	cfg := config.Default()
@@ -99,6 +101,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// The observer is this machine replaying the captures (they do not
+	// say which interface recorded them).
+	built.Pipeline.EngineOptions = append(built.Pipeline.EngineOptions, correlate.WithObserver(sensorObserver(nil)))
 	// Every input is checked before the work starts, so a typo costs no
 	// wait and gets one line.
 	for _, p := range pcaps {
@@ -135,6 +140,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		sink = alert.NewStreamWriter(stdout, "stdout", false)
 	}
+	var tee *recordTee
+	if *timelineDir != "" {
+		tee = &recordTee{next: sink}
+		sink = tee
+	}
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel)).Named("replay")
 	p, err := pipeline.New(built.Pipeline, sink, log)
@@ -145,11 +155,17 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Captures: pcaps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
 		FinalSweep: built.Sensor.S0Timeout + time.Second,
 	}
-	if bar := newReplayProgress(stderr, pcaps); bar != nil {
+	bar := newReplayProgress(stderr, func() uint64 {
+		st := p.Stats()
+		return st.Alerts["high"] + st.Alerts["medium"]
+	})
+	if bar != nil {
 		opts.Progress = bar.update
-		defer bar.done()
 	}
 	sum, runErr := replay.Run(ctx, opts)
+	if bar != nil {
+		bar.done() // before anything else is written to stderr
+	}
 	closeErr := p.Close()
 	if runErr != nil {
 		return runErr
@@ -161,6 +177,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		table.print(stdout)
 	}
 	printReplaySummary(stderr, sum, p.Stats())
+	if tee != nil {
+		return tee.draw(ctx, *timelineDir, *timelinePNG, stderr)
+	}
 	return nil
 }
 
@@ -248,9 +267,8 @@ func (t *replayTable) Close() error { return nil }
 type replayTableAlert struct {
 	Timestamp string `json:"@timestamp"`
 	Event     struct {
-		ID      string `json:"id"`
-		Action  string `json:"action"`
-		Outcome string `json:"outcome"`
+		ID     string `json:"id"`
+		Action string `json:"action"`
 	} `json:"event"`
 	Source      struct{ IP string } `json:"source"`
 	Destination struct {
@@ -263,6 +281,7 @@ type replayTableAlert struct {
 	Knockwatch struct {
 		Confidence string `json:"confidence"`
 		Basis      string `json:"basis"`
+		Suppressed bool   `json:"suppressed"`
 		Knock      struct {
 			Touches []struct {
 				Port uint16 `json:"port"`
@@ -321,7 +340,7 @@ func (t *replayTable) print(w io.Writer) {
 	for _, a := range as {
 		k := &a.Knockwatch
 		status := strings.ToUpper(k.Confidence)
-		if a.Event.Outcome == "suppressed" {
+		if a.Knockwatch.Suppressed {
 			status += " (suppressed)"
 		}
 		if a.Event.Action == correlate.ActionUpgraded {
@@ -354,44 +373,44 @@ func (t *replayTable) print(w io.Writer) {
 	}
 }
 
-// replayProgress draws a bar on a terminal for large captures.
-type replayProgress struct {
-	w     io.Writer
-	start time.Time
-	last  time.Time
+// recordTee passes records on and keeps their JSON for --timeline.
+type recordTee struct {
+	next alert.Sink
+	mu   sync.Mutex
+	recs [][]byte
 }
 
-func newReplayProgress(stderr io.Writer, paths []string) *replayProgress {
-	f, ok := stderr.(*os.File)
-	if !ok {
-		return nil
+func (t *recordTee) Write(ctx context.Context, recs []alert.Record) error {
+	if err := t.next.Write(ctx, recs); err != nil {
+		return err
 	}
-	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
-		return nil
+	t.mu.Lock()
+	for _, r := range recs {
+		t.recs = append(t.recs, append([]byte(nil), r.JSON...))
 	}
-	var total int64
-	for _, p := range paths {
-		if st, err := os.Stat(p); err == nil {
-			total += st.Size()
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *recordTee) Close() error { return t.next.Close() }
+
+// draw writes one timeline per kept record into dir.
+func (t *recordTee) draw(ctx context.Context, dir string, png bool, stderr io.Writer) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var as []timeline.Alert
+	for _, b := range t.recs {
+		a, err := timeline.ParseRecord(b)
+		if err != nil {
+			return fmt.Errorf("draw timeline: %w", err)
 		}
+		as = append(as, a)
 	}
-	if total < replayProgressMinBytes {
+	if len(as) == 0 {
+		fmt.Fprintf(stderr, "  timelines  none (no alerts)\n")
 		return nil
 	}
-	return &replayProgress{w: stderr, start: time.Now()}
+	paths, err := writeTimelines(ctx, dir, as, png)
+	fmt.Fprintf(stderr, "  timelines  %d files in %s\n", len(paths), dir)
+	return err
 }
-
-func (p *replayProgress) update(done, total int64) {
-	now := time.Now()
-	if now.Sub(p.last) < 200*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	frac := float64(done) / float64(max(total, 1))
-	const width = 40
-	n := int(frac * width)
-	fmt.Fprintf(p.w, "\r[%s%s] %5.1f%% %s", strings.Repeat("#", n), strings.Repeat(" ", width-n), 100*frac,
-		now.Sub(p.start).Round(time.Second))
-}
-
-func (p *replayProgress) done() { fmt.Fprint(p.w, "\r\033[K") }

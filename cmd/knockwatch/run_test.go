@@ -126,6 +126,9 @@ func TestRunSecondSignalForces(t *testing.T) {
 // variable set: it then runs `knockwatch run` inside a network namespace
 // under the same signal handling as main, and never runs the tests.
 func TestMain(m *testing.M) {
+	if os.Getenv(sandboxEnv) != "" {
+		enterSandboxAndExec() // execs this binary again as the helper, confined
+	}
 	if os.Getenv(forceEnv) != "" || os.Getenv(helperEnv) != "" {
 		runHelperProcess()
 	}

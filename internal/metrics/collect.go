@@ -18,7 +18,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var parseOutcomes = []string{"non_ip", "non_tcp", "truncated", "fragment", "unknown_ext", "bad_header", "tcp"}
 
 var (
-	dXDPCounter    = desc("xdp_events_total", "Every per-CPU counter of the XDP program, summed over CPUs, by name (sensor.CounterNames).", "event")
+	dXDPCounter    = desc("xdp_events_total", "Every per-CPU event counter of the XDP program, summed over CPUs, by name (sensor.CounterNames; bytes are xdp_bytes_total).", "event")
 	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program saw on all attached interfaces.")
 	dXDPBytes      = desc("xdp_bytes_total", "Bytes the XDP program saw on all attached interfaces.")
 	dXDPParse      = desc("xdp_parse_total", "Packets by parse outcome (tcp, non_ip, non_tcp, truncated, fragment, unknown_ext, bad_header).", "outcome")
@@ -39,7 +39,8 @@ var (
 	dIfPackets  = desc("interface_receive_packets_total", "Packets the kernel received on the capture interface.", "iface")
 	dIfBytes    = desc("interface_receive_bytes_total", "Bytes the kernel received on the capture interface.", "iface")
 	dIfDropped  = desc("interface_receive_dropped_total", "Packets the kernel dropped on receive on the capture interface (includes XDP_DROP).", "iface")
-	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets, bytes and parse outcomes.", "iface", "counter")
+	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets and parse outcomes (bytes are xdp_interface_bytes_total).", "iface", "counter")
+	dIfXDPBytes = desc("xdp_interface_bytes_total", "Bytes the XDP program saw on the interface.", "iface")
 
 	dRingPending = desc("ringbuf_pending_bytes", "Bytes of records waiting in the ring buffer for the reader.")
 	dMalformed   = desc("ringbuf_malformed_total", "Ring-buffer records that did not decode (C/Go drift).")
@@ -54,12 +55,12 @@ var (
 	dDecRejected  = desc("decoder_rejected_total", "Windows event records rejected by reason.", "reason")
 	dDecEvicted   = desc("decoder_evicted_total", "Decoder state dropped at a cap: dedupe keys, hosts, join entries, pending joins.", "table")
 	dDecJoins     = desc("decoder_joins_total", "Two-record joins completed (4946+5447, 5447+5154, 2004+2005).")
-	dDecRedundant = desc("decoder_redundant_total", "Security 4946/4947/4948 records not emitted because the Firewall channel already described the change.")
+	dDecRedundant = desc("decoder_redundant_total", "Security 4946/4947/4948 records made redundant by the Firewall channel's record of the same rule change (not emitted, or replaced by it).")
 	dDecHosts     = desc("decoder_hosts", "Hosts with decoder join state.")
 
 	dCorState     = desc("correlate_state", "Correlation state sizes.", "table")
 	dCorWatermark = desc("correlate_watermark_seconds", "The engine's event-time watermark (unix seconds).")
-	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late).", "kind", "outcome")
+	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late; for changes also replaced, updated).", "kind", "outcome")
 	dCorIgnored   = desc("correlate_changes_ignored_total", "Exposure changes that cannot open a TCP port inbound, by reason.", "reason")
 	dCorUnres     = desc("correlate_changes_unresolved_total", "Exposure changes naming a host the inventory did not know on arrival.")
 	dCorCapHits   = desc("correlate_cap_hits_total", "Times a correlation state cap was reached.", "table")
@@ -94,7 +95,7 @@ var (
 var allDescs = []*prometheus.Desc{
 	dXDPCounter, dXDPPackets, dXDPBytes, dXDPParse, dTouches, dKnocks, dHandshakes, dRingLost, dMapInsertFail, dBPFUp,
 	dMapEntries, dMapMax, dMapFill, dMapMem,
-	dIfAttached, dIfUp, dIfPackets, dIfBytes, dIfDropped, dIfXDP, dRingPending, dMalformed,
+	dIfAttached, dIfUp, dIfPackets, dIfBytes, dIfDropped, dIfXDP, dIfXDPBytes, dRingPending, dMalformed,
 	dInConnsOpen, dInConns, dInMessages, dInBytes, dInEvents, dInDropped,
 	dDecRecords, dDecRejected, dDecEvicted, dDecJoins, dDecRedundant, dDecHosts,
 	dCorState, dCorWatermark, dCorEvidence, dCorIgnored, dCorUnres, dCorCapHits, dCorEvicted, dCorExpired, dCorTouchDrop,
@@ -152,6 +153,9 @@ func (c *collector) collectBPF(ch chan<- prometheus.Metric) {
 	}
 	gauge(ch, dBPFUp, 1)
 	for _, name := range sensor.CounterNames {
+		if name == "bytes" { // a unit, not a count of events: xdp_bytes_total
+			continue
+		}
 		counter(ch, dXDPCounter, cnt[name], name)
 	}
 	counter(ch, dXDPPackets, cnt["packets"])
@@ -200,7 +204,13 @@ func (c *collector) collectSensorSide(ch chan<- prometheus.Metric) {
 			gauge(ch, dIfUp, b2f(i.Up), i.Name)
 			counter(ch, dIfPackets, i.RxPackets, i.Name)
 			for _, name := range sortedKeys(i.XDP) {
+				if name == "bytes" {
+					continue
+				}
 				counter(ch, dIfXDP, i.XDP[name], i.Name, name)
+			}
+			if i.XDP != nil {
+				counter(ch, dIfXDPBytes, i.XDP["bytes"], i.Name)
 			}
 			counter(ch, dIfBytes, i.RxBytes, i.Name)
 			counter(ch, dIfDropped, i.RxDropped, i.Name)
@@ -308,6 +318,8 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 		counter(ch, dCorEvidence, s.Duplicates[kind], kind, "duplicate")
 		counter(ch, dCorEvidence, s.Late[kind], kind, "late")
 	}
+	counter(ch, dCorEvidence, s.ChangesReplaced, "change", "replaced")
+	counter(ch, dCorEvidence, s.ChangesUpdated, "change", "updated")
 	ign := map[string]uint64{}
 	for _, r := range []string{correlate.IgnoredOutbound, correlate.IgnoredBlock, correlate.IgnoredInactive,
 		correlate.IgnoredNotTCP, correlate.IgnoredDeleted, correlate.IgnoredService, correlate.IgnoredKind} {

@@ -33,7 +33,8 @@ func fakeSources() Sources {
 			}, nil
 		},
 		Interfaces: func() []Interface {
-			return []Interface{{Name: "eth1", Mode: "native", Up: true, RxPackets: 10, RxBytes: 600}}
+			return []Interface{{Name: "eth1", Mode: "native", Up: true, RxPackets: 10, RxBytes: 600,
+				XDP: map[string]uint64{"packets": 10, "bytes": 600, "tcp": 9}}}
 		},
 		RingPending:     func() int { return 128 },
 		ReaderMalformed: func() uint64 { return 0 },
@@ -146,8 +147,19 @@ knockwatch_sink_records_total{kind="writer",outcome="written",sink="stdout"} 3
 		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(sensor.CounterNames) {
-		t.Fatalf("xdp_events_total has %d series, want %d", n, len(sensor.CounterNames))
+	// Every counter but bytes (a unit: knockwatch_xdp_bytes_total).
+	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(sensor.CounterNames)-1 {
+		t.Fatalf("xdp_events_total has %d series, want %d", n, len(sensor.CounterNames)-1)
+	}
+	if err := testutil.CollectAndCompare(newCollector(fakeSources()), strings.NewReader(`
+# HELP knockwatch_xdp_bytes_total Bytes the XDP program saw on all attached interfaces.
+# TYPE knockwatch_xdp_bytes_total counter
+knockwatch_xdp_bytes_total 1
+`), "knockwatch_xdp_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_interface_bytes_total"); n != 1 {
+		t.Fatalf("xdp_interface_bytes_total has %d series", n)
 	}
 }
 

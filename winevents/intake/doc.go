@@ -29,7 +29,9 @@
 // RFC 5425). Messages are RFC 5424 or RFC 3164 (ParseSyslog); the MSG part,
 // without a leading UTF-8 BOM, is the Message payload and the header goes into
 // Message.Meta (hostname, appname, procid, msgid, timestamp, facility,
-// severity, syslog_format). A frame with no <PRI> header that starts like a
+// severity, syslog_format). In RFC 3164 the TAG may end with ':' or, as RFC
+// 3164 §4.1.3 allows and rsyslog's default forwarding templates send it, with
+// a space ("winevt <Event ...", "winevt[42] {...}"). A frame with no <PRI> header that starts like a
 // JSON or XML event is taken as is (NXLog om_tcp without xm_syslog). UDP
 // carries one message per datagram. On TCP and TLS the framing is detected
 // per frame (RFC 6587): a frame starting with a non-zero digit followed by
