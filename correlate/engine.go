@@ -28,9 +28,11 @@ func WithLogger(l *zap.Logger) Option {
 
 // Log field names.
 const (
-	logFieldCap     = "cap"
-	logFieldEvicted = "evicted"
-	logFieldKind    = "evidence"
+	logFieldCap        = "cap"
+	logFieldEvicted    = "evicted"
+	logFieldKind       = "evidence"
+	logFieldTopHosts   = "top_hosts"
+	logFieldTopOrigins = "top_forwarders"
 )
 
 // Engine evaluates AN0842 over knocks, handshakes and exposure changes.
@@ -192,7 +194,7 @@ func (e *Engine) AddKnock(k Knock) error {
 	case added > 0:
 		p.knocked = maxDistinct >= e.cfg.MinPorts
 		if p.knocked {
-			h.knockHi = max(h.knockHi, p.touches[len(p.touches)-1].t)
+			e.noteKnockEnds(h, p, k.Touches)
 		}
 		if p.knocked && !p.changed && len(h.changes) > 0 {
 			p.changed = e.fitsAny(p, h.changes)
@@ -207,6 +209,28 @@ func (e *Engine) AddKnock(k Knock) error {
 	e.maybeSweep()
 	e.unlockAndEmit()
 	return nil
+}
+
+// noteKnockEnds records on h the change intervals of p's knock windows
+// that end at one of the new touches (for the change eviction order).
+func (e *Engine) noteKnockEnds(h *host, p *pair, added []Touch) {
+	oldest := int64(math.MaxInt64)
+	for _, t := range added {
+		oldest = min(oldest, t.Time.UnixNano())
+	}
+	// Changes older than the cutoff (minus the skew) have expired: so have
+	// intervals that end before it.
+	stale := int64(math.MinInt64)
+	if e.maxSensor != 0 {
+		stale = e.cutoff() - e.rule.skew
+	}
+	p.knockWindows(e.rule.window, e.cfg.MinPorts, func(k knockEnd) bool {
+		if k.t < oldest {
+			return false
+		}
+		h.addKnockInterval(k.t-e.rule.skew, k.t+e.rule.after, stale)
+		return true
+	})
 }
 
 // AddHandshake adds a first-handshake record from the sensor.
@@ -283,6 +307,7 @@ func (e *Engine) AddChange(c ExposureChange) error {
 		e.mu.Unlock()
 		return nil
 	}
+
 	t := c.Time.UnixNano()
 	if e.late(t + e.rule.skew) {
 		e.c.late[iChange]++
@@ -292,7 +317,8 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	c.HostIPs = slices.Clone(c.HostIPs)
 	c.Ports.Ranges = slices.Clone(c.Ports.Ranges)
-	ch := &chg{c: c, t: t, key: key}
+	e.st.changeSeq++
+	ch := &chg{c: c, t: t, key: key, seq: e.st.changeSeq}
 	ch.ips = e.resolve(&ch.c)
 	e.st.changes[key] = ch
 	e.st.changeQ = append(e.st.changeQ, ch)

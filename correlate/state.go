@@ -58,6 +58,9 @@ type chg struct {
 	// host with changes is never dropped, so these stay valid.
 	hosts []*host
 	gone  bool // dropped; still in state.changeQ until popped
+	// seq is the change's arrival number (eviction keeps what arrived
+	// first among changes a knock can use).
+	seq uint64
 }
 
 // changeKey identifies a Windows record; records without a record id are
@@ -69,16 +72,20 @@ type changeKey struct {
 	content string
 }
 
+// keyOf returns the change's key: the record's identity and its content,
+// so that a forged record that claims the id of a real one (or the real
+// one after a forgery) is not taken for a duplicate.
 func keyOf(c *ExposureChange) changeKey {
 	host := normName(c.Host)
 	if host == "" && len(c.HostIPs) > 0 {
 		host = c.HostIPs[0].String()
 	}
-	k := changeKey{host: host, channel: c.Channel, record: c.RecordID}
-	if c.RecordID == 0 {
-		k.content = contentKey(c)
-	}
-	return k
+	return changeKey{host: host, channel: c.Channel, record: c.RecordID, content: contentKey(c)}
+}
+
+// recordKey is the record identity part of a key (without the content).
+func (k changeKey) recordKey() changeKey {
+	return changeKey{host: k.host, channel: k.channel, record: k.record}
 }
 
 // host is the state of one destination address: everything is keyed by
@@ -90,9 +97,63 @@ type host struct {
 	// change arriving for the host can complete.
 	hsPairs []*pair
 	changes []*chg
-	// knockHi is the latest knock end of any pair of the host (for the
-	// change eviction order).
-	knockHi int64
+	// knockIv are the event-time intervals in which a change completes a
+	// knock of one of the host's pairs ([end - skew, end + change-after]
+	// for every knock end), merged and sorted, newest last; the change
+	// eviction order uses them.
+	knockIv []interval
+}
+
+// interval is a closed range of event times (ns).
+type interval struct{ lo, hi int64 }
+
+// maxKnockIntervals bounds host.knockIv. Knock ends are sensor times
+// within the retention, so the merged intervals of a host rarely number
+// more than retention / change-after; beyond the bound the oldest go.
+const maxKnockIntervals = 64
+
+// addKnockInterval merges [lo, hi] into h.knockIv and drops intervals
+// that end before stale.
+func (h *host) addKnockInterval(lo, hi, stale int64) {
+	iv := h.knockIv
+	if len(iv) > 0 && iv[0].hi < stale {
+		iv = slices.DeleteFunc(iv, func(x interval) bool { return x.hi < stale })
+	}
+	i, _ := slices.BinarySearchFunc(iv, lo, func(x interval, t int64) int {
+		switch {
+		case x.lo < t:
+			return -1
+		case x.lo > t:
+			return 1
+		}
+		return 0
+	})
+	iv = slices.Insert(iv, i, interval{lo, hi})
+	// Merge around i.
+	out := iv[:0]
+	for _, x := range iv {
+		if n := len(out); n > 0 && x.lo <= out[n-1].hi {
+			out[n-1].hi = max(out[n-1].hi, x.hi)
+			continue
+		}
+		out = append(out, x)
+	}
+	if len(out) > maxKnockIntervals {
+		out = slices.Delete(out, 0, len(out)-maxKnockIntervals)
+	}
+	h.knockIv = out
+}
+
+// knockFits reports whether a change at t falls in one of the host's
+// knock intervals.
+func (h *host) knockFits(t int64) bool {
+	for i := len(h.knockIv) - 1; i >= 0; i-- {
+		x := h.knockIv[i]
+		if t >= x.lo && t <= x.hi {
+			return true
+		}
+	}
+	return false
 }
 
 // syncHS keeps p listed in its host's hsPairs exactly while it holds
@@ -156,13 +217,17 @@ func (s *state) eachPair(fn func(*pair)) {
 
 // state is the engine's whole table.
 type state struct {
-	hosts      map[addrKey]*host
-	pairs      map[uint64]*pair // by pairHash, chained through pair.coll
-	seed       maphash.Seed
-	testHash   func(dst, src netip.Addr) uint64 // tests force collisions
-	changes    map[changeKey]*chg               // every stored change, for duplicates
+	hosts    map[addrKey]*host
+	pairs    map[uint64]*pair // by pairHash, chained through pair.coll
+	seed     maphash.Seed
+	testHash func(dst, src netip.Addr) uint64 // tests force collisions
+	changes  map[changeKey]*chg               // every stored change, for duplicates
+	// records counts the stored changes per record identity (records with
+	// an id): more than one means the same id arrived with other content.
+	records    map[changeKey]int
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
+	changeSeq  uint64 // arrivals so far (chg.seq)
 	nPairs     int
 	nHS        int
 	classes    [numClasses]pair // list heads, see lru.go

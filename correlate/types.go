@@ -222,10 +222,19 @@ type ExposureChange struct {
 	ModifyingApplication string
 	ProcessID            uint32
 	// EventID, Channel and RecordID identify the source Windows record;
-	// (Host, Channel, RecordID) recognises the same record forwarded twice.
+	// (Host, Channel, RecordID) and the content recognise the same record
+	// forwarded twice. A record with the same id but other content (a
+	// forgery claiming the id of a real record, or the real record after
+	// one) is kept, not dropped as a duplicate.
 	EventID  uint32
 	Channel  string
 	RecordID uint64
+	// Origin names the forwarder that delivered the change (its
+	// authenticated identity and address, see the pipeline), "" for local
+	// sources. When the change table is full, eviction takes from the
+	// forwarder with the most changes first, so one forwarder's flood
+	// cannot push out another's evidence. It is not part of the content.
+	Origin string
 }
 
 // Validation errors; wrap them with errors.Is to count by reason.
