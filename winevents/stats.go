@@ -21,6 +21,9 @@ type Stats struct {
 	// was seen before with other content: processed as new, because one
 	// of them was forged or rewritten on the way.
 	DedupeConflicts uint64
+	// HostIPsDropped counts host addresses removed from records because
+	// their sender may not name them (DecodeFrom).
+	HostIPsDropped uint64
 	// Joins counts completed two-record joins; Redundant counts Security
 	// 4946/4947/4948 records not emitted because the Firewall channel had
 	// already described the same rule change.
@@ -51,5 +54,6 @@ func (d *Decoder) Stats() Stats {
 	s.DedupeEvicted, s.HostsEvicted, s.JoinEvicted, s.PendingDropped = sc.DedupeEvicted, sc.HostsEvicted, sc.JoinEvicted, sc.PendingDropped
 	s.Joins, s.Redundant = sc.Joins, sc.Redundant
 	s.DedupeConflicts = sc.DedupeConflicts
+	s.HostIPsDropped = d.c.hostIPsDropped.Load()
 	return s
 }
