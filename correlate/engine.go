@@ -317,6 +317,7 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	c.HostIPs = slices.Clone(c.HostIPs)
 	c.Ports.Ranges = slices.Clone(c.Ports.Ranges)
+	clampChange(&c)
 	e.st.changeSeq++
 	ch := &chg{c: c, t: t, key: key, seq: e.st.changeSeq}
 	ch.ips = e.resolve(&ch.c)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -195,6 +196,49 @@ func TestTopKKeepsHeavyHitters(t *testing.T) {
 		top := tk.top()
 		if len(top) > 16 || top[0].Key != heavy {
 			t.Fatalf("seed %d: top %v, want %s first", seed, top[:min(3, len(top))], heavy)
+		}
+	}
+}
+
+// A stored change's strings and port list are bounded whatever the event
+// carried, and the bound never drops a port it opens.
+func TestStoredChangeBounded(t *testing.T) {
+	e, col := newTestEngine(t, nil)
+	c := ruleAdded(chAt, PortSet{}, 1)
+	c.RuleName = strings.Repeat("x", 1<<20)
+	for p := uint16(1); p < 20000; p += 3 {
+		c.Ports.Ranges = append(c.Ports.Ranges, PortRange{p, p})
+	}
+	c.Ports.Ranges = append(c.Ports.Ranges, PortRange{22, 22})
+	feed(t, e, knock3(), c, handshakeAt(attacker, victim, 22, ackAt))
+	for _, st := range e.st.changes {
+		if len(st.c.RuleName) > maxKeptBytes || len(st.c.Ports.Ranges) > maxKeptRanges || !st.c.Ports.Contains(22) {
+			t.Fatalf("stored change: rule name %d bytes, %d ranges", len(st.c.RuleName), len(st.c.Ports.Ranges))
+		}
+	}
+	if got := summary(col.all()); len(got) != 1 || got[0] != "created high" {
+		t.Fatalf("records %q", got)
+	}
+	r := rand.New(rand.NewPCG(rand.Uint64(), 3))
+	for range 100 {
+		var rs []PortRange
+		want := map[uint16]bool{}
+		for range 1 + r.IntN(2000) {
+			lo := uint16(1 + r.IntN(65000))
+			hi := lo + uint16(r.IntN(20))
+			rs = append(rs, PortRange{lo, hi})
+			for p := lo; p <= hi; p++ {
+				want[p] = true
+			}
+		}
+		got := PortSet{Ranges: boundRanges(rs, 64)}
+		if len(got.Ranges) > 64 {
+			t.Fatalf("%d ranges", len(got.Ranges))
+		}
+		for p := range want {
+			if !got.Contains(p) {
+				t.Fatalf("port %d lost", p)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 )
@@ -151,7 +152,7 @@ func lessKey(a, b changeKey) bool {
 	if a.record != b.record {
 		return a.record < b.record
 	}
-	return a.content < b.content
+	return bytes.Compare(a.content[:], b.content[:]) < 0
 }
 
 // rule evaluates the AN0842 rule; all times are in ns.

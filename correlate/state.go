@@ -1,10 +1,12 @@
 package correlate
 
 import (
+	"crypto/sha256"
 	"hash/maphash"
 	"net/netip"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // touch is Touch packed into 16 bytes.
@@ -69,7 +71,7 @@ type changeKey struct {
 	host    string
 	channel string
 	record  uint64
-	content string
+	content [sha256.Size]byte // of contentKey: bounded whatever the strings
 }
 
 // keyOf returns the change's key: the record's identity and its content,
@@ -80,8 +82,93 @@ func keyOf(c *ExposureChange) changeKey {
 	if host == "" && len(c.HostIPs) > 0 {
 		host = c.HostIPs[0].String()
 	}
-	return changeKey{host: host, channel: c.Channel, record: c.RecordID, content: contentKey(c)}
+	return changeKey{host: clampField(host, maxKeptBytes), channel: clampField(c.Channel, maxKeptBytes), record: c.RecordID,
+		content: sha256.Sum256([]byte(contentKey(c)))}
 }
+
+// maxKeptBytes bounds every string of a stored change: a forwarder could
+// otherwise make each of the MaxChanges stored changes as large as an
+// event (1 MiB). The key is computed from the whole values first.
+const maxKeptBytes = 512
+
+// truncatedMark ends a value cut at maxKeptBytes ('<' and '>' cannot be in
+// a Windows path: a cut path never matches an admin application).
+const truncatedMark = "<truncated>"
+
+func clampField(v string, max int) string {
+	if len(v) <= max {
+		return v
+	}
+	cut := max - len(truncatedMark)
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + truncatedMark
+}
+
+// clampChange bounds the strings of a change the engine stores.
+func clampChange(c *ExposureChange) {
+	for _, f := range []*string{&c.Host, &c.RuleID, &c.RuleName, &c.Application, &c.Service, &c.ModifyingUser,
+		&c.ModifyingApplication, &c.Channel, &c.Origin} {
+		*f = clampField(*f, maxKeptBytes)
+	}
+	if len(c.HostIPs) > maxKeptIPs {
+		c.HostIPs = c.HostIPs[:maxKeptIPs]
+	}
+	c.Ports.Ranges = boundRanges(c.Ports.Ranges, maxKeptRanges)
+}
+
+// maxKeptRanges bounds the port ranges a stored change keeps.
+const maxKeptRanges = 256
+
+// boundRanges returns at most max ranges covering rs: beyond it, the
+// ranges separated by the smallest gaps are merged. The result names more
+// ports, never fewer, so no port the change opens is lost.
+func boundRanges(rs []PortRange, max int) []PortRange {
+	if len(rs) <= max {
+		return rs
+	}
+	slices.SortFunc(rs, func(a, b PortRange) int { return int(a.Lo) - int(b.Lo) })
+	merged := rs[:0]
+	for _, r := range rs {
+		if n := len(merged); n > 0 && int(r.Lo) <= int(merged[n-1].Hi)+1 {
+			merged[n-1].Hi = maxU16(merged[n-1].Hi, r.Hi)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	for len(merged) > max {
+		// Merge every gap no larger than the smallest one until it fits.
+		smallest := -1
+		for i := 1; i < len(merged); i++ {
+			if g := int(merged[i].Lo) - int(merged[i-1].Hi); smallest < 0 || g < smallest {
+				smallest = g
+			}
+		}
+		out := merged[:1]
+		for _, r := range merged[1:] {
+			n := len(out)
+			if int(r.Lo)-int(out[n-1].Hi) <= smallest {
+				out[n-1].Hi = maxU16(out[n-1].Hi, r.Hi)
+				continue
+			}
+			out = append(out, r)
+		}
+		merged = out
+	}
+	return merged
+}
+
+func maxU16(a, b uint16) uint16 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// maxKeptIPs bounds the addresses a stored change keeps (winevents sends
+// at most 16).
+const maxKeptIPs = 16
 
 // recordKey is the record identity part of a key (without the content).
 func (k changeKey) recordKey() changeKey {

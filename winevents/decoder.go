@@ -48,7 +48,7 @@ func (o Options) withDefaults() Options {
 		o.MaxPerHost = 1024
 	}
 	if o.MaxJoinEntries <= 0 {
-		o.MaxJoinEntries = 262144
+		o.MaxJoinEntries = 65536
 	}
 	if o.JoinWindow <= 0 {
 		o.JoinWindow = 30 * time.Second
@@ -384,6 +384,9 @@ func (d *Decoder) reject(res *Result, f Format, reason Reason) {
 // process runs dedupe and the state step for a relevant record.
 func (d *Decoder) process(r *record, res *Result, emit func(ExposureChange)) {
 	fc := &d.c.byFormat[formatIndex(r.format)]
+	if len(r.computer) > maxHostNameBytes {
+		r.computer = clampField(r.computer, maxHostNameBytes)
+	}
 	if res.from != nil {
 		if !res.from.AllowsHost(r.computer) {
 			d.reject(res, r.format, ReasonHostNotAllowed)
@@ -427,6 +430,9 @@ func (d *Decoder) process(r *record, res *Result, emit func(ExposureChange)) {
 func hasDTD(b []byte) bool {
 	return bytes.Contains(b, []byte("<!DOCTYPE")) || bytes.Contains(b, []byte("<!ENTITY"))
 }
+
+// maxHostNameBytes is the longest DNS name; a longer computer name is cut.
+const maxHostNameBytes = 255
 
 // restrictAddrs drops from c the addresses its sender may not name: host
 // addresses (some learned by the join state) and a listener's bound

@@ -49,6 +49,10 @@ type hostState struct {
 	waiting   *lru[uint64, []ExposureChange] // listeners waiting for their FilterRTID
 	listening *lru[uint32, struct{}]         // proto<<16 | port seen in 5154/5158
 	ips       []netip.Addr                   // learned local addresses (bounded)
+	// stored counts the changes kept inside entries (4946/4947 pending
+	// their filters, listeners waiting for theirs): each counts as an
+	// entry, so MaxJoinEntries bounds the changes kept, not only the keys.
+	stored int
 }
 
 // ruleInfo is the last known state of a rule.
@@ -82,7 +86,7 @@ func newState(o Options) *state {
 
 // size is the number of join-table entries the host holds.
 func (h *hostState) size() int {
-	return h.rules.len() + h.names.len() + h.filters.len() + h.waiting.len() + h.listening.len()
+	return h.rules.len() + h.names.len() + h.filters.len() + h.waiting.len() + h.listening.len() + h.stored
 }
 
 // account adds a host's growth to the total and, over the budget, drops
@@ -113,6 +117,8 @@ func (s *state) host(name string) *hostState {
 		waiting:   newLRU[uint64, []ExposureChange](n, ev),
 		listening: newLRU[uint32, struct{}](n, ev),
 	}
+	h.names.onEvict = func(_ string, ni *nameInfo) { h.stored -= len(ni.pending) }
+	h.waiting.onEvict = func(_ uint64, w []ExposureChange) { h.stored -= len(w) }
 	s.hosts.put(k, h)
 	return h
 }

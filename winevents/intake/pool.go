@@ -152,22 +152,20 @@ func (p *pool) admit(conn net.Conn) *poolConn {
 		}
 		pc.elem = l.PushBack(pc)
 		p.nPre++
+		p.c.preAuth.Store(int64(p.nPre))
 		pc.state = connPre
 		pc.timer = time.AfterFunc(p.pre.Timeout, pc.expire)
 	}
 	p.mu.Unlock()
 	p.c.open.Add(1)
 	p.c.conns.Add(1)
-	if pc.state == connPre {
-		p.c.preAuth.Add(1)
-	}
 	if evict != nil {
 		p.c.drop(rPreAuthEvicted)
 		p.log.Debug("unauthenticated connection closed to admit a peer from a source with fewer",
 			zap.String(fRemote, evict.RemoteAddr().String()))
 		evict.stopTimer()
 		_ = evict.Conn.Close()
-		evict.release(connPre)
+		evict.release()
 	}
 	return pc
 }
@@ -208,6 +206,7 @@ func (p *pool) unlinkPre(pc *poolConn) {
 		delete(p.bySource, pc.src)
 	}
 	p.nPre--
+	p.c.preAuth.Store(int64(p.nPre))
 }
 
 // expire closes a connection that did not authenticate in time.
@@ -225,7 +224,7 @@ func (pc *poolConn) expire() {
 	p.log.Debug("connection closed: not authenticated in time", zap.String(fRemote, pc.RemoteAddr().String()),
 		zap.Duration("timeout", p.pre.Timeout))
 	_ = pc.Conn.Close()
-	pc.release(connPre)
+	pc.release()
 }
 
 func (pc *poolConn) stopTimer() {
@@ -254,7 +253,6 @@ func (pc *poolConn) authenticated() error {
 	if p.open >= p.max {
 		pc.state = connClosed
 		p.mu.Unlock()
-		p.c.preAuth.Add(-1)
 		p.c.drop(rTooManyConns)
 		p.log.Warn("authenticated connection refused: connection limit reached",
 			zap.String(fRemote, pc.RemoteAddr().String()), zap.Int(fLimit, p.max))
@@ -263,26 +261,20 @@ func (pc *poolConn) authenticated() error {
 	p.open++
 	pc.state = connMain
 	p.mu.Unlock()
-	p.c.preAuth.Add(-1)
 	return nil
 }
 
-// release gives back the slot of a connection that left state from.
-func (pc *poolConn) release(from int) {
-	pc.closed.Do(func() {
-		pc.p.c.open.Add(-1)
-		if from == connPre {
-			pc.p.c.preAuth.Add(-1)
-		}
-	})
+// release takes the connection off the open gauge, once (its slot is
+// given back where its state changes, under the pool's lock).
+func (pc *poolConn) release() {
+	pc.closed.Do(func() { pc.p.c.open.Add(-1) })
 }
 
 func (pc *poolConn) Close() error {
 	err := pc.Conn.Close()
 	p := pc.p
 	p.mu.Lock()
-	from := pc.state
-	switch from {
+	switch pc.state {
 	case connPre:
 		pc.stopTimer()
 		p.unlinkPre(pc)
@@ -291,14 +283,7 @@ func (pc *poolConn) Close() error {
 	}
 	pc.state = connClosed
 	p.mu.Unlock()
-	switch from {
-	case connPre, connMain:
-		pc.release(from)
-	default:
-		// closed by the pool (expired, evicted or refused on promotion):
-		// the slot is already back; the open gauge may still count it.
-		pc.release(connClosed)
-	}
+	pc.release()
 	return err
 }
 
