@@ -38,6 +38,9 @@ type HTTPConfig struct {
 	// under (nil: none).
 	PreAuth PreAuthConfig
 	Budget  *MemoryBudget
+	// BudgetWait is how long a request waits for the memory budget before
+	// it is answered 429 (default 5 s).
+	BudgetWait time.Duration
 
 	MaxBodyBytes      int64         // request body limit, compressed and decompressed (default 10 MiB)
 	MaxConns          int           // open connections (default 256)
@@ -68,6 +71,7 @@ func NewHTTPServer(cfg HTTPConfig, h Handler, logger *zap.Logger) (*HTTPServer, 
 	cfg.ReadHeaderTimeout = orDefault(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	cfg.ReadTimeout = orDefault(cfg.ReadTimeout, DefaultReadTimeout)
 	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.BudgetWait = orDefault(cfg.BudgetWait, defaultBudgetWait)
 	logger = logger.Named("intake.http")
 
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -144,6 +148,7 @@ func (s *HTTPServer) Stats() Stats { return s.c.snapshot() }
 
 // Close stops accepting, lets running requests finish (up to 5 s) and closes.
 func (s *HTTPServer) Close() error {
+	s.pool.closeUnauthenticated() // nothing in flight: Shutdown would wait for them
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
@@ -271,9 +276,8 @@ func (s *HTTPServer) serveEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": res.Accepted, "rejected": res.Rejected})
 }
 
-// budgetWait is how long a request waits for the intake memory budget
-// before it is answered 429.
-const budgetWait = 5 * time.Second
+// defaultBudgetWait is HTTPConfig.BudgetWait's default.
+const defaultBudgetWait = 5 * time.Second
 
 // budgetStep is how much of the memory budget a body of unknown size
 // (gzip, chunked) takes at a time.
@@ -283,7 +287,7 @@ const budgetStep = 1 << 20
 // which applies to the bytes on the wire and to the decompressed bytes. It
 // reads under the memory budget and returns how many bytes of it it holds
 // (the caller releases them once the handler is done): a body of known
-// size takes its size before it is read, waiting up to budgetWait; one of
+// size takes its size before it is read, waiting up to BudgetWait; one of
 // unknown size takes a first step the same way and more as it grows, never
 // waiting while it holds some (no two requests can wait on each other); a
 // request that cannot get the budget is answered 429.
@@ -309,7 +313,7 @@ func (s *HTTPServer) readBody(w http.ResponseWriter, r *http.Request) (body []by
 		first = r.ContentLength
 	}
 	if s.cfg.Budget != nil && first > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), budgetWait)
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.BudgetWait)
 		err := s.cfg.Budget.Acquire(ctx, first)
 		cancel()
 		if err != nil {

@@ -312,3 +312,19 @@ func isClosedByPool(c net.Conn) bool {
 	defer pc.p.mu.Unlock()
 	return pc.state == connClosed
 }
+
+// closeUnauthenticated closes every connection still in the pre-auth pool
+// (at shutdown).
+func (p *pool) closeUnauthenticated() {
+	p.mu.Lock()
+	var all []*poolConn
+	for _, l := range p.bySource {
+		for e := l.Front(); e != nil; e = e.Next() {
+			all = append(all, e.Value.(*poolConn))
+		}
+	}
+	p.mu.Unlock()
+	for _, pc := range all {
+		_ = pc.Close()
+	}
+}
