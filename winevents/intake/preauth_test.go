@@ -112,6 +112,7 @@ func TestPreAuthPoolFairAcrossSources(t *testing.T) {
 	_ = d
 	e := dialSrc(t, "127.0.0.4", addr) // everyone holds 2 or fewer: 127.0.0.4 holds 1, the biggest 2 -> evicts
 	_ = e
+	eventually(t, "the second eviction", func() bool { return srv.Stats().Dropped[ReasonPreAuthEvicted] >= 2 })
 	st := srv.Stats()
 	if st.ConnectionsUnauthenticated > 4 || st.Dropped[ReasonPreAuthLimit] != 1 || st.Dropped[ReasonPreAuthEvicted] < 2 {
 		t.Fatalf("stats %+v", st)
