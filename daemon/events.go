@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -22,6 +24,9 @@ import (
 // sinks, metrics registry, pipeline, listeners and the metrics server.
 func (d *Daemon) startEventSide() error {
 	cfg := &d.cfg
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 
 	// Files first: a missing token, certificate or inventory is a clear
 	// error before anything binds or touches the kernel.

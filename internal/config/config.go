@@ -42,6 +42,11 @@ type Config struct {
 	AdvanceInterval time.Duration `yaml:"advance_interval"`
 	// ShutdownTimeout bounds the flush of alerts at exit.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MemoryLimit is the Go runtime's soft memory limit (bytes; 0: none):
+	// the garbage collector works harder as the heap nears it, so the
+	// process stays under it while its live data does (docs/RELIABILITY.md,
+	// "Worst-case memory"). The GOMEMLIMIT environment variable wins.
+	MemoryLimit int64 `yaml:"memory_limit"`
 
 	Sensor      sensor.Config `yaml:"sensor"`
 	Rule        Rule          `yaml:"rule"`
@@ -248,6 +253,11 @@ func defaultSensor() sensor.Config {
 	return s
 }
 
+// DefaultMemoryLimit is memory_limit's default: above the live data of
+// the default configuration with every cap reached by hostile input
+// (docs/RELIABILITY.md, "Worst-case memory").
+const DefaultMemoryLimit = 2 << 30
+
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	r := correlate.DefaultConfig()
@@ -258,6 +268,7 @@ func Default() Config {
 		SweepInterval:   time.Second,
 		AdvanceInterval: time.Second,
 		ShutdownTimeout: 10 * time.Second,
+		MemoryLimit:     DefaultMemoryLimit,
 		Sensor:          defaultSensor(),
 		Rule: Rule{
 			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,

@@ -76,6 +76,9 @@ func (c *Config) Validate() error {
 			add("metrics.addr", "%v", err)
 		}
 	}
+	if c.MemoryLimit < 0 {
+		add("memory_limit", "%d is negative (0 turns it off)", c.MemoryLimit)
+	}
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")
 	}
