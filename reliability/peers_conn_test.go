@@ -17,7 +17,7 @@ import (
 
 	lumberclient "github.com/elastic/go-lumber/client/v2"
 
-	"github.com/knockwatch/knockwatch/internal/pipeline"
+	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 

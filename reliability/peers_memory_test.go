@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/internal/pipeline"
+	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 

@@ -12,8 +12,8 @@ import (
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/internal/binding"
-	"github.com/knockwatch/knockwatch/internal/pipeline"
-	"github.com/knockwatch/knockwatch/loader"
+	"github.com/knockwatch/knockwatch/pipeline"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 
@@ -114,9 +114,9 @@ func TestHostilePeerChangeFloodKeepsVictimAlert(t *testing.T) {
 			e.p.Advance(now)
 			at := now.Add(-time.Minute)
 			// The flooder knocks on the host its flood names: 3 RST-answered SYNs.
-			fk := &loader.Knock{Src: attackerAddr(20), Dst: hostAddr(c.floodHost), Distinct: 3, FlagTime: at.Add(2 * time.Second)}
+			fk := &sensor.Knock{Src: attackerAddr(20), Dst: hostAddr(c.floodHost), Distinct: 3, FlagTime: at.Add(2 * time.Second)}
 			for j, port := range []uint16{6001, 6002, 6003} {
-				fk.Touches = append(fk.Touches, loader.Touch{Port: port, Time: at.Add(time.Duration(j) * time.Second), Kind: loader.TouchREJ})
+				fk.Touches = append(fk.Touches, sensor.Touch{Port: port, Time: at.Add(time.Duration(j) * time.Second), Kind: sensor.TouchREJ})
 			}
 			must(t, e.p.AddKnock(ctx, fk))
 			must(t, e.p.AddKnock(ctx, knock(0, at)))
