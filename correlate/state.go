@@ -65,8 +65,9 @@ type chg struct {
 	seq uint64
 }
 
-// changeKey identifies a Windows record; records without a record id are
-// keyed by their content.
+// changeKey identifies a stored change: its Windows record (host, channel,
+// record id) and its content, so that two records claiming one id are two
+// changes.
 type changeKey struct {
 	host    string
 	channel string
@@ -169,11 +170,6 @@ func maxU16(a, b uint16) uint16 {
 // maxKeptIPs bounds the addresses a stored change keeps (winevents sends
 // at most 16).
 const maxKeptIPs = 16
-
-// recordKey is the record identity part of a key (without the content).
-func (k changeKey) recordKey() changeKey {
-	return changeKey{host: k.host, channel: k.channel, record: k.record}
-}
 
 // host is the state of one destination address: everything is keyed by
 // it, so that the engine can be partitioned by host.
@@ -304,14 +300,11 @@ func (s *state) eachPair(fn func(*pair)) {
 
 // state is the engine's whole table.
 type state struct {
-	hosts    map[addrKey]*host
-	pairs    map[uint64]*pair // by pairHash, chained through pair.coll
-	seed     maphash.Seed
-	testHash func(dst, src netip.Addr) uint64 // tests force collisions
-	changes  map[changeKey]*chg               // every stored change, for duplicates
-	// records counts the stored changes per record identity (records with
-	// an id): more than one means the same id arrived with other content.
-	records    map[changeKey]int
+	hosts      map[addrKey]*host
+	pairs      map[uint64]*pair // by pairHash, chained through pair.coll
+	seed       maphash.Seed
+	testHash   func(dst, src netip.Addr) uint64 // tests force collisions
+	changes    map[changeKey]*chg               // every stored change, for duplicates
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
 	changeSeq  uint64 // arrivals so far (chg.seq)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -291,8 +290,6 @@ func TestBeatsOversizedWindowEveryEventOnce(t *testing.T) {
 	t.Logf("RESULT oversized Beats windows: %d events sent, %d accepted, %d decoded, 0 duplicates, %d changes in the engine", total,
 		ls.Accepted, relevant, es.In["change"])
 }
-
-var errStop = errors.New("stop")
 
 // readACKs reads ACK frames from r until one acknowledges want.
 func readACKs(r *bufio.Reader, want uint32) error {
