@@ -15,7 +15,6 @@ package config
 import (
 	"time"
 
-	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
@@ -300,7 +299,7 @@ func Default() Config {
 			},
 			Files: FileListener{PollInterval: time.Second, MaxRecordBytes: 10 << 20, MaxFiles: 1024},
 		},
-		Alerts: Alerts{Path: "-", Pretty: "auto", MaxBacklog: alert.DefaultMaxBacklog, Webhook: Webhook{
+		Alerts: Alerts{Path: "-", Pretty: "auto", MaxBacklog: 10000 /* alert.DefaultMaxBacklog, config_test checks */, Webhook: Webhook{
 			Format: "ndjson", MaxSpoolBytes: 1 << 30, BatchRecords: 100,
 			RequestTimeout: 10 * time.Second, MaxBackoff: 30 * time.Second,
 		}},

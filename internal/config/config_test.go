@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/knockwatch/knockwatch/alert"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -314,5 +315,12 @@ func walkKeys(t reflect.Type, path string, fn func(string)) {
 		if ft.Kind() == reflect.Struct && ft != timeType {
 			walkKeys(ft, p, fn)
 		}
+	}
+}
+
+// The sink backlog's default is the alert package's.
+func TestDefaultMaxBacklog(t *testing.T) {
+	if got := Default().Alerts.MaxBacklog; got != alert.DefaultMaxBacklog {
+		t.Fatalf("alerts.max_backlog default %d, alert.DefaultMaxBacklog %d", got, alert.DefaultMaxBacklog)
 	}
 }
