@@ -5,13 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/knockwatch/knockwatch/alert"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/knockwatch/knockwatch/alert"
 )
 
 const full = `# every section, as in docs/CONFIG.md
