@@ -89,3 +89,90 @@ func TestUpdatedChange(t *testing.T) {
 		t.Errorf("changes %d updated %d duplicates %d", s.Changes, s.ChangesUpdated, s.Duplicates["change"])
 	}
 }
+
+// TestContradictingVersionsKept: a record that claims the id of a stored
+// change but contradicts it (an outbound rule where the real one is
+// inbound, on another port) is not a later version of it: whichever comes
+// first, the real change stays and the alert is high. Only a version that
+// says all the stored one said and more (TestUpdatedChange) replaces it.
+func TestContradictingVersionsKept(t *testing.T) {
+	real := ruleAdded(chAt, Ports(22), 7)
+	real.Origin = "wec01"
+	forged := real
+	forged.Ports, forged.Direction, forged.Origin = Ports(9999), DirectionOutbound, "rogue"
+	blocking := real // same shape, but the stored port is contradicted
+	blocking.Ports, blocking.Origin = Ports(23), "rogue"
+	for _, tc := range []struct {
+		name  string
+		items []any
+	}{
+		{"forgery after", []any{knock3(), real, forged, blocking}},
+		{"forgery first", []any{knock3(), forged, blocking, real}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, col := newTestEngine(t, nil)
+			feed(t, e, tc.items...)
+			feed(t, e, handshakeAt(attacker, victim, 22, ackAt))
+			got := col.all()
+			if len(got) == 0 || got[len(got)-1].Confidence != ConfidenceHigh || got[len(got)-1].Change.Ports.String() != "22" {
+				t.Fatalf("real change lost to a record claiming its id: %q", summary(got))
+			}
+			if s := e.Stats(); s.ChangesUpdated != 0 {
+				t.Errorf("a contradicting record counted as an update: %+v", s)
+			}
+		})
+	}
+}
+
+// TestVersionFloodKeepsRealChange: a forwarder that sends many
+// contradicting versions of one record id (each compared with the stored
+// ones on arrival, so their number is bounded) displaces its own versions,
+// never the real forwarder's, before or after the real record arrives.
+func TestVersionFloodKeepsRealChange(t *testing.T) {
+	for _, realFirst := range []bool{true, false} {
+		e, col := newTestEngine(t, nil)
+		real := ruleAdded(chAt, Ports(22), 7)
+		real.Origin = "wec01"
+		feed(t, e, knock3())
+		if realFirst {
+			feed(t, e, real)
+		}
+		for i := range 10 * maxVersions {
+			f := real
+			f.Ports, f.Origin = Ports(uint16(30000+i)), "rogue"
+			feed(t, e, f)
+		}
+		if !realFirst {
+			feed(t, e, real)
+		}
+		feed(t, e, handshakeAt(attacker, victim, 22, ackAt))
+		if got := col.all(); len(got) == 0 || got[len(got)-1].Confidence != ConfidenceHigh {
+			t.Fatalf("real first %v: alert lost under a version flood: %q", realFirst, summary(got))
+		}
+		s := e.Stats()
+		if s.Changes > maxVersions || s.EvictedByReason[capChanges][EvictChangeVersions] == 0 {
+			t.Fatalf("real first %v: %d changes stored, evictions %v", realFirst, s.Changes, s.EvictedByReason)
+		}
+		if len(s.TopEvictedOrigins) == 0 || s.TopEvictedOrigins[0].Key != "rogue" {
+			t.Fatalf("real first %v: top evicted forwarders %v", realFirst, s.TopEvictedOrigins)
+		}
+	}
+}
+
+// TestReplacesOnlyItsRule: Replaces drops the named record only when it
+// describes the same rule: a change naming another rule's record in
+// Replaces (a forgery) cannot make that evidence vanish.
+func TestReplacesOnlyItsRule(t *testing.T) {
+	e, col := newTestEngine(t, nil)
+	other := ruleAdded(chAt.Add(ms), Ports(8080), 9)
+	other.RuleID = "{OTHER}"
+	other.Replaces = &ChangeRef{Channel: "Security", EventID: 4946, RecordID: 50}
+	feed(t, e, knock3(), sec4946(50), other, handshakeAt(attacker, victim, 22, ackAt))
+	s := e.Stats()
+	if s.ChangesReplaced != 0 || s.Changes != 2 {
+		t.Fatalf("replaced %d, changes %d", s.ChangesReplaced, s.Changes)
+	}
+	if got := summary(col.all()); !reflect.DeepEqual(got, []string{"created medium"}) {
+		t.Fatalf("records %q", got)
+	}
+}

@@ -28,6 +28,8 @@ type counters struct {
 	touchesDropped, unresolvedSeen uint64
 	replaced, updated              uint64
 	capHits, evicted, expired      map[string]uint64
+	evictReason                    map[string]map[string]uint64 // table -> reason
+	topHosts, topOrigins           *topK
 }
 
 func (c *counters) init() {
@@ -38,6 +40,8 @@ func (c *counters) init() {
 	for _, t := range []string{capPairs, capChanges, capHandshakes} {
 		c.capHits[t], c.evicted[t], c.expired[t] = 0, 0, 0
 	}
+	c.evictReason = make(map[string]map[string]uint64)
+	c.topHosts, c.topOrigins = newTopK(topOffenders), newTopK(topOffenders)
 }
 
 // Stats is a snapshot of the engine's state sizes and counters, in plain
@@ -87,6 +91,20 @@ type Stats struct {
 	Evicted        map[string]uint64 // entries evicted by a cap
 	Expired        map[string]uint64 // entries dropped by retention
 	TouchesDropped uint64            // oldest touches dropped by MaxTouchesPerPair
+	// EvictedByReason splits Evicted by the class of what went, per
+	// table: changes by EvictChange* ("unresolved", "no_knock", "spent",
+	// "usable", "versions"), handshakes by EvictHandshake*, pairs by their class
+	// ("scan", "partial", "knock", "knock_changed", "handshake",
+	// "alerted"). Anything but the first classes growing means a flood
+	// reached evidence the rule could use.
+	EvictedByReason map[string]map[string]uint64
+
+	// TopEvictedHosts and TopEvictedOrigins are the hosts (event host name
+	// or address) and forwarders (ExposureChange.Origin) whose entries were
+	// evicted most, heaviest first, at most 16 each: under a flood, the
+	// offenders. Counts are upper bounds (a bounded heavy-hitter count).
+	TopEvictedHosts   []KeyCount
+	TopEvictedOrigins []KeyCount
 }
 
 // Stats returns a snapshot.
@@ -118,6 +136,13 @@ func (e *Engine) Stats() Stats {
 		Evicted:           clone(e.c.evicted),
 		Expired:           clone(e.c.expired),
 		TouchesDropped:    e.c.touchesDropped,
+		EvictedByReason:   make(map[string]map[string]uint64, len(e.c.evictReason)),
+		TopEvictedHosts:   e.c.topHosts.top(),
+
+		TopEvictedOrigins: e.c.topOrigins.top(),
+	}
+	for t, m := range e.c.evictReason {
+		s.EvictedByReason[t] = clone(m)
 	}
 	if e.maxSensor != 0 {
 		s.Watermark = time.Unix(0, e.wm()).UTC()

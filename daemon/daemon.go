@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -48,6 +49,8 @@ type Daemon struct {
 
 	writer      *alert.Writer
 	pipe        *pipeline.Pipeline
+	budget      *intake.MemoryBudget
+	bindings    *binding.Policy
 	listeners   []intake.Listener
 	files       *intake.FileFollower
 	reg         *prometheus.Registry

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -25,6 +26,9 @@ import (
 // sinks, metrics registry, pipeline, listeners and the metrics server.
 func (d *Daemon) startEventSide() error {
 	cfg := &d.cfg
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 
 	// Files first: a missing token, certificate or inventory is a clear
 	// error before anything binds or touches the kernel.
@@ -36,6 +40,15 @@ func (d *Daemon) startEventSide() error {
 		}
 		token = t
 	}
+	tokens := map[string]string{}
+	for name, path := range cfg.Listeners.Tokens {
+		t, err := intake.ReadTokenFile(path)
+		if err != nil {
+			return fmt.Errorf("read listeners.tokens.%s: %w", name, err)
+		}
+		tokens[name] = t
+	}
+	d.budget = intake.NewMemoryBudget(cfg.Listeners.MemoryBudget)
 	var tlsCfg *tls.Config
 	if cfg.Listeners.TLSCert != "" {
 		t, err := intake.ServerTLSConfig(cfg.Listeners.TLSCert, cfg.Listeners.TLSKey, cfg.Listeners.ClientCA)
@@ -48,6 +61,7 @@ func (d *Daemon) startEventSide() error {
 	if err != nil {
 		return err
 	}
+	d.bindings = built.Pipeline.Bindings
 	if cfg.Hosts != "" {
 		d.log.Named("run").Info("inventory loaded", zap.String(fieldPath, cfg.Hosts), zap.Int(fieldHosts, built.Hosts))
 	}
@@ -74,7 +88,7 @@ func (d *Daemon) startEventSide() error {
 		_ = sink.Close()
 		return fmt.Errorf("start correlation: %w", err)
 	}
-	if err := d.startListeners(token, tlsCfg); err != nil {
+	if err := d.startListeners(token, tokens, tlsCfg); err != nil {
 		return err
 	}
 	return d.startMetricsServer()
@@ -114,7 +128,7 @@ func (d *Daemon) openSinks() (alert.Sink, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("open alert webhook: %w", err)
 	}
-	return alert.NewFanout(w, hook), nil
+	return alert.NewFanoutConfig(alert.FanoutConfig{MaxBacklog: a.MaxBacklog, Logger: d.log}, w, hook), nil
 }
 
 // listenErr names the flag of a listener that failed to bind, with a hint
@@ -136,12 +150,14 @@ func cloneTLS(t *tls.Config) *tls.Config {
 	return t.Clone()
 }
 
-func (d *Daemon) startListeners(token string, tlsCfg *tls.Config) error {
+func (d *Daemon) startListeners(token string, tokens map[string]string, tlsCfg *tls.Config) error {
 	l := d.cfg.Listeners
 	log := d.log // the intake package names its loggers intake.<transport>
+	pre := intake.PreAuthConfig{MaxConns: l.MaxPreAuthConns, PerSource: l.MaxPreAuthPerSource, Timeout: l.PreAuthTimeout}
 	if l.HTTP.Addr != "" {
 		s, err := intake.NewHTTPServer(intake.HTTPConfig{
-			Addr: l.HTTP.Addr, Token: token, TLS: cloneTLS(tlsCfg), Insecure: l.Insecure,
+			Addr: l.HTTP.Addr, Token: token, Tokens: tokens, PreAuth: pre, Budget: d.budget,
+			TLS: cloneTLS(tlsCfg), Insecure: l.Insecure,
 			MaxBodyBytes: l.HTTP.MaxBodyBytes, MaxConns: l.HTTP.MaxConns, ReadHeaderTimeout: l.HTTP.ReadHeaderTimeout,
 			ReadTimeout: l.HTTP.ReadTimeout, IdleTimeout: l.HTTP.IdleTimeout,
 		}, d.pipe, log)
@@ -161,7 +177,7 @@ func (d *Daemon) startListeners(token string, tlsCfg *tls.Config) error {
 		}
 		sc := intake.SyslogConfig{
 			Addr: l.Syslog.Addr, Insecure: l.Insecure, MaxMessageBytes: l.Syslog.MaxMessageBytes,
-			MaxConns: l.Syslog.MaxConns, IdleTimeout: l.Syslog.IdleTimeout, Location: loc,
+			MaxConns: l.Syslog.MaxConns, IdleTimeout: l.Syslog.IdleTimeout, Location: loc, PreAuth: pre,
 		}
 		if l.SyslogTCP() {
 			tc := sc
@@ -184,7 +200,7 @@ func (d *Daemon) startListeners(token string, tlsCfg *tls.Config) error {
 		s, err := intake.NewBeatsServer(intake.BeatsConfig{
 			Addr: l.Beats.Addr, TLS: cloneTLS(tlsCfg), Insecure: l.Insecure, MaxEventBytes: l.Beats.MaxEventBytes,
 			MaxBatchBytes: l.Beats.MaxBatchBytes, MaxBatchEvents: l.Beats.MaxBatchEvents, MaxConns: l.Beats.MaxConns,
-			Timeout: l.Beats.Timeout, IdleTimeout: l.Beats.IdleTimeout,
+			Timeout: l.Beats.Timeout, IdleTimeout: l.Beats.IdleTimeout, PreAuth: pre, Budget: d.budget,
 		}, d.pipe, log)
 		if err != nil {
 			return listenErr("--events-beats", l.Beats.Addr, err)

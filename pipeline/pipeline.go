@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
@@ -68,6 +70,9 @@ type Config struct {
 	// event time is further than this ahead of its arrival (a broken host
 	// clock would otherwise open windows in the future); default 1 h.
 	MaxFuture time.Duration
+	// Bindings restricts which hosts each forwarder identity (bearer token
+	// name, client certificate subject) may send events for; nil: any.
+	Bindings *binding.Policy
 }
 
 // ErrFuture refuses an event time too far ahead of its arrival.
@@ -80,6 +85,7 @@ const DefaultMaxFuture = time.Hour
 // Its methods are safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
+	refusal refusalLog
 	engine  *correlate.Engine
 	decoder *winevents.Decoder
 	sink    alert.Sink
@@ -210,11 +216,17 @@ func (p *Pipeline) AddHandshake(ctx context.Context, h *sensor.Handshake) error 
 // AddChange feeds one decoded exposure change. A change that must not
 // reach the engine is counted by reason and is not an error.
 func (p *Pipeline) AddChange(c *winevents.ExposureChange) error {
+	return p.addChange(c, "")
+}
+
+// addChange feeds a change that origin (see originOf) delivered.
+func (p *Pipeline) addChange(c *winevents.ExposureChange, origin string) error {
 	ec, ok, skip := ChangeFromWinevents(c)
 	if !ok {
 		p.counters.skip(skip)
 		return nil
 	}
+	ec.Origin = origin
 	p.counters.in("change")
 	if err := p.engine.AddChange(ec); err != nil {
 		p.counters.reject("change", reasonOf(err))
@@ -237,7 +249,17 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 		p.counters.busy.Add(1)
 		return intake.Result{Err: fmt.Errorf("handle %s message: %s: %w", m.Transport, why, intake.ErrBusy)}
 	}
-	changes, res := p.decoder.Decode(m.Payload)
+	id := binding.Identity{Token: m.Meta[intake.MetaTokenName], CertSubject: m.Meta[intake.MetaClientCert],
+		Local: m.Transport == intake.TransportFile}
+	var from winevents.HostPolicy
+	if hp := p.cfg.Bindings.For(id); hp != nil {
+		from = hp
+	}
+	changes, res := p.decoder.DecodeFrom(m.Payload, from)
+	if n := res.Reasons[winevents.ReasonHostNotAllowed]; n > 0 {
+		p.refusal.log(p.log, id, m, n)
+	}
+	origin := originOf(m, id)
 	rejected := res.Rejected
 	if res.Err != nil && len(changes) == 0 {
 		p.counters.unreadable.Add(1)
@@ -260,7 +282,7 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 			p.log.Debug("change rejected", zap.String(fieldTransport, m.Transport), zap.Time("event_time", c.Time), zap.Error(ErrFuture))
 			continue
 		}
-		if err := p.AddChange(c); err != nil {
+		if err := p.addChange(c, origin); err != nil {
 			rejected++
 			p.log.Debug("change rejected", zap.String(fieldTransport, m.Transport), zap.Error(err))
 		}
@@ -400,4 +422,52 @@ func (c *counters) reject(kind, why string) {
 	}
 	m[why]++
 	c.mu.Unlock()
+}
+
+// originOf names the forwarder of a message for the engine's fair
+// eviction: its authenticated identity and its address ("token:wec01@
+// 10.0.0.7", "cert:CN=wec01@10.0.0.7", "syslog-tcp@127.0.0.1"); "" for
+// followed files.
+func originOf(m intake.Message, id binding.Identity) string {
+	if id.Local {
+		return ""
+	}
+	who := m.Transport
+	switch {
+	case id.Token != "":
+		who = "token:" + id.Token
+	case id.CertSubject != "":
+		who = "cert:" + id.CertSubject
+	}
+	host := m.Remote
+	if h, _, err := net.SplitHostPort(m.Remote); err == nil {
+		host = h
+	}
+	return who + "@" + host
+}
+
+// refusalLog logs records refused because their forwarder may not speak
+// for their host: at most once a minute per identity (the counters have
+// every one).
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[binding.Identity]time.Time
+}
+
+func (r *refusalLog) log(l *zap.Logger, id binding.Identity, m intake.Message, n int) {
+	r.mu.Lock()
+	now := time.Now()
+	if r.last == nil || len(r.last) > 1024 {
+		r.last = map[binding.Identity]time.Time{}
+	}
+	t, seen := r.last[id]
+	if seen && now.Sub(t) < time.Minute {
+		r.mu.Unlock()
+		return
+	}
+	r.last[id] = now
+	r.mu.Unlock()
+	l.Warn("records refused: the forwarder may not send events for their hosts (listeners.forwarders)",
+		zap.String(fieldTransport, m.Transport), zap.String(fieldRemote, m.Remote),
+		zap.String("token", id.Token), zap.String("client_cert_subject", id.CertSubject), zap.Int(fieldRecords, n))
 }

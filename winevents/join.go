@@ -145,7 +145,7 @@ func (s *state) ruleChange(h *hostState, c ExposureChange, emit func(ExposureCha
 		c.Joined = refPtr(ri.fw.Source)
 		s.counts.Joins++
 	}
-	ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+	ri.fw, ri.haveFW, ri.fwKind = kept(c), true, c.Kind
 	emit(c)
 }
 
@@ -249,7 +249,7 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		h.names.put(c.RuleName, ni)
 	}
 	ni.addRule(c.RuleID, c.Time)
-	p := pendingRule{c: c}
+	p := pendingRule{c: kept(c)}
 	if b := ni.closestBatch(c.Time, s.opts.JoinWindow); b != nil {
 		joined := c
 		b.applyTo(&joined)
@@ -261,9 +261,11 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 	}
 	if len(ni.pending) >= maxPendingPerName {
 		ni.pending = ni.pending[1:]
+		h.stored--
 		s.counts.PendingDropped++
 	}
 	ni.pending = append(ni.pending, p)
+	h.stored++
 }
 
 // filterChange handles 5447. It never emits on its own: it remembers the
@@ -285,6 +287,7 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 		h.filters.put(id, &filterInfo{name: name, src: src})
 		if waiting, ok := h.waiting.get(id); ok {
 			h.waiting.remove(id)
+			h.stored -= len(waiting)
 			for _, l := range waiting {
 				l.RuleName = name
 				if ni, ok := h.names.get(name); ok {
@@ -345,6 +348,7 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 		}
 		kept = append(kept, p)
 	}
+	h.stored -= len(ni.pending) - len(kept)
 	ni.pending = kept
 }
 
@@ -385,9 +389,11 @@ func (s *state) listener(h *hostState, r *record, emit func(ExposureChange)) {
 			w, _ := h.waiting.get(rtid)
 			if len(w) >= maxWaitingPerID {
 				w = w[1:]
+				h.stored--
 				s.counts.PendingDropped++
 			}
-			h.waiting.put(rtid, append(w, c))
+			h.stored++
+			h.waiting.put(rtid, append(w, kept(c)))
 		}
 	}
 	emit(c)

@@ -439,3 +439,31 @@ func TestSysmonOrientationDoesNotTeachAddresses(t *testing.T) {
 		t.Fatalf("unexpected: %+v", got)
 	}
 }
+
+// A forged record that claims the computer and next record id of a host
+// (a harmless outbound rule) must not make the real record that follows a
+// "duplicate": the real change is emitted and the conflict counted; a
+// re-send of either is still a duplicate.
+func TestForgedRecordDoesNotPreClaimTheRealOne(t *testing.T) {
+	d := NewDecoder(Options{})
+	forged := at(fwEvent(2004, withField(withField(ruleData, "Direction", "2"), "RuleName", "harmless")...), 0, 7)
+	real := at(fwEvent(2004, ruleData...), 100, 7)
+	if got := decodeAll(t, d, forged); len(got) != 1 || got[0].Direction != DirOut {
+		t.Fatalf("forged: %+v", got)
+	}
+	got, res := d.Decode([]byte(renderXML(real, false)))
+	if len(got) != 1 || res.Duplicates != 0 || !got[0].Opens() || got[0].Source.RecordID != 7 {
+		t.Fatalf("the real record was dropped as a duplicate of the forged one: %d changes, %+v", len(got), res)
+	}
+	if s := d.Stats(); s.DedupeConflicts != 1 {
+		t.Fatalf("conflicts %d, want 1", s.DedupeConflicts)
+	}
+	for _, e := range []testEvent{real, forged} {
+		if _, res := d.Decode([]byte(renderECS(e, false))); res.Duplicates != 1 {
+			t.Errorf("re-send (another format) not recognised: %+v", res)
+		}
+	}
+	if s := d.Stats(); s.DedupeConflicts != 1 {
+		t.Fatalf("conflicts %d after re-sends, want 1", s.DedupeConflicts)
+	}
+}

@@ -100,5 +100,8 @@ func (c *Config) Build() (Built, error) {
 		MaxQueued:      c.Pipeline.MaxQueued,
 		CloseTimeout:   c.ShutdownTimeout,
 	}
+	if b.Pipeline.Bindings, err = c.Bindings(); err != nil {
+		return b, err
+	}
 	return b, nil
 }

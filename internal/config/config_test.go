@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/knockwatch/knockwatch/alert"
 )
 
 const full = `# every section, as in docs/CONFIG.md
@@ -314,5 +316,12 @@ func walkKeys(t reflect.Type, path string, fn func(string)) {
 		if ft.Kind() == reflect.Struct && ft != timeType {
 			walkKeys(ft, p, fn)
 		}
+	}
+}
+
+// The sink backlog's default is the alert package's.
+func TestDefaultMaxBacklog(t *testing.T) {
+	if got := Default().Alerts.MaxBacklog; got != alert.DefaultMaxBacklog {
+		t.Fatalf("alerts.max_backlog default %d, alert.DefaultMaxBacklog %d", got, alert.DefaultMaxBacklog)
 	}
 }

@@ -112,6 +112,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
 		ch <- d
 	}
+	for _, d := range boundDescs {
+		ch <- d
+	}
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
@@ -140,6 +143,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectEngine(ch)
 	c.collectPipeline(ch)
 	c.collectSinks(ch)
+	c.collectBounds(ch)
 }
 
 func (c *collector) collectBPF(ch chan<- prometheus.Metric) {

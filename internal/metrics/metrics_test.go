@@ -10,6 +10,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
@@ -60,8 +61,58 @@ func fakeSources() Sources {
 		},
 		Sinks: func() []alert.Stats {
 			return []alert.Stats{{Name: "fanout", Kind: "fanout", Written: 3}, {Name: "stdout", Kind: "writer", Written: 3, Delivered: 3},
-				{Name: "webhook:siem", Kind: "webhook", Written: 3, Requests: 4, Retries: 1, SpoolCapacityBytes: 1 << 30}}
+				{Name: "webhook:siem", Kind: "webhook", Written: 3, Requests: 4, Retries: 1, SpoolCapacityBytes: 1 << 30,
+					Backlog: 7, BacklogDropped: 2}}
 		},
+		Budget: func() intake.BudgetStats {
+			return intake.BudgetStats{Capacity: 256 << 20, InUse: 1 << 20, Peak: 64 << 20, Waiting: 1, Waits: 3, Refused: 1}
+		},
+		Bindings: func() binding.Stats {
+			return binding.Stats{Accepted: map[string]uint64{"branch": 5, binding.Unbound: 0},
+				Refused: map[string]uint64{"branch": 2, binding.Unbound: 0}}
+		},
+	}
+}
+
+// TestBoundMetrics: the hostile-peer bounds are exported with their
+// labels, and engine eviction series exist at 0 before any eviction.
+func TestBoundMetrics(t *testing.T) {
+	src := fakeSources()
+	src.Engine = func() correlate.Stats {
+		return correlate.Stats{
+			EvictedByReason:   map[string]map[string]uint64{"changes": {correlate.EvictChangeNoKnock: 9}},
+			TopEvictedHosts:   []correlate.KeyCount{{Key: "ws99.corp.example", Count: 9}},
+			TopEvictedOrigins: []correlate.KeyCount{{Key: "token:rogue@10.0.0.99", Count: 9}},
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if _, err := Register(reg, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP knockwatch_correlate_top_evicted The hosts and forwarders whose correlation entries were evicted most (at most 16 of each; counts are upper bounds): under a flood, the offenders.
+# TYPE knockwatch_correlate_top_evicted gauge
+knockwatch_correlate_top_evicted{kind="forwarder",name="token:rogue@10.0.0.99"} 9
+knockwatch_correlate_top_evicted{kind="host",name="ws99.corp.example"} 9
+# HELP knockwatch_forwarder_records_total Windows event records by forwarder binding (listeners.forwarders, or unbound) and outcome (accepted, refused: the forwarder may not send for that host).
+# TYPE knockwatch_forwarder_records_total counter
+knockwatch_forwarder_records_total{forwarder="branch",outcome="accepted"} 5
+knockwatch_forwarder_records_total{forwarder="branch",outcome="refused"} 2
+knockwatch_forwarder_records_total{forwarder="unbound",outcome="accepted"} 0
+knockwatch_forwarder_records_total{forwarder="unbound",outcome="refused"} 0
+# HELP knockwatch_sink_backlog_records Alert records kept for a failing sink while a durable sink took them.
+# TYPE knockwatch_sink_backlog_records gauge
+knockwatch_sink_backlog_records{sink="stdout"} 0
+knockwatch_sink_backlog_records{sink="webhook:siem"} 7
+# HELP knockwatch_intake_memory_in_use_bytes Event bytes the listeners hold now under the intake memory budget.
+# TYPE knockwatch_intake_memory_in_use_bytes gauge
+knockwatch_intake_memory_in_use_bytes 1.048576e+06
+`), "knockwatch_correlate_top_evicted", "knockwatch_forwarder_records_total", "knockwatch_sink_backlog_records",
+		"knockwatch_intake_memory_in_use_bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(newCollector(src), "knockwatch_correlate_evicted_by_reason_total"); n != 14 {
+		t.Fatalf("evicted_by_reason has %d series, want 14 (every known reason at 0 or more)", n)
 	}
 }
 

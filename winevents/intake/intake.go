@@ -75,6 +75,7 @@ const (
 	MetaSeverity   = "severity"
 	MetaSyslogFmt  = "syslog_format"
 	MetaClientCert = "client_cert_subject"
+	MetaTokenName  = "token_name" // the name of the bearer token a request carried
 	MetaContentTyp = "content_type"
 	MetaPath       = "path"
 	MetaOffset     = "offset"
