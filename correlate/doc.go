@@ -49,12 +49,15 @@
 // pieces may arrive in any order and an alert fires whichever comes last.
 // Duplicates (the same knock touches, the same handshake, the same Windows
 // record by host, channel and record id with the same content) change
-// nothing; a record given again with more in it (a join completed later)
-// replaces its stored version, and a change naming another record of its
-// host in Replaces (a Firewall-channel record superseding the Security
-// 4946 of the same rule change) drops that one, and a handshake's
-// outcome only ever improves, so its final outcome (confidence, suppressed
-// or not) does not depend on arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
+// nothing; a record given again with more in it (a join completed later:
+// everything the stored version said, and more) replaces its stored
+// version, while one that contradicts it (a forgery claiming its id) is
+// kept beside it, so a record id can never be used to erase evidence; a
+// change naming another record of its host and rule in Replaces (a
+// Firewall-channel record superseding the Security 4946 of the same rule
+// change) drops that one; and a handshake's outcome only ever improves,
+// so its final outcome (confidence, suppressed or not) does not depend on
+// arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
 // same evidence yields the same ids.
 //
 // The watermark is the newest sensor event time seen (knock touches,
