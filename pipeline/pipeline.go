@@ -439,7 +439,7 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 	}
 	if stored != nil {
 		p.counters.busy.Add(1)
-		return intake.Result{Err: fmt.Errorf("handle %s message: %w: %w", m.Transport, intake.ErrBusy, stored)}
+		return intake.Result{Err: fmt.Errorf("handle %s message: %w: %w: %w", m.Transport, intake.ErrNotDurable, intake.ErrBusy, stored)}
 	}
 	accepted := res.Read - rejected
 	if accepted < 0 {

@@ -128,7 +128,8 @@ func (s *BeatsServer) receive() {
 
 // process hands each event to the handler (retrying while it is busy, which
 // withholds the ACK: the client keeps waiting, kept alive by empty ACKs) and
-// acknowledges the batch when all went through.
+// acknowledges the batch when all went through and the handler's Sync
+// (Syncer) made them durable.
 func (s *BeatsServer) process(b *lj.Batch) {
 	now := time.Now()
 	for _, raw := range b.Events {
@@ -146,9 +147,9 @@ func (s *BeatsServer) process(b *lj.Batch) {
 		if ev.subject != "" {
 			m.Meta[MetaClientCert] = ev.subject
 		}
-		res, stalled := handleWithRetry(s.ctx, s.h, m)
+		res, why, stalled := handleWithRetry(s.ctx, s.h, m)
 		if stalled {
-			s.c.drop(rBusy)
+			s.c.drop(why)
 		}
 		if errors.Is(res.Err, ErrBusy) {
 			return // shutting down: no ACK, the client resends the batch
@@ -156,6 +157,14 @@ func (s *BeatsServer) process(b *lj.Batch) {
 		s.c.result(len(ev.json), res)
 		if res.Err != nil {
 			s.c.drop(rUnreadable)
+		}
+	}
+	// Acknowledge only what is durable: while the handler cannot store
+	// it, the ACK is withheld (the client waits, kept alive by empty ACKs).
+	if failed, err := syncWithRetry(s.ctx, s.h); failed || err != nil {
+		s.c.drop(rNotDurable)
+		if err != nil {
+			return // shutting down: no ACK, the client resends the batch
 		}
 	}
 	b.ACK()

@@ -17,12 +17,13 @@ const (
 	ReasonTruncated    = "truncated"      // followed file shrank (copytruncate); reading restarts at 0
 	ReasonIO           = "io"             // read/stat/open error
 	ReasonTooManyFiles = "too_many_files" // followed-file limit reached
+	ReasonNotDurable   = "not_durable"    // the handler could not make it durable (Syncer failed, a full disk): not acknowledged
 )
 
 var allReasons = [...]string{
 	ReasonTooLarge, ReasonUnauthorized, ReasonBadFrame, ReasonBadSyslog, ReasonBadRequest,
 	ReasonUnreadable, ReasonBusy, ReasonReadTimeout, ReasonTooManyConns, ReasonTLSHandshake,
-	ReasonTruncated, ReasonIO, ReasonTooManyFiles,
+	ReasonTruncated, ReasonIO, ReasonTooManyFiles, ReasonNotDurable,
 }
 
 type reason int
@@ -41,6 +42,7 @@ const (
 	rTruncated
 	rIO
 	rTooManyFiles
+	rNotDurable
 	numReasons
 )
 
