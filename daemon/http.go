@@ -64,6 +64,8 @@ func (d *Daemon) metricSources() metrics.Sources {
 		Engine:   func() correlate.Stats { return d.pipe.Engine().Stats() },
 		Pipeline: func() pipeline.Stats { return d.pipe.Stats() },
 		Sinks:    func() []alert.Stats { return alert.StatsOf(d.pipe.Sink()) },
+		Evidence: d.evlog.Stats,
+		Ledger:   d.ledger.Stats,
 	}
 }
 
