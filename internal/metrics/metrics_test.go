@@ -65,8 +65,8 @@ func fakeSources() Sources {
 		Evidence: func() evidence.Stats {
 			return evidence.Stats{Bytes: 4096, CapacityBytes: 1 << 30, Segments: 2, Records: 40,
 				Appended: map[string]uint64{"knock": 5, "handshake": 1, "change": 3}, Fsyncs: 7,
-				Errors:          map[string]uint64{evidence.ReasonNoSpace: 2, evidence.ReasonIO: 0},
-				CorruptFrames:   1, CorruptBytes: 37, TornSegments: 1,
+				Errors:        map[string]uint64{evidence.ReasonNoSpace: 2, evidence.ReasonIO: 0},
+				CorruptFrames: 1, CorruptBytes: 37, TornSegments: 1,
 				RemovedSegments: map[string]uint64{evidence.ReasonAge: 3, evidence.ReasonSize: 0},
 				RemovedRecords:  map[string]uint64{evidence.ReasonAge: 120, evidence.ReasonSize: 0},
 				Rebuild:         evidence.ReplayStats{Read: 31, Replayed: 30, Expired: 1, Duration: 250 * time.Millisecond}}
