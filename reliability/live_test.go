@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -90,6 +91,9 @@ func startRun(t *testing.T, ctx context.Context, topo *netns.Topology, hosts str
 	args := append([]string{"run", "--iface", topo.CaptureIface, "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
 		"--hosts", hosts, "--alerts", "-", "--metrics", "127.0.0.1:0", "--alerts-pretty", "false", "--log-format", "json",
 		"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, extra...)
+	if !slices.Contains(extra, "--state-dir") {
+		args = append(args, "--state-dir", t.TempDir()) // never the machine's own
+	}
 	r := &liveRun{t: t, alerts: make(chan string, 16), logsDone: make(chan struct{})}
 	r.cmd = topo.Sensor.Command(ctx, knockwatchBinary(t), args...)
 	stdout, err := r.cmd.StdoutPipe()
