@@ -5,6 +5,7 @@ package daemon
 import (
 	"context"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,8 +14,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
 	"github.com/knockwatch/knockwatch/internal/config"
+	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
@@ -110,4 +114,144 @@ func grepEvidence(text string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// eventSideLogged is eventSide with the daemon's log observed.
+func eventSideLogged(t *testing.T, cfg config.Config) (*Daemon, *observer.ObservedLogs) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	d := New(cfg, zap.New(core), io.Discard)
+	if err := d.startEventSide(); err != nil {
+		d.Stop()
+		t.Fatalf("start on the damaged or full state directory: %v", err)
+	}
+	t.Cleanup(func() { d.Stop() })
+	return d, logs
+}
+
+func stateCfg(dir string) config.Config {
+	cfg := config.Default()
+	cfg.StateDir = dir
+	cfg.Listeners.HTTP.Addr = "127.0.0.1:0"
+	cfg.Metrics.Addr = "127.0.0.1:0"
+	cfg.Alerts.Path = filepath.Join(dir, "..", "alerts.jsonl")
+	cfg.Rule.Retention = 100000 * time.Hour // the samples are from 2020: keep them in the rebuild
+	return cfg
+}
+
+// A power cut in the middle of an append leaves a torn last record: the
+// next start says so in one clear line, counts it, replays every record
+// before it and runs (no crash loop).
+func TestEventSideTornLastRecord(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	body, err := os.ReadFile(filepath.Join(winSamples, "otrf_cmd_netsh_fw_mod_open_ports.subset.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := eventSide(t, stateCfg(state))
+	if code := post(t, "http://"+d.listeners[0].Addr().String()+"/v1/events", "", body); code != 202 {
+		t.Fatalf("post: %d", code)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(state, "evidence", "seg-*.log"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	seg, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The torn record: the first 40 bytes of a copy of the last frame
+	// (a write the power cut stopped short).
+	f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(seg[:40]); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	d2, logs := eventSideLogged(t, stateCfg(state))
+	if e := logs.FilterMessageSnippet("torn record").All(); len(e) != 1 {
+		t.Fatalf("no clear message for the torn record:\n%v", logs.All())
+	}
+	m := get(t, "http://"+d2.metricsAddr+"/metrics", 200)
+	for _, want := range []string{"knockwatch_evidence_log_torn_segments_total 1", "knockwatch_evidence_log_corrupt_frames_total 1",
+		`knockwatch_evidence_rebuild_records{outcome="replayed"} 2`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepEvidence(m))
+		}
+	}
+	if code := post(t, "http://"+d2.listeners[0].Addr().String()+"/v1/events", "", body); code != 202 {
+		t.Fatalf("post after the torn record: %d", code)
+	}
+}
+
+// A full disk under --state-dir (a real tmpfs filled to the last byte):
+// `run` starts anyway; an event is evaluated but not acknowledged (503
+// with Retry-After, so the forwarder keeps it), with one clear log line
+// and the counters; once there is room the same event is taken (202).
+func TestEventSideFullDisk(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=512k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	state := filepath.Join(mnt, "state")
+	body, err := os.ReadFile(filepath.Join(winSamples, "otrf_cmd_netsh_fw_mod_open_ports.subset.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A first run creates the directories, then the disk fills up.
+	first := eventSide(t, stateCfg(state))
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(mnt, "filler")
+	fill, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := fill.Write(chunk); err != nil {
+			break
+		}
+	}
+	fill.Close()
+
+	cfg := stateCfg(state)
+	cfg.Alerts.Path = filepath.Join(t.TempDir(), "alerts.jsonl")
+	d, logs := eventSideLogged(t, cfg)
+	url := "http://" + d.listeners[0].Addr().String() + "/v1/events"
+	if code := post(t, url, "", body); code != http.StatusServiceUnavailable {
+		t.Fatalf("post on a full disk: %d, want 503", code)
+	}
+	if e := logs.FilterMessageSnippet("disk is full").All(); len(e) != 1 {
+		t.Fatalf("want one clear line about the full disk:\n%v", logs.All())
+	}
+	m := get(t, "http://"+d.metricsAddr+"/metrics", 200)
+	for _, want := range []string{`knockwatch_evidence_log_errors_total{reason="no_space"} 1`,
+		`knockwatch_events_dropped_total{reason="not_durable",transport="http"} 1`, "knockwatch_pipeline_evidence_not_stored_total 2",
+		`knockwatch_correlate_evidence_total{kind="change",outcome="in"} 2`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, testenv.GrepLines(m, "not_durable"))
+		}
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if code := post(t, url, "", body); code != http.StatusAccepted {
+		t.Fatalf("post once there is room: %d, want 202", code)
+	}
+	if st := d.evlog.Stats(); st.Records != 2 {
+		t.Fatalf("%d records stored after recovery, want the 2 changes", st.Records)
+	}
 }
