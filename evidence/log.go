@@ -119,6 +119,9 @@ func (c *LogConfig) defaults() error {
 	return nil
 }
 
+// bufPool holds the encode buffers of Append (written, then reused).
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
 // Log is the evidence log: every piece of evidence is appended to it
 // before the engine sees it, and the engine rebuilds its state from it at
 // start. Append, Sync and Stats are safe for concurrent use.
@@ -186,7 +189,14 @@ func (l *Log) Append(_ context.Context, items []Item) error {
 	if len(items) == 0 {
 		return nil
 	}
-	buf := make([]byte, 0, 96*len(items))
+	bp := bufPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 4<<20 { // keep what a normal batch needs, not a giant one
+			bufPool.Put(bp)
+		}
+	}()
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0] }()
 	n := 0
 	var newest int64
 	var kinds [KindChange + 1]uint64

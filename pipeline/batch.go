@@ -171,10 +171,16 @@ func (p *Pipeline) Close() error {
 	p.mu.Unlock()
 	close(p.done)
 	<-p.stopped
+	var errs []error
+	if p.syncDone != nil {
+		<-p.syncDone
+		if err := p.Sync(context.Background()); err != nil {
+			errs = append(errs, err)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.CloseTimeout)
 	defer cancel()
-	var errs []error
 	for {
 		err := p.writeQueued(ctx)
 		if err == nil {

@@ -131,6 +131,26 @@ type Pipeline struct {
 
 	wmuWarn  sync.Mutex
 	lastWarn time.Time
+
+	// syncKick wakes the syncer, which makes sensor records durable in
+	// the background (nobody waits for their acknowledgement).
+	syncKick chan struct{}
+	syncDone chan struct{}
+}
+
+// syncer syncs the evidence log whenever AddRecords stored something:
+// one fsync covers every batch appended before it, and the ring-buffer
+// reader never waits for the disk.
+func (p *Pipeline) syncer() {
+	defer close(p.syncDone)
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.syncKick:
+			_ = p.Sync(context.Background()) // counted and logged by Sync
+		}
+	}
 }
 
 // queued is an alert record waiting for the sinks, with its rank for the
@@ -191,6 +211,11 @@ func New(cfg Config, sink alert.Sink, logger *zap.Logger) (*Pipeline, error) {
 	}
 	p.engine = eng
 	go p.flusher()
+	if cfg.Evidence != nil {
+		p.syncKick = make(chan struct{}, 1)
+		p.syncDone = make(chan struct{})
+		go p.syncer()
+	}
 	return p, nil
 }
 
@@ -216,11 +241,12 @@ func (p *Pipeline) AddRecord(ctx context.Context, r sensor.Record) error {
 // AddRecords feeds a batch of ring-buffer records. It waits while the
 // alert queue is full (the sink is failing or slow) or until ctx ends.
 // With an evidence log the batch is appended first, then fed to the
-// engine, then synced (Config.Evidence's fsync policy): sensor records are
-// acknowledged to no one, so the engine need not wait for the disk. A log
-// that cannot store them (a full disk) does not stop detection: the
-// engine still gets them, the failure is counted and logged, and the
-// error wraps ErrNotStored.
+// engine; a background sync makes it durable right after (per the log's
+// fsync policy): sensor records are acknowledged to no one, so neither
+// the engine nor the ring-buffer reader waits for the disk. A log that
+// cannot store them (a full disk) does not stop detection: the engine
+// still gets them, the failure is counted and logged, and the error wraps
+// ErrNotStored.
 func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -253,11 +279,13 @@ func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 			errs = append(errs, fmt.Errorf("add %s: %w", items[i].Kind(), err))
 		}
 	}
-	if stored == nil {
-		stored = p.Sync(ctx)
-	}
 	if stored != nil {
 		errs = append(errs, stored)
+	} else if p.syncKick != nil {
+		select {
+		case p.syncKick <- struct{}{}:
+		default: // a sync is already due; it covers this batch
+		}
 	}
 	return errors.Join(errs...)
 }
