@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -301,5 +302,91 @@ func TestEvidenceNotStored(t *testing.T) {
 	es := p.Engine().Stats()
 	if st.NotStored == 0 || st.Busy != 2 || es.Duplicates["change"] == 0 {
 		t.Fatalf("pipeline %+v engine duplicates %v", st, es.Duplicates)
+	}
+}
+
+// Think like the attacker: after a restart, re-sending the acknowledged
+// host event and repeating the handshake's records (a forwarder replaying
+// its queue, or an attacker with intake access hoping for a second,
+// differently-timed alert to drown the first) gives nothing new: the
+// rebuilt engine knows the record, the ledger knows the alert.
+func TestResendAfterRestartGivesNothing(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	knockAt := changeAt.Add(-4 * time.Second)
+	clk := &testClock{t: knockAt.Add(3 * time.Second)}
+	first := start(t, dir, clk, false)
+	if err := first.p.AddKnock(ctx, knock(knockAt)); err != nil {
+		t.Fatal(err)
+	}
+	if res := first.p.Handle(ctx, intake.Message{Transport: intake.TransportHTTP, Payload: payload(t), Received: changeAt.Add(20 * time.Second)}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if err := first.p.AddHandshake(ctx, handshake(changeAt.Add(30*time.Second), 450)); err != nil {
+		t.Fatal(err)
+	}
+	first.stop(t)
+	clk.set(changeAt.Add(time.Minute))
+	second := start(t, dir, clk, false)
+	if res := second.p.Handle(ctx, intake.Message{Transport: intake.TransportHTTP, Payload: payload(t), Received: clk.now()}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if err := second.p.AddHandshake(ctx, handshake(changeAt.Add(30*time.Second), 450)); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.p.AddKnock(ctx, knock(knockAt)); err != nil {
+		t.Fatal(err)
+	}
+	second.stop(t)
+	if n1, n2 := len(first.sink.records()), len(second.sink.records()); n1 != 1 || n2 != 0 {
+		t.Fatalf("alerts: %d before, %d after the re-send; want 1 and 0", n1, n2)
+	}
+	if es := second.p.Engine().Stats(); es.Duplicates["change"] == 0 || es.Duplicates["handshake"] == 0 {
+		t.Fatalf("re-sent evidence not recognised: %+v", es.Duplicates)
+	}
+}
+
+// Think like the attacker: flooding evidence until the log's size bound
+// removes the segment with the knock does not blind the running engine
+// (it keeps the knock in memory under its own class-ordered caps); the
+// removal is counted, so the operator sees that a restart now could not
+// rebuild it.
+func TestLogFloodDoesNotBlindLiveEngine(t *testing.T) {
+	ctx := context.Background()
+	knockAt := changeAt.Add(-4 * time.Second)
+	clk := &testClock{t: knockAt.Add(3 * time.Second)}
+	lg, err := evidence.OpenLog(evidence.LogConfig{Dir: t.TempDir(), MaxAge: time.Hour, MaxBytes: 64 << 10, SegmentBytes: 16 << 10, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	sink := &recordSink{}
+	p := newTestPipeline(t, sink, Config{Evidence: lg, Now: clk.now, FlushInterval: time.Millisecond})
+	if err := p.AddKnock(ctx, knock(knockAt)); err != nil {
+		t.Fatal(err)
+	}
+	// Knocks of 3,000 spoofed sources on the same host.
+	for i := range 3000 {
+		k := knock(knockAt.Add(time.Duration(i) * time.Millisecond))
+		k.Src = netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
+		if err := p.AddKnock(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := lg.Stats()
+	if st.RemovedSegments[evidence.ReasonSize] == 0 || st.Bytes > 64<<10 {
+		t.Fatalf("the flood did not reach the size bound: %+v", st)
+	}
+	if res := p.Handle(ctx, intake.Message{Transport: intake.TransportHTTP, Payload: payload(t), Received: changeAt.Add(20 * time.Second)}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if err := p.AddHandshake(ctx, handshake(changeAt.Add(30*time.Second), 450)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := highAlerts(t, sink.records()); n != 1 {
+		t.Fatalf("%d alerts after the flood, want the attacker's", n)
 	}
 }
