@@ -22,7 +22,9 @@
 // 413 over MaxBodyBytes (default 10 MiB), which applies both on the wire and
 // after decompression, so a gzip bomb gets 413 after reading at most the
 // limit; 415 for other encodings; 429 with Retry-After when the handler
-// returns ErrBusy; 405 and 404 for other methods and paths. Slow clients are
+// returns ErrBusy; 503 with Retry-After when the handler could not make the
+// events durable (ErrNotDurable, or its Sync failed); 405 and 404 for other
+// methods and paths. Slow clients are
 // cut by ReadHeaderTimeout (10 s) and ReadTimeout (60 s).
 //
 // Syslog — NewSyslogUDP and NewSyslogTCP (TLS when SyslogConfig.TLS is set,
@@ -53,6 +55,13 @@
 // acknowledged so it is not resent forever) and MaxBatchBytes per window after
 // inflation (default 64 MiB; beyond, the connection is closed). Compressed
 // windows are inflated by the guard as a stream.
+//
+// Durability — a Handler that implements Syncer (the pipeline, whose
+// evidence log fsyncs in batches) may return from Handle before what it
+// took is durable. HTTP calls Sync before its 202, Beats before the ACK of a
+// window, the file follower before it saves a position; when Sync fails the
+// acknowledgement is withheld (503, no ACK, position not saved) and counted
+// not_durable, so the sender keeps the events and offers them again.
 //
 // Files — NewFileFollower follows files, directories or globs of JSON lines or
 // Event XML (OpenWEC's Files output, NXLog om_file), polling every
