@@ -120,6 +120,13 @@ type Alert struct {
 	Windows  Windows
 }
 
+// Rank orders the records of one alert id: confidence first, then
+// unsuppressed before suppressed. The engine emits a further record for an
+// id only with a higher rank, so a consumer that remembers the best rank
+// it delivered per id (the pipeline after a restart) can tell a record it
+// already has from a better one.
+func (a Alert) Rank() int { return outcome{conf: a.Confidence, suppressed: a.Suppressed}.rank() }
+
 // Timestamp is the alert's @timestamp: the handshake-completing ACK.
 func (a Alert) Timestamp() time.Time { return a.Handshake.ACK }
 

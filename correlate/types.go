@@ -339,3 +339,14 @@ func (c *ExposureChange) validate() error {
 	}
 	return nil
 }
+
+// Validate reports why the engine would refuse k (nil: it would take it).
+// A caller that stores evidence before the engine sees it (the pipeline's
+// evidence log) uses it to keep refused evidence out of the store.
+func (k *Knock) Validate() error { return k.validate() }
+
+// Validate reports why the engine would refuse h.
+func (h *Handshake) Validate() error { return h.validate() }
+
+// Validate reports why the engine would refuse c.
+func (c *ExposureChange) Validate() error { return c.validate() }

@@ -3,6 +3,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/internal/metrics"
 	"github.com/knockwatch/knockwatch/internal/version"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -70,6 +73,10 @@ func (d *Daemon) startEventSide() error {
 	if err != nil {
 		return err
 	}
+	if err := d.openState(built); err != nil {
+		_ = sink.Close()
+		return err
+	}
 	d.reg = prometheus.NewRegistry()
 	m, err := metrics.Register(d.reg, d.metricSources())
 	if err != nil {
@@ -84,14 +91,70 @@ func (d *Daemon) startEventSide() error {
 	host, _ := os.Hostname()
 	pc.EngineOptions = append(pc.EngineOptions, correlate.WithObserver(correlate.Observer{
 		Hostname: host, Version: version.String(), Interfaces: cfg.Interfaces}))
+	pc.Evidence, pc.Delivered = d.evlog, d.ledger
 	if d.pipe, err = pipeline.New(pc, sink, d.log); err != nil {
 		_ = sink.Close()
 		return fmt.Errorf("start correlation: %w", err)
 	}
+	// The engine's state from the evidence log, before anything live
+	// arrives (listeners and the XDP program start after it).
+	if _, err := d.pipe.Rebuild(context.Background(), d.evlog, time.Now()); err != nil {
+		// A read error of the state directory: start anyway (what was
+		// read is in the engine); the log says what is missing.
+		d.log.Named("run").Error("rebuild incomplete", zap.Error(err))
+	}
+	d.startMaintenance()
 	if err := d.startListeners(token, tokens, tlsCfg); err != nil {
 		return err
 	}
 	return d.startMetricsServer()
+}
+
+// openState opens the evidence log and the alert ledger under --state-dir.
+func (d *Daemon) openState(built config.Built) error {
+	log := d.log.Named("run")
+	lc := built.EvidenceLog
+	lc.Logger = d.log
+	l, err := evidence.OpenLog(lc)
+	if err != nil {
+		return fmt.Errorf("--state-dir %s: %w", d.cfg.StateDir, err)
+	}
+	gc := built.Ledger
+	gc.Logger = d.log
+	g, err := evidence.OpenLedger(gc)
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("--state-dir %s: %w", d.cfg.StateDir, err)
+	}
+	d.evlog, d.ledger = l, g
+	st := l.Stats()
+	log.Info("evidence log opened", zap.String(fieldPath, lc.Dir), zap.Int("segments", st.Segments),
+		zap.Int64("records", st.Records), zap.Int64("bytes", st.Bytes), zap.Duration("max_age", lc.MaxAge),
+		zap.String("fsync", lc.Fsync), zap.Int("alerts_remembered", g.Stats().Entries))
+	return nil
+}
+
+// startMaintenance applies the evidence log's and the ledger's age bounds
+// every few seconds.
+func (d *Daemon) startMaintenance() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.maintCancel = cancel
+	every := min(max(d.evlog.Config().MaxAge/60, time.Second), 10*time.Second)
+	d.maint.Add(1)
+	go func() {
+		defer d.maint.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				d.evlog.Maintain(now)
+				d.ledger.Maintain(now)
+			}
+		}
+	}()
 }
 
 // openSinks opens the alert file (or stdout) and the webhook.

@@ -68,6 +68,8 @@ func (d *Daemon) metricSources() metrics.Sources {
 		Sinks:    func() []alert.Stats { return alert.StatsOf(d.pipe.Sink()) },
 		Budget:   func() intake.BudgetStats { return d.budget.Stats() },
 		Bindings: func() binding.Stats { return d.bindings.Stats() },
+		Evidence: d.evlog.Stats,
+		Ledger:   d.ledger.Stats,
 	}
 }
 

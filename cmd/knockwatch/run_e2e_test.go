@@ -86,7 +86,7 @@ func runEndToEnd(t *testing.T, name string, extraEnv []string, ready func(pid in
 	defer cancel()
 	args := strings.Join([]string{"--iface", topo.CaptureIface, "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
 		"--hosts", hosts, "--alerts", "-", "--metrics", "127.0.0.1:0", "--alerts-pretty", "false", "--log-format", "json",
-		"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
+		"--state-dir", filepath.Join(dir, "state"), "--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
 	cmd := topo.Sensor.Command(ctx, os.Args[0], "-test.v=false")
 	cmd.Env = append(append(os.Environ(), helperEnv+"="+args), extraEnv...)
 	stdout, err := cmd.StdoutPipe()

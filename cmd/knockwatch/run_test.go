@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -166,6 +167,9 @@ func runHelperProcess() {
 // logs so far and a channel closed when stderr ends.
 func helperRun(t *testing.T, ctx context.Context, ns *netns.Namespace, args []string) (*execCmd, func() string, <-chan struct{}) {
 	t.Helper()
+	if !slices.Contains(args, "--state-dir") {
+		args = append(args, "--state-dir", t.TempDir()) // never the machine's own
+	}
 	cmd := ns.Command(ctx, os.Args[0], "-test.v=false")
 	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, "\x1f"))
 	stderr, err := cmd.StderrPipe()

@@ -29,6 +29,11 @@ type Config struct {
 	// PinPath, when set, pins the sensor's maps under this bpffs directory
 	// so that a restarted sensor keeps its state.
 	PinPath string `yaml:"pin_path"`
+	// StateDir holds what survives a restart: the evidence log (evidence/)
+	// and the ledger of delivered alerts (alerts/). One knockwatch run per
+	// directory (it is locked).
+	StateDir    string      `yaml:"state_dir"`
+	EvidenceLog EvidenceLog `yaml:"evidence_log"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is auto (console on a terminal, JSON otherwise), json or
@@ -58,6 +63,27 @@ type Config struct {
 	Metrics   Metrics   `yaml:"metrics"`
 	Pipeline  Pipeline  `yaml:"pipeline"`
 }
+
+// EvidenceLog bounds the evidence log and sets its fsync policy
+// (evidence.LogConfig).
+type EvidenceLog struct {
+	// MaxAge is how long evidence is kept (event time); 0 derives it from
+	// the rule: retention + sensor_lateness + skew + 1 minute. A value
+	// below retention + sensor_lateness + skew is refused: the engine
+	// could not be rebuilt.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes bounds the log on disk; SegmentBytes is the size of one
+	// segment (at most a quarter of MaxBytes).
+	MaxBytes     int64 `yaml:"max_bytes"`
+	SegmentBytes int64 `yaml:"segment_bytes"`
+	// Fsync is batch (every batch fsynced before it is acknowledged) or
+	// off (never fsynced: survives a crash of the process, not a power
+	// cut).
+	Fsync string `yaml:"fsync"`
+}
+
+// DefaultStateDir is state_dir's default.
+const DefaultStateDir = "/var/lib/knockwatch"
 
 // Rule is the AN0842 rule (correlate.Config without the suppression).
 type Rule struct {
@@ -268,6 +294,8 @@ func Default() Config {
 		AdvanceInterval: time.Second,
 		ShutdownTimeout: 10 * time.Second,
 		MemoryLimit:     DefaultMemoryLimit,
+		StateDir:        DefaultStateDir,
+		EvidenceLog:     EvidenceLog{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: "batch"},
 		Sensor:          defaultSensor(),
 		Rule: Rule{
 			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,

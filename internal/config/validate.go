@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
@@ -79,6 +80,7 @@ func (c *Config) Validate() error {
 	if c.MemoryLimit < 0 {
 		add("memory_limit", "%d is negative (0 turns it off)", c.MemoryLimit)
 	}
+	errs = append(errs, c.validateState()...)
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")
 	}
@@ -352,4 +354,33 @@ func IsLoopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// validateState checks state_dir and evidence_log.
+func (c *Config) validateState() []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if strings.TrimSpace(c.StateDir) == "" {
+		add("state_dir", "required (the evidence log and the alert ledger live there; default %s)", DefaultStateDir)
+	}
+	e := c.EvidenceLog
+	if need := c.Rule.Retention + c.Rule.SensorLateness + c.Rule.Skew; e.MaxAge != 0 && e.MaxAge < need {
+		add("evidence_log.max_age", "%v is shorter than rule.retention + rule.sensor_lateness + rule.skew (%v): a restart could not rebuild the engine (0 derives it)", e.MaxAge, need)
+	} else if e.MaxAge < 0 {
+		add("evidence_log.max_age", "%v must not be negative", e.MaxAge)
+	}
+	if e.MaxBytes < 1<<20 {
+		add("evidence_log.max_bytes", "%d: at least 1 MiB", e.MaxBytes)
+	}
+	if e.SegmentBytes < 64<<10 || e.SegmentBytes > e.MaxBytes/4 {
+		add("evidence_log.segment_bytes", "%d: between 64 KiB and a quarter of max_bytes (%d)", e.SegmentBytes, e.MaxBytes/4)
+	}
+	switch e.Fsync {
+	case evidence.FsyncBatch, evidence.FsyncOff:
+	default:
+		add("evidence_log.fsync", "%q is not batch or off", e.Fsync)
+	}
+	return errs
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
@@ -90,6 +91,28 @@ var (
 	dSinkSpoolN  = desc("sink_spool_records", "Undelivered records in a webhook spool.", "sink")
 	dSinkSpoolC  = desc("sink_spool_capacity_bytes", "Configured bound of a webhook spool.", "sink")
 	dSinkCorrupt = desc("sink_spool_corrupt_frames_total", "Torn or corrupted spool frames skipped.", "sink")
+
+	dEvBytes      = desc("evidence_log_bytes", "Bytes of the evidence log on disk.")
+	dEvCapacity   = desc("evidence_log_capacity_bytes", "Size bound of the evidence log (evidence_log.max_bytes).")
+	dEvSegments   = desc("evidence_log_segments", "Segment files of the evidence log.")
+	dEvRecords    = desc("evidence_log_records", "Valid records in the evidence log.")
+	dEvAppended   = desc("evidence_log_appended_total", "Evidence items appended to the evidence log by this process, by kind.", "kind")
+	dEvAppBytes   = desc("evidence_log_appended_bytes_total", "Bytes appended to the evidence log by this process.")
+	dEvFsyncs     = desc("evidence_log_fsyncs_total", "fsync calls of the evidence log (one covers every batch appended before it).")
+	dEvErrors     = desc("evidence_log_errors_total", "Failed appends and fsyncs of the evidence log, by reason (no_space, io): that evidence was evaluated but not stored, and not acknowledged.", "reason")
+	dEvCorrupt    = desc("evidence_log_corrupt_frames_total", "Torn or damaged evidence log frames skipped (a torn last record after a crash or power cut counts here).")
+	dEvCorruptB   = desc("evidence_log_corrupt_bytes_total", "Bytes of torn or damaged evidence log frames skipped.")
+	dEvTorn       = desc("evidence_log_torn_segments_total", "Evidence log segments found ending with a torn record (an append cut short by a crash or power cut).")
+	dEvUndecod    = desc("evidence_log_undecodable_total", "Evidence log records with a valid CRC that did not decode (a newer format), skipped; and items too large to store.", "reason")
+	dEvRemoved    = desc("evidence_log_removed_segments_total", "Evidence log segments removed, by reason (age: past max_age; size: at max_bytes, evidence a restart can no longer rebuild).", "reason")
+	dEvRemovedR   = desc("evidence_log_removed_records_total", "Evidence records in removed segments, by reason (age, size).", "reason")
+	dEvRebuildSec = desc("evidence_rebuild_seconds", "How long the start-up rebuild of the engine from the evidence log took.")
+	dEvReplayed   = desc("evidence_rebuild_records", "Records read at the start-up rebuild, by outcome (replayed into the engine, expired: older than retention, undecodable).", "outcome")
+	dLedgerIDs    = desc("alert_ledger_entries", "Alert ids the ledger of delivered alerts remembers.")
+	dLedgerBytes  = desc("alert_ledger_bytes", "Bytes of the alert ledger on disk.")
+	dLedgerErrors = desc("alert_ledger_errors_total", "Failed writes of the alert ledger (those alerts may be sent again after a restart).")
+	dAlreadySent  = desc("alerts_already_sent_total", "Alert records not sent because the ledger shows the sinks accepted them before a restart.")
+	dNotStored    = desc("pipeline_evidence_not_stored_total", "Evidence the engine evaluated that the evidence log could not store.")
 )
 
 var allDescs = []*prometheus.Desc{
@@ -102,6 +125,9 @@ var allDescs = []*prometheus.Desc{
 	dAlerts, dUpgrades, dScans, dScanEvid, dSuppressed, dNoAlert,
 	dPipeIn, dPipeRejected, dPipeSkipped, dPipePayloads, dPipeWaits, dPipeQueued, dPipeRecords, dPipeWErr,
 	dSinkRecords, dSinkErrors, dSinkReqs, dSinkSpool, dSinkSpoolN, dSinkSpoolC, dSinkCorrupt,
+	dEvBytes, dEvCapacity, dEvSegments, dEvRecords, dEvAppended, dEvAppBytes, dEvFsyncs, dEvErrors, dEvCorrupt, dEvCorruptB,
+	dEvTorn, dEvUndecod, dEvRemoved, dEvRemovedR, dEvRebuildSec, dEvReplayed, dLedgerIDs, dLedgerBytes, dLedgerErrors,
+	dAlreadySent, dNotStored,
 }
 
 type collector struct{ src Sources }
@@ -144,6 +170,44 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectPipeline(ch)
 	c.collectSinks(ch)
 	c.collectBounds(ch)
+	c.collectEvidence(ch)
+}
+
+func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {
+	if c.src.Evidence != nil {
+		s := c.src.Evidence()
+		gauge(ch, dEvBytes, float64(s.Bytes))
+		gauge(ch, dEvCapacity, float64(s.CapacityBytes))
+		gauge(ch, dEvSegments, float64(s.Segments))
+		gauge(ch, dEvRecords, float64(s.Records))
+		for _, k := range evidence.Kinds {
+			counter(ch, dEvAppended, s.Appended[k.String()], k.String())
+		}
+		counter(ch, dEvAppBytes, s.AppendedBytes)
+		counter(ch, dEvFsyncs, s.Fsyncs)
+		for _, r := range []string{evidence.ReasonNoSpace, evidence.ReasonIO} {
+			counter(ch, dEvErrors, s.Errors[r], r)
+		}
+		counter(ch, dEvCorrupt, s.CorruptFrames)
+		counter(ch, dEvCorruptB, s.CorruptBytes)
+		counter(ch, dEvTorn, s.TornSegments)
+		counter(ch, dEvUndecod, s.Undecodable, "undecodable")
+		counter(ch, dEvUndecod, s.TooLarge, "too_large")
+		for _, r := range []string{evidence.ReasonAge, evidence.ReasonSize} {
+			counter(ch, dEvRemoved, s.RemovedSegments[r], r)
+			counter(ch, dEvRemovedR, s.RemovedRecords[r], r)
+		}
+		gauge(ch, dEvRebuildSec, s.Rebuild.Duration.Seconds())
+		gauge(ch, dEvReplayed, float64(s.Rebuild.Replayed), "replayed")
+		gauge(ch, dEvReplayed, float64(s.Rebuild.Expired), "expired")
+		gauge(ch, dEvReplayed, float64(s.Rebuild.Undecodable), "undecodable")
+	}
+	if c.src.Ledger != nil {
+		s := c.src.Ledger()
+		gauge(ch, dLedgerIDs, float64(s.Entries))
+		gauge(ch, dLedgerBytes, float64(s.Bytes))
+		counter(ch, dLedgerErrors, s.Errors)
+	}
 }
 
 func (c *collector) collectBPF(ch chan<- prometheus.Metric) {
@@ -392,6 +456,8 @@ func (c *collector) collectPipeline(ch chan<- prometheus.Metric) {
 	counter(ch, dPipeRecords, s.AlertsUndelivered, "undelivered")
 	counter(ch, dPipeRecords, s.MarshalErrors, "marshal_error")
 	counter(ch, dPipeWErr, s.WriteErrors)
+	counter(ch, dAlreadySent, s.AlertsAlreadySent)
+	counter(ch, dNotStored, s.NotStored)
 }
 
 func (c *collector) collectSinks(ch chan<- prometheus.Metric) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -49,6 +50,9 @@ type Sources struct {
 	// Budget is the intake memory budget; Bindings the forwarder bindings.
 	Budget   func() intake.BudgetStats
 	Bindings func() binding.Stats
+	// Evidence is the evidence log; Ledger the ledger of delivered alerts.
+	Evidence func() evidence.Stats
+	Ledger   func() evidence.LedgerStats
 }
 
 // LagBuckets are the event-lag histogram's buckets in seconds: forwarding

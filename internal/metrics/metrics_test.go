@@ -10,6 +10,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -71,6 +72,16 @@ func fakeSources() Sources {
 			return binding.Stats{Accepted: map[string]uint64{"branch": 5, binding.Unbound: 0},
 				Refused: map[string]uint64{"branch": 2, binding.Unbound: 0}}
 		},
+		Evidence: func() evidence.Stats {
+			return evidence.Stats{Bytes: 4096, CapacityBytes: 1 << 30, Segments: 2, Records: 40,
+				Appended: map[string]uint64{"knock": 5, "handshake": 1, "change": 3}, Fsyncs: 7,
+				Errors:        map[string]uint64{evidence.ReasonNoSpace: 2, evidence.ReasonIO: 0},
+				CorruptFrames: 1, CorruptBytes: 37, TornSegments: 1,
+				RemovedSegments: map[string]uint64{evidence.ReasonAge: 3, evidence.ReasonSize: 0},
+				RemovedRecords:  map[string]uint64{evidence.ReasonAge: 120, evidence.ReasonSize: 0},
+				Rebuild:         evidence.ReplayStats{Read: 31, Replayed: 30, Expired: 1, Duration: 250 * time.Millisecond}}
+		},
+		Ledger: func() evidence.LedgerStats { return evidence.LedgerStats{Entries: 2, Bytes: 128} },
 	}
 }
 
@@ -193,9 +204,34 @@ knockwatch_sink_records_total{kind="writer",outcome="invalid",sink="stdout"} 0
 knockwatch_sink_records_total{kind="writer",outcome="refused",sink="stdout"} 0
 knockwatch_sink_records_total{kind="writer",outcome="written",sink="stdout"} 3
 `
+	expect += `
+# HELP knockwatch_evidence_log_errors_total Failed appends and fsyncs of the evidence log, by reason (no_space, io): that evidence was evaluated but not stored, and not acknowledged.
+# TYPE knockwatch_evidence_log_errors_total counter
+knockwatch_evidence_log_errors_total{reason="io"} 0
+knockwatch_evidence_log_errors_total{reason="no_space"} 2
+# HELP knockwatch_evidence_log_segments Segment files of the evidence log.
+# TYPE knockwatch_evidence_log_segments gauge
+knockwatch_evidence_log_segments 2
+# HELP knockwatch_evidence_log_bytes Bytes of the evidence log on disk.
+# TYPE knockwatch_evidence_log_bytes gauge
+knockwatch_evidence_log_bytes 4096
+# HELP knockwatch_evidence_rebuild_seconds How long the start-up rebuild of the engine from the evidence log took.
+# TYPE knockwatch_evidence_rebuild_seconds gauge
+knockwatch_evidence_rebuild_seconds 0.25
+# HELP knockwatch_evidence_rebuild_records Records read at the start-up rebuild, by outcome (replayed into the engine, expired: older than retention, undecodable).
+# TYPE knockwatch_evidence_rebuild_records gauge
+knockwatch_evidence_rebuild_records{outcome="expired"} 1
+knockwatch_evidence_rebuild_records{outcome="replayed"} 30
+knockwatch_evidence_rebuild_records{outcome="undecodable"} 0
+# HELP knockwatch_evidence_log_corrupt_frames_total Torn or damaged evidence log frames skipped (a torn last record after a crash or power cut counts here).
+# TYPE knockwatch_evidence_log_corrupt_frames_total counter
+knockwatch_evidence_log_corrupt_frames_total 1
+`
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expect), "knockwatch_alerts_total",
 		"knockwatch_closed_port_touches_total", "knockwatch_suppressed_total", "knockwatch_bpf_map_fill_ratio",
-		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total"); err != nil {
+		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total",
+		"knockwatch_evidence_log_errors_total", "knockwatch_evidence_log_segments", "knockwatch_evidence_log_bytes",
+		"knockwatch_evidence_rebuild_seconds", "knockwatch_evidence_rebuild_records", "knockwatch_evidence_log_corrupt_frames_total"); err != nil {
 		t.Fatal(err)
 	}
 	// Every counter but bytes (a unit: knockwatch_xdp_bytes_total).

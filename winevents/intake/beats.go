@@ -466,7 +466,8 @@ func (bc *beatsConn) flush() error {
 }
 
 // handle offers each event of the chunk to the handler, retrying while it
-// is busy (the client waits, kept alive by keepalive ACKs).
+// is busy, then waits for the handler's Sync (Syncer) to make them durable
+// (the client waits, kept alive by keepalive ACKs).
 func (bc *beatsConn) handle() error {
 	s := bc.s
 	now := time.Now()
@@ -485,9 +486,9 @@ func (bc *beatsConn) handle() error {
 		if bc.subject != "" {
 			m.Meta[MetaClientCert] = bc.subject
 		}
-		res, stalled := handleWithRetry(s.ctx, s.h, m)
+		res, why, stalled := handleWithRetry(s.ctx, s.h, m)
 		if stalled {
-			s.c.drop(rBusy)
+			s.c.drop(why)
 		}
 		if errors.Is(res.Err, ErrBusy) {
 			return errBeatsShutdown // no ACK: the client resends
@@ -497,6 +498,15 @@ func (bc *beatsConn) handle() error {
 			s.c.drop(rUnreadable)
 		}
 		ev.json = nil // the handler may keep it; the chunk does not
+	}
+	// Acknowledge only what is durable: while the handler cannot store
+	// the chunk, the (partial) ACK is withheld (the client waits, kept
+	// alive by keepalive ACKs).
+	if failed, err := syncWithRetry(s.ctx, s.h); failed || err != nil {
+		s.c.drop(rNotDurable)
+		if err != nil {
+			return errBeatsShutdown // shutting down: no ACK, the client resends
+		}
 	}
 	return nil
 }

@@ -23,7 +23,9 @@
 // after decompression, so a gzip bomb gets 413 after reading at most the
 // limit; 415 for other encodings; 429 with Retry-After when the handler
 // returns ErrBusy or the memory budget stays exhausted; 503 when the
-// authenticated connection limit is reached; 405 and 404 for other methods and paths. Slow clients are
+// authenticated connection limit is reached, and 503 with Retry-After when
+// the handler could not make the events durable (ErrNotDurable, or its Sync
+// failed); 405 and 404 for other methods and paths. Slow clients are
 // cut by ReadHeaderTimeout (10 s) and ReadTimeout (60 s).
 //
 // Syslog — NewSyslogUDP and NewSyslogTCP (TLS when SyslogConfig.TLS is set,
@@ -61,6 +63,13 @@
 // number of its last event, so a window of any size is taken without
 // holding more than one chunk (a window larger than MaxBatchEvents is not
 // refused: a refused window is resent forever).
+//
+// Durability — a Handler that implements Syncer (the pipeline, whose
+// evidence log fsyncs in batches) may return from Handle before what it
+// took is durable. HTTP calls Sync before its 202, Beats before each (partial)
+// ACK, the file follower before it saves a position; when Sync fails the
+// acknowledgement is withheld (503, no ACK, position not saved) and counted
+// not_durable, so the sender keeps the events and offers them again.
 //
 // Files — NewFileFollower follows files, directories or globs of JSON lines or
 // Event XML (OpenWEC's Files output, NXLog om_file), polling every

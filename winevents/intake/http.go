@@ -260,6 +260,19 @@ func (s *HTTPServer) serveEvents(w http.ResponseWriter, r *http.Request) {
 		m.Meta[MetaClientCert] = sub
 	}
 	res := s.h.Handle(r.Context(), m)
+	if res.Err == nil {
+		// Acknowledge only what is durable.
+		if err := syncHandler(r.Context(), s.h); err != nil {
+			res.Err = fmt.Errorf("%w: %w: %w", ErrNotDurable, ErrBusy, err)
+		}
+	}
+	if errors.Is(res.Err, ErrNotDurable) {
+		s.c.drop(rNotDurable)
+		s.log.Warn("event not acknowledged: the handler could not store it durably", zap.String(fRemote, r.RemoteAddr), zap.Error(res.Err))
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "events could not be stored durably; retry later"})
+		return
+	}
 	if errors.Is(res.Err, ErrBusy) {
 		s.c.drop(rBusy)
 		w.Header().Set("Retry-After", "1")

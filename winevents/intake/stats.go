@@ -29,13 +29,16 @@ const (
 	// ReasonMemoryBudget: a message refused because the intake memory
 	// budget stayed exhausted (HTTP 429).
 	ReasonMemoryBudget = "memory_budget"
+	// ReasonNotDurable: the handler could not make it durable (Syncer
+	// failed, a full disk): not acknowledged.
+	ReasonNotDurable = "not_durable"
 )
 
 var allReasons = [...]string{
 	ReasonTooLarge, ReasonUnauthorized, ReasonBadFrame, ReasonBadSyslog, ReasonBadRequest,
 	ReasonUnreadable, ReasonBusy, ReasonReadTimeout, ReasonTooManyConns, ReasonTLSHandshake,
 	ReasonTruncated, ReasonIO, ReasonTooManyFiles, ReasonPreAuthLimit, ReasonPreAuthTimeout, ReasonPreAuthEvicted,
-	ReasonMemoryBudget,
+	ReasonMemoryBudget, ReasonNotDurable,
 }
 
 type reason int
@@ -58,6 +61,7 @@ const (
 	rPreAuthTimeout
 	rPreAuthEvicted
 	rMemoryBudget
+	rNotDurable
 	numReasons
 )
 

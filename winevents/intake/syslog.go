@@ -262,9 +262,10 @@ func (s *SyslogServer) deliver(frame []byte, remote, subject string, wait bool) 
 	var res Result
 	if wait {
 		var stalled bool
-		res, stalled = handleWithRetry(s.ctx, s.h, m)
+		var why reason
+		res, why, stalled = handleWithRetry(s.ctx, s.h, m)
 		if stalled {
-			s.c.drop(rBusy)
+			s.c.drop(why)
 		}
 		if errors.Is(res.Err, ErrBusy) { // shutting down while busy
 			return
@@ -272,7 +273,7 @@ func (s *SyslogServer) deliver(frame []byte, remote, subject string, wait bool) 
 	} else {
 		res = s.h.Handle(s.ctx, m)
 		if errors.Is(res.Err, ErrBusy) {
-			s.c.drop(rBusy)
+			s.c.drop(stallReason(res.Err))
 			return
 		}
 	}
