@@ -116,7 +116,10 @@ var ErrNoEvidence = errors.New("item holds no single piece of evidence")
 // nanoseconds (exact for every time.Time; the zero time round-trips).
 // Addresses are a length byte (0, 4 or 16) and the bytes (zones are
 // dropped: the engine ignores them). Strings and lists are a uvarint length
-// and the elements; small enums are one byte. The event time is in the
+// and the elements; small enums are one byte. A change ends with the
+// forwarder that delivered it (Origin) and the record it replaces (a flag
+// byte, then channel, event id and record id), which a rebuilt engine needs
+// to evict fairly and to keep one change per rule change. The event time is in the
 // header so that reading a segment's age does not decode bodies. A
 // decoder refuses any other version, so a log written by a newer
 // knockwatch is skipped and counted, never misread.
@@ -181,6 +184,15 @@ func AppendItem(b []byte, it *Item) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(c.EventID))
 		b = appendString(b, c.Channel)
 		b = binary.AppendUvarint(b, c.RecordID)
+		b = appendString(b, c.Origin)
+		if r := c.Replaces; r != nil {
+			b = append(b, 1)
+			b = appendString(b, r.Channel)
+			b = binary.AppendUvarint(b, uint64(r.EventID))
+			b = binary.AppendUvarint(b, r.RecordID)
+		} else {
+			b = append(b, 0)
+		}
 	}
 	return b, nil
 }
@@ -278,6 +290,14 @@ func DecodeItem(p []byte) (Item, error) {
 		c.ProcessID, c.EventID = uint32(d.uint(1<<32)), uint32(d.uint(1<<32))
 		c.Channel = d.string()
 		c.RecordID = d.uint(0)
+		c.Origin = d.string()
+		switch d.byte() {
+		case 0:
+		case 1:
+			c.Replaces = &correlate.ChangeRef{Channel: d.string(), EventID: uint32(d.uint(1 << 32)), RecordID: d.uint(0)}
+		default:
+			d.fail("bad replaces flag")
+		}
 		it.Change = c
 	}
 	if d.err == nil && len(d.b) != 0 {

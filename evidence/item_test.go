@@ -50,8 +50,13 @@ func TestItemRoundTrip(t *testing.T) {
 	any := changeItem("WIN-LAB01", 4444, t0, 7)
 	any.Change.Ports = correlate.AnyPort
 	any.Change.HostIPs = nil
+	// A Firewall record replacing the Security 4946 of its rule change,
+	// delivered by a named forwarder.
+	replacing := changeItem("WIN-LAB01", 4444, t0, 8)
+	replacing.Change.Origin = "token:wec01@192.0.2.10"
+	replacing.Change.Replaces = &correlate.ChangeRef{Channel: "Security", EventID: 4946, RecordID: 90210}
 	for _, it := range []Item{knockItem("198.51.100.7", "10.0.0.5", t0, 7000, 8000, 9000), v6, hs,
-		changeItem("WIN-LAB01.corp.example", 4444, t0, 6662), any} {
+		changeItem("WIN-LAB01.corp.example", 4444, t0, 6662), any, replacing} {
 		b, err := AppendItem([]byte("prefix"), &it)
 		if err != nil {
 			t.Fatal(err)
@@ -132,8 +137,11 @@ func TestItemKind(t *testing.T) {
 // Every truncation and every single-byte change of a valid encoding either
 // decodes or fails with an error: never a panic, never a huge allocation.
 func TestDecodeDamage(t *testing.T) {
+	replacing := changeItem("WIN-LAB01", 4444, t0, 2)
+	replacing.Change.Origin = "cert:CN=wec01"
+	replacing.Change.Replaces = &correlate.ChangeRef{Channel: "Security", EventID: 4946, RecordID: 1}
 	for _, it := range []Item{knockItem("198.51.100.7", "10.0.0.5", t0, 1, 2, 3), handshakeItem("198.51.100.7", "10.0.0.5", 4444, t0),
-		changeItem("WIN-LAB01", 4444, t0, 1)} {
+		changeItem("WIN-LAB01", 4444, t0, 1), replacing} {
 		b := mustAppend(t, it)
 		for n := 0; n < len(b); n++ {
 			if _, err := DecodeItem(b[:n]); err == nil {

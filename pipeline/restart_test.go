@@ -390,3 +390,57 @@ func TestLogFloodDoesNotBlindLiveEngine(t *testing.T) {
 		t.Fatalf("%d alerts after the flood, want the attacker's", n)
 	}
 }
+
+// The Firewall 2004 that replaced a Security 4946 of its rule change, and
+// the forwarder each came from, survive a restart: the rebuilt engine
+// holds one change, not the port-less 4946 beside the 2004 (which could
+// give a medium alert the 2004 contradicts), and the stored changes still
+// name their forwarder (fair eviction after a restart).
+func TestReplacementAndOriginAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	const ruleID = "{5E1A2B3C-0000-4000-8000-000000000450}"
+	fw := eventXML("Microsoft-Windows-Windows Firewall With Advanced Security/Firewall", 2004, 811, changeAt,
+		"RuleId", ruleID, "RuleName", "updater", "Direction", "1", "Protocol", "6", "LocalPorts", "450", "Action", "3",
+		"Active", "1", "ModifyingUser", "S-1-5-21-1-2-3-1001", "ModifyingApplication", `C:\Windows\System32\netsh.exe`)
+	sec := eventXML("Security", 4946, 99001, changeAt.Add(2*time.Millisecond),
+		"ProfileChanged", "All", "RuleId", ruleID, "RuleName", "updater")
+	dir := t.TempDir()
+	clk := &testClock{t: changeAt.Add(10 * time.Second)}
+	first := start(t, dir, clk, false)
+	for _, payload := range [][]byte{sec, fw} {
+		res := first.p.Handle(ctx, intake.Message{Transport: intake.TransportHTTP, Payload: payload, Received: clk.now(),
+			Remote: "192.0.2.10:50123", Meta: map[string]string{intake.MetaTokenName: "wec01"}})
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	if err := first.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := first.p.Engine().Stats().Changes; n != 1 {
+		t.Fatalf("before the restart: %d changes", n)
+	}
+	first.stop(t)
+
+	clk.set(clk.now().Add(5 * time.Second))
+	second := start(t, dir, clk, false)
+	defer second.stop(t)
+	if st := second.p.Engine().Stats(); st.Changes != 1 || st.ChangesReplaced != 1 {
+		t.Fatalf("after the restart: %d changes, %d replaced, want 1 and 1", st.Changes, st.ChangesReplaced)
+	}
+	var origins []string
+	if _, err := second.log.Replay(time.Time{}, func(it evidence.Item) error {
+		if it.Change != nil {
+			origins = append(origins, it.Change.Origin)
+			if it.Change.EventID == 2004 && (it.Change.Replaces == nil || it.Change.Replaces.RecordID != 99001) {
+				t.Errorf("stored 2004 lost its Replaces: %+v", it.Change.Replaces)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(origins) != 2 || origins[0] != "token:wec01@192.0.2.10" || origins[1] != origins[0] {
+		t.Fatalf("stored origins %q", origins)
+	}
+}
