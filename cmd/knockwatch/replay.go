@@ -49,14 +49,23 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Var(&allow, "allow-source", "source `CIDR` (or address) that is never flagged and whose alerts are suppressed; repeatable")
 	cfgPath := fs.String("config", "", "configuration `FILE` (the YAML of run: sensor, rule, suppression, decoder, hosts); default: run's defaults")
 	engine := fs.String("engine", replay.EngineAuto, "tracking engine: xdp (the XDP program via BPF_PROG_RUN; root), go (its pure-Go twin), auto (xdp when it loads, else go)")
-	format := fs.String("format", "json", "alert output on stdout: json (ECS JSON lines, as run writes) or table (a readable timeline)")
+	format := fs.String("format", "json", "output on stdout: json (ECS JSON lines; alerts as run writes them) or table (a readable timeline)")
 	timelineDir := fs.String("timeline", "", "also draw every alert record as an SVG timeline into `DIR` (see knockwatch explain)")
 	timelinePNG := fs.Bool("timeline-png", false, "with --timeline, also write PNGs (needs rsvg-convert: Debian librsvg2-bin)")
+	touches := fs.Bool("touches", false, "print one line per closed-port touch instead of alerts: its kind (REJ, S0, RSTOS0, as Zeek's conn_state)\nand the SYN's 4-tuple and time; JSON lines, or a table with --format table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
 		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--timeline DIR [--timeline-png]]")
+		fmt.Fprintln(stderr, "                        [--touches]")
 		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
 		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
+		fmt.Fprintln(stderr, "\nWith --touches, stdout gets every closed-port touch instead, one per line in the order the sensor")
+		fmt.Fprintln(stderr, "decided them (an S0 once its timeout passed): what exactly did a source touch? As JSON:")
+		fmt.Fprintln(stderr, `  {"@timestamp":"2026-11-20T14:30:21.5Z","source":{"ip":"198.51.100.7","port":40001},`)
+		fmt.Fprintln(stderr, `   "destination":{"ip":"10.0.0.5","port":7000},"network":{"transport":"tcp"},"knockwatch":{"touch":{"kind":"REJ"}}}`)
+		fmt.Fprintln(stderr, "@timestamp is the SYN's capture time; source is the SYN's sender, destination the touched host and port.")
+		fmt.Fprintln(stderr, "Kinds, named as Zeek's conn_state: REJ (answered by an RST), S0 (never answered), RSTOS0 (the")
+		fmt.Fprintln(stderr, "originator reset its own SYN, no answer seen). docs/DETECTION.md explains the classification.")
 		fmt.Fprintln(stderr, "\nflags:")
 		fs.PrintDefaults()
 	}
@@ -125,6 +134,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// them is short-lived (records, alerts). A low GC target keeps the peak
 	// close to the tables instead of letting garbage double it.
 	debug.SetGCPercent(25)
+	built.Sensor.ReportTouches = *touches
 	eng, note, err := replay.NewEngine(*engine, built.Sensor, built.Allowed)
 	if err != nil {
 		return err
@@ -134,10 +144,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	var sink alert.Sink
 	var table *replayTable
-	if *format == "table" {
+	var touchOut *touchOutput
+	switch {
+	case *touches:
+		touchOut = newTouchOutput(stdout, *format == "table")
+		sink = discardAlerts{}
+	case *format == "table":
 		table = &replayTable{}
 		sink = table
-	} else {
+	default:
 		sink = alert.NewStreamWriter(stdout, "stdout", false)
 	}
 	var tee *recordTee
@@ -159,6 +174,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		st := p.Stats()
 		return st.Alerts["high"] + st.Alerts["medium"]
 	})
+	if touchOut != nil {
+		opts.OnTouch = touchOut.write
+	}
 	if bar != nil {
 		opts.Progress = bar.update
 	}
@@ -167,16 +185,24 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		bar.done() // before anything else is written to stderr
 	}
 	closeErr := p.Close()
+	var touchErr error
+	if touchOut != nil {
+		// What was decided before an error is still printed.
+		touchErr = touchOut.close()
+	}
 	if runErr != nil {
 		return runErr
 	}
 	if closeErr != nil {
 		return fmt.Errorf("flush alerts: %w", closeErr)
 	}
+	if touchErr != nil {
+		return touchErr
+	}
 	if table != nil {
 		table.print(stdout)
 	}
-	printReplaySummary(stderr, sum, p.Stats())
+	printReplaySummary(stderr, sum, p.Stats(), *touches)
 	if tee != nil {
 		return tee.draw(ctx, *timelineDir, *timelinePNG, stderr)
 	}
@@ -195,7 +221,7 @@ func parseReplayPrefix(v string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats) {
+func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats, touchLines bool) {
 	c := s.Counters
 	fmt.Fprintf(w, "summary: engine %s, %d capture(s), %d event file(s)\n", s.Engine, s.Captures, s.EventFiles)
 	span := "no packets"
@@ -213,6 +239,12 @@ func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats) {
 	fmt.Fprintf(w, "  parsed     tcp %d, ipv4 %d, ipv6 %d, vlan %d, non-ip %d, non-tcp %d, truncated %d, fragments %d, bad headers %d\n",
 		c["tcp"], c["ipv4"], c["ipv6"], c["vlan"], c["non_ip"], c["non_tcp"], c["truncated"], c["fragment"], c["bad_header"]+c["unknown_ext"])
 	fmt.Fprintf(w, "  touches    %d (REJ %d, S0 %d), backscatter RSTs %d\n", s.Touches(), c["touch_rej"], c["touch_s0"], c["backscatter"])
+	if touchLines {
+		fmt.Fprintf(w, "  printed    %d touch lines\n", s.TouchRecords)
+		if s.TouchRecords == 0 && s.Touches() > 0 {
+			fmt.Fprintf(w, "  WARNING    the %s engine counted %d touches but reported none to print\n", s.Engine, s.Touches())
+		}
+	}
 	fmt.Fprintf(w, "  knocks     %d (allowlisted %d)\n", s.Knocks, c["allowlisted"])
 	fmt.Fprintf(w, "  handshakes %d\n", s.Handshakes)
 	if lost := c["ringbuf_full"] + c["map_insert_fail"]; lost > 0 {
