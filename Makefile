@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build demo demo-deps test test-short bench bench-replay soak fuzz generate check-generate lint clean
+.PHONY: help build demo demo-restart demo-deps test test-short bench bench-replay soak fuzz generate check-generate lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,8 +18,11 @@ help: ## list the targets
 build: ## build bin/knockwatch (no clang needed: the BPF objects are committed)
 	$(GO) build -o $(BIN) ./cmd/knockwatch
 
-demo: build demo-deps ## run the lab: namespaces, real TCP, a knock, a firewall event, the alert (root)
-	$(BIN) lab
+demo: build demo-deps ## run the lab: namespaces, real TCP, a knock, a firewall event, the alert (root; LAB_ARGS=--restart to kill -9 the sensor mid-attack)
+	$(BIN) lab $(LAB_ARGS)
+
+demo-restart: build demo-deps ## the lab with the sensor killed (kill -9) after the event's 202 and restarted: the alert still comes once (root)
+	$(BIN) lab --restart=event
 
 demo-deps: ## install what the lab runs if missing (Debian: iproute2, nftables, knockd for knock/knockd)
 	@missing=""; \
@@ -47,6 +50,7 @@ bench: ## run every benchmark with the settings its BENCHMARKS.md row was measur
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./correlate/ ./winevents/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./winevents/intake/ ./alert/ ./pipeline/
 	$(GO) test -run '^$$' -bench 'BenchmarkEngine|BenchmarkRun' -benchtime $(BENCHTIME) ./replay/
+	$(GO) test -run '^$$' -bench . -benchtime 300000x ./evidence/
 
 bench-replay: ## replay of a generated 10M-packet capture per engine beside tshark (several minutes)
 	$(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 60m ./replay/

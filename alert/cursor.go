@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
+
+	"github.com/knockwatch/knockwatch/internal/frame"
 )
 
 // The cursor file holds the committed spool position, the first byte not yet
@@ -23,7 +24,7 @@ func readCursor(path string) (position, bool, error) {
 		return position{}, false, fmt.Errorf("read spool cursor: %w", err)
 	}
 	if len(b) != cursorSize || string(b[:4]) != cursorMagic ||
-		crc32.Checksum(b[:20], crcTable) != binary.LittleEndian.Uint32(b[20:]) {
+		frame.Checksum(b[:20]) != binary.LittleEndian.Uint32(b[20:]) {
 		return position{}, false, fmt.Errorf("read spool cursor %s: damaged (%d bytes)", path, len(b))
 	}
 	off := binary.LittleEndian.Uint64(b[12:])
@@ -38,7 +39,7 @@ func writeCursor(dir string, p position) error {
 	b = append(b, cursorMagic...)
 	b = binary.LittleEndian.AppendUint64(b, p.seg)
 	b = binary.LittleEndian.AppendUint64(b, uint64(p.off))
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+	b = binary.LittleEndian.AppendUint32(b, frame.Checksum(b))
 	tmp := filepath.Join(dir, cursorName+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {

@@ -53,7 +53,8 @@
 // could not hand over. Records already in the spool are kept.
 //
 // The spool is a directory of segment files. Every record is one frame:
-// magic, length and a CRC-32C of the payload. A torn frame (a crash in the
+// magic, length and a CRC-32C of the payload (internal/frame, the framing
+// the evidence log shares). A torn frame (a crash in the
 // middle of an append) or a corrupted region is detected, skipped and
 // counted (Stats.CorruptFrames, Stats.CorruptBytes); the sender resumes at
 // the next valid frame. Close gives the sender a bounded final attempt to

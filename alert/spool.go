@@ -347,15 +347,15 @@ func (s *spool) readSegment(seg segment, from position, maxRecs int, maxBytes in
 		if len(recs) > 0 && (bytes+size > maxBytes || hdr+cost > maxHdr) {
 			// Leave it for the next batch, which starts at this frame (after
 			// any corruption skipped before it, so that is counted once).
-			from.off = r.lastStart
+			from.off = r.lastStart()
 			return recs, from, nil
 		}
 		recs = append(recs, rec)
 		bytes += size
 		hdr += cost
-		from.off = r.pos
+		from.off = r.pos()
 	}
-	from.off = max(from.off, r.pos)
+	from.off = max(from.off, r.pos())
 	return recs, from, nil
 }
 

@@ -261,10 +261,10 @@ func FuzzFrameReader(f *testing.F) {
 			if rec.ID == "" || len(rec.JSON) == 0 {
 				t.Fatalf("empty record %+v", rec)
 			}
-			framed += r.pos - r.lastStart
+			framed += r.pos() - r.lastStart()
 		}
-		if framed+skipped != int64(len(data)) || r.pos != int64(len(data)) {
-			t.Fatalf("framed %d + skipped %d != %d bytes (pos %d)", framed, skipped, len(data), r.pos)
+		if framed+skipped != int64(len(data)) || r.pos() != int64(len(data)) {
+			t.Fatalf("framed %d + skipped %d != %d bytes (pos %d)", framed, skipped, len(data), r.pos())
 		}
 	})
 }

@@ -46,6 +46,13 @@ type Stats struct {
 	SpoolDiskBytes uint64
 	// SpoolCapacityBytes is the configured bound of the spool.
 	SpoolCapacityBytes uint64
+
+	// Backlog is the records a Fanout holds for this sink because it
+	// failed while a durable sink took them (a gauge); BacklogDropped the
+	// records dropped from that backlog at its bound (FanoutConfig
+	// .MaxBacklog). Both are zero for a sink not under a Fanout.
+	Backlog        uint64
+	BacklogDropped uint64
 }
 
 // StatsReporter is implemented by every sink of this package.
@@ -63,8 +70,13 @@ func StatsOf(s Sink) []Stats {
 			out = append(out, r.Stats())
 		}
 		if f, ok := s.(*Fanout); ok {
-			for _, c := range f.sinks {
-				walk(c)
+			for _, fs := range f.sinks {
+				n := len(out)
+				walk(fs.s)
+				if len(out) > n {
+					out[n].Backlog = uint64(fs.nBacklog.Load())
+					out[n].BacklogDropped = fs.dropped.Load()
+				}
 			}
 		}
 	}

@@ -104,6 +104,10 @@ type WebhookConfig struct {
 	Logger *zap.Logger
 }
 
+// Durable is true: Write returns once the records are synced to the
+// spool.
+func (w *Webhook) Durable() bool { return true }
+
 // Webhook is the HTTP sink with its on-disk spool. See the package
 // documentation for its delivery guarantees.
 type Webhook struct {

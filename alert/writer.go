@@ -187,6 +187,10 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// Durable reports whether the writer syncs a file it owns (standard
+// output and other streams are not durable).
+func (w *Writer) Durable() bool { return w.f != nil }
+
 // Stats returns a snapshot of the counters.
 func (w *Writer) Stats() Stats {
 	return w.c.snapshot(w.name, "writer")

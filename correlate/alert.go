@@ -13,10 +13,73 @@ import (
 const (
 	RuleID          = "AN0842"
 	RuleName        = "Port knock followed by a host exposure change and the knocker's first handshake"
+	RuleReference   = "https://attack.mitre.org/analytics/AN0842/"
 	TechniqueID     = "T1205"
 	SubtechniqueID  = "T1205.001"
 	ThreatFramework = "MITRE ATT&CK"
+	// TechniqueReference and SubtechniqueReference are the ATT&CK pages.
+	TechniqueReference    = "https://attack.mitre.org/techniques/T1205/"
+	SubtechniqueReference = "https://attack.mitre.org/techniques/T1205/001/"
 )
+
+// ECS identity of the records: the schema version the alert fields follow
+// (checked against that release's field reference in the tests) and the
+// event module and dataset.
+const (
+	ECSVersion  = "8.17.0"
+	EventModule = "knockwatch"
+	Dataset     = "knockwatch.an0842"
+)
+
+// Observer identifies the sensor in every alert (ECS observer.*). Zero
+// fields are left out; Vendor, Product and Type default to "knockwatch",
+// "knockwatch" and "ids".
+type Observer struct {
+	Hostname string
+	Name     string
+	Type     string
+	Vendor   string
+	Product  string
+	Version  string
+	// Interface is the capture interface (observer.ingress.interface.name)
+	// when the sensor has exactly one; with several (a tap's two ports)
+	// records do not say which saw them, so it is left out and Interfaces
+	// lists them under knockwatch.observer.interfaces.
+	Interface  string
+	Interfaces []string
+}
+
+// WithObserver sets the sensor identity written into alerts.
+func WithObserver(o Observer) Option {
+	return func(e *Engine) { e.observer = o.withDefaults() }
+}
+
+func (o Observer) withDefaults() Observer {
+	if o.Vendor == "" {
+		o.Vendor = "knockwatch"
+	}
+	if o.Product == "" {
+		o.Product = "knockwatch"
+	}
+	if o.Type == "" {
+		o.Type = "ids"
+	}
+	if o.Interface == "" && len(o.Interfaces) == 1 {
+		o.Interface = o.Interfaces[0]
+	}
+	o.Interfaces = append([]string(nil), o.Interfaces...)
+	return o
+}
+
+// Windows are the rule's windows an alert was decided with, so that a
+// reader (knockwatch explain) can draw them.
+type Windows struct {
+	MinPorts       int
+	KnockWindow    time.Duration
+	ChangeAfter    time.Duration
+	Skew           time.Duration
+	HandshakeAfter time.Duration
+}
 
 // Alert record actions (event.action). Not to be confused with the
 // firewall rule's Action (allow/block); AlertCreated and AlertUpgraded are
@@ -39,7 +102,8 @@ type Alert struct {
 	Action     string
 	Confidence Confidence
 	// Suppressed is the suppression reason; such records carry
-	// event.outcome "suppressed" and are emitted only with
+	// knockwatch.suppressed true (and the reason in event.reason and
+	// knockwatch.suppression_reason) and are emitted only with
 	// Config.EmitSuppressed, or as the upgrade of a record already out.
 	Suppressed string
 	HostName   string
@@ -51,7 +115,17 @@ type Alert struct {
 	// the port opening.
 	Change    *ExposureChange
 	Handshake Handshake
+	// Observer is the sensor (WithObserver); Windows the rule's windows.
+	Observer Observer
+	Windows  Windows
 }
+
+// Rank orders the records of one alert id: confidence first, then
+// unsuppressed before suppressed. The engine emits a further record for an
+// id only with a higher rank, so a consumer that remembers the best rank
+// it delivered per id (the pipeline after a restart) can tell a record it
+// already has from a better one.
+func (a Alert) Rank() int { return outcome{conf: a.Confidence, suppressed: a.Suppressed}.rank() }
 
 // Timestamp is the alert's @timestamp: the handshake-completing ACK.
 func (a Alert) Timestamp() time.Time { return a.Handshake.ACK }
@@ -78,6 +152,9 @@ func (e *Engine) buildAlert(action string, d netip.Addr, p *pair, r *hsRec) Aler
 		Confidence: o.conf,
 		Suppressed: o.suppressed,
 		Handshake:  r.h,
+		Observer:   e.observer,
+		Windows: Windows{MinPorts: e.cfg.MinPorts, KnockWindow: e.cfg.KnockWindow, ChangeAfter: e.cfg.ChangeAfter,
+			Skew: e.cfg.Skew, HandshakeAfter: e.cfg.HandshakeAfter},
 	}
 	var c *chg
 	if o.change != nil {
@@ -151,37 +228,61 @@ type ecsChange struct {
 	RecordID             uint64   `json:"record_id"`
 }
 
+type ecsObserver struct {
+	Hostname string `json:"hostname,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Type     string `json:"type,omitempty"`
+	Vendor   string `json:"vendor,omitempty"`
+	Product  string `json:"product,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Ingress  *struct {
+		Interface struct {
+			Name string `json:"name"`
+		} `json:"interface"`
+	} `json:"ingress,omitempty"`
+}
+
 type ecsAlert struct {
 	Timestamp jsonTime `json:"@timestamp"`
-	Event     struct {
+	ECS       struct {
+		Version string `json:"version"`
+	} `json:"ecs"`
+	Event struct {
 		Kind     string   `json:"kind"`
 		ID       string   `json:"id"`
 		Severity int      `json:"severity"`
 		Action   string   `json:"action"`
 		Category []string `json:"category"`
+		Type     []string `json:"type"`
+		Module   string   `json:"module"`
 		Dataset  string   `json:"dataset"`
-		Outcome  string   `json:"outcome,omitempty"`
+		Outcome  string   `json:"outcome"`
 		Reason   string   `json:"reason,omitempty"`
 	} `json:"event"`
 	Rule struct {
-		ID   string `json:"id"`
-		Name string `json:"name"`
+		ID        string `json:"id"`
+		Name      string `json:"name"`
+		Reference string `json:"reference"`
 	} `json:"rule"`
 	Threat struct {
 		Framework string `json:"framework"`
 		Tactic    struct {
-			ID   []string `json:"id"`
-			Name []string `json:"name"`
+			ID        []string `json:"id"`
+			Name      []string `json:"name"`
+			Reference []string `json:"reference"`
 		} `json:"tactic"`
 		Technique struct {
-			ID           string `json:"id"`
-			Name         string `json:"name"`
+			ID           []string `json:"id"`
+			Name         []string `json:"name"`
+			Reference    []string `json:"reference"`
 			Subtechnique struct {
-				ID   string `json:"id"`
-				Name string `json:"name"`
+				ID        []string `json:"id"`
+				Name      []string `json:"name"`
+				Reference []string `json:"reference"`
 			} `json:"subtechnique"`
 		} `json:"technique"`
 	} `json:"threat"`
+	Observer    ecsObserver `json:"observer"`
 	Source      ecsEndpoint `json:"source"`
 	Destination ecsEndpoint `json:"destination"`
 	Host        struct {
@@ -191,11 +292,19 @@ type ecsAlert struct {
 	Network struct {
 		Transport string `json:"transport"`
 		Type      string `json:"type"`
+		Direction string `json:"direction"`
 	} `json:"network"`
+	Related struct {
+		IP []string `json:"ip"`
+	} `json:"related"`
 	Knockwatch struct {
 		Confidence string `json:"confidence"`
 		Basis      string `json:"basis"`
-		Knock      struct {
+		// Suppressed (with SuppressionReason) replaces the former
+		// event.outcome "suppressed", which is not an ECS value.
+		Suppressed        bool   `json:"suppressed"`
+		SuppressionReason string `json:"suppression_reason,omitempty"`
+		Knock             struct {
 			Touches   []ecsTouch `json:"touches"`
 			Ports     []uint16   `json:"ports"`
 			LastTouch jsonTime   `json:"last_touch"`
@@ -208,30 +317,64 @@ type ecsAlert struct {
 		} `json:"handshake"`
 		PortLastClosed jsonTime `json:"port_last_closed"`
 		PortLastOpen   jsonTime `json:"port_last_open"`
+		// Rule holds the windows the alert was decided with (seconds).
+		Rule struct {
+			MinPorts       int     `json:"min_ports"`
+			KnockWindow    float64 `json:"knock_window"`
+			ChangeAfter    float64 `json:"change_after"`
+			Skew           float64 `json:"skew"`
+			HandshakeAfter float64 `json:"handshake_after"`
+		} `json:"rule"`
+		Observer *struct {
+			Interfaces []string `json:"interfaces"`
+		} `json:"observer,omitempty"`
 	} `json:"knockwatch"`
 }
+
+// Tactics of T1205 (ATT&CK): ids, names and pages, in the same order.
+var (
+	tacticIDs   = []string{"TA0005", "TA0003", "TA0011"}
+	tacticNames = []string{"Defense Evasion", "Persistence", "Command and Control"}
+	tacticRefs  = []string{"https://attack.mitre.org/tactics/TA0005/", "https://attack.mitre.org/tactics/TA0003/",
+		"https://attack.mitre.org/tactics/TA0011/"}
+)
 
 // MarshalJSON renders the alert as one ECS-shaped JSON object.
 func (a Alert) MarshalJSON() ([]byte, error) {
 	var j ecsAlert
 	h := &a.Handshake
 	j.Timestamp = jsonTime(h.ACK)
+	j.ECS.Version = ECSVersion
 	j.Event.Kind = "alert"
 	j.Event.ID = a.ID
 	j.Event.Severity = severity(a.Confidence)
 	j.Event.Action = a.Action
 	j.Event.Category = []string{"network", "intrusion_detection"}
-	j.Event.Dataset = "knockwatch.an0842"
+	j.Event.Type = []string{"info"} // the one type both categories allow
+	j.Event.Module = EventModule
+	j.Event.Dataset = Dataset
+	// The alert's event is the knocker's completed handshake.
+	j.Event.Outcome = "success"
 	if a.Suppressed != "" {
-		j.Event.Outcome = "suppressed"
 		j.Event.Reason = a.Suppressed
 	}
-	j.Rule.ID, j.Rule.Name = RuleID, RuleName
+	j.Rule.ID, j.Rule.Name, j.Rule.Reference = RuleID, RuleName, RuleReference
 	j.Threat.Framework = ThreatFramework
-	j.Threat.Tactic.ID = []string{"TA0005", "TA0003", "TA0011"}
-	j.Threat.Tactic.Name = []string{"Defense Evasion", "Persistence", "Command and Control"}
-	j.Threat.Technique.ID, j.Threat.Technique.Name = TechniqueID, "Traffic Signaling"
-	j.Threat.Technique.Subtechnique.ID, j.Threat.Technique.Subtechnique.Name = SubtechniqueID, "Port Knocking"
+	j.Threat.Tactic.ID, j.Threat.Tactic.Name, j.Threat.Tactic.Reference = tacticIDs, tacticNames, tacticRefs
+	j.Threat.Technique.ID, j.Threat.Technique.Name = []string{TechniqueID}, []string{"Traffic Signaling"}
+	j.Threat.Technique.Reference = []string{TechniqueReference}
+	j.Threat.Technique.Subtechnique.ID, j.Threat.Technique.Subtechnique.Name = []string{SubtechniqueID}, []string{"Port Knocking"}
+	j.Threat.Technique.Subtechnique.Reference = []string{SubtechniqueReference}
+	o := a.Observer
+	j.Observer = ecsObserver{Hostname: o.Hostname, Name: o.Name, Type: o.Type, Vendor: o.Vendor, Product: o.Product, Version: o.Version}
+	if o.Interface != "" {
+		j.Observer.Ingress = &struct {
+			Interface struct {
+				Name string `json:"name"`
+			} `json:"interface"`
+		}{}
+		j.Observer.Ingress.Interface.Name = o.Interface
+	}
 	j.Source = ecsEndpoint{IP: h.Src.String(), Port: h.SrcPort}
 	j.Destination = ecsEndpoint{IP: h.Dst.String(), Port: h.Port}
 	j.Host.Name = a.HostName
@@ -241,9 +384,23 @@ func (a Alert) MarshalJSON() ([]byte, error) {
 	if h.Dst.Is6() {
 		j.Network.Type = "ipv6"
 	}
+	// host.* is the knocked Windows host; from its side the handshake comes
+	// in. (inbound/outbound would need the site's internal ranges.)
+	j.Network.Direction = "ingress"
+	j.Related.IP = []string{h.Src.String(), h.Dst.String()}
 	k := &j.Knockwatch
 	k.Confidence = a.Confidence.String()
 	k.Basis = "network"
+	k.Suppressed, k.SuppressionReason = a.Suppressed != "", a.Suppressed
+	w := a.Windows
+	k.Rule.MinPorts = w.MinPorts
+	k.Rule.KnockWindow, k.Rule.ChangeAfter = w.KnockWindow.Seconds(), w.ChangeAfter.Seconds()
+	k.Rule.Skew, k.Rule.HandshakeAfter = w.Skew.Seconds(), w.HandshakeAfter.Seconds()
+	if len(o.Interfaces) > 1 {
+		k.Observer = &struct {
+			Interfaces []string `json:"interfaces"`
+		}{Interfaces: o.Interfaces}
+	}
 	k.Knock.Touches = make([]ecsTouch, 0, len(a.Touches))
 	for _, t := range a.Touches {
 		k.Knock.Touches = append(k.Knock.Touches, ecsTouch{Port: t.Port, Time: jsonTime(t.Time), Kind: t.Kind.String()})

@@ -66,8 +66,22 @@ func TestAlertJSON(t *testing.T) {
 		"rule.id":                                 "AN0842",
 		"rule.name":                               RuleName,
 		"threat.framework":                        "MITRE ATT&CK",
-		"threat.technique.id":                     "T1205",
-		"threat.technique.subtechnique.id":        "T1205.001",
+		"threat.technique.id":                     []any{"T1205"},
+		"threat.technique.subtechnique.id":        []any{"T1205.001"},
+		"threat.technique.reference":              []any{TechniqueReference},
+		"rule.reference":                          RuleReference,
+		"ecs.version":                             ECSVersion,
+		"event.module":                            "knockwatch",
+		"event.type":                              []any{"info"},
+		"event.outcome":                           "success",
+		"network.direction":                       "ingress",
+		"related.ip":                              []any{"198.51.100.7", "10.0.0.5"},
+		"observer.type":                           "ids",
+		"observer.vendor":                         "knockwatch",
+		"observer.product":                        "knockwatch",
+		"knockwatch.suppressed":                   false,
+		"knockwatch.rule.knock_window":            30.0,
+		"knockwatch.rule.handshake_after":         300.0,
 		"source.ip":                               "198.51.100.7",
 		"source.port":                             50123.0,
 		"destination.ip":                          "10.0.0.5",
@@ -115,8 +129,8 @@ func TestAlertJSON(t *testing.T) {
 	if first["port"] != 1111.0 || first["kind"] != "REJ" || first["time"] != ts(t0) {
 		t.Errorf("first touch = %v", first)
 	}
-	if _, ok := up["event"].(map[string]any)["outcome"]; ok {
-		t.Error("unsuppressed alert has event.outcome")
+	if _, ok := up["knockwatch"].(map[string]any)["suppression_reason"]; ok {
+		t.Error("unsuppressed alert has a suppression reason")
 	}
 	// The first record: medium from the network, same id, no change.
 	med := recs[0]
@@ -141,8 +155,48 @@ func TestSuppressedAlertJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	if get(t, m, "event.outcome") != "suppressed" || get(t, m, "event.reason") != ReasonAdminActor {
+	// event.outcome "suppressed" is not an ECS value: the outcome is the
+	// handshake's, the suppression lives under knockwatch.*.
+	if get(t, m, "event.outcome") != "success" || get(t, m, "event.reason") != ReasonAdminActor ||
+		get(t, m, "knockwatch.suppressed") != true || get(t, m, "knockwatch.suppression_reason") != ReasonAdminActor {
 		t.Fatalf("suppressed record: %s", b)
+	}
+}
+
+// TestAlertObserver: the sensor identity goes into observer.*; one capture
+// interface is observer.ingress.interface.name, several (a tap's two
+// ports, which records do not tell apart) are listed under knockwatch.
+func TestAlertObserver(t *testing.T) {
+	for _, tc := range []struct {
+		ifaces  []string
+		ingress any
+		list    any
+	}{
+		{[]string{"tap0"}, "tap0", nil},
+		{[]string{"tap0", "tap1"}, nil, []any{"tap0", "tap1"}},
+	} {
+		e, col := newTestEngine(t, nil, WithObserver(Observer{Hostname: "sensor01", Version: "v1.2.3", Interfaces: tc.ifaces}))
+		feed(t, e, knock3(), ruleAdded(chAt, Ports(22), 1), handshakeAt(attacker, victim, 22, ackAt))
+		b, _ := json.Marshal(col.all()[0])
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		obs := m["observer"].(map[string]any)
+		if obs["hostname"] != "sensor01" || obs["version"] != "v1.2.3" || obs["type"] != "ids" || obs["vendor"] != "knockwatch" {
+			t.Errorf("observer %v", obs)
+		}
+		var ingress any
+		if in, ok := obs["ingress"].(map[string]any); ok {
+			ingress = in["interface"].(map[string]any)["name"]
+		}
+		var list any
+		if o, ok := m["knockwatch"].(map[string]any)["observer"].(map[string]any); ok {
+			list = o["interfaces"]
+		}
+		if !reflect.DeepEqual(ingress, tc.ingress) || !reflect.DeepEqual(list, tc.list) {
+			t.Errorf("interfaces %v: ingress %v, list %v", tc.ifaces, ingress, list)
+		}
 	}
 }
 

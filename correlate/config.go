@@ -53,8 +53,8 @@ type Config struct {
 	// as a port-less change (medium). Off by default: issue 3 ranks it as
 	// weak evidence.
 	ServiceStartOpens bool
-	// EmitSuppressed emits suppressed matches with event.outcome
-	// "suppressed" instead of only counting them.
+	// EmitSuppressed emits suppressed matches (knockwatch.suppressed
+	// true) instead of only counting them.
 	EmitSuppressed bool
 	// Suppression holds the analyst's tuning knobs.
 	Suppression Suppression

@@ -40,16 +40,24 @@
 // handshake. Matches covered by the analyst's suppressions (allowed source
 // prefixes, approved change windows per host or host group, known
 // administrative users and applications) are counted by reason and, with
-// Config.EmitSuppressed, emitted with event.outcome "suppressed".
+// Config.EmitSuppressed, emitted with knockwatch.suppressed true and the
+// reason in event.reason.
 //
 // # Event time
 //
 // Every arrival is evaluated at once against everything retained, so the
 // pieces may arrive in any order and an alert fires whichever comes last.
 // Duplicates (the same knock touches, the same handshake, the same Windows
-// record by host, channel and record id) change nothing, and a handshake's
-// outcome only ever improves, so its final outcome (confidence, suppressed
-// or not) does not depend on arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
+// record by host, channel and record id with the same content) change
+// nothing; a record given again with more in it (a join completed later:
+// everything the stored version said, and more) replaces its stored
+// version, while one that contradicts it (a forgery claiming its id) is
+// kept beside it, so a record id can never be used to erase evidence; a
+// change naming another record of its host and rule in Replaces (a
+// Firewall-channel record superseding the Security 4946 of the same rule
+// change) drops that one; and a handshake's outcome only ever improves,
+// so its final outcome (confidence, suppressed or not) does not depend on
+// arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
 // same evidence yields the same ids.
 //
 // The watermark is the newest sensor event time seen (knock touches,
@@ -101,7 +109,7 @@
 // An alert record, once emitted, stays. If evidence arriving later
 // explains it (an administrator's change), a record with the same
 // id and event.action "upgraded" carries the new outcome — with
-// event.outcome "suppressed" when suppression now applies, even if
+// knockwatch.suppressed true when suppression now applies, even if
 // suppressed matches are not otherwise emitted. Evidence that makes a
 // source a scanner stops all further alerts for that pair.
 package correlate

@@ -28,9 +28,11 @@ func WithLogger(l *zap.Logger) Option {
 
 // Log field names.
 const (
-	logFieldCap     = "cap"
-	logFieldEvicted = "evicted"
-	logFieldKind    = "evidence"
+	logFieldCap        = "cap"
+	logFieldEvicted    = "evicted"
+	logFieldKind       = "evidence"
+	logFieldTopHosts   = "top_hosts"
+	logFieldTopOrigins = "top_forwarders"
 )
 
 // Engine evaluates AN0842 over knocks, handshakes and exposure changes.
@@ -46,6 +48,8 @@ type Engine struct {
 	inv  Inventory
 	out  Emitter
 	log  *zap.Logger
+	// observer is written into every alert (WithObserver).
+	observer Observer
 
 	st        *state
 	maxSensor int64 // newest sensor event time seen (or Advance'd)
@@ -66,7 +70,8 @@ func New(cfg Config, out Emitter, opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState()}
+	e := &Engine{cfg: cfg, rule: newRule(cfg), sup: sup, out: out, log: zap.NewNop(), st: newState(),
+		observer: Observer{}.withDefaults()}
 	e.c.init()
 	for _, o := range opts {
 		o(e)
@@ -208,7 +213,7 @@ func (e *Engine) AddKnock(k Knock) error {
 	case added > 0:
 		p.knocked = maxDistinct >= e.cfg.MinPorts
 		if p.knocked {
-			h.knockHi = max(h.knockHi, p.touches[len(p.touches)-1].t)
+			e.noteKnockEnds(h, p, k.Touches)
 		}
 		if p.knocked && !p.changed && len(h.changes) > 0 {
 			p.changed = e.fitsAny(p, h.changes)
@@ -223,6 +228,28 @@ func (e *Engine) AddKnock(k Knock) error {
 	e.maybeSweep()
 	e.unlockAndEmit()
 	return nil
+}
+
+// noteKnockEnds records on h the change intervals of p's knock windows
+// that end at one of the new touches (for the change eviction order).
+func (e *Engine) noteKnockEnds(h *host, p *pair, added []Touch) {
+	oldest := int64(math.MaxInt64)
+	for _, t := range added {
+		oldest = min(oldest, t.Time.UnixNano())
+	}
+	// Changes older than the cutoff (minus the skew) have expired: so have
+	// intervals that end before it.
+	stale := int64(math.MinInt64)
+	if e.maxSensor != 0 {
+		stale = e.cutoff() - e.rule.skew
+	}
+	p.knockWindows(e.rule.window, e.cfg.MinPorts, func(k knockEnd) bool {
+		if k.t < oldest {
+			return false
+		}
+		h.addKnockInterval(k.t-e.rule.skew, k.t+e.rule.after, stale)
+		return true
+	})
 }
 
 // AddHandshake adds a first-handshake record from the sensor.
@@ -291,17 +318,49 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	e.mu.Lock()
 	e.c.in[iChange]++
+	key := keyOf(&c)
+	if _, dup := e.st.changes[key]; dup {
+		// The same record with the same content: forwarded twice.
+		e.c.duplicates[iChange]++
+		e.mu.Unlock()
+		return nil
+	}
+	if r := c.Replaces; r != nil && r.RecordID != 0 {
+		// Before the opens check: a replaced change that opened must go
+		// even when its replacement does not open (an inactive rule).
+		ref := recordRef{host: key.host, channel: clampField(r.Channel, maxKeptBytes), record: r.RecordID}
+		if ref != key.ref() {
+			for _, old := range e.st.byRecord[ref] {
+				if replaceable(old, &c, r) {
+					e.removeChange(old.key, old)
+					e.c.replaced++
+				}
+			}
+		}
+	}
+	if key.record != 0 {
+		// The same record again with other content. Either winevents
+		// emitted it again with more in it (the partner of a join arrived:
+		// a 4946 given its ports by its 5447, a listener given its rule, a
+		// modify that an older record shows to be an enable): that version
+		// replaces the stored one. Or the content contradicts the stored
+		// one (one of the two is forged): both are kept, so that a record
+		// claiming the id of a real one can never make it vanish. A
+		// handshake's outcome only ever improves, so nothing already
+		// alerted is taken back.
+		for _, old := range e.st.byRecord[key.ref()] {
+			if refines(&c, &old.c) {
+				e.removeChange(old.key, old)
+				e.c.updated++
+			}
+		}
+	}
 	if ok, why := e.rule.opens(&c); !ok {
 		e.c.ignored[why]++
 		e.mu.Unlock()
 		return nil
 	}
-	key := keyOf(&c)
-	if _, dup := e.st.changes[key]; dup {
-		e.c.duplicates[iChange]++
-		e.mu.Unlock()
-		return nil
-	}
+
 	t := c.Time.UnixNano()
 	if e.late(t + e.rule.skew) {
 		e.c.late[iChange]++
@@ -309,11 +368,23 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	if len(e.st.changes) >= e.cfg.MaxChanges {
 		e.evictChanges()
 	}
+	if key.record != 0 && len(e.st.byRecord[key.ref()]) >= maxVersions {
+		e.evictVersion(key.ref(), c.Origin)
+	}
 	c.HostIPs = slices.Clone(c.HostIPs)
 	c.Ports.Ranges = slices.Clone(c.Ports.Ranges)
-	ch := &chg{c: c, t: t, key: key}
+	if c.Replaces != nil {
+		r := *c.Replaces
+		c.Replaces = &r
+	}
+	clampChange(&c)
+	e.st.changeSeq++
+	ch := &chg{c: c, t: t, key: key, seq: e.st.changeSeq}
 	ch.ips = e.resolve(&ch.c)
 	e.st.changes[key] = ch
+	if key.record != 0 {
+		e.st.byRecord[key.ref()] = append(e.st.byRecord[key.ref()], ch)
+	}
 	e.st.changeQ = append(e.st.changeQ, ch)
 	if len(e.st.changeQ) > 2*e.cfg.MaxChanges {
 		// Evicted changes wait in the queue until popped; keep it bounded.

@@ -81,6 +81,15 @@ func (e *Engine) fullExpireChanges(cutoff int64) {
 func (e *Engine) dropChange(k changeKey, c *chg) {
 	c.gone = true
 	delete(e.st.changes, k)
+	if k.record != 0 {
+		ref := k.ref()
+		vs := slices.DeleteFunc(e.st.byRecord[ref], func(x *chg) bool { return x == c })
+		if len(vs) == 0 {
+			delete(e.st.byRecord, ref)
+		} else {
+			e.st.byRecord[ref] = vs
+		}
+	}
 	for _, h := range c.hosts {
 		h.changes = slices.DeleteFunc(h.changes, func(x *chg) bool { return x == c })
 		e.dropHostIfEmpty(h)
@@ -88,9 +97,80 @@ func (e *Engine) dropChange(k changeKey, c *chg) {
 	c.hosts = nil
 }
 
+// removeChange drops a change that a newer version or a replacing record
+// supersedes, from the index, its hosts and the unresolved list.
+func (e *Engine) removeChange(k changeKey, c *chg) {
+	e.dropChange(k, c)
+	if len(c.ips) == 0 {
+		e.st.unresolved = slices.DeleteFunc(e.st.unresolved, func(x *chg) bool { return x == c })
+	}
+}
+
+// maxVersions bounds the stored changes that claim one record id with
+// contradicting content (each arrival compares itself with them).
+const maxVersions = 8
+
+// evictVersion makes room for one more version of the record ref from
+// origin: it evicts the oldest version of the forwarder with the most
+// versions of that record, counting the newcomer, so that a forwarder
+// forging versions of a record displaces its own, never another
+// forwarder's.
+func (e *Engine) evictVersion(ref recordRef, origin string) {
+	vs := e.st.byRecord[ref]
+	n := map[string]int{origin: 1}
+	for _, v := range vs {
+		n[v.c.Origin]++
+	}
+	var victim *chg
+	for _, v := range vs {
+		if victim == nil || n[v.c.Origin] > n[victim.c.Origin] ||
+			(n[v.c.Origin] == n[victim.c.Origin] && v.seq < victim.seq) {
+			victim = v
+		}
+	}
+	e.removeChange(victim.key, victim)
+	e.countEviction(capChanges, EvictChangeVersions, ref.host, victim.c.Origin)
+}
+
 // evictBatch is how many entries one cap hit evicts: a sixteenth of the
 // cap, so that the sort behind it is amortised over many inserts.
 func evictBatch(cap int) int { return max(1, cap/16) }
+
+// Eviction reasons: the class of what was evicted, the keys of
+// Stats.EvictedByReason.
+const (
+	// Changes, least valuable first.
+	EvictChangeUnresolved = "unresolved" // host not in the inventory: cannot match anything yet
+	EvictChangeNoKnock    = "no_knock"   // no stored knock on its host can use it
+	EvictChangeSpent      = "spent"      // fits a knock, but its handshake window has passed
+	EvictChangeUsable     = "usable"     // a stored knock can still use it
+	// A record id claimed by more than maxVersions contradicting versions.
+	EvictChangeVersions = "versions"
+	// Handshakes.
+	EvictHandshakeNoKnock = "no_knock"
+	EvictHandshakeKnocked = "knocked"
+	EvictHandshakeAlerted = "alerted"
+)
+
+var pairClassNames = [numClasses]string{"scan", "partial", "knock", "knock_changed", "handshake", "alerted"}
+
+// topOffenders is how many hosts and forwarders the engine keeps eviction
+// counts for (Stats.TopEvictedHosts, TopEvictedOrigins).
+const topOffenders = 16
+
+func (e *Engine) countEviction(table, reason, host, origin string) {
+	m := e.c.evictReason[table]
+	if m == nil {
+		m = make(map[string]uint64)
+		e.c.evictReason[table] = m
+	}
+	m[reason]++
+	e.c.evicted[table]++
+	e.c.topHosts.add(host, 1)
+	if origin != "" {
+		e.c.topOrigins.add(origin, 1)
+	}
+}
 
 func (e *Engine) evictHandshakes() {
 	e.c.capHits[capHandshakes]++
@@ -99,12 +179,10 @@ func (e *Engine) evictHandshakes() {
 		return
 	}
 	type cand struct {
-		class int
-		ack   int64
-		p     *pair
-		r     *hsRec
+		p *pair
+		r *hsRec
 	}
-	var cands []cand
+	var items []fairItem[cand]
 	e.st.eachPair(func(p *pair) {
 		for _, r := range p.hs {
 			class := 0
@@ -114,68 +192,144 @@ func (e *Engine) evictHandshakes() {
 			case p.knocked:
 				class = 1
 			}
-			cands = append(cands, cand{class, r.ack, p, r})
+			// The class is the outer group in reverse (a lower class must
+			// go first whatever the sizes): see fairClass.
+			items = append(items, fairItem[cand]{outer: fairClass(class), inner: p.h.dst.String(), rank: r.ack, v: cand{p, r}})
 		}
 	})
-	slices.SortFunc(cands, func(a, b cand) int {
-		return cmp.Or(cmp.Compare(a.class, b.class), cmp.Compare(a.ack, b.ack))
-	})
-	n := min(evictBatch(e.cfg.MaxHandshakes), len(cands))
-	for _, c := range cands[:n] {
+	victims := pickByClass(items, evictBatch(e.cfg.MaxHandshakes))
+	reasons := [...]string{EvictHandshakeNoKnock, EvictHandshakeKnocked, EvictHandshakeAlerted}
+	batch := newTopK(3)
+	for _, c := range victims {
+		class := 0
+		switch {
+		case c.r.best.conf != ConfidenceNone:
+			class = 2
+		case c.p.knocked:
+			class = 1
+		}
 		c.p.hs = slices.DeleteFunc(c.p.hs, func(r *hsRec) bool { return r == c.r })
 		e.st.syncHS(c.p)
 		e.st.nHS--
 		e.st.touch(c.p)
+		host := c.p.h.dst.String()
+		e.countEviction(capHandshakes, reasons[class], host, "")
+		batch.add(host, 1)
 	}
-	e.c.evicted[capHandshakes] += uint64(n)
-	e.log.Warn("handshake cap reached: evicted the oldest handshakes without a knock or alert first",
-		zap.Int(logFieldCap, e.cfg.MaxHandshakes), zap.Int(logFieldEvicted, n), zap.String(logFieldKind, capHandshakes))
+	e.log.Warn("handshake cap reached: evicted handshakes without a knock or alert first, from the hosts with the most first",
+		zap.Int(logFieldCap, e.cfg.MaxHandshakes), zap.Int(logFieldEvicted, len(victims)), zap.String(logFieldKind, capHandshakes),
+		zap.Any(logFieldTopHosts, batch.top()))
 }
 
+// fairClass names a class as an outer group of pickByClass.
+func fairClass(class int) string { return string(rune('0' + class)) }
+
+// pickByClass picks n items, all of the lowest class (the outer group,
+// see fairClass) before any of the next, and within a class fairly by the
+// inner group (fairPick).
+func pickByClass[T any](items []fairItem[T], n int) []T {
+	slices.SortStableFunc(items, func(a, b fairItem[T]) int { return cmp.Compare(a.outer, b.outer) })
+	var out []T
+	for i := 0; i < len(items) && len(out) < n; {
+		j := i
+		for j < len(items) && items[j].outer == items[i].outer {
+			j++
+		}
+		group := items[i:j]
+		for k := range group {
+			group[k].outer = "" // one outer group: fair by the inner group
+		}
+		out = append(out, fairPick(group, n-len(out))...)
+		i = j
+	}
+	return out
+}
+
+// changeClass ranks a stored change for eviction (higher is kept longer).
+func (e *Engine) changeClass(c *chg) int {
+	if len(c.ips) == 0 {
+		return 0
+	}
+	usable := false
+	for _, h := range c.hosts {
+		if h.knockFits(c.t) {
+			usable = true
+			break
+		}
+	}
+	switch {
+	case !usable:
+		return 1
+	case e.maxSensor != 0 && c.t+e.rule.hsAfter+e.rule.skew < e.wm():
+		return 2 // no handshake can still come in time
+	}
+	return 3
+}
+
+var changeClassNames = [...]string{EvictChangeUnresolved, EvictChangeNoKnock, EvictChangeSpent, EvictChangeUsable}
+
+// evictChanges makes room in the change table. What goes first is what
+// can least become an alert: changes of hosts not in the inventory, then
+// changes no stored knock can use, then changes whose handshake window
+// has passed, and only then changes a knock can still use. Within each
+// class it evicts from the forwarder (Origin) with the most such changes
+// first and, within that forwarder, from the host with the most: a flood
+// of changes for one host, or from one forwarder, is evicted before the
+// single change of another host or forwarder. Among the changes of one
+// forwarder and host, those a knock can use go newest arrival first (a
+// flood that follows a real change cannot displace it), the others oldest
+// event time first. Evictions are counted by class (EvictedByReason) and
+// by host and forwarder (TopEvictedHosts, TopEvictedOrigins).
 func (e *Engine) evictChanges() {
 	e.c.capHits[capChanges]++
 	e.expire()
 	if len(e.st.changes) < e.cfg.MaxChanges {
 		return
 	}
-	type cand struct {
-		class int
-		t     int64
-		c     *chg
-	}
-	cands := make([]cand, 0, len(e.st.changes))
+	items := make([]fairItem[*chg], 0, len(e.st.changes))
 	for _, c := range e.st.changes {
-		class := 0 // unresolved: cannot match anything yet
-		if len(c.ips) > 0 {
-			class = 1
-			if e.changeHasKnock(c) {
-				class = 2
-			}
+		class := e.changeClass(c)
+		rank := c.t
+		if class == 3 {
+			rank = -int64(c.seq)
 		}
-		cands = append(cands, cand{class, c.t, c})
+		items = append(items, fairItem[*chg]{outer: fairClass(class), rank: rank, v: c})
 	}
-	slices.SortFunc(cands, func(a, b cand) int {
-		return cmp.Or(cmp.Compare(a.class, b.class), cmp.Compare(a.t, b.t))
-	})
-	n := min(evictBatch(e.cfg.MaxChanges), len(cands))
-	for _, c := range cands[:n] {
-		e.dropChange(c.c.key, c.c)
+	// Two levels within a class: the forwarder, then the host.
+	victims := pickChanges(items, evictBatch(e.cfg.MaxChanges))
+	batchHosts, batchOrigins := newTopK(3), newTopK(3)
+	for _, c := range victims {
+		class := e.changeClass(c)
+		e.dropChange(c.key, c)
+		e.countEviction(capChanges, changeClassNames[class], c.key.host, c.c.Origin)
+		batchHosts.add(c.key.host, 1)
+		if c.c.Origin != "" {
+			batchOrigins.add(c.c.Origin, 1)
+		}
 	}
 	e.st.unresolved = slices.DeleteFunc(e.st.unresolved, func(x *chg) bool { return x.gone })
-	e.c.evicted[capChanges] += uint64(n)
-	e.log.Warn("change cap reached: evicted the oldest changes with no knock on their host first",
-		zap.Int(logFieldCap, e.cfg.MaxChanges), zap.Int(logFieldEvicted, n), zap.String(logFieldKind, capChanges))
+	e.log.Warn("change cap reached: evicted changes no knock can use first, from the forwarders and hosts with the most first",
+		zap.Int(logFieldCap, e.cfg.MaxChanges), zap.Int(logFieldEvicted, len(victims)), zap.String(logFieldKind, capChanges),
+		zap.Any(logFieldTopHosts, batchHosts.top()), zap.Any(logFieldTopOrigins, batchOrigins.top()))
 }
 
-// changeHasKnock reports whether one of the change's hosts saw a knock
-// recently enough for the change to complete it (approximately: the
-// host's latest knock end is within the retention before the change and
-// no more than ChangeAfter before it).
-func (e *Engine) changeHasKnock(c *chg) bool {
-	for _, h := range c.hosts {
-		if h.knockHi != 0 && c.t <= h.knockHi+e.rule.after && c.t >= h.knockHi-e.rule.retention {
-			return true
+// pickChanges is pickByClass with two fair levels inside a class:
+// forwarder, then host.
+func pickChanges(items []fairItem[*chg], n int) []*chg {
+	slices.SortStableFunc(items, func(a, b fairItem[*chg]) int { return cmp.Compare(a.outer, b.outer) })
+	var out []*chg
+	for i := 0; i < len(items) && len(out) < n; {
+		j := i
+		for j < len(items) && items[j].outer == items[i].outer {
+			j++
 		}
+		group := items[i:j]
+		for k := range group {
+			c := group[k].v
+			group[k].outer, group[k].inner = c.c.Origin, c.key.host
+		}
+		out = append(out, fairPick(group, n-len(out))...)
+		i = j
 	}
-	return false
+	return out
 }

@@ -68,8 +68,15 @@ func (e *Engine) dropHostIfEmpty(h *host) {
 	}
 }
 
+// pairSample is how many pairs at the front of a class list evictPairs
+// looks at to find one of the host with the most pairs.
+const pairSample = 32
+
 // evictPairs makes room for one pair: it expires what it can, then evicts
-// the least recently updated pair of the lowest class.
+// from the lowest class: among the least recently updated pairs of that
+// class (the first pairSample), the one whose host has the most pairs, so
+// that a flood of pairs on one host goes before another host's pair of the
+// same class.
 func (e *Engine) evictPairs() {
 	e.c.capHits[capPairs]++
 	e.expirePairs(e.cutoff())
@@ -80,21 +87,44 @@ func (e *Engine) evictPairs() {
 		}
 		for head.next != head && e.st.nPairs >= e.cfg.MaxPairs {
 			p := head.next
-			if c == classKnock && !p.changed && p.knocked && len(p.h.changes) > 0 && e.fitsAny(p, p.h.changes) {
-				// Changes arriving after the knock promote it lazily,
-				// here, rather than by walking the host's pairs.
-				p.changed = true
-				e.st.touch(p)
+			if e.promote(c, p) {
 				continue
 			}
-			e.dropPair(p)
-			e.c.evicted[capPairs]++
+			victim := p
+			q := p.next
+			for i := 1; i < pairSample && q != head; i, q = i+1, q.next {
+				if q.h.npairs > victim.h.npairs && !e.wouldPromote(c, q) {
+					victim = q
+				}
+			}
+			e.countEviction(capPairs, pairClassNames[c], victim.h.dst.String(), "")
+			e.dropPair(victim)
 		}
 	}
 	if n := e.c.capHits[capPairs]; n&(n-1) == 0 { // log at 1, 2, 4, 8... hits
-		e.log.Warn("pair cap reached: evicting the least suspicious, least recently updated pairs",
-			zap.Int(logFieldCap, e.cfg.MaxPairs), zap.Uint64(logFieldEvicted, e.c.evicted[capPairs]), zap.String(logFieldKind, capPairs))
+		e.log.Warn("pair cap reached: evicting the least suspicious, least recently updated pairs of the hosts with the most pairs first",
+			zap.Int(logFieldCap, e.cfg.MaxPairs), zap.Uint64(logFieldEvicted, e.c.evicted[capPairs]), zap.String(logFieldKind, capPairs),
+			zap.Any(logFieldTopHosts, e.c.topHosts.top()[:min(3, len(e.c.topHosts.counts))]))
 	}
+}
+
+// wouldPromote reports whether a pair of class c has a knock followed by a
+// change on its host that it was not yet promoted for: changes arriving
+// after the knock promote it lazily, at eviction, rather than by walking
+// the host's pairs.
+func (e *Engine) wouldPromote(c int, p *pair) bool {
+	return c == classKnock && !p.changed && p.knocked && len(p.h.changes) > 0 && e.fitsAny(p, p.h.changes)
+}
+
+// promote moves p to its class for a knock followed by a change, if it
+// has one.
+func (e *Engine) promote(c int, p *pair) bool {
+	if !e.wouldPromote(c, p) {
+		return false
+	}
+	p.changed = true
+	e.st.touch(p)
+	return true
 }
 
 // expirePairs drops pairs whose newest evidence is older than cutoff,

@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 )
@@ -151,7 +152,7 @@ func lessKey(a, b changeKey) bool {
 	if a.record != b.record {
 		return a.record < b.record
 	}
-	return a.content < b.content
+	return bytes.Compare(a.content[:], b.content[:]) < 0
 }
 
 // rule evaluates the AN0842 rule; all times are in ns.
@@ -280,7 +281,7 @@ func (r *rule) evaluate(sup *suppressor, cutoff int64, arriving *chg, src, dst n
 	return best, noAlert
 }
 
-// contentKey fingerprints a change without a record id.
+// contentKey fingerprints a change's content (part of every change key).
 func contentKey(c *ExposureChange) string {
 	return fmt.Sprintf("%d|%v|%d|%s|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%d",
 		c.Time.UnixNano(), c.HostIPs, c.Kind, c.Ports.String(), c.Protocol, c.Direction, c.Action, c.Active,

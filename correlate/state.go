@@ -1,10 +1,13 @@
 package correlate
 
 import (
+	"crypto/sha256"
 	"hash/maphash"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // touch is Touch packed into 16 bytes.
@@ -61,28 +64,177 @@ type chg struct {
 	// host with changes is never dropped, so these stay valid.
 	hosts []*host
 	gone  bool // dropped; still in state.changeQ until popped
+	// seq is the change's arrival number (eviction keeps what arrived
+	// first among changes a knock can use).
+	seq uint64
 }
 
-// changeKey identifies a Windows record; records without a record id are
-// keyed by their content.
+// changeKey identifies a stored change: its Windows record (host, channel,
+// record id) and its content, so that two records claiming one id are two
+// changes.
 type changeKey struct {
 	host    string
 	channel string
 	record  uint64
-	content string
+	content [sha256.Size]byte // of contentKey: bounded whatever the strings
 }
 
+// recordRef identifies a Windows record whatever its content: the stored
+// changes that claim it are the versions of one record (state.byRecord).
+type recordRef struct {
+	host    string
+	channel string
+	record  uint64
+}
+
+func (k changeKey) ref() recordRef {
+	return recordRef{host: k.host, channel: k.channel, record: k.record}
+}
+
+// refines reports whether n is a later version of the stored change o of
+// the same record, as winevents emits one when the partner of a join
+// arrives: n says everything o says (same time; every field o has is
+// equal in n, a field o lacks may be set) and more. The one other change
+// a version may make is a modified rule found to be an enable. A record
+// whose content contradicts the stored one does not refine it.
+func refines(n, o *ExposureChange) bool {
+	if !n.Time.Equal(o.Time) {
+		return false
+	}
+	kindOK := o.Kind == n.Kind || o.Kind == 0 || (o.Kind == ChangeRuleModified && n.Kind == ChangeRuleEnabled)
+	if !kindOK || !zeroOrEq(o.Protocol, n.Protocol) || !zeroOrEq(o.Direction, n.Direction) ||
+		!zeroOrEq(o.Action, n.Action) || !zeroOrEq(o.Active, n.Active) || !zeroOrEq(o.ProcessID, n.ProcessID) ||
+		!zeroOrEq(o.EventID, n.EventID) {
+		return false
+	}
+	// o's strings were cut when it was stored: compare n's cut the same way.
+	for _, f := range [][2]string{{o.RuleID, n.RuleID}, {o.RuleName, n.RuleName}, {o.Application, n.Application},
+		{o.Service, n.Service}, {o.ModifyingUser, n.ModifyingUser}, {o.ModifyingApplication, n.ModifyingApplication}} {
+		if f[0] != "" && f[0] != clampField(f[1], maxKeptBytes) {
+			return false
+		}
+	}
+	if len(o.Ports.Ranges) > 0 &&
+		o.Ports.String() != (PortSet{Ranges: boundRanges(slices.Clone(n.Ports.Ranges), maxKeptRanges)}).String() {
+		return false
+	}
+	for _, ip := range o.HostIPs {
+		if !slices.Contains(n.HostIPs, ip) {
+			return false
+		}
+	}
+	return true
+}
+
+func zeroOrEq[T comparable](o, n T) bool {
+	var zero T
+	return o == zero || o == n
+}
+
+// replaceable reports whether the stored change o is one that n, naming
+// o's record in Replaces, supersedes: a port-less record of the same rule
+// (winevents names only a Security 4946/4947/4948 of the same RuleId), so
+// that a change can never drop evidence of another rule.
+func replaceable(o *chg, n *ExposureChange, r *ChangeRef) bool {
+	return (r.EventID == 0 || o.c.EventID == r.EventID) &&
+		strings.EqualFold(o.c.RuleID, clampField(n.RuleID, maxKeptBytes))
+}
+
+// keyOf returns the change's key: the record's identity and its content,
+// so that a forged record that claims the id of a real one (or the real
+// one after a forgery) is not taken for a duplicate.
 func keyOf(c *ExposureChange) changeKey {
 	host := normName(c.Host)
 	if host == "" && len(c.HostIPs) > 0 {
 		host = c.HostIPs[0].String()
 	}
-	k := changeKey{host: host, channel: c.Channel, record: c.RecordID}
-	if c.RecordID == 0 {
-		k.content = contentKey(c)
-	}
-	return k
+	return changeKey{host: clampField(host, maxKeptBytes), channel: clampField(c.Channel, maxKeptBytes), record: c.RecordID,
+		content: sha256.Sum256([]byte(contentKey(c)))}
 }
+
+// maxKeptBytes bounds every string of a stored change: a forwarder could
+// otherwise make each of the MaxChanges stored changes as large as an
+// event (1 MiB). The key is computed from the whole values first.
+const maxKeptBytes = 512
+
+// truncatedMark ends a value cut at maxKeptBytes ('<' and '>' cannot be in
+// a Windows path: a cut path never matches an admin application).
+const truncatedMark = "<truncated>"
+
+func clampField(v string, max int) string {
+	if len(v) <= max {
+		return v
+	}
+	cut := max - len(truncatedMark)
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + truncatedMark
+}
+
+// clampChange bounds the strings of a change the engine stores.
+func clampChange(c *ExposureChange) {
+	for _, f := range []*string{&c.Host, &c.RuleID, &c.RuleName, &c.Application, &c.Service, &c.ModifyingUser,
+		&c.ModifyingApplication, &c.Channel, &c.Origin} {
+		*f = clampField(*f, maxKeptBytes)
+	}
+	if len(c.HostIPs) > maxKeptIPs {
+		c.HostIPs = c.HostIPs[:maxKeptIPs]
+	}
+	c.Ports.Ranges = boundRanges(c.Ports.Ranges, maxKeptRanges)
+}
+
+// maxKeptRanges bounds the port ranges a stored change keeps.
+const maxKeptRanges = 256
+
+// boundRanges returns at most max ranges covering rs: beyond it, the
+// ranges separated by the smallest gaps are merged. The result names more
+// ports, never fewer, so no port the change opens is lost.
+func boundRanges(rs []PortRange, max int) []PortRange {
+	if len(rs) <= max {
+		return rs
+	}
+	slices.SortFunc(rs, func(a, b PortRange) int { return int(a.Lo) - int(b.Lo) })
+	merged := rs[:0]
+	for _, r := range rs {
+		if n := len(merged); n > 0 && int(r.Lo) <= int(merged[n-1].Hi)+1 {
+			merged[n-1].Hi = maxU16(merged[n-1].Hi, r.Hi)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	for len(merged) > max {
+		// Merge every gap no larger than the smallest one until it fits.
+		smallest := -1
+		for i := 1; i < len(merged); i++ {
+			if g := int(merged[i].Lo) - int(merged[i-1].Hi); smallest < 0 || g < smallest {
+				smallest = g
+			}
+		}
+		out := merged[:1]
+		for _, r := range merged[1:] {
+			n := len(out)
+			if int(r.Lo)-int(out[n-1].Hi) <= smallest {
+				out[n-1].Hi = maxU16(out[n-1].Hi, r.Hi)
+				continue
+			}
+			out = append(out, r)
+		}
+		merged = out
+	}
+	return merged
+}
+
+func maxU16(a, b uint16) uint16 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// maxKeptIPs bounds the addresses a stored change keeps (winevents sends
+// at most 16).
+const maxKeptIPs = 16
 
 // host is the state of one destination address: everything is keyed by
 // it, so that the engine can be partitioned by host.
@@ -93,9 +245,63 @@ type host struct {
 	// change arriving for the host can complete.
 	hsPairs []*pair
 	changes []*chg
-	// knockHi is the latest knock end of any pair of the host (for the
-	// change eviction order).
-	knockHi int64
+	// knockIv are the event-time intervals in which a change completes a
+	// knock of one of the host's pairs ([end - skew, end + change-after]
+	// for every knock end), merged and sorted, newest last; the change
+	// eviction order uses them.
+	knockIv []interval
+}
+
+// interval is a closed range of event times (ns).
+type interval struct{ lo, hi int64 }
+
+// maxKnockIntervals bounds host.knockIv. Knock ends are sensor times
+// within the retention, so the merged intervals of a host rarely number
+// more than retention / change-after; beyond the bound the oldest go.
+const maxKnockIntervals = 64
+
+// addKnockInterval merges [lo, hi] into h.knockIv and drops intervals
+// that end before stale.
+func (h *host) addKnockInterval(lo, hi, stale int64) {
+	iv := h.knockIv
+	if len(iv) > 0 && iv[0].hi < stale {
+		iv = slices.DeleteFunc(iv, func(x interval) bool { return x.hi < stale })
+	}
+	i, _ := slices.BinarySearchFunc(iv, lo, func(x interval, t int64) int {
+		switch {
+		case x.lo < t:
+			return -1
+		case x.lo > t:
+			return 1
+		}
+		return 0
+	})
+	iv = slices.Insert(iv, i, interval{lo, hi})
+	// Merge around i.
+	out := iv[:0]
+	for _, x := range iv {
+		if n := len(out); n > 0 && x.lo <= out[n-1].hi {
+			out[n-1].hi = max(out[n-1].hi, x.hi)
+			continue
+		}
+		out = append(out, x)
+	}
+	if len(out) > maxKnockIntervals {
+		out = slices.Delete(out, 0, len(out)-maxKnockIntervals)
+	}
+	h.knockIv = out
+}
+
+// knockFits reports whether a change at t falls in one of the host's
+// knock intervals.
+func (h *host) knockFits(t int64) bool {
+	for i := len(h.knockIv) - 1; i >= 0; i-- {
+		x := h.knockIv[i]
+		if t >= x.lo && t <= x.hi {
+			return true
+		}
+	}
+	return false
 }
 
 // syncHS keeps p listed in its host's hsPairs exactly while it holds
@@ -164,8 +370,10 @@ type state struct {
 	seed       maphash.Seed
 	testHash   func(dst, src netip.Addr) uint64 // tests force collisions
 	changes    map[changeKey]*chg               // every stored change, for duplicates
+	byRecord   map[recordRef][]*chg             // stored changes with a record id, by record (versions)
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
+	changeSeq  uint64 // arrivals so far (chg.seq)
 	nPairs     int
 	nHS        int
 	classes    [numClasses]pair // list heads, see lru.go
@@ -173,7 +381,7 @@ type state struct {
 
 func newState() *state {
 	s := &state{hosts: make(map[addrKey]*host), pairs: make(map[uint64]*pair), changes: make(map[changeKey]*chg),
-		seed: maphash.MakeSeed()}
+		byRecord: make(map[recordRef][]*chg), seed: maphash.MakeSeed()}
 	for i := range s.classes {
 		s.classes[i].prev, s.classes[i].next = &s.classes[i], &s.classes[i]
 	}

@@ -26,13 +26,22 @@ type counters struct {
 	alerts                                   [3]uint64
 	upgrades, scans, scanEvidence, scanEnded uint64
 	touchesDropped, unresolvedSeen           uint64
+	replaced, updated                        uint64
 	capHits, evicted, expired                map[string]uint64
+	evictReason                              map[string]map[string]uint64 // table -> reason
+	topHosts, topOrigins                     *topK
 }
 
 func (c *counters) init() {
 	for _, m := range []*map[string]uint64{&c.ignored, &c.noAlert, &c.suppressed, &c.capHits, &c.evicted, &c.expired} {
 		*m = make(map[string]uint64)
 	}
+	// The tables are known from the start: their series exist at 0.
+	for _, t := range []string{capPairs, capChanges, capHandshakes} {
+		c.capHits[t], c.evicted[t], c.expired[t] = 0, 0, 0
+	}
+	c.evictReason = make(map[string]map[string]uint64)
+	c.topHosts, c.topOrigins = newTopK(topOffenders), newTopK(topOffenders)
 }
 
 // Stats is a snapshot of the engine's state sizes and counters, in plain
@@ -60,6 +69,10 @@ type Stats struct {
 	// ChangesUnresolved counts changes that arrived naming a host the
 	// inventory did not know.
 	ChangesUnresolved uint64
+	// ChangesReplaced counts stored changes dropped for the change that
+	// named them in Replaces; ChangesUpdated stored changes replaced by a
+	// new version of the same record (a join completed later).
+	ChangesReplaced, ChangesUpdated uint64
 
 	// Outcomes.
 	AlertsHigh   uint64 // handshakes that reached an unsuppressed high alert
@@ -79,6 +92,20 @@ type Stats struct {
 	Evicted        map[string]uint64 // entries evicted by a cap
 	Expired        map[string]uint64 // entries dropped by retention
 	TouchesDropped uint64            // oldest touches dropped by MaxTouchesPerPair
+	// EvictedByReason splits Evicted by the class of what went, per
+	// table: changes by EvictChange* ("unresolved", "no_knock", "spent",
+	// "usable", "versions"), handshakes by EvictHandshake*, pairs by their class
+	// ("scan", "partial", "knock", "knock_changed", "handshake",
+	// "alerted"). Anything but the first classes growing means a flood
+	// reached evidence the rule could use.
+	EvictedByReason map[string]map[string]uint64
+
+	// TopEvictedHosts and TopEvictedOrigins are the hosts (event host name
+	// or address) and forwarders (ExposureChange.Origin) whose entries were
+	// evicted most, heaviest first, at most 16 each: under a flood, the
+	// offenders. Counts are upper bounds (a bounded heavy-hitter count).
+	TopEvictedHosts   []KeyCount
+	TopEvictedOrigins []KeyCount
 }
 
 // Stats returns a snapshot.
@@ -97,6 +124,8 @@ func (e *Engine) Stats() Stats {
 		Late:              byKind(&e.c.late),
 		ChangesIgnored:    clone(e.c.ignored),
 		ChangesUnresolved: e.c.unresolvedSeen,
+		ChangesReplaced:   e.c.replaced,
+		ChangesUpdated:    e.c.updated,
 		AlertsHigh:        e.c.alerts[ConfidenceHigh],
 		AlertsMedium:      e.c.alerts[ConfidenceMedium],
 		Upgrades:          e.c.upgrades,
@@ -109,6 +138,13 @@ func (e *Engine) Stats() Stats {
 		Evicted:           clone(e.c.evicted),
 		Expired:           clone(e.c.expired),
 		TouchesDropped:    e.c.touchesDropped,
+		EvictedByReason:   make(map[string]map[string]uint64, len(e.c.evictReason)),
+		TopEvictedHosts:   e.c.topHosts.top(),
+
+		TopEvictedOrigins: e.c.topOrigins.top(),
+	}
+	for t, m := range e.c.evictReason {
+		s.EvictedByReason[t] = clone(m)
 	}
 	if e.maxSensor != 0 {
 		s.Watermark = time.Unix(0, e.wm()).UTC()

@@ -16,7 +16,7 @@ const (
 
 // Suppression holds the analyst's tuning knobs from the analytic's
 // guidance. A match that any of them covers is suppressed: counted by
-// reason, and emitted with event.outcome "suppressed" only when
+// reason, and emitted with knockwatch.suppressed true only when
 // Config.EmitSuppressed is set.
 type Suppression struct {
 	// AllowedSources are sources whose knocks are expected (authorised
@@ -31,8 +31,12 @@ type Suppression struct {
 	// AdminUsers are modifying users (SIDs or DOMAIN\user, any case) whose
 	// changes do not count.
 	AdminUsers []string
-	// AdminApplications are modifying applications (full paths, or base
-	// names such as "ccmexec.exe", any case) whose changes do not count.
+	// AdminApplications are modifying applications whose changes do not
+	// count: full paths (C:\Windows\CCM\CcmExec.exe, %ProgramFiles%\...),
+	// directories under %SystemRoot% or %ProgramFiles% (ending in \), or
+	// base names (ccmexec.exe), which match only below those directories:
+	// never a name alone, which anyone could give a renamed tool (see
+	// adminapps.go). Any case.
 	AdminApplications []string
 }
 
@@ -53,7 +57,7 @@ type suppressor struct {
 	allowed    []netip.Prefix
 	windows    []compiledWindow
 	adminUsers map[string]bool
-	adminApps  map[string]bool // full paths and base names, lower case
+	adminApps  *appMatcher
 }
 
 type compiledWindow struct {
@@ -65,7 +69,7 @@ type compiledWindow struct {
 }
 
 func compileSuppression(s Suppression) (*suppressor, error) {
-	c := &suppressor{adminUsers: make(map[string]bool), adminApps: make(map[string]bool)}
+	c := &suppressor{adminUsers: make(map[string]bool)}
 	for _, p := range s.AllowedSources {
 		if !p.IsValid() {
 			return nil, fmt.Errorf("compile suppression: invalid allowed source prefix %v", p)
@@ -118,11 +122,11 @@ func compileSuppression(s Suppression) (*suppressor, error) {
 			c.adminUsers[u] = true
 		}
 	}
-	for _, a := range s.AdminApplications {
-		if a = strings.ToLower(strings.TrimSpace(a)); a != "" {
-			c.adminApps[a] = true
-		}
+	apps, err := compileAdminApps(s.AdminApplications)
+	if err != nil {
+		return nil, fmt.Errorf("compile suppression: %w", err)
 	}
+	c.adminApps = apps
 	return c, nil
 }
 
@@ -177,15 +181,5 @@ func (s *suppressor) adminActor(c *ExposureChange) bool {
 	if len(s.adminUsers) > 0 && c.ModifyingUser != "" && s.adminUsers[strings.ToLower(c.ModifyingUser)] {
 		return true
 	}
-	if len(s.adminApps) == 0 || c.ModifyingApplication == "" {
-		return false
-	}
-	app := strings.ToLower(c.ModifyingApplication)
-	if s.adminApps[app] {
-		return true
-	}
-	if i := strings.LastIndexAny(app, `\/`); i >= 0 {
-		return s.adminApps[app[i+1:]]
-	}
-	return false
+	return s.adminApps.match(c.ModifyingApplication)
 }

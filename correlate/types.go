@@ -248,9 +248,36 @@ type ExposureChange struct {
 	ModifyingApplication string
 	ProcessID            uint32
 	// EventID, Channel and RecordID identify the source Windows record;
-	// (Host, Channel, RecordID) recognises the same record forwarded twice.
+	// (Host, Channel, RecordID) and the content recognise the same record
+	// forwarded twice. A record with the same id but other content is
+	// either a later version of it (winevents emits a change again when the
+	// partner of a join arrives: it says all the stored version said and
+	// more), which replaces the stored one, or contradicts it (a forgery
+	// claiming the id of a real record, or the real record after one),
+	// and then both are kept: neither is dropped as a duplicate.
 	EventID  uint32
 	Channel  string
+	RecordID uint64
+	// Replaces names an earlier change of the same host that this one
+	// supersedes (winevents: a Firewall-channel record replacing the
+	// port-less Security 4946/4947/4948 of the same rule change that
+	// arrived first). The engine drops the replaced change (each stored
+	// version of that record with the same RuleID), so one change remains
+	// whichever record arrived first.
+	Replaces *ChangeRef
+	// Origin names the forwarder that delivered the change (its
+	// authenticated identity and address, see the pipeline), "" for local
+	// sources. When the change table is full, eviction takes from the
+	// forwarder with the most changes first, so one forwarder's flood
+	// cannot push out another's evidence. It is not part of the content.
+	Origin string
+}
+
+// ChangeRef names the Windows record of a change: with the change's host,
+// (Channel, RecordID) identifies the record.
+type ChangeRef struct {
+	Channel  string
+	EventID  uint32
 	RecordID uint64
 }
 
@@ -347,3 +374,14 @@ func (c *ExposureChange) validate() error {
 	}
 	return nil
 }
+
+// Validate reports why the engine would refuse k (nil: it would take it).
+// A caller that stores evidence before the engine sees it (the pipeline's
+// evidence log) uses it to keep refused evidence out of the store.
+func (k *Knock) Validate() error { return k.validate() }
+
+// Validate reports why the engine would refuse h.
+func (h *Handshake) Validate() error { return h.validate() }
+
+// Validate reports why the engine would refuse c.
+func (c *ExposureChange) Validate() error { return c.validate() }

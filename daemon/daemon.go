@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -47,7 +49,11 @@ type Daemon struct {
 	cfg config.Config
 
 	writer      *alert.Writer
+	evlog       *evidence.Log
+	ledger      *evidence.Ledger
 	pipe        *pipeline.Pipeline
+	budget      *intake.MemoryBudget
+	bindings    *binding.Policy
 	listeners   []intake.Listener
 	files       *intake.FileFollower
 	reg         *prometheus.Registry
@@ -60,11 +66,13 @@ type Daemon struct {
 	ifaces atomic.Pointer[loader.Interfaces]
 	reader atomic.Pointer[loader.Reader]
 
-	loopCancel context.CancelFunc
-	loops      sync.WaitGroup
-	ready      atomic.Bool
-	started    atomic.Bool // ready was reached once
-	stopping   atomic.Bool
+	loopCancel  context.CancelFunc
+	loops       sync.WaitGroup
+	maintCancel context.CancelFunc
+	maint       sync.WaitGroup
+	ready       atomic.Bool
+	started     atomic.Bool // ready was reached once
+	stopping    atomic.Bool
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -174,6 +182,22 @@ func (d *Daemon) Stop() error {
 			}
 			log.Log(lvl, "alerts flushed", zap.Uint64("written", st.AlertsWritten), zap.Uint64("undelivered", st.AlertsUndelivered),
 				zap.Duration(fieldDuration, time.Since(start)))
+		}
+		if d.maintCancel != nil {
+			d.maintCancel()
+			d.maint.Wait()
+		}
+		// After the pipeline's final flush (which records the delivered
+		// alerts in the ledger).
+		if d.ledger != nil {
+			if err := d.ledger.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if d.evlog != nil {
+			if err := d.evlog.Close(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if d.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -25,6 +25,9 @@ const winSamples = "../testdata/winevents"
 // listeners, pipeline, sinks and metrics server of cfg.
 func eventSide(t *testing.T, cfg config.Config) *Daemon {
 	t.Helper()
+	if cfg.StateDir == config.DefaultStateDir {
+		cfg.StateDir = t.TempDir() // never the machine's own
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +128,7 @@ func TestPortInUse(t *testing.T) {
 	}
 	defer ln.Close()
 	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
 	cfg.Listeners.HTTP.Addr = ln.Addr().String()
 	d := New(cfg, zap.NewNop(), io.Discard)
 	err = d.startEventSide()

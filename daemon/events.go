@@ -3,9 +3,12 @@
 package daemon
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -13,7 +16,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/knockwatch/knockwatch/alert"
+	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/internal/metrics"
+	"github.com/knockwatch/knockwatch/internal/version"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -22,6 +29,9 @@ import (
 // sinks, metrics registry, pipeline, listeners and the metrics server.
 func (d *Daemon) startEventSide() error {
 	cfg := &d.cfg
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 
 	// Files first: a missing token, certificate or inventory is a clear
 	// error before anything binds or touches the kernel.
@@ -33,6 +43,15 @@ func (d *Daemon) startEventSide() error {
 		}
 		token = t
 	}
+	tokens := map[string]string{}
+	for name, path := range cfg.Listeners.Tokens {
+		t, err := intake.ReadTokenFile(path)
+		if err != nil {
+			return fmt.Errorf("read listeners.tokens.%s: %w", name, err)
+		}
+		tokens[name] = t
+	}
+	d.budget = intake.NewMemoryBudget(cfg.Listeners.MemoryBudget)
 	var tlsCfg *tls.Config
 	if cfg.Listeners.TLSCert != "" {
 		t, err := intake.ServerTLSConfig(cfg.Listeners.TLSCert, cfg.Listeners.TLSKey, cfg.Listeners.ClientCA)
@@ -45,12 +64,17 @@ func (d *Daemon) startEventSide() error {
 	if err != nil {
 		return err
 	}
+	d.bindings = built.Pipeline.Bindings
 	if cfg.Hosts != "" {
 		d.log.Named("run").Info("inventory loaded", zap.String(fieldPath, cfg.Hosts), zap.Int(fieldHosts, built.Hosts))
 	}
 
 	sink, err := d.openSinks()
 	if err != nil {
+		return err
+	}
+	if err := d.openState(built); err != nil {
+		_ = sink.Close()
 		return err
 	}
 	d.reg = prometheus.NewRegistry()
@@ -63,14 +87,74 @@ func (d *Daemon) startEventSide() error {
 
 	pc := built.Pipeline
 	pc.ObserveLag = m.ObserveLag
+	// Alerts name this sensor (ECS observer.*).
+	host, _ := os.Hostname()
+	pc.EngineOptions = append(pc.EngineOptions, correlate.WithObserver(correlate.Observer{
+		Hostname: host, Version: version.String(), Interfaces: cfg.Interfaces}))
+	pc.Evidence, pc.Delivered = d.evlog, d.ledger
 	if d.pipe, err = pipeline.New(pc, sink, d.log); err != nil {
 		_ = sink.Close()
 		return fmt.Errorf("start correlation: %w", err)
 	}
-	if err := d.startListeners(token, tlsCfg); err != nil {
+	// The engine's state from the evidence log, before anything live
+	// arrives (listeners and the XDP program start after it).
+	if _, err := d.pipe.Rebuild(context.Background(), d.evlog, time.Now()); err != nil {
+		// A read error of the state directory: start anyway (what was
+		// read is in the engine); the log says what is missing.
+		d.log.Named("run").Error("rebuild incomplete", zap.Error(err))
+	}
+	d.startMaintenance()
+	if err := d.startListeners(token, tokens, tlsCfg); err != nil {
 		return err
 	}
 	return d.startMetricsServer()
+}
+
+// openState opens the evidence log and the alert ledger under --state-dir.
+func (d *Daemon) openState(built config.Built) error {
+	log := d.log.Named("run")
+	lc := built.EvidenceLog
+	lc.Logger = d.log
+	l, err := evidence.OpenLog(lc)
+	if err != nil {
+		return fmt.Errorf("--state-dir %s: %w", d.cfg.StateDir, err)
+	}
+	gc := built.Ledger
+	gc.Logger = d.log
+	g, err := evidence.OpenLedger(gc)
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("--state-dir %s: %w", d.cfg.StateDir, err)
+	}
+	d.evlog, d.ledger = l, g
+	st := l.Stats()
+	log.Info("evidence log opened", zap.String(fieldPath, lc.Dir), zap.Int("segments", st.Segments),
+		zap.Int64("records", st.Records), zap.Int64("bytes", st.Bytes), zap.Duration("max_age", lc.MaxAge),
+		zap.String("fsync", lc.Fsync), zap.Int("alerts_remembered", g.Stats().Entries))
+	return nil
+}
+
+// startMaintenance applies the evidence log's and the ledger's age bounds
+// every few seconds.
+func (d *Daemon) startMaintenance() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.maintCancel = cancel
+	every := min(max(d.evlog.Config().MaxAge/60, time.Second), 10*time.Second)
+	d.maint.Add(1)
+	go func() {
+		defer d.maint.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				d.evlog.Maintain(now)
+				d.ledger.Maintain(now)
+			}
+		}
+	}()
 }
 
 // openSinks opens the alert file (or stdout) and the webhook.
@@ -107,7 +191,7 @@ func (d *Daemon) openSinks() (alert.Sink, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("open alert webhook: %w", err)
 	}
-	return alert.NewFanout(w, hook), nil
+	return alert.NewFanoutConfig(alert.FanoutConfig{MaxBacklog: a.MaxBacklog, Logger: d.log}, w, hook), nil
 }
 
 // listenErr names the flag of a listener that failed to bind, with a hint
@@ -129,12 +213,14 @@ func cloneTLS(t *tls.Config) *tls.Config {
 	return t.Clone()
 }
 
-func (d *Daemon) startListeners(token string, tlsCfg *tls.Config) error {
+func (d *Daemon) startListeners(token string, tokens map[string]string, tlsCfg *tls.Config) error {
 	l := d.cfg.Listeners
 	log := d.log // the intake package names its loggers intake.<transport>
+	pre := intake.PreAuthConfig{MaxConns: l.MaxPreAuthConns, PerSource: l.MaxPreAuthPerSource, Timeout: l.PreAuthTimeout}
 	if l.HTTP.Addr != "" {
 		s, err := intake.NewHTTPServer(intake.HTTPConfig{
-			Addr: l.HTTP.Addr, Token: token, TLS: cloneTLS(tlsCfg), Insecure: l.Insecure,
+			Addr: l.HTTP.Addr, Token: token, Tokens: tokens, PreAuth: pre, Budget: d.budget,
+			TLS: cloneTLS(tlsCfg), Insecure: l.Insecure,
 			MaxBodyBytes: l.HTTP.MaxBodyBytes, MaxConns: l.HTTP.MaxConns, ReadHeaderTimeout: l.HTTP.ReadHeaderTimeout,
 			ReadTimeout: l.HTTP.ReadTimeout, IdleTimeout: l.HTTP.IdleTimeout,
 		}, d.pipe, log)
@@ -154,7 +240,7 @@ func (d *Daemon) startListeners(token string, tlsCfg *tls.Config) error {
 		}
 		sc := intake.SyslogConfig{
 			Addr: l.Syslog.Addr, Insecure: l.Insecure, MaxMessageBytes: l.Syslog.MaxMessageBytes,
-			MaxConns: l.Syslog.MaxConns, IdleTimeout: l.Syslog.IdleTimeout, Location: loc,
+			MaxConns: l.Syslog.MaxConns, IdleTimeout: l.Syslog.IdleTimeout, Location: loc, PreAuth: pre,
 		}
 		if l.SyslogTCP() {
 			tc := sc
@@ -177,7 +263,7 @@ func (d *Daemon) startListeners(token string, tlsCfg *tls.Config) error {
 		s, err := intake.NewBeatsServer(intake.BeatsConfig{
 			Addr: l.Beats.Addr, TLS: cloneTLS(tlsCfg), Insecure: l.Insecure, MaxEventBytes: l.Beats.MaxEventBytes,
 			MaxBatchBytes: l.Beats.MaxBatchBytes, MaxBatchEvents: l.Beats.MaxBatchEvents, MaxConns: l.Beats.MaxConns,
-			Timeout: l.Beats.Timeout, IdleTimeout: l.Beats.IdleTimeout,
+			Timeout: l.Beats.Timeout, IdleTimeout: l.Beats.IdleTimeout, PreAuth: pre, Budget: d.budget,
 		}, d.pipe, log)
 		if err != nil {
 			return listenErr("--events-beats", l.Beats.Addr, err)

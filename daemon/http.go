@@ -17,10 +17,12 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/internal/metrics"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
+	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 
 var errNoSensor = errors.New("sensor not loaded")
@@ -64,6 +66,10 @@ func (d *Daemon) metricSources() metrics.Sources {
 		Engine:   func() correlate.Stats { return d.pipe.Engine().Stats() },
 		Pipeline: func() pipeline.Stats { return d.pipe.Stats() },
 		Sinks:    func() []alert.Stats { return alert.StatsOf(d.pipe.Sink()) },
+		Budget:   func() intake.BudgetStats { return d.budget.Stats() },
+		Bindings: func() binding.Stats { return d.bindings.Stats() },
+		Evidence: d.evlog.Stats,
+		Ledger:   d.ledger.Stats,
 	}
 }
 

@@ -30,7 +30,7 @@ func TestReload(t *testing.T) {
 	}
 	write(cfgFile, "suppression:\n  allowed_sources: []\n")
 	write(hosts, "10.0.0.5 ws01\n")
-	args := []string{"--iface", "eth0", "--config", cfgFile, "--hosts", hosts, "--alerts", filepath.Join(dir, "alerts.jsonl")}
+	args := []string{"--iface", "eth0", "--config", cfgFile, "--hosts", hosts, "--alerts", filepath.Join(dir, "alerts.jsonl"), "--state-dir", filepath.Join(dir, "state")}
 	cfg, _, err := config.Load(args, os.Stderr)
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 // startSensor loads the XDP program, sets the allowlist, attaches it to
 // every interface and starts the reader, the sweep, the watermark clock
 // and the netlink watcher that re-attaches a returning interface.
-func (d *Daemon) startSensor(ctx context.Context) error {
+func (d *Daemon) startSensor(_ context.Context) error {
 	cfg := &d.cfg
 	log := d.log.Named("sensor")
 	built, err := cfg.Build()
@@ -33,20 +33,11 @@ func (d *Daemon) startSensor(ctx context.Context) error {
 		return fmt.Errorf("load XDP program: %w", err)
 	}
 	d.sensor.Store(s)
+	// The engine's knocks come back from the evidence log (rebuilt
+	// before this); the pinned maps keep the program's own state (pending
+	// SYNs, candidates, flags, port state).
 	if cfg.PinPath != "" {
-		// The flags survived in the pinned maps; the knocks they stand
-		// for must reach this process's correlation engine too.
-		knocks, missing, err := s.FlaggedKnocks(time.Now())
-		if err != nil {
-			log.Warn("could not restore knocks from pinned maps", zap.Error(err))
-		}
-		for _, k := range knocks {
-			if err := d.pipe.AddRecord(ctx, k); err != nil {
-				log.Warn("restore knock", zap.Error(err))
-			}
-		}
-		log.Info("maps pinned: state survives a restart", zap.String(fieldPath, cfg.PinPath),
-			zap.Int("knocks_restored", len(knocks)), zap.Int("knocks_without_touches", missing))
+		log.Info("maps pinned: the program's state survives a restart", zap.String(fieldPath, cfg.PinPath))
 	} else {
 		log.Info("maps not pinned: knocks in progress are forgotten on restart (use --pin-path to keep them)")
 	}
@@ -90,10 +81,16 @@ func (d *Daemon) startSensor(ctx context.Context) error {
 	return nil
 }
 
+// maxReadBatch bounds the records handed to the pipeline (and so to the
+// evidence log, as one write and one fsync) at once.
+const maxReadBatch = 256
+
 // readLoop feeds ring-buffer records to the pipeline until the reader is
-// closed.
+// closed: after each blocking read it drains what else is already there
+// (up to maxReadBatch) and hands the batch on at once.
 func (d *Daemon) readLoop(ctx context.Context, rd *loader.Reader) {
 	log := d.log.Named("sensor")
+	batch := make([]sensor.Record, 0, maxReadBatch)
 	for {
 		rec, err := rd.Read()
 		if errors.Is(err, loader.ErrClosed) {
@@ -108,24 +105,45 @@ func (d *Daemon) readLoop(ctx context.Context, rd *loader.Reader) {
 			}
 			continue
 		}
-		switch v := rec.(type) {
-		case *sensor.Knock:
-			ports := make([]uint16, len(v.Touches))
-			for i, t := range v.Touches {
-				ports[i] = t.Port
+		batch = append(batch[:0], rec)
+		if rd.Pending() > 0 {
+			rd.SetDeadline(time.Now())
+			for len(batch) < maxReadBatch {
+				more, err := rd.Read()
+				if err != nil {
+					break // drained (deadline), closed or failing: the next blocking Read says which
+				}
+				batch = append(batch, more)
 			}
-			log.Info("knock flagged", zap.Stringer(fieldSourceIP, v.Src), zap.Stringer(fieldDestIP, v.Dst),
-				zap.Uint16s(fieldPorts, ports), zap.Int(fieldDistinct, v.Distinct))
-		case *sensor.Handshake:
-			log.Info("first handshake of a flagged source", zap.Stringer(fieldSourceIP, v.Src),
-				zap.Stringer(fieldDestIP, v.Dst), zap.Uint16(fieldDestPort, v.Port))
+			rd.SetDeadline(time.Time{})
 		}
-		if err := d.pipe.AddRecord(ctx, rec); err != nil {
+		for _, rec := range batch {
+			d.logRecord(log, rec)
+		}
+		if err := d.pipe.AddRecords(ctx, batch); err != nil {
 			if errors.Is(err, pipeline.ErrClosed) || ctx.Err() != nil {
 				return
 			}
-			log.Warn("sensor record rejected", zap.Error(err))
+			if !errors.Is(err, pipeline.ErrNotStored) { // the pipeline logs those itself
+				log.Warn("sensor record rejected", zap.Error(err))
+			}
 		}
+	}
+}
+
+// logRecord logs a KNOCK or a HANDSHAKE.
+func (d *Daemon) logRecord(log *zap.Logger, rec sensor.Record) {
+	switch v := rec.(type) {
+	case *sensor.Knock:
+		ports := make([]uint16, len(v.Touches))
+		for i, t := range v.Touches {
+			ports[i] = t.Port
+		}
+		log.Info("knock flagged", zap.Stringer(fieldSourceIP, v.Src), zap.Stringer(fieldDestIP, v.Dst),
+			zap.Uint16s(fieldPorts, ports), zap.Int(fieldDistinct, v.Distinct))
+	case *sensor.Handshake:
+		log.Info("first handshake of a flagged source", zap.Stringer(fieldSourceIP, v.Src),
+			zap.Stringer(fieldDestIP, v.Dst), zap.Uint16(fieldDestPort, v.Port))
 	}
 }
 

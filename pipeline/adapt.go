@@ -109,6 +109,9 @@ func ChangeFromWinevents(c *winevents.ExposureChange) (out correlate.ExposureCha
 		Channel:              c.Source.Channel,
 		RecordID:             c.Source.RecordID,
 	}
+	if r := c.Replaces; r != nil {
+		out.Replaces = &correlate.ChangeRef{Channel: r.Channel, EventID: r.EventID, RecordID: r.RecordID}
+	}
 	return out, true, ""
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 )
 
 // Retry pauses after a failed sink write.
@@ -22,7 +23,23 @@ const (
 // never drops an alert; the bound is enforced before evidence goes in
 // (waitSpace, busyReason), so the queue can pass MaxQueued only by the
 // alerts of evidence already admitted.
+//
+// With an alert ledger, a record the sinks already accepted before a
+// restart (the rebuilt engine emits the same ids for the same evidence) is
+// not sent again; a better one than the ledger has goes out as an upgrade.
 func (p *Pipeline) emit(a correlate.Alert) {
+	rank := a.Rank()
+	if p.cfg.Delivered != nil {
+		if had, ok := p.cfg.Delivered.Rank(a.ID); ok {
+			if rank <= had {
+				p.counters.alreadySent.Add(1)
+				p.log.Debug("alert record already delivered before a restart: not sent again",
+					zap.String(fieldAlertID, a.ID), zap.String(fieldAction, a.Action))
+				return
+			}
+			a.Action = correlate.ActionUpgraded
+		}
+	}
 	b, err := a.MarshalJSON()
 	if err != nil {
 		// A bug in the engine's renderer; never lose the alert's identity.
@@ -50,7 +67,7 @@ func (p *Pipeline) emit(a correlate.Alert) {
 			zap.String(fieldAction, a.Action), zap.ByteString(fieldAlert, b))
 		return
 	}
-	p.queue = append(p.queue, alert.Record{ID: a.ID, Action: a.Action, JSON: b})
+	p.queue = append(p.queue, queued{rec: alert.Record{ID: a.ID, Action: a.Action, JSON: b}, rank: rank})
 	full := len(p.queue) >= p.cfg.BatchSize
 	p.mu.Unlock()
 	if full {
@@ -98,7 +115,13 @@ func (p *Pipeline) writeQueued(ctx context.Context) error {
 	for {
 		p.mu.Lock()
 		n := min(len(p.queue), p.cfg.BatchSize)
-		batch := p.queue[:n:n]
+		batch := make([]alert.Record, n)
+		marks := make([]evidence.Mark, n)
+		now := p.cfg.Now()
+		for i, q := range p.queue[:n] {
+			batch[i] = q.rec
+			marks[i] = evidence.Mark{ID: q.rec.ID, Action: q.rec.Action, Rank: q.rank, Time: now}
+		}
 		p.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -115,6 +138,13 @@ func (p *Pipeline) writeQueued(ctx context.Context) error {
 		}
 		p.counters.batches.Add(1)
 		p.counters.written.Add(uint64(n))
+		if p.cfg.Delivered != nil {
+			if err := p.cfg.Delivered.Record(ctx, marks); err != nil {
+				// Delivered, but a restart may send these again (same ids).
+				p.counters.ledgerErr.Add(1)
+				p.log.Error("could not record delivered alerts: a restart may send them again", zap.Int(fieldRecords, n), zap.Error(err))
+			}
+		}
 		p.mu.Lock()
 		p.queue = append(p.queue[:0:0], p.queue[n:]...)
 		p.space.Broadcast()
@@ -141,10 +171,16 @@ func (p *Pipeline) Close() error {
 	p.mu.Unlock()
 	close(p.done)
 	<-p.stopped
+	var errs []error
+	if p.syncDone != nil {
+		<-p.syncDone
+		if err := p.Sync(context.Background()); err != nil {
+			errs = append(errs, err)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.CloseTimeout)
 	defer cancel()
-	var errs []error
 	for {
 		err := p.writeQueued(ctx)
 		if err == nil {
@@ -164,7 +200,8 @@ func (p *Pipeline) Close() error {
 	p.queue = nil
 	p.flushed = true
 	p.mu.Unlock()
-	for _, r := range left {
+	for _, q := range left {
+		r := q.rec
 		p.counters.undeliv.Add(1)
 		p.log.Error("alert not delivered before shutdown", zap.String(fieldAlertID, r.ID),
 			zap.String(fieldAction, r.Action), zap.ByteString(fieldAlert, r.JSON))

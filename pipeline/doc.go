@@ -11,6 +11,13 @@
 // engine's alerts to a sink in batches, flushed on a short timer and on
 // Close.
 //
+// With an evidence log (Config.Evidence, `knockwatch run`'s --state-dir)
+// every piece of evidence is appended to it before the engine sees it;
+// Sync (intake.Syncer) makes it durable, and the listeners acknowledge an
+// event only after it. Rebuild replays the log into the engine at start,
+// and with an alert ledger (Config.Delivered) the alert records the sinks
+// accepted before a restart are not sent again.
+//
 // Nothing is dropped silently. Evidence the engine rejects is counted by
 // kind and reason; exposure changes that are deliberately not fed to the
 // engine (host-side connection evidence, Windows' own AppX rule churn, TCP

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
@@ -68,6 +71,40 @@ type Config struct {
 	// event time is further than this ahead of its arrival (a broken host
 	// clock would otherwise open windows in the future); default 1 h.
 	MaxFuture time.Duration
+	// Bindings restricts which hosts each forwarder identity (bearer token
+	// name, client certificate subject) may send events for; nil: any.
+	Bindings *binding.Policy
+	// Evidence, when set, is where every piece of evidence goes before the
+	// engine sees it (the evidence log; nil for replay): Handle and
+	// AddRecords append to it, Sync makes what they appended durable, and
+	// Rebuild reads it back at start.
+	Evidence EvidenceLog
+	// Delivered, when set, remembers the alert records the sinks accepted
+	// (the alert ledger): every written batch is recorded in it, and a
+	// record whose rank it already has for that id is not sent again.
+	Delivered AlertLedger
+}
+
+// EvidenceLog is where evidence goes before the engine sees it: the local
+// evidence.Log or, in a distributed deployment, a topic. Append writes a
+// batch in order (it survives a crash of the process once Append
+// returns); Sync returns once everything appended before it is durable.
+type EvidenceLog interface {
+	Append(ctx context.Context, items []evidence.Item) error
+	Sync(ctx context.Context) error
+}
+
+// EvidenceSource replays stored evidence in order from a start in event
+// time (evidence.Log.Replay).
+type EvidenceSource interface {
+	Replay(since time.Time, fn func(evidence.Item) error) (evidence.ReplayStats, error)
+}
+
+// AlertLedger remembers, per alert id, the best rank
+// (correlate.Alert.Rank) the sinks accepted (evidence.Ledger).
+type AlertLedger interface {
+	Rank(id string) (int, bool)
+	Record(ctx context.Context, marks []evidence.Mark) error
 }
 
 // ErrFuture refuses an event time too far ahead of its arrival.
@@ -80,6 +117,7 @@ const DefaultMaxFuture = time.Hour
 // Its methods are safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
+	refusal refusalLog
 	engine  *correlate.Engine
 	decoder *winevents.Decoder
 	sink    alert.Sink
@@ -87,7 +125,7 @@ type Pipeline struct {
 
 	wmu     sync.Mutex // one writer of the queue's head at a time
 	mu      sync.Mutex
-	queue   []alert.Record
+	queue   []queued
 	space   *sync.Cond // signalled when the queue shrinks or on close
 	closing bool
 	flushed bool // Close wrote (or logged) the queue for the last time
@@ -96,6 +134,36 @@ type Pipeline struct {
 	stopped chan struct{}
 
 	counters counters
+
+	wmuWarn  sync.Mutex
+	lastWarn time.Time
+
+	// syncKick wakes the syncer, which makes sensor records durable in
+	// the background (nobody waits for their acknowledgement).
+	syncKick chan struct{}
+	syncDone chan struct{}
+}
+
+// syncer syncs the evidence log whenever AddRecords stored something:
+// one fsync covers every batch appended before it, and the ring-buffer
+// reader never waits for the disk.
+func (p *Pipeline) syncer() {
+	defer close(p.syncDone)
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.syncKick:
+			_ = p.Sync(context.Background()) // counted and logged by Sync
+		}
+	}
+}
+
+// queued is an alert record waiting for the sinks, with its rank for the
+// ledger.
+type queued struct {
+	rec  alert.Record
+	rank int
 }
 
 // New builds a pipeline that delivers alerts to sink. The pipeline owns
@@ -149,6 +217,11 @@ func New(cfg Config, sink alert.Sink, logger *zap.Logger) (*Pipeline, error) {
 	}
 	p.engine = eng
 	go p.flusher()
+	if cfg.Evidence != nil {
+		p.syncKick = make(chan struct{}, 1)
+		p.syncDone = make(chan struct{})
+		go p.syncer()
+	}
 	return p, nil
 }
 
@@ -168,65 +241,188 @@ func (p *Pipeline) Advance(t time.Time) { p.engine.Advance(t) }
 // AddRecord feeds one ring-buffer record (*sensor.Knock or
 // *sensor.Handshake).
 func (p *Pipeline) AddRecord(ctx context.Context, r sensor.Record) error {
-	switch r := r.(type) {
+	return p.AddRecords(ctx, []sensor.Record{r})
+}
+
+// AddRecords feeds a batch of ring-buffer records. It waits while the
+// alert queue is full (the sink is failing or slow) or until ctx ends.
+// With an evidence log the batch is appended first, then fed to the
+// engine; a background sync makes it durable right after (per the log's
+// fsync policy): sensor records are acknowledged to no one, so neither
+// the engine nor the ring-buffer reader waits for the disk. A log that
+// cannot store them (a full disk) does not stop detection: the engine
+// still gets them, the failure is counted and logged, and the error wraps
+// ErrNotStored.
+func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := p.waitSpace(ctx); err != nil {
+		for _, r := range recs {
+			p.counters.reject(recordKind(r), reasonOf(err))
+		}
+		return fmt.Errorf("add %s: %w", recordKind(recs[0]), err)
+	}
+	arrival := p.cfg.Now()
+	items := make([]evidence.Item, 0, len(recs))
+	var errs []error
+	for _, r := range recs {
+		switch r := r.(type) {
+		case *sensor.Knock:
+			k := KnockFromLoader(r)
+			items = append(items, evidence.Item{Arrival: arrival, Knock: &k})
+		case *sensor.Handshake:
+			h := HandshakeFromLoader(r)
+			items = append(items, evidence.Item{Arrival: arrival, Handshake: &h})
+		default:
+			p.counters.reject("record", "unknown_type")
+			errs = append(errs, fmt.Errorf("add record: unknown record type %T", r))
+		}
+	}
+	stored := p.store(ctx, items)
+	for i := range items {
+		if err := p.feed(&items[i]); err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", items[i].Kind(), err))
+		}
+	}
+	if stored != nil {
+		errs = append(errs, stored)
+	} else if p.syncKick != nil {
+		select {
+		case p.syncKick <- struct{}{}:
+		default: // a sync is already due; it covers this batch
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func recordKind(r sensor.Record) string {
+	switch r.(type) {
 	case *sensor.Knock:
-		return p.AddKnock(ctx, r)
+		return "knock"
 	case *sensor.Handshake:
-		return p.AddHandshake(ctx, r)
+		return "handshake"
 	}
-	p.counters.reject("record", "unknown_type")
-	return fmt.Errorf("add record: unknown record type %T", r)
+	return "record"
 }
 
-// AddKnock feeds a KNOCK record. It waits while the alert queue is full
-// (the sink is failing or slow) or until ctx ends.
+// AddKnock feeds a KNOCK record, like AddRecords.
 func (p *Pipeline) AddKnock(ctx context.Context, k *sensor.Knock) error {
-	if err := p.waitSpace(ctx); err != nil {
-		p.counters.reject("knock", reasonOf(err))
-		return fmt.Errorf("add knock: %w", err)
-	}
-	p.counters.in("knock")
-	if err := p.engine.AddKnock(KnockFromLoader(k)); err != nil {
-		p.counters.reject("knock", reasonOf(err))
-		return fmt.Errorf("add knock: %w", err)
-	}
-	return nil
+	return p.AddRecords(ctx, []sensor.Record{k})
 }
 
-// AddHandshake feeds a HANDSHAKE record, waiting like AddKnock.
+// AddHandshake feeds a HANDSHAKE record, like AddRecords.
 func (p *Pipeline) AddHandshake(ctx context.Context, h *sensor.Handshake) error {
-	if err := p.waitSpace(ctx); err != nil {
-		p.counters.reject("handshake", reasonOf(err))
-		return fmt.Errorf("add handshake: %w", err)
-	}
-	p.counters.in("handshake")
-	if err := p.engine.AddHandshake(HandshakeFromLoader(h)); err != nil {
-		p.counters.reject("handshake", reasonOf(err))
-		return fmt.Errorf("add handshake: %w", err)
-	}
-	return nil
+	return p.AddRecords(ctx, []sensor.Record{h})
 }
 
-// AddChange feeds one decoded exposure change. A change that must not
-// reach the engine is counted by reason and is not an error.
+// AddChange feeds one decoded exposure change (replay's event files;
+// listeners go through Handle). A change that must not reach the engine is
+// counted by reason and is not an error. It has no forwarder (Origin "").
 func (p *Pipeline) AddChange(c *winevents.ExposureChange) error {
 	ec, ok, skip := ChangeFromWinevents(c)
 	if !ok {
 		p.counters.skip(skip)
 		return nil
 	}
-	p.counters.in("change")
-	if err := p.engine.AddChange(ec); err != nil {
-		p.counters.reject("change", reasonOf(err))
+	it := evidence.Item{Arrival: p.cfg.Now(), Change: &ec}
+	stored := p.store(context.Background(), []evidence.Item{it})
+	if err := p.feed(&it); err != nil {
 		return fmt.Errorf("add change: %w", err)
+	}
+	return stored
+}
+
+// ErrNotStored wraps the errors of evidence the evidence log could not
+// store (the engine still evaluated it).
+var ErrNotStored = errors.New("evidence not stored in the evidence log")
+
+// store appends the valid items to the evidence log (evidence the engine
+// will refuse is not stored: the engine counts it). A failure is counted
+// and logged (at most once a minute) and returned wrapping ErrNotStored.
+func (p *Pipeline) store(ctx context.Context, items []evidence.Item) error {
+	if p.cfg.Evidence == nil || len(items) == 0 {
+		return nil
+	}
+	valid := items
+	for i := range items {
+		if items[i].Validate() != nil {
+			valid = make([]evidence.Item, 0, len(items))
+			for j := range items {
+				if items[j].Validate() == nil {
+					valid = append(valid, items[j])
+				}
+			}
+			break
+		}
+	}
+	if err := p.cfg.Evidence.Append(ctx, valid); err != nil {
+		p.counters.notStored.Add(uint64(len(valid)))
+		p.warnStore(err)
+		return fmt.Errorf("%w: %w", ErrNotStored, err)
 	}
 	return nil
 }
 
-// Handle implements intake.Handler: it decodes the payload, feeds every
-// exposure change to the engine and reports the counts. An unreadable
-// payload is Result.Err (HTTP 400); a full alert queue, a closing pipeline
-// or a cancelled ctx is intake.ErrBusy, so the sender offers it again.
+// Sync makes the evidence Handle and AddRecords stored durable, per the
+// evidence log's fsync policy (intake.Syncer: listeners call it before
+// they acknowledge). Without an evidence log it returns nil.
+func (p *Pipeline) Sync(ctx context.Context) error {
+	if p.cfg.Evidence == nil {
+		return nil
+	}
+	if err := p.cfg.Evidence.Sync(ctx); err != nil {
+		p.counters.syncErr.Add(1)
+		p.warnStore(err)
+		return fmt.Errorf("%w: %w", ErrNotStored, err)
+	}
+	return nil
+}
+
+// warnStore logs an evidence log failure at most once a minute (the
+// counters have all of them).
+func (p *Pipeline) warnStore(err error) {
+	p.wmuWarn.Lock()
+	defer p.wmuWarn.Unlock()
+	if now := time.Now(); now.Sub(p.lastWarn) >= time.Minute {
+		p.lastWarn = now
+		msg := "evidence log write failed: evidence is evaluated but not stored; events are not acknowledged (senders retry) until it works again"
+		if errors.Is(err, evidence.ErrNoSpace) {
+			msg = "evidence log: the state directory's disk is full: evidence is evaluated but not stored, and events are not acknowledged (senders retry) until there is room"
+		}
+		p.log.Error(msg, zap.Error(err))
+	}
+}
+
+// feed hands one item to the engine, counting it.
+func (p *Pipeline) feed(it *evidence.Item) error {
+	kind := it.Kind().String()
+	p.counters.in(kind)
+	var err error
+	switch it.Kind() {
+	case evidence.KindKnock:
+		err = p.engine.AddKnock(*it.Knock)
+	case evidence.KindHandshake:
+		err = p.engine.AddHandshake(*it.Handshake)
+	case evidence.KindChange:
+		err = p.engine.AddChange(*it.Change)
+	}
+	if err != nil {
+		p.counters.reject(kind, reasonOf(err))
+	}
+	return err
+}
+
+// Handle implements intake.Handler: it decodes the payload, stores the
+// exposure changes in the evidence log, feeds them to the engine and
+// reports the counts. An unreadable payload is Result.Err (HTTP 400); a
+// full alert queue, a closing pipeline or a cancelled ctx is
+// intake.ErrBusy, so the sender offers it again. With an evidence log the
+// changes are durable once Sync returns, which the listeners call before
+// they acknowledge; when the log cannot store them (a full disk) the
+// engine still evaluates them but the result is intake.ErrBusy, so the
+// sender keeps them and offers them again (the engine recognises the
+// repeat).
 func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 	p.counters.payloads.Add(1)
 	if err := ctx.Err(); err != nil {
@@ -237,7 +433,17 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 		p.counters.busy.Add(1)
 		return intake.Result{Err: fmt.Errorf("handle %s message: %s: %w", m.Transport, why, intake.ErrBusy)}
 	}
-	changes, res := p.decoder.Decode(m.Payload)
+	id := binding.Identity{Token: m.Meta[intake.MetaTokenName], CertSubject: m.Meta[intake.MetaClientCert],
+		Local: m.Transport == intake.TransportFile}
+	var from winevents.HostPolicy
+	if hp := p.cfg.Bindings.For(id); hp != nil {
+		from = hp
+	}
+	changes, res := p.decoder.DecodeFrom(m.Payload, from)
+	if n := res.Reasons[winevents.ReasonHostNotAllowed]; n > 0 {
+		p.refusal.log(p.log, id, m, n)
+	}
+	origin := originOf(m, id)
 	rejected := res.Rejected
 	if res.Err != nil && len(changes) == 0 {
 		p.counters.unreadable.Add(1)
@@ -249,6 +455,7 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 	if arrival.IsZero() {
 		arrival = p.cfg.Now()
 	}
+	items := make([]evidence.Item, 0, len(changes))
 	for i := range changes {
 		c := &changes[i]
 		if p.cfg.ObserveLag != nil && !c.Time.IsZero() {
@@ -260,10 +467,24 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 			p.log.Debug("change rejected", zap.String(fieldTransport, m.Transport), zap.Time("event_time", c.Time), zap.Error(ErrFuture))
 			continue
 		}
-		if err := p.AddChange(c); err != nil {
+		ec, ok, skip := ChangeFromWinevents(c)
+		if !ok {
+			p.counters.skip(skip)
+			continue
+		}
+		ec.Origin = origin
+		items = append(items, evidence.Item{Arrival: arrival, Change: &ec})
+	}
+	stored := p.store(ctx, items)
+	for i := range items {
+		if err := p.feed(&items[i]); err != nil {
 			rejected++
 			p.log.Debug("change rejected", zap.String(fieldTransport, m.Transport), zap.Error(err))
 		}
+	}
+	if stored != nil {
+		p.counters.busy.Add(1)
+		return intake.Result{Err: fmt.Errorf("handle %s message: %w: %w: %w", m.Transport, intake.ErrNotDurable, intake.ErrBusy, stored)}
 	}
 	accepted := res.Read - rejected
 	if accepted < 0 {
@@ -359,11 +580,34 @@ type counters struct {
 	writeErr   atomic.Uint64
 	batches    atomic.Uint64
 	undeliv    atomic.Uint64
+	// The evidence log and the alert ledger.
+	notStored   atomic.Uint64 // evidence evaluated but not stored
+	syncErr     atomic.Uint64
+	alreadySent atomic.Uint64 // alert records the ledger already had
+	ledgerErr   atomic.Uint64
+	replayed    map[string]uint64 // by kind, at the rebuild
+	rebuildDur  time.Duration
+	rebuilt     bool
+}
+
+// rejectReasons are the reasons each kind of evidence can be refused for
+// (reasonOf); their counters exist at 0 from the start.
+var rejectReasons = map[string][]string{
+	"knock":     {"invalid_addr", "missing_time", "no_touches", "invalid_port", "invalid_kind", "time_range", "closed", "cancelled", "other"},
+	"handshake": {"invalid_addr", "missing_time", "invalid_port", "invalid_order", "time_range", "closed", "cancelled", "other"},
+	"change":    {"invalid_addr", "missing_time", "no_host", "time_range", "future_time", "closed", "cancelled", "other"},
 }
 
 func (c *counters) init() {
 	c.inByKind = map[string]uint64{"knock": 0, "handshake": 0, "change": 0}
+	c.replayed = map[string]uint64{"knock": 0, "handshake": 0, "change": 0}
 	c.rejected = map[string]map[string]uint64{}
+	for kind, reasons := range rejectReasons {
+		c.rejected[kind] = map[string]uint64{}
+		for _, r := range reasons {
+			c.rejected[kind][r] = 0
+		}
+	}
 	c.skipped = map[string]uint64{SkipConnection: 0, SkipAppPackage: 0, SkipBindOnly: 0, SkipUnknownKind: 0}
 	c.alerts = map[string]uint64{"high": 0, "medium": 0}
 }
@@ -386,4 +630,52 @@ func (c *counters) reject(kind, why string) {
 	}
 	m[why]++
 	c.mu.Unlock()
+}
+
+// originOf names the forwarder of a message for the engine's fair
+// eviction: its authenticated identity and its address ("token:wec01@
+// 10.0.0.7", "cert:CN=wec01@10.0.0.7", "syslog-tcp@127.0.0.1"); "" for
+// followed files.
+func originOf(m intake.Message, id binding.Identity) string {
+	if id.Local {
+		return ""
+	}
+	who := m.Transport
+	switch {
+	case id.Token != "":
+		who = "token:" + id.Token
+	case id.CertSubject != "":
+		who = "cert:" + id.CertSubject
+	}
+	host := m.Remote
+	if h, _, err := net.SplitHostPort(m.Remote); err == nil {
+		host = h
+	}
+	return who + "@" + host
+}
+
+// refusalLog logs records refused because their forwarder may not speak
+// for their host: at most once a minute per identity (the counters have
+// every one).
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[binding.Identity]time.Time
+}
+
+func (r *refusalLog) log(l *zap.Logger, id binding.Identity, m intake.Message, n int) {
+	r.mu.Lock()
+	now := time.Now()
+	if r.last == nil || len(r.last) > 1024 {
+		r.last = map[binding.Identity]time.Time{}
+	}
+	t, seen := r.last[id]
+	if seen && now.Sub(t) < time.Minute {
+		r.mu.Unlock()
+		return
+	}
+	r.last[id] = now
+	r.mu.Unlock()
+	l.Warn("records refused: the forwarder may not send events for their hosts (listeners.forwarders)",
+		zap.String(fieldTransport, m.Transport), zap.String(fieldRemote, m.Remote),
+		zap.String("token", id.Token), zap.String("client_cert_subject", id.CertSubject), zap.Int(fieldRecords, n))
 }

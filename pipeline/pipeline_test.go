@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
@@ -332,5 +333,66 @@ func TestHandleRefusesBrokenTimes(t *testing.T) {
 	got := p.Stats().Rejected["change"]
 	if got["future_time"] != 2 || got["time_range"] != 1 {
 		t.Errorf("rejections by reason = %v, want future_time 2, time_range 1", got)
+	}
+}
+
+// eventXML renders a minimal forwarded Event XML record.
+func eventXML(channel string, id, record int, at time.Time, data ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, `<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System><EventID>%d</EventID>`+
+		`<TimeCreated SystemTime="%s"/><EventRecordID>%d</EventRecordID><Channel>%s</Channel>`+
+		`<Computer>WORKSTATION5.theshire.local</Computer></System><EventData>`, id, at.UTC().Format(time.RFC3339Nano), record, channel)
+	for i := 0; i+1 < len(data); i += 2 {
+		fmt.Fprintf(&b, `<Data Name="%s">%s</Data>`, data[i], data[i+1])
+	}
+	b.WriteString("</EventData></Event>")
+	return []byte(b.String())
+}
+
+// TestFirewallSecurityEitherOrder: the Firewall 2004 and the Security 4946
+// of one rule change, delivered in either order over a listener (WEF does
+// not order channels), leave one change in the engine and one high alert
+// whose evidence is the 2004.
+func TestFirewallSecurityEitherOrder(t *testing.T) {
+	const ruleID = "{5E1A2B3C-0000-4000-8000-000000000450}"
+	fw := eventXML("Microsoft-Windows-Windows Firewall With Advanced Security/Firewall", 2004, 811, changeAt,
+		"RuleId", ruleID, "RuleName", "updater", "Direction", "1", "Protocol", "6", "LocalPorts", "450", "Action", "3",
+		"Active", "1", "ModifyingUser", "S-1-5-21-1-2-3-1001", "ModifyingApplication", `C:\Windows\System32\netsh.exe`)
+	sec := eventXML("Security", 4946, 99001, changeAt.Add(2*time.Millisecond),
+		"ProfileChanged", "All", "RuleId", ruleID, "RuleName", "updater")
+	for _, order := range []struct {
+		name   string
+		first  []byte
+		second []byte
+	}{{"firewall first", fw, sec}, {"security first", sec, fw}} {
+		t.Run(order.name, func(t *testing.T) {
+			out := &syncBuffer{}
+			p := newTestPipeline(t, alert.NewStreamWriter(out, "test", false), Config{})
+			ctx := context.Background()
+			if err := p.AddKnock(ctx, knock(changeAt.Add(-4*time.Second))); err != nil {
+				t.Fatal(err)
+			}
+			for _, payload := range [][]byte{order.first, order.second} {
+				if res := p.Handle(ctx, intake.Message{Transport: intake.TransportHTTP, Payload: payload, Received: changeAt.Add(time.Minute)}); res.Err != nil {
+					t.Fatal(res.Err)
+				}
+			}
+			if err := p.AddHandshake(ctx, handshake(changeAt.Add(2*time.Second), 450)); err != nil {
+				t.Fatal(err)
+			}
+			if n := p.Engine().Stats().Changes; n != 1 {
+				t.Errorf("engine holds %d changes, want 1", n)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], `"confidence":"high"`) || !strings.Contains(lines[0], `"event_id":2004`) {
+				t.Fatalf("alerts:\n%s", out.String())
+			}
+			if s := p.Decoder().Stats(); s.Redundant != 1 {
+				t.Errorf("decoder redundant = %d, want 1", s.Redundant)
+			}
+		})
 	}
 }

@@ -1,6 +1,9 @@
 package pipeline
 
-import "maps"
+import (
+	"maps"
+	"time"
+)
 
 // Stats is a snapshot of the pipeline's own counters (the engine, decoder
 // and sink report theirs through Engine().Stats(), Decoder().Stats() and
@@ -24,7 +27,7 @@ type Stats struct {
 
 	// AlertsEmitted counts alert records from the engine; by confidence
 	// (unsuppressed records only) in Alerts. Suppressed and Upgrades count
-	// records with event.outcome suppressed and event.action upgraded.
+	// records with knockwatch.suppressed true and event.action upgraded.
 	AlertsEmitted, AlertsSuppressed, AlertsUpgraded uint64
 	Alerts                                          map[string]uint64
 	// MarshalErrors counts alerts that could not be rendered (a bug).
@@ -35,6 +38,21 @@ type Stats struct {
 	AlertsQueued                        int
 	// AlertsUndelivered counts records still refused at Close (logged).
 	AlertsUndelivered uint64
+
+	// NotStored counts evidence the evidence log could not store (the
+	// engine evaluated it; events were not acknowledged); SyncErrors
+	// failed syncs of the log.
+	NotStored, SyncErrors uint64
+	// Replayed counts evidence replayed into the engine at the rebuild, by
+	// kind; RebuildDuration is how long the rebuild took (Rebuilt: one
+	// ran).
+	Replayed        map[string]uint64
+	RebuildDuration time.Duration
+	Rebuilt         bool
+	// AlertsAlreadySent counts alert records not sent because the ledger
+	// had them (delivered before a restart); LedgerErrors failed ledger
+	// writes (those alerts may be sent again after a restart).
+	AlertsAlreadySent, LedgerErrors uint64
 }
 
 // Stats returns a snapshot.
@@ -53,11 +71,17 @@ func (p *Pipeline) Stats() Stats {
 		Batches:           c.batches.Load(),
 		WriteErrors:       c.writeErr.Load(),
 		AlertsUndelivered: c.undeliv.Load(),
+		NotStored:         c.notStored.Load(),
+		SyncErrors:        c.syncErr.Load(),
+		AlertsAlreadySent: c.alreadySent.Load(),
+		LedgerErrors:      c.ledgerErr.Load(),
 	}
 	c.mu.Lock()
 	s.In = maps.Clone(c.inByKind)
 	s.ChangesSkipped = maps.Clone(c.skipped)
 	s.Alerts = maps.Clone(c.alerts)
+	s.Replayed = maps.Clone(c.replayed)
+	s.RebuildDuration, s.Rebuilt = c.rebuildDur, c.rebuilt
 	s.Rejected = make(map[string]map[string]uint64, len(c.rejected))
 	for k, m := range c.rejected {
 		s.Rejected[k] = maps.Clone(m)

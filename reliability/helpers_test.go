@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 )
@@ -67,18 +69,40 @@ func inventory(t testing.TB) *correlate.Hosts {
 }
 
 // newPipeline wires a pipeline the way `knockwatch run` does (default rule,
-// the inventory, a real decoder) in front of sink.
+// the inventory, a real decoder, an evidence log fsyncing every batch
+// before it is acknowledged) in front of sink.
 func newPipeline(t testing.TB, sink alert.Sink, cfg pipeline.Config, log *zap.Logger) *pipeline.Pipeline {
 	t.Helper()
 	if cfg.Engine.MinPorts == 0 {
 		cfg.Engine = correlate.DefaultConfig()
 	}
 	cfg.EngineOptions = append(cfg.EngineOptions, correlate.WithInventory(inventory(t)))
+	var evlog *evidence.Log
+	if cfg.Evidence == nil {
+		l, err := evidence.OpenLog(evidence.LogConfig{Dir: t.TempDir(), MaxAge: time.Hour, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() }) // after the pipeline's own cleanup
+		cfg.Evidence, evlog = l, l
+	}
 	p, err := pipeline.New(cfg, sink, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if evlog != nil {
+		evidenceLogs.Store(p, evlog)
+	}
 	return p
+}
+
+// evidenceLogs maps a pipeline newPipeline made to its evidence log.
+var evidenceLogs sync.Map
+
+// evidenceOf returns the evidence log newPipeline gave p.
+func evidenceOf(p *pipeline.Pipeline) *evidence.Log {
+	l, _ := evidenceLogs.Load(p)
+	return l.(*evidence.Log)
 }
 
 // fileSink is the real alert file writer in a temporary directory.

@@ -354,7 +354,9 @@ func gzipZeros(n int) []byte {
 // TestSlowClientsDoNotBlockOthers: slowloris connections (headers never
 // finished), a body trickled byte by byte and a Beats window that never
 // completes are all in progress while good clients' requests succeed; then
-// each slow peer is cut at its timeout.
+// each slow peer is cut at its timeout. The slow peers connect from other
+// loopback addresses than the good clients: one address may hold only
+// max_preauth_per_source connections that have not authenticated yet.
 func TestSlowClientsDoNotBlockOthers(t *testing.T) {
 	e := newHostileEnv(t)
 	addr := e.http.Addr().String()
@@ -362,8 +364,8 @@ func TestSlowClientsDoNotBlockOthers(t *testing.T) {
 
 	// 16 slowloris connections
 	var slow []net.Conn
-	for range 16 {
-		c, err := net.Dial("tcp", addr)
+	for i := range 16 {
+		c, err := dialFrom(attackerSource(i), addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +376,7 @@ func TestSlowClientsDoNotBlockOthers(t *testing.T) {
 		slow = append(slow, c)
 	}
 	// a body announced at 1 MiB, trickled
-	trickle, err := net.Dial("tcp", addr)
+	trickle, err := dialFrom(attackerSource(20), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +397,7 @@ func TestSlowClientsDoNotBlockOthers(t *testing.T) {
 	}()
 	defer close(stopTrickle)
 	// a Beats window announced and never sent
-	beatsSlow, err := net.Dial("tcp", e.beats.Addr().String())
+	beatsSlow, err := dialFrom(attackerSource(21), e.beats.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,11 +147,20 @@ func checkChain(t *testing.T, st loadStats, ls intake.Stats, p *pipeline.Pipelin
 		t.Errorf("pipeline took %d changes (+%d skipped) of the decoder's %d (client: %d relevant)",
 			ps.In["change"], skippedChanges, emitted, st.Relevant)
 	}
-	if len(ps.Rejected["change"]) != 0 {
-		t.Errorf("engine rejected changes: %v", ps.Rejected)
+	var refused uint64 // the reasons exist at 0 from the start
+	for _, n := range ps.Rejected["change"] {
+		refused += n
+	}
+	if refused != 0 {
+		t.Errorf("engine rejected changes: %v", ps.Rejected["change"])
 	}
 	if es := p.Engine().Stats(); es.In["change"] != ps.In["change"] {
 		t.Errorf("engine counted %d changes in, pipeline fed %d", es.In["change"], ps.In["change"])
+	}
+	// Everything acknowledged is in the evidence log, durable.
+	if es := evidenceOf(p).Stats(); es.Appended["change"] != ps.In["change"] || ps.NotStored != 0 || es.Fsyncs == 0 {
+		t.Errorf("evidence log stored %d changes (%d fsyncs), the engine took %d, %d not stored",
+			es.Appended["change"], es.Fsyncs, ps.In["change"], ps.NotStored)
 	}
 	if ps.Payloads != ls.Received+ls.Dropped[intake.ReasonBusy] && ls.Transport == intake.TransportHTTP {
 		t.Errorf("pipeline saw %d payloads; listener handed %d and had %d refused busy", ps.Payloads, ls.Received, ls.Dropped[intake.ReasonBusy])
@@ -162,11 +171,12 @@ func report(t *testing.T, name string, rate int, st loadStats, ls intake.Stats, 
 	es := p.Engine().Stats()
 	t.Logf("RESULT %s: %.1fs, target %d ev/s; offered %.0f ev/s (%.0f%% of target), accepted %.0f ev/s (%.1f%% of offered); "+
 		"%d events accepted in %d requests, %d relevant; explicit refusals %d, client behind schedule %d events, errors %d; "+
-		"listener dropped %v; engine changes %d, change cap hits %d, evicted %d",
+		"listener dropped %v; engine changes %d, change cap hits %d, evicted %d; evidence log %d changes in %d fsyncs",
 		name, st.Elapsed.Seconds(), rate, st.rate(st.Offered), 100*float64(st.Offered)/float64(st.Target),
 		st.rate(st.Accepted), 100*float64(st.Accepted)/float64(max(st.Offered, 1)),
 		st.Accepted, st.Requests, st.Relevant, st.Refusals, st.Behind, st.Errors,
-		nonZero(ls.Dropped), es.Changes, es.CapHits["changes"], es.Evicted["changes"])
+		nonZero(ls.Dropped), es.Changes, es.CapHits["changes"], es.Evicted["changes"],
+		evidenceOf(p).Stats().Appended["change"], evidenceOf(p).Stats().Fsyncs)
 }
 
 func nonZero(m map[string]uint64) map[string]uint64 {

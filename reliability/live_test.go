@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -90,6 +91,9 @@ func startRun(t *testing.T, ctx context.Context, topo *netns.Topology, hosts str
 	args := append([]string{"run", "--iface", topo.CaptureIface, "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
 		"--hosts", hosts, "--alerts", "-", "--metrics", "127.0.0.1:0", "--alerts-pretty", "false", "--log-format", "json",
 		"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, extra...)
+	if !slices.Contains(extra, "--state-dir") {
+		args = append(args, "--state-dir", t.TempDir()) // never the machine's own
+	}
 	r := &liveRun{t: t, alerts: make(chan string, 16), logsDone: make(chan struct{})}
 	r.cmd = topo.Sensor.Command(ctx, knockwatchBinary(t), args...)
 	stdout, err := r.cmd.StdoutPipe()
@@ -341,13 +345,16 @@ func bpffsDir(t *testing.T) string {
 }
 
 // TestRunRestartBetweenKnockAndHandshake: the sensor is restarted (SIGTERM,
-// start again with the same --pin-path) after the attacker's knock was
-// flagged and before the port opens and the attacker connects; the alert
-// must still fire from the second process.
+// start again with the same --pin-path and --state-dir) after the
+// attacker's knock was flagged and before the port opens and the attacker
+// connects; the alert must still fire from the second process, whose
+// engine got the knock back from the evidence log. (kill -9 at every point
+// between knock and alert: cmd/knockwatch TestLabRestartEndToEnd.)
 func TestRunRestartBetweenKnockAndHandshake(t *testing.T) {
 	l := newLiveLab(t, "kwrelpin")
 	pin := bpffsDir(t)
-	first := startRun(t, l.ctx, l.topo, l.hosts, "--pin-path", pin)
+	state := t.TempDir()
+	first := startRun(t, l.ctx, l.topo, l.hosts, "--pin-path", pin, "--state-dir", state)
 	l.knock()
 	deadline := time.Now().Add(10 * time.Second)
 	for first.scrape(l.topo, "knockwatch_knocks_flagged_total") != "1" {
@@ -360,7 +367,7 @@ func TestRunRestartBetweenKnockAndHandshake(t *testing.T) {
 	for a := range first.alerts {
 		t.Fatalf("alert before the handshake: %s", a)
 	}
-	second := startRun(t, l.ctx, l.topo, l.hosts, "--pin-path", pin)
+	second := startRun(t, l.ctx, l.topo, l.hosts, "--pin-path", pin, "--state-dir", state)
 	l.open(second, 4444)
 	l.connect(4444)
 	// The pinned maps kept the flag: the new program reports the
@@ -371,10 +378,10 @@ func TestRunRestartBetweenKnockAndHandshake(t *testing.T) {
 	hs := second.scrape(l.topo, "knockwatch_handshakes_reported_total")
 	second.stop()
 	if conf == "" {
-		t.Fatalf("no alert after a restart between knock and handshake with --pin-path (handshakes reported %s): "+
-			"the new engine did not get the knock back from the pinned maps", hs)
+		t.Fatalf("no alert after a restart between knock and handshake with --pin-path and --state-dir (handshakes reported %s): "+
+			"the new engine did not get the knock back from the evidence log", hs)
 	}
-	t.Logf("RESULT restart with --pin-path between knock and handshake: alert fired after the restart (confidence %s)", conf)
+	t.Logf("RESULT restart with --pin-path and --state-dir between knock and handshake: alert fired after the restart (confidence %s)", conf)
 }
 
 // TestRunInterfaceRemovedAndReadded: the capture interface disappears (the

@@ -257,6 +257,12 @@ func corpusCases() []corpusCase {
 			frames: frames(noise(), knock(a, 0), a.connect(25*s, 4444)),
 			events: []string{open4444(12*s, 90007)},
 			want:   []wantAlert{high(attacker, ws01, 4444)}},
+		{name: "pos_network_only", format: fmtPcap,
+			about: "the knock's last touch is 4444 itself (REJ: closed); no host event names it (only an unrelated logon); " +
+				"25 s later the knocker is first to connect to 4444: the network alone shows it opened, a medium alert",
+			frames: frames(noise(), a.rej(0, 7000), a.rej(s, 8000), a.rej(2*s, 4444), a.connect(25*s, 4444)),
+			events: []string{unrelatedXML("WS01.corp.example", 12*s, 90008)},
+			want:   []wantAlert{{Source: attacker.String(), Dest: ws01.String(), Port: 4444, Confidence: "medium"}}},
 		{name: "neg_no_change", format: fmtPcapNano,
 			about:  "knock and a first connect to 4444, but no host event opened anything (only an unrelated logon)",
 			frames: frames(noise(), knock(a, 0), a.connect(25*s, 4444)),

@@ -34,8 +34,7 @@ func (m *memSink) Close() error { return nil }
 // alertLine is the part of an ECS alert the corpus checks.
 type alertLine struct {
 	Event struct {
-		Action  string `json:"action"`
-		Outcome string `json:"outcome"`
+		Action string `json:"action"`
 	} `json:"event"`
 	Source      struct{ IP string } `json:"source"`
 	Destination struct {
@@ -44,6 +43,7 @@ type alertLine struct {
 	} `json:"destination"`
 	Knockwatch struct {
 		Confidence string `json:"confidence"`
+		Suppressed bool   `json:"suppressed"`
 	} `json:"knockwatch"`
 }
 
@@ -104,7 +104,7 @@ func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, S
 		if err := json.Unmarshal(r.JSON, &a); err != nil {
 			t.Fatalf("alert is not JSON: %v: %s", err, r.JSON)
 		}
-		if a.Event.Action != correlate.ActionCreated || a.Event.Outcome == "suppressed" {
+		if a.Event.Action != correlate.ActionCreated || a.Knockwatch.Suppressed {
 			continue
 		}
 		got = append(got, wantAlert{Source: a.Source.IP, Dest: a.Destination.IP, Port: a.Destination.Port,

@@ -40,13 +40,21 @@ type Options struct {
 	// (microseconds, read back within 35 minutes). Default:
 	// GapSweepsFor(sensor.DefaultConfig()).
 	GapSweeps []time.Duration
-	// Progress, when set, is called about every 64k packets with the
-	// bytes read of all captures and their total size.
-	Progress func(done, total int64)
+	// Progress, when set, is called about every 16k packets and once at
+	// the end with how far the replay is.
+	Progress func(Progress)
 	// OnTouch, when set, receives every closed-port touch the engine
 	// classified (the engine must be made with ReportTouches), in the
 	// order the engine decided them. Touches never go to Sink.
 	OnTouch func(*sensor.TouchRecord) error
+}
+
+// Progress is how far a replay is: bytes read of all captures (compressed
+// bytes for gzip captures) of their total size, and packets handed to the
+// engine.
+type Progress struct {
+	BytesRead, BytesTotal int64
+	Packets               int64
 }
 
 // Summary is what a replay read and found.
@@ -193,7 +201,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		if !more {
 			break
 		}
-		if n++; n&0xffff == 0 {
+		if n++; n&0x3fff == 0 {
 			if err := ctx.Err(); err != nil {
 				return sum, err
 			}
@@ -202,7 +210,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 				for _, c := range caps {
 					done += c.BytesRead()
 				}
-				opts.Progress(done, total)
+				opts.Progress(Progress{BytesRead: done, BytesTotal: total, Packets: sum.Packets})
 			}
 		}
 	}
@@ -225,7 +233,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		}
 	}
 	if opts.Progress != nil {
-		opts.Progress(total, total)
+		opts.Progress(Progress{BytesRead: total, BytesTotal: total, Packets: sum.Packets})
 	}
 	c, err := opts.Engine.Counters()
 	if err != nil {

@@ -208,7 +208,8 @@ type ExposureChange struct {
 	RemoteAddress netip.Addr `json:"remote_address,omitzero"`
 	RemotePort    uint16     `json:"remote_port,omitempty"`
 	// LocalSideBy says how the local side of a connection was decided:
-	// "host_ip", "listener", "ephemeral_port", "sysmon_initiated", or
+	// "host_ip", "listener", "sysmon_hostname", "ephemeral_port",
+	// "sysmon_initiated", or
 	// "unknown" (then LocalAddress/Ports hold the destination side as
 	// written and RemoteAddress the source side).
 	LocalSideBy string `json:"local_side_by,omitempty"`
@@ -222,6 +223,12 @@ type ExposureChange struct {
 	// 5447 naming the rule of a 5154, 2004 inactive before a 2005 enable,
 	// firewall-channel record giving a 4946/4948 its port).
 	Joined *SourceRef `json:"joined,omitempty"`
+	// Replaces names a change emitted earlier that this one supersedes:
+	// a Security 4946/4947/4948 emitted on its own because the Firewall
+	// channel's record of the same rule change (same RuleId and operation,
+	// within JoinWindow) arrived after it. Consumers drop the replaced
+	// change, so one change remains whichever record arrives first.
+	Replaces *SourceRef `json:"replaces,omitempty"`
 }
 
 // Opens reports whether the change makes ports reachable from outside: an

@@ -63,6 +63,12 @@ func (s *state) connection(h *hostState, r *record, c *ExposureChange, proto Pro
 		_, ok := h.listening.get(uint32(proto)<<16 | uint32(e.port))
 		return ok
 	}
+	// Sysmon writes the reverse-resolved name of each side; the side named
+	// like the computer is local. Which of Source/Destination is local for
+	// Initiated=false differs between Sysmon versions, so that is the last
+	// resort, after the dynamic port range.
+	named := func(name string) bool { return sysmon && sameComputer(name, r.computer) }
+	srcNamed, dstNamed := named(r.get("SourceHostname")), named(r.get("DestinationHostname"))
 	switch {
 	case h.isLocalIP(dst.addr, r.hostIPs) && !h.isLocalIP(src.addr, r.hostIPs):
 		by = "host_ip"
@@ -72,16 +78,26 @@ func (s *state) connection(h *hostState, r *record, c *ExposureChange, proto Pro
 		by = "listener"
 	case listens(src) && !listens(dst):
 		local, remote, by = src, dst, "listener"
-	case sysmon:
-		by = "sysmon_initiated"
+	case dstNamed && !srcNamed:
+		by = "sysmon_hostname"
+	case srcNamed && !dstNamed:
+		local, remote, by = src, dst, "sysmon_hostname"
 	case ephemeral(src.port) && !ephemeral(dst.port) && dst.port != 0:
 		by = "ephemeral_port"
 	case ephemeral(dst.port) && !ephemeral(src.port) && src.port != 0:
 		local, remote, by = src, dst, "ephemeral_port"
+	case sysmon:
+		by = "sysmon_initiated"
 	default:
 		by = "unknown"
 	}
-	if by == "host_ip" || by == "listener" || by == "sysmon_initiated" {
+	// Only evidence that cannot be steered from outside teaches the host's
+	// addresses (they go into every change of the host): an address that is
+	// already the host's, or the socket it listens on. A reverse-resolved
+	// name is the peer's PTR record, a port range a convention, and Sysmon's
+	// orientation a version detail; learning from them once filed a client's
+	// address as a domain controller's.
+	if by == "host_ip" || by == "listener" {
 		h.learnIP(local.addr)
 	}
 	c.LocalAddress, c.RemoteAddress, c.RemotePort = local.addr, remote.addr, remote.port
@@ -118,4 +134,20 @@ func serviceEvent(r *record, emit func(ExposureChange)) {
 		c.Service = r.get("param1")
 	}
 	emit(c)
+}
+
+// sameComputer reports whether name (a reverse-resolved host name as Sysmon
+// writes it) names computer: equal ignoring case, or the same first label
+// when only one of them is qualified ("HR001" and "HR001.shire.com").
+func sameComputer(name, computer string) bool {
+	name, computer = strings.TrimSpace(name), strings.TrimSpace(computer)
+	if name == "" || name == "-" || computer == "" {
+		return false
+	}
+	if strings.EqualFold(name, computer) {
+		return true
+	}
+	nShort, nRest, nQual := strings.Cut(name, ".")
+	cShort, _, cQual := strings.Cut(computer, ".")
+	return nQual != cQual && nRest != "" == nQual && strings.EqualFold(nShort, cShort)
 }

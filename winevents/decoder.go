@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -47,7 +48,7 @@ func (o Options) withDefaults() Options {
 		o.MaxPerHost = 1024
 	}
 	if o.MaxJoinEntries <= 0 {
-		o.MaxJoinEntries = 262144
+		o.MaxJoinEntries = 65536
 	}
 	if o.JoinWindow <= 0 {
 		o.JoinWindow = 30 * time.Second
@@ -72,8 +73,9 @@ type Decoder struct {
 
 // counters are the cumulative Stats, updated atomically.
 type counters struct {
-	byFormat [5]formatCounters
-	reasons  [10]atomic.Uint64
+	hostIPsDropped atomic.Uint64
+	byFormat       [5]formatCounters
+	reasons        [16]atomic.Uint64 // by index in Reasons
 }
 
 type formatCounters struct {
@@ -98,6 +100,22 @@ type Result struct {
 	// Err is set when the payload as a whole is unreadable: empty, neither
 	// XML nor JSON, or no record in it could be decoded at all.
 	Err error
+
+	from HostPolicy // the sender's policy (DecodeFrom), nil: any host
+}
+
+// HostPolicy says which hosts the sender of a payload may speak for: a
+// forwarder bound to some hosts must not file evidence under another
+// host's name or address. The decoder checks every record before its
+// duplicate check and join state, so a refused record leaves no trace.
+type HostPolicy interface {
+	// AllowsHost reports whether the sender may send records whose
+	// computer is name.
+	AllowsHost(name string) bool
+	// AllowsAddr reports whether the sender may name ip as an address of
+	// a host (Winlogbeat host.ip); other addresses are dropped from the
+	// record and counted.
+	AllowsAddr(ip netip.Addr) bool
 }
 
 func (r *Result) reject(reason Reason) {
@@ -114,13 +132,22 @@ var ErrUnreadable = errors.New("unreadable payload")
 // Decode decodes one transport message in any supported format and
 // returns the exposure changes it yields, in input order.
 func (d *Decoder) Decode(payload []byte) ([]ExposureChange, Result) {
+	return d.DecodeFrom(payload, nil)
+}
+
+// DecodeFrom is Decode for a sender that may speak only for the hosts
+// from allows (nil: any host). A record for another computer is rejected
+// (ReasonHostNotAllowed) before it touches the duplicate and join state;
+// host addresses the sender may not name are dropped and counted
+// (Stats.HostIPsDropped).
+func (d *Decoder) DecodeFrom(payload []byte, from HostPolicy) ([]ExposureChange, Result) {
 	var out []ExposureChange
-	res := d.decodePayload(payload, func(c ExposureChange) { out = append(out, c) })
+	res := d.decodePayload(payload, from, func(c ExposureChange) { out = append(out, c) })
 	return out, res
 }
 
-func (d *Decoder) decodePayload(payload []byte, emit func(ExposureChange)) Result {
-	var res Result
+func (d *Decoder) decodePayload(payload []byte, from HostPolicy, emit func(ExposureChange)) Result {
+	res := Result{from: from}
 	if len(payload) > d.opts.MaxPayloadBytes {
 		res.Read++
 		d.reject(&res, FormatUnknown, ReasonTooLarge)
@@ -357,6 +384,25 @@ func (d *Decoder) reject(res *Result, f Format, reason Reason) {
 // process runs dedupe and the state step for a relevant record.
 func (d *Decoder) process(r *record, res *Result, emit func(ExposureChange)) {
 	fc := &d.c.byFormat[formatIndex(r.format)]
+	if len(r.computer) > maxHostNameBytes {
+		r.computer = clampField(r.computer, maxHostNameBytes)
+	}
+	if res.from != nil {
+		if !res.from.AllowsHost(r.computer) {
+			d.reject(res, r.format, ReasonHostNotAllowed)
+			return
+		}
+		if len(r.hostIPs) > 0 {
+			kept := r.hostIPs[:0:0]
+			for _, ip := range r.hostIPs {
+				if res.from.AllowsAddr(ip) {
+					kept = append(kept, ip)
+				}
+			}
+			d.c.hostIPsDropped.Add(uint64(len(r.hostIPs) - len(kept)))
+			r.hostIPs = kept
+		}
+	}
 	var out []ExposureChange
 	d.st.mu.Lock()
 	dup := d.st.duplicate(r)
@@ -372,6 +418,9 @@ func (d *Decoder) process(r *record, res *Result, emit func(ExposureChange)) {
 	res.Relevant++
 	fc.relevant.Add(1)
 	for _, c := range out {
+		if res.from != nil {
+			d.restrictAddrs(&c, res.from)
+		}
 		res.Emitted++
 		fc.emitted.Add(1)
 		emit(c)
@@ -380,4 +429,28 @@ func (d *Decoder) process(r *record, res *Result, emit func(ExposureChange)) {
 
 func hasDTD(b []byte) bool {
 	return bytes.Contains(b, []byte("<!DOCTYPE")) || bytes.Contains(b, []byte("<!ENTITY"))
+}
+
+// maxHostNameBytes is the longest DNS name; a longer computer name is cut.
+const maxHostNameBytes = 255
+
+// restrictAddrs drops from c the addresses its sender may not name: host
+// addresses (some learned by the join state) and a listener's bound
+// address, which the pipeline takes as the host's own.
+func (d *Decoder) restrictAddrs(c *ExposureChange, from HostPolicy) {
+	if len(c.HostIPs) > 0 {
+		kept := make([]netip.Addr, 0, len(c.HostIPs))
+		for _, ip := range c.HostIPs {
+			if from.AllowsAddr(ip) {
+				kept = append(kept, ip)
+			}
+		}
+		d.c.hostIPsDropped.Add(uint64(len(c.HostIPs) - len(kept)))
+		c.HostIPs = kept
+	}
+	if c.Kind == KindListener && c.LocalAddress.IsValid() && !c.LocalAddress.IsUnspecified() &&
+		!c.LocalAddress.IsLoopback() && !from.AllowsAddr(c.LocalAddress) {
+		d.c.hostIPsDropped.Add(1)
+		c.LocalAddress = netip.Addr{}
+	}
 }

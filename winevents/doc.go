@@ -85,8 +85,9 @@
 // Security:
 //   - 4946 rule added, 4947 modified, 4948 deleted (RuleId, RuleName,
 //     ProfileChanged): no port. Joined to the Firewall-channel event of the
-//     same RuleId (then the Security record adds nothing and is counted as
-//     Stats.Redundant) or to the 5447 filters whose FilterName equals
+//     same RuleId and operation (then the Security record adds nothing and
+//     is counted as Stats.Redundant, in either arrival order: see
+//     Replaces below) or to the 5447 filters whose FilterName equals
 //     RuleName (ports, protocol, action, direction).
 //   - 4950 setting changed (ProfileChanged, SettingType, SettingValue):
 //     "Enable Windows Firewall" = No or "Default Inbound Action" = Allow ->
@@ -121,12 +122,17 @@
 // Protocol, Image, ProcessId) -> connection.
 //
 // Connections: Windows versions differ in which of Source/Dest is local in
-// 5156, so the local side is decided by the host's addresses (host.ip when
-// trustworthy, addresses learned from listeners and earlier decided
-// connections), then by a port the host listens on (5154), then for Sysmon
-// by Initiated=false (the destination is local), then by the dynamic port
-// range (the peer uses a port >= 49152). LocalSideBy says which; "unknown"
-// keeps the fields as written (destination as local).
+// 5156, and Sysmon versions in which is local for Initiated=false, so the
+// local side is decided by the host's addresses (host.ip when trustworthy,
+// the addresses of its listeners and of connections decided by those),
+// then by a port the host listens on (5154), then for Sysmon by the side
+// whose SourceHostname/DestinationHostname names the computer, then by the
+// dynamic port range (the peer uses a port >= 49152), then for Sysmon by
+// Initiated=false (the destination is local). LocalSideBy says which;
+// "unknown" keeps the fields as written (destination as local). Only the
+// first two teach the host's addresses: names (PTR records), port ranges
+// and Sysmon's orientation can be wrong, and a wrong address would file
+// the host's changes under a peer's address.
 //
 // # When changes are emitted (joins in event time, either arrival order)
 //
@@ -134,7 +140,7 @@
 // carries. When the partner of a join arrives later, the change is emitted
 // again, enriched, with the same Source (the record it describes) and
 // Joined naming the partner; consumers key changes by Source and keep the
-// latest. Joins need the two records within Options.JoinWindow (30 s) of
+// latest, and drop the change a later one names in Replaces. Joins need the two records within Options.JoinWindow (30 s) of
 // each other in event time.
 //   - 4946 then its 5447s: a rule_added without ports, then the same change
 //     with the ports. 5447 then 4946: one rule_added with ports. Filters
@@ -149,6 +155,15 @@
 //     again as rule_enabled. An older record never overwrites the state
 //     left by a newer one.
 //   - 2006/2052 and 4948 take the ports of the rule they delete.
+//   - Firewall 2004/2005/2006 (and their newer ids) and Security
+//     4946/4947/4948 of the same RuleId and operation within JoinWindow are
+//     one change, whichever WEF delivers first (it does not order records
+//     across channels). Firewall first: the Security record is redundant
+//     and not emitted. Security first: it is emitted at once (port-less),
+//     and the Firewall record's change then carries Replaces naming it;
+//     consumers drop the replaced change, and a 5447 arriving after that
+//     no longer re-emits it. Either way the Firewall record's change is
+//     the one that remains, and Stats.Redundant counts one.
 //
 // # Telling Windows' own churn from an operator or an attacker
 //

@@ -46,6 +46,8 @@ type goldenLine struct {
 	RecordID    uint64 `json:"record_id,omitempty"`
 	JoinedEvent uint32 `json:"joined_event_id,omitempty"`
 	JoinedRec   uint64 `json:"joined_record_id,omitempty"`
+	ReplacesEv  uint32 `json:"replaces_event_id,omitempty"`
+	ReplacesRec uint64 `json:"replaces_record_id,omitempty"`
 }
 
 func toGolden(c ExposureChange) goldenLine {
@@ -66,6 +68,9 @@ func toGolden(c ExposureChange) goldenLine {
 	}
 	if c.Joined != nil {
 		g.JoinedEvent, g.JoinedRec = c.Joined.EventID, c.Joined.RecordID
+	}
+	if c.Replaces != nil {
+		g.ReplacesEv, g.ReplacesRec = c.Replaces.EventID, c.Replaces.RecordID
 	}
 	return g
 }

@@ -2,6 +2,7 @@ package winevents
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -59,6 +60,7 @@ func (s *state) firewallEvent(h *hostState, r *record, emit func(ExposureChange)
 			ri = &ruleInfo{}
 			h.rules.put(key, ri)
 		}
+		s.replaceSecurity(h, ri, &c)
 		if !ri.haveFW || !c.Time.Before(ri.fw.Time) {
 			ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
 		}
@@ -125,9 +127,7 @@ func (s *state) ruleChange(h *hostState, c ExposureChange, emit func(ExposureCha
 		ri = &ruleInfo{}
 		h.rules.put(key, ri)
 	}
-	if ri.sec != nil && within(ri.secTime, c.Time, s.opts.JoinWindow) && c.Joined == nil {
-		c.Joined = ri.sec
-	}
+	s.replaceSecurity(h, ri, &c)
 	if ri.haveFW && c.Time.Before(ri.fw.Time) {
 		emit(c)
 		if !c.Active && ri.fw.Active && ri.fwKind == KindRuleModified && within(ri.fw.Time, c.Time, s.opts.JoinWindow) {
@@ -145,8 +145,37 @@ func (s *state) ruleChange(h *hostState, c ExposureChange, emit func(ExposureCha
 		c.Joined = refPtr(ri.fw.Source)
 		s.counts.Joins++
 	}
-	ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+	ri.fw, ri.haveFW, ri.fwKind = kept(c), true, c.Kind
 	emit(c)
+}
+
+// replaceSecurity is the Firewall-channel side of the join with Security
+// 4946/4947/4948, which describe the same rule change without its ports.
+// WEF does not order records across channels, so either may come first:
+// the Firewall record first makes the Security one redundant (mpssvcRule);
+// the Security record first was emitted on its own, and the Firewall
+// record of the same operation within JoinWindow replaces it: c.Replaces
+// names it, its pending name join is dropped (a late 5447 must not bring
+// it back), and it is counted redundant, as in the other order. Either way
+// one change remains, the Firewall record's.
+func (s *state) replaceSecurity(h *hostState, ri *ruleInfo, c *ExposureChange) {
+	op := ruleOp(c.Kind)
+	if op < 0 {
+		return
+	}
+	if c.Time.After(ri.fwSeen[op]) {
+		ri.fwSeen[op] = c.Time
+	}
+	sec := ri.sec[op]
+	if sec == nil || !within(sec.Time, c.Time, s.opts.JoinWindow) {
+		return
+	}
+	ri.sec[op] = nil
+	c.Replaces = sec
+	s.counts.Redundant++
+	if ni, ok := h.names.get(ri.secName); ok {
+		ni.pending = slices.DeleteFunc(ni.pending, func(p pendingRule) bool { return p.c.Source == *sec })
+	}
 }
 
 func (s *state) securityEvent(h *hostState, r *record, emit func(ExposureChange)) {
@@ -189,8 +218,9 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		c.Kind = KindRuleDeleted
 	}
 	key := strings.ToLower(c.RuleID)
+	op := ruleOp(c.Kind)
 	ri, ok := h.rules.get(key)
-	if ok && ri.haveFW && within(ri.fw.Time, c.Time, s.opts.JoinWindow) {
+	if ok && !ri.fwSeen[op].IsZero() && within(ri.fwSeen[op], c.Time, s.opts.JoinWindow) {
 		s.counts.Redundant++
 		return
 	}
@@ -198,7 +228,7 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		ri = &ruleInfo{}
 		h.rules.put(key, ri)
 	}
-	ri.sec, ri.secTime = refPtr(c.Source), c.Time
+	ri.sec[op], ri.secName = refPtr(c.Source), c.RuleName
 	if c.Kind == KindRuleDeleted {
 		if ri.haveFW {
 			copyRuleShape(&c, &ri.fw)
@@ -219,7 +249,7 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		h.names.put(c.RuleName, ni)
 	}
 	ni.addRule(c.RuleID, c.Time)
-	p := pendingRule{c: c}
+	p := pendingRule{c: kept(c)}
 	if b := ni.closestBatch(c.Time, s.opts.JoinWindow); b != nil {
 		joined := c
 		b.applyTo(&joined)
@@ -231,9 +261,11 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 	}
 	if len(ni.pending) >= maxPendingPerName {
 		ni.pending = ni.pending[1:]
+		h.stored--
 		s.counts.PendingDropped++
 	}
 	ni.pending = append(ni.pending, p)
+	h.stored++
 }
 
 // filterChange handles 5447. It never emits on its own: it remembers the
@@ -255,6 +287,7 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 		h.filters.put(id, &filterInfo{name: name, src: src})
 		if waiting, ok := h.waiting.get(id); ok {
 			h.waiting.remove(id)
+			h.stored -= len(waiting)
 			for _, l := range waiting {
 				l.RuleName = name
 				if ni, ok := h.names.get(name); ok {
@@ -315,6 +348,7 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 		}
 		kept = append(kept, p)
 	}
+	h.stored -= len(ni.pending) - len(kept)
 	ni.pending = kept
 }
 
@@ -355,9 +389,11 @@ func (s *state) listener(h *hostState, r *record, emit func(ExposureChange)) {
 			w, _ := h.waiting.get(rtid)
 			if len(w) >= maxWaitingPerID {
 				w = w[1:]
+				h.stored--
 				s.counts.PendingDropped++
 			}
-			h.waiting.put(rtid, append(w, c))
+			h.stored++
+			h.waiting.put(rtid, append(w, kept(c)))
 		}
 	}
 	emit(c)

@@ -1,6 +1,7 @@
 package winevents
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -237,5 +238,232 @@ func TestJoinBudget(t *testing.T) {
 	s = d.Stats()
 	if s.JoinEntries > 10 || s.HostsEvicted == 0 {
 		t.Errorf("budget not kept: %+v", s)
+	}
+}
+
+// liveChanges applies the consumer contract to an emitted sequence: a
+// change re-emitted with the same Source replaces the earlier one, and a
+// change with Replaces drops the change it names. What remains is what a
+// consumer (the correlation engine, a SIEM keyed by record) ends up with.
+func liveChanges(cs []ExposureChange) map[SourceRef]ExposureChange {
+	live := map[SourceRef]ExposureChange{}
+	for _, c := range cs {
+		if c.Replaces != nil {
+			delete(live, *c.Replaces)
+		}
+		live[c.Source] = c
+	}
+	return live
+}
+
+// permutations returns every order of evs.
+func permutations(evs []testEvent) [][]testEvent {
+	if len(evs) <= 1 {
+		return [][]testEvent{append([]testEvent(nil), evs...)}
+	}
+	var out [][]testEvent
+	for i := range evs {
+		rest := append(append([]testEvent(nil), evs[:i]...), evs[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]testEvent{evs[i]}, p...))
+		}
+	}
+	return out
+}
+
+func knockRule(id uint32, ms int, record uint64) testEvent {
+	if id >= 4946 && id <= 4948 {
+		return at(secEvent(id, "RuleId", "{11111111-2222-3333-4444-555555555555}", "RuleName", "knock", "ProfileChanged", "All"), ms, record)
+	}
+	return at(fwEvent(id, ruleData...), ms, record)
+}
+
+// TestFirewallAndSecurityJoinOrderIndependent: Firewall 2004 and Security
+// 4946 of one rule change (same RuleId) leave one change, the Firewall
+// record's with its ports, whichever WEF delivers first, with or without
+// other records in between and with the Security record written up to
+// seconds before or after the Firewall one; the same for 2005/4947 and
+// 2006/4948. Records of the same rule further apart than JoinWindow are
+// two changes in both orders.
+func TestFirewallAndSecurityJoinOrderIndependent(t *testing.T) {
+	other := func(ms int, record uint64) testEvent { // an unrelated rule on the same host
+		return at(fwEvent(2004, withField(withField(ruleData, "RuleId", "{99999999-0000-0000-0000-000000000000}"), "LocalPorts", "8080")...), ms, record)
+	}
+	cases := []struct {
+		name        string
+		fw, sec     uint32
+		secOffsetMs int // Security record's event time minus the Firewall record's
+		between     bool
+		window      time.Duration
+		wantLive    int // changes of the rule that remain
+		wantKind    Kind
+	}{
+		{"2004 and 4946, same millisecond", 2004, 4946, 0, false, 0, 1, KindRuleAdded},
+		{"2004 and 4946, Security 3 ms later", 2004, 4946, 3, false, 0, 1, KindRuleAdded},
+		{"2004 and 4946, Security 2 s earlier, records between", 2004, 4946, -2000, true, 0, 1, KindRuleAdded},
+		{"2004 and 4946, 29 s apart, window 30 s", 2004, 4946, 29000, true, 0, 1, KindRuleAdded},
+		{"2005 and 4947", 2005, 4947, 5, true, 0, 1, KindRuleModified},
+		{"2006 and 4948", 2006, 4948, 5, true, 0, 1, KindRuleDeleted},
+		{"2004 and 4946 outside a 1 s window", 2004, 4946, 1500, false, time.Second, 2, ""},
+		{"2004 and a 4948 of another operation", 2004, 4948, 5, false, 0, 2, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fw := knockRule(tc.fw, 10000, 1)
+			sec := knockRule(tc.sec, 10000+tc.secOffsetMs, 2)
+			orders := [][]testEvent{{fw, sec}, {sec, fw}}
+			if tc.between {
+				orders = [][]testEvent{{fw, other(10001, 3), other(10002, 4), sec}, {sec, other(10001, 3), other(10002, 4), fw}}
+			}
+			var first map[SourceRef]ExposureChange
+			for i, evs := range orders {
+				d := NewDecoder(Options{JoinWindow: tc.window})
+				live := liveChanges(decodeAll(t, d, evs...))
+				mine := map[SourceRef]ExposureChange{}
+				for k, c := range live {
+					if c.RuleID == "{11111111-2222-3333-4444-555555555555}" {
+						mine[k] = c
+					}
+				}
+				if len(mine) != tc.wantLive {
+					t.Fatalf("order %d: %d changes remain, want %d: %+v", i, len(mine), tc.wantLive, mine)
+				}
+				if tc.wantLive == 1 {
+					for _, c := range mine {
+						if c.Source.EventID != tc.fw || c.Kind != tc.wantKind || (c.Kind != KindRuleDeleted && c.Ports.String() != "4444,5000-5010") {
+							t.Errorf("order %d: the remaining change is not the Firewall record's: %+v", i, c)
+						}
+					}
+					if s := d.Stats(); s.Redundant != 1 {
+						t.Errorf("order %d: redundant = %d, want 1 in both orders", i, s.Redundant)
+					}
+				}
+				if tc.wantLive != 1 {
+					continue // two changes: a deletion takes the ports of a rule known before it, so content may differ
+				}
+				// Both orders end with the same change (Replaces aside).
+				for k, c := range mine {
+					c.Replaces = nil
+					mine[k] = c
+				}
+				if i == 0 {
+					first = mine
+				} else if !reflect.DeepEqual(first, mine) {
+					t.Errorf("orders differ:\n fw first  %+v\n sec first %+v", first, mine)
+				}
+			}
+		})
+	}
+}
+
+// TestSecurityFilterFirewallAllOrders: 4946, its 5447 filters and the
+// Firewall 2004 of the same netsh rule, in all six orders, leave exactly one
+// change with the port. A 5447 that comes after the 2004 replaced the 4946
+// must not bring the 4946 back.
+func TestSecurityFilterFirewallAllOrders(t *testing.T) {
+	rule := at(secEvent(4946, "ProfileChanged", "All", "RuleId", "{F7259D6F-D580-4DF1-8371-60520B42164D}", "RuleName", "atomic testing"), 2, 50)
+	fw := at(fwEvent(2004, withField(withField(withField(ruleData, "RuleId", "{F7259D6F-D580-4DF1-8371-60520B42164D}"),
+		"RuleName", "atomic testing"), "LocalPorts", "450")...), 1, 7)
+	filter := filter5447(0, "75144", "ALE Receive/Accept v4 Layer")
+	for _, order := range permutations([]testEvent{rule, fw, filter}) {
+		d := NewDecoder(Options{})
+		live := liveChanges(decodeAll(t, d, order...))
+		var ids []uint32
+		for _, e := range order {
+			ids = append(ids, e.id)
+		}
+		if len(live) != 1 {
+			t.Errorf("order %v: %d changes remain: %+v", ids, len(live), live)
+			continue
+		}
+		for _, c := range live {
+			if c.Source.EventID != 2004 || c.Ports.String() != "450" || !c.Opens() {
+				t.Errorf("order %v: remaining change %+v", ids, c)
+			}
+		}
+	}
+}
+
+// TestReplacedSecurityIsNotReplayable: an attacker who gets a rule's
+// Firewall record replaced cannot make the decoder drop another change:
+// Replaces only ever names a Security record of the same RuleId and
+// operation, once.
+func TestReplacedSecurityIsNotReplayable(t *testing.T) {
+	d := NewDecoder(Options{})
+	got := decodeAll(t, d, knockRule(4946, 0, 2), knockRule(2004, 1, 1), at(fwEvent(2005, ruleData...), 2, 3))
+	var replaces []SourceRef
+	for _, c := range got {
+		if c.Replaces != nil {
+			replaces = append(replaces, *c.Replaces)
+		}
+	}
+	if len(replaces) != 1 || replaces[0].EventID != 4946 {
+		t.Errorf("replaces = %+v, want the 4946 once", replaces)
+	}
+}
+
+// TestSysmonOrientationDoesNotTeachAddresses: older Sysmon versions write
+// the local side as Source for Initiated=false (the OTRF empire sample: the
+// DC's DNS answer to a client shows Source 172.18.39.5:53). The side named
+// like the computer is local; and a client's address must never become
+// the host's, or every later change of the host would be filed under it.
+func TestSysmonOrientationDoesNotTeachAddresses(t *testing.T) {
+	sysmon := func(ms int, record uint64, src, sport, srcName, dst, dport, dstName string) testEvent {
+		e := testEvent{channel: "Microsoft-Windows-Sysmon/Operational", provider: "Microsoft-Windows-Sysmon", id: 3,
+			computer: "HFDC01.shire.com", data: pairs("Protocol", "udp", "Initiated", "false", "SourceIp", src, "SourcePort", sport,
+				"SourceHostname", srcName, "DestinationIp", dst, "DestinationPort", dport, "DestinationHostname", dstName)}
+		return at(e, ms, record)
+	}
+	fw := at(fwEvent(2004, ruleData...), 2, 3)
+	fw.computer = "HFDC01.shire.com"
+	d := NewDecoder(Options{})
+	got := decodeAll(t, d,
+		sysmon(0, 1, "172.18.39.5", "53", "HFDC01.shire.com", "172.18.39.106", "55998", "HR001"),
+		// both ports dynamic, no name: only Sysmon's orientation is left
+		sysmon(1, 2, "172.18.39.5", "49667", "-", "172.18.39.106", "53120", "-"),
+		fw)
+	if got[0].LocalSideBy != "sysmon_hostname" || got[0].Ports.String() != "53" || got[0].LocalAddress.String() != "172.18.39.5" {
+		t.Errorf("named side: %+v", got[0])
+	}
+	if got[1].LocalSideBy != "sysmon_initiated" {
+		t.Errorf("undecidable: %+v", got[1])
+	}
+	for _, c := range got {
+		for _, ip := range c.HostIPs {
+			if ip.String() == "172.18.39.106" {
+				t.Errorf("the client's address became the host's: %+v", c)
+			}
+		}
+	}
+	if len(got) != 3 || got[2].Kind != KindRuleAdded {
+		t.Fatalf("unexpected: %+v", got)
+	}
+}
+
+// A forged record that claims the computer and next record id of a host
+// (a harmless outbound rule) must not make the real record that follows a
+// "duplicate": the real change is emitted and the conflict counted; a
+// re-send of either is still a duplicate.
+func TestForgedRecordDoesNotPreClaimTheRealOne(t *testing.T) {
+	d := NewDecoder(Options{})
+	forged := at(fwEvent(2004, withField(withField(ruleData, "Direction", "2"), "RuleName", "harmless")...), 0, 7)
+	real := at(fwEvent(2004, ruleData...), 100, 7)
+	if got := decodeAll(t, d, forged); len(got) != 1 || got[0].Direction != DirOut {
+		t.Fatalf("forged: %+v", got)
+	}
+	got, res := d.Decode([]byte(renderXML(real, false)))
+	if len(got) != 1 || res.Duplicates != 0 || !got[0].Opens() || got[0].Source.RecordID != 7 {
+		t.Fatalf("the real record was dropped as a duplicate of the forged one: %d changes, %+v", len(got), res)
+	}
+	if s := d.Stats(); s.DedupeConflicts != 1 {
+		t.Fatalf("conflicts %d, want 1", s.DedupeConflicts)
+	}
+	for _, e := range []testEvent{real, forged} {
+		if _, res := d.Decode([]byte(renderECS(e, false))); res.Duplicates != 1 {
+			t.Errorf("re-send (another format) not recognised: %+v", res)
+		}
+	}
+	if s := d.Stats(); s.DedupeConflicts != 1 {
+		t.Fatalf("conflicts %d after re-sends, want 1", s.DedupeConflicts)
 	}
 }

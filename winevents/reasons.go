@@ -15,12 +15,15 @@ const (
 	ReasonMissingEventID Reason = "missing_event_id"
 	ReasonMissingHost    Reason = "missing_host"
 	ReasonBadTime        Reason = "bad_time"
+	// ReasonHostNotAllowed: the sender may not speak for the record's
+	// computer (DecodeFrom with a HostPolicy).
+	ReasonHostNotAllowed Reason = "host_not_allowed"
 )
 
 // Reasons lists every Reason in a stable order (for metrics).
 var Reasons = []Reason{
 	ReasonUnknownFormat, ReasonMalformedJSON, ReasonMalformedXML, ReasonTruncated, ReasonTooLarge,
-	ReasonTooDeep, ReasonDTD, ReasonMissingEventID, ReasonMissingHost, ReasonBadTime,
+	ReasonTooDeep, ReasonDTD, ReasonMissingEventID, ReasonMissingHost, ReasonBadTime, ReasonHostNotAllowed,
 }
 
 func reasonIndex(r Reason) int {

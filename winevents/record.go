@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // record is one Windows event after format decoding and before semantics:
@@ -34,6 +35,16 @@ type field struct {
 // exactly first, then case-insensitively (exporters differ: ProcessId,
 // ProcessID).
 func (r *record) get(name string) string {
+	v := r.getRaw(name)
+	switch name {
+	case "RuleId", "RuleName", "FilterName":
+		// Join keys: kept by the join state, so bounded.
+		v = clampField(v, maxKeptFieldBytes)
+	}
+	return v
+}
+
+func (r *record) getRaw(name string) string {
 	if r.jobj != nil {
 		return r.jobj.get(r.jscope, name)
 	}
@@ -48,6 +59,37 @@ func (r *record) get(name string) string {
 		}
 	}
 	return ""
+}
+
+// maxKeptFieldBytes bounds every string of a change the join state keeps
+// (rule names, paths, users): a forwarder could otherwise make each kept
+// change as large as an event (1 MiB). Emitted changes keep their values
+// whole; real values are far shorter (MAX_PATH is 260 characters).
+const maxKeptFieldBytes = 512
+
+// truncatedMark ends a value cut at a bound. '<' and '>' cannot be in a
+// Windows path, so a cut path never matches an admin application.
+const truncatedMark = "<truncated>"
+
+// clampField cuts v to at most max bytes, on a rune boundary, marked.
+func clampField(v string, max int) string {
+	if len(v) <= max {
+		return v
+	}
+	cut := max - len(truncatedMark)
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + truncatedMark
+}
+
+// kept returns c with its strings bounded, for the join state.
+func kept(c ExposureChange) ExposureChange {
+	for _, f := range []*string{&c.Host, &c.Profiles, &c.RuleID, &c.RuleName, &c.RuleGroup, &c.Application, &c.Service,
+		&c.ModifyingUser, &c.ModifyingApplication, &c.LocalSideBy, &c.Layer, &c.Setting} {
+		*f = clampField(*f, maxKeptFieldBytes)
+	}
+	return c
 }
 
 func (r *record) source() SourceRef {

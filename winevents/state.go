@@ -1,6 +1,7 @@
 package winevents
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"strings"
 	"sync"
@@ -14,7 +15,8 @@ import (
 type state struct {
 	mu     sync.Mutex
 	opts   Options
-	seen   *lru[dedupeKey, struct{}]
+	seen   *lru[dedupeKey, fingerprints]
+	seed   maphash.Seed // content fingerprints; random, so collisions cannot be crafted
 	hosts  *lru[string, *hostState]
 	counts stateCounts
 	// entries is the number of join-table entries over all hosts, kept
@@ -24,12 +26,15 @@ type state struct {
 
 // stateCounts are guarded by state.mu and copied into Stats.
 type stateCounts struct {
-	DedupeEvicted  uint64
-	HostsEvicted   uint64
-	JoinEvicted    uint64
-	Joins          uint64
-	Redundant      uint64
-	PendingDropped uint64
+	DedupeEvicted uint64
+	// DedupeConflicts counts records whose key (computer, channel, record
+	// id) was seen before with other content: processed, not dropped.
+	DedupeConflicts uint64
+	HostsEvicted    uint64
+	JoinEvicted     uint64
+	Joins           uint64
+	Redundant       uint64
+	PendingDropped  uint64
 }
 
 type dedupeKey struct {
@@ -44,15 +49,51 @@ type hostState struct {
 	waiting   *lru[uint64, []ExposureChange] // listeners waiting for their FilterRTID
 	listening *lru[uint32, struct{}]         // proto<<16 | port seen in 5154/5158
 	ips       []netip.Addr                   // learned local addresses (bounded)
+	// stored counts the changes kept inside entries (4946/4947 pending
+	// their filters, listeners waiting for theirs): each counts as an
+	// entry, so MaxJoinEntries bounds the changes kept, not only the keys.
+	stored int
 }
 
 // ruleInfo is the last known state of a rule.
 type ruleInfo struct {
-	fw      ExposureChange // last Firewall-channel change (haveFW)
-	haveFW  bool
-	fwKind  Kind // kind as first emitted for fw (to upgrade modified->enabled once)
-	sec     *SourceRef
-	secTime time.Time
+	fw     ExposureChange // last Firewall-channel change (haveFW)
+	haveFW bool
+	fwKind Kind // kind as first emitted for fw (to upgrade modified->enabled once)
+	// fwSeen is the event time of the newest Firewall-channel record of
+	// each operation (add, modify, delete): a Security record of the same
+	// operation within JoinWindow of it is redundant.
+	fwSeen [numOps]time.Time
+	// sec is the newest Security 4946/4947/4948 of each operation that was
+	// emitted on its own (nil: none); a Firewall-channel record of the same
+	// operation arriving later replaces it (ExposureChange.Replaces).
+	sec [numOps]*SourceRef
+	// secName is the rule name the Security records gave (their pending
+	// name-join entries are dropped when replaced).
+	secName string
+}
+
+// Rule operations, for matching a Security 4946/4947/4948 with the
+// Firewall-channel record of the same change (2004/2071/2097,
+// 2005/2073/2099, 2006/2052).
+const (
+	opAdd = iota
+	opModify
+	opDelete
+	numOps
+)
+
+// ruleOp returns the operation of a rule change kind, or -1.
+func ruleOp(k Kind) int {
+	switch k {
+	case KindRuleAdded:
+		return opAdd
+	case KindRuleModified, KindRuleEnabled:
+		return opModify
+	case KindRuleDeleted:
+		return opDelete
+	}
+	return -1
 }
 
 type filterInfo struct {
@@ -68,7 +109,8 @@ const (
 
 func newState(o Options) *state {
 	s := &state{opts: o}
-	s.seen = newLRU[dedupeKey, struct{}](o.DedupeSize, &s.counts.DedupeEvicted)
+	s.seen = newLRU[dedupeKey, fingerprints](o.DedupeSize, &s.counts.DedupeEvicted)
+	s.seed = maphash.MakeSeed()
 	s.hosts = newLRU[string, *hostState](o.MaxHosts, &s.counts.HostsEvicted)
 	s.hosts.onEvict = func(_ string, h *hostState) { s.entries -= h.size() }
 	return s
@@ -76,7 +118,7 @@ func newState(o Options) *state {
 
 // size is the number of join-table entries the host holds.
 func (h *hostState) size() int {
-	return h.rules.len() + h.names.len() + h.filters.len() + h.waiting.len() + h.listening.len()
+	return h.rules.len() + h.names.len() + h.filters.len() + h.waiting.len() + h.listening.len() + h.stored
 }
 
 // account adds a host's growth to the total and, over the budget, drops
@@ -107,21 +149,82 @@ func (s *state) host(name string) *hostState {
 		waiting:   newLRU[uint64, []ExposureChange](n, ev),
 		listening: newLRU[uint32, struct{}](n, ev),
 	}
+	h.names.onEvict = func(_ string, ni *nameInfo) { h.stored -= len(ni.pending) }
+	h.waiting.onEvict = func(_ uint64, w []ExposureChange) { h.stored -= len(w) }
 	s.hosts.put(k, h)
 	return h
 }
 
-// duplicate records the key of r and reports whether it was seen already.
-// Records without a record id cannot be recognised and are never duplicates.
+// fingerprints are the content fingerprints seen under one record key
+// (a few: the real record and what claimed its id).
+type fingerprints struct {
+	fp [maxFingerprints]uint64
+	n  uint8
+}
+
+const maxFingerprints = 4
+
+// contentFields are the EventData fields the semantics read: what a
+// record means. Two copies of one record agree on them whatever format
+// they were forwarded in.
+var contentFields = [...]string{
+	"RuleId", "RuleName", "Direction", "Protocol", "LocalPorts", "Action", "Active", "Profiles", "ApplicationPath",
+	"ServiceName", "ModifyingUser", "ModifyingApplication", "EmbeddedContext", "SettingType", "SettingValue",
+	"SettingValueDisplay", "SettingValueString", "ProfileChanged", "FilterId", "FilterName", "FilterRTID", "ChangeType",
+	"LayerName", "Conditions", "ProcessId", "ProcessID", "Application", "SourceAddress", "SourcePort", "DestAddress",
+	"DestPort", "SourceIp", "DestinationIp", "Initiated", "Image", "ImagePath", "StartType", "AccountName", "param1", "param2",
+}
+
+// fingerprint hashes what r says (event id, time and the content fields)
+// with the state's random seed.
+func (s *state) fingerprint(r *record) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	var b [12]byte
+	// Seconds: NXLog writes event times with one-second resolution.
+	t := r.time.Unix()
+	for i := range 8 {
+		b[i] = byte(t >> (8 * i))
+	}
+	b[8], b[9], b[10], b[11] = byte(r.eventID), byte(r.eventID>>8), byte(r.eventID>>16), byte(r.eventID>>24)
+	_, _ = h.Write(b[:])
+	for _, f := range contentFields {
+		_, _ = h.WriteString(r.get(f))
+		_ = h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
+// duplicate records the key and content of r and reports whether the same
+// record was seen already: the same (computer, channel, record id) and the
+// same content. A record whose key was seen with other content is not a
+// duplicate: one of the two was forged (or rewritten on the way), and
+// dropping the later one would let a forged record that claims the next
+// record id of a host make the real record vanish. It is processed and
+// counted (DedupeConflicts). Records without a record id cannot be
+// recognised and are never duplicates.
 func (s *state) duplicate(r *record) bool {
 	if r.recordID == 0 {
 		return false
 	}
 	k := dedupeKey{strings.ToLower(r.computer), strings.ToLower(r.channel), r.recordID}
-	if _, ok := s.seen.get(k); ok {
-		return true
+	fp := s.fingerprint(r)
+	v, ok := s.seen.get(k)
+	if ok {
+		for _, x := range v.fp[:v.n] {
+			if x == fp {
+				return true
+			}
+		}
+		s.counts.DedupeConflicts++
 	}
-	s.seen.put(k, struct{}{})
+	if int(v.n) == maxFingerprints {
+		copy(v.fp[:], v.fp[1:])
+		v.n--
+	}
+	v.fp[v.n] = fp
+	v.n++
+	s.seen.put(k, v)
 	return false
 }
 

@@ -17,9 +17,17 @@ type Stats struct {
 	// because too many records waited for the same partner: each shows a
 	// cap being hit.
 	DedupeEvicted, HostsEvicted, JoinEvicted, PendingDropped uint64
+	// DedupeConflicts counts records whose (computer, channel, record id)
+	// was seen before with other content: processed as new, because one
+	// of them was forged or rewritten on the way.
+	DedupeConflicts uint64
+	// HostIPsDropped counts host addresses removed from records because
+	// their sender may not name them (DecodeFrom).
+	HostIPsDropped uint64
 	// Joins counts completed two-record joins; Redundant counts Security
-	// 4946/4947/4948 records not emitted because the Firewall channel had
-	// already described the same rule change.
+	// 4946/4947/4948 records made redundant by the Firewall channel's
+	// record of the same rule change: not emitted when that came first,
+	// replaced by it (ExposureChange.Replaces) when it came after.
 	Joins, Redundant uint64
 	// Hosts is the number of hosts with join state now, JoinEntries the
 	// entries of their join tables together.
@@ -46,5 +54,7 @@ func (d *Decoder) Stats() Stats {
 	d.st.mu.Unlock()
 	s.DedupeEvicted, s.HostsEvicted, s.JoinEvicted, s.PendingDropped = sc.DedupeEvicted, sc.HostsEvicted, sc.JoinEvicted, sc.PendingDropped
 	s.Joins, s.Redundant = sc.Joins, sc.Redundant
+	s.DedupeConflicts = sc.DedupeConflicts
+	s.HostIPsDropped = d.c.hostIPsDropped.Load()
 	return s
 }

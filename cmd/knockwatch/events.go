@@ -53,6 +53,7 @@ type eventLine struct {
 	EventID     uint32     `json:"event_id"`
 	RecordID    uint64     `json:"record_id,omitempty"`
 	Joined      *joinedRef `json:"joined,omitempty"`
+	Replaces    *joinedRef `json:"replaces,omitempty"`
 }
 
 type joinedRef struct {
@@ -208,6 +209,9 @@ func toLine(file string, c winevents.ExposureChange) eventLine {
 	}
 	if c.Joined != nil {
 		l.Joined = &joinedRef{EventID: c.Joined.EventID, RecordID: c.Joined.RecordID}
+	}
+	if c.Replaces != nil {
+		l.Replaces = &joinedRef{EventID: c.Replaces.EventID, RecordID: c.Replaces.RecordID}
 	}
 	return l
 }

@@ -28,7 +28,7 @@ func init() {
 	}
 }
 
-const labUsage = `usage: knockwatch lab [--s0 | --rej] [--ipv6] [--tap] [--keep] [--timeout D] [--json] [--report FILE] [FLAGS]
+const labUsage = `usage: knockwatch lab [--s0 | --rej] [--ipv6] [--tap] [--restart[=POINT]] [--keep] [--timeout D] [--json] [--report FILE] [FLAGS]
 
 Builds a small network in namespaces (an attacker, a benign client and a
 Windows host on a switch whose host port is mirrored to a sensor), starts the
@@ -41,6 +41,12 @@ Prints each alert as it fires (indented on a terminal, one JSON line
 otherwise), then a summary of the sensor's metrics, and removes every
 namespace, link and firewall table, also on Ctrl-C or failure. Exits non-zero
 unless exactly the expected alert fired. Needs root.
+
+--restart kills the sensor with kill -9 in the middle of the attack and starts
+it again with the same --state-dir and --pin-path: after the knock, after the
+event's 202 (the default), after the handshake with the alert made but not
+yet written, or after the alert. The restarted sensor rebuilds its engine
+from its evidence log; the alert must still come exactly once.
 
 flags:
 `
@@ -68,6 +74,9 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	knockPorts := fs.String("knock-ports", "7000,8000,9000", "closed `PORTS` the attacker knocks, comma-separated")
 	openPort := fs.Uint("open-port", 4444, "`PORT` the host opens after the knock")
 	alertTimeout := fs.Duration("alert-timeout", 10*time.Second, "wait this long for the alert after the attacker's handshake")
+	var restart restartArg
+	fs.Var(&restart, "restart", "kill -9 the sensor at `POINT` and restart it with the same --state-dir and --pin-path: "+
+		strings.Join(lab.RestartPoints, ", ")+" (--restart alone: "+lab.RestartAfterEvent+")")
 	var sensorArgs listArg
 	fs.Var(&sensorArgs, "sensor-arg", "extra `ARG` for 'knockwatch run' (repeatable), e.g. --sensor-arg=--set --sensor-arg=rule.skew=10s")
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +119,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		OnAlert:      out.alert,
 		SensorArgs:   sensorArgs,
 		Capture:      *capture,
+		Restart:      string(restart),
 	}
 	if *verbose {
 		cfg.SensorLog = stderr
@@ -290,6 +300,28 @@ func parsePorts(s string) ([]uint16, error) {
 		return nil, errors.New("want at least two ports")
 	}
 	return out, nil
+}
+
+// restartArg is --restart[=POINT]: alone it means the event point.
+type restartArg string
+
+func (r *restartArg) String() string   { return string(*r) }
+func (r *restartArg) IsBoolFlag() bool { return true }
+
+func (r *restartArg) Set(v string) error {
+	switch v {
+	case "true":
+		v = lab.RestartAfterEvent
+	case "false":
+		v = ""
+	}
+	for _, p := range lab.RestartPoints {
+		if v == p || v == "" {
+			*r = restartArg(v)
+			return nil
+		}
+	}
+	return fmt.Errorf("want one of %s", strings.Join(lab.RestartPoints, ", "))
 }
 
 // listArg is a repeatable string flag.

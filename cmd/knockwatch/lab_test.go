@@ -317,6 +317,7 @@ func TestLabUsage(t *testing.T) {
 		{"--open-port", "70000"},
 		{"--bogus"},
 		{"extra"},
+		{"--restart=later"},
 	} {
 		var stderr bytes.Buffer
 		err := runLab(context.Background(), args, io.Discard, &stderr)
@@ -328,7 +329,7 @@ func TestLabUsage(t *testing.T) {
 	if err := runLab(context.Background(), []string{"--help"}, io.Discard, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, want := range []string{"--rej", "--keep", "--timeout", "--json", "--report", "--ipv6", "--tap", "--knockd", "Needs root"} {
+	for _, want := range []string{"--rej", "--keep", "--timeout", "--json", "--report", "--ipv6", "--tap", "--knockd", "--restart", "kill -9", "Needs root"} {
 		if !strings.Contains(stderr.String(), strings.TrimPrefix(want, "-")) {
 			t.Errorf("--help does not mention %s:\n%s", want, stderr.String())
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/replay"
+	"github.com/knockwatch/knockwatch/timeline"
 )
 
 func init() {
@@ -38,9 +39,6 @@ type replayList []string
 func (l *replayList) String() string     { return strings.Join(*l, ",") }
 func (l *replayList) Set(v string) error { *l = append(*l, v); return nil }
 
-// replayProgressMinBytes: captures smaller than this finish before a bar helps.
-const replayProgressMinBytes = 64 << 20
-
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -51,13 +49,24 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Var(&allow, "allow-source", "source `CIDR` (or address) that is never flagged and whose alerts are suppressed; repeatable")
 	cfgPath := fs.String("config", "", "configuration `FILE` (the YAML of run: sensor, rule, suppression, decoder, hosts); default: run's defaults")
 	engine := fs.String("engine", replay.EngineAuto, "tracking engine: xdp (the XDP program via BPF_PROG_RUN; root), go (its pure-Go twin), auto (xdp when it loads, else go)")
-	format := fs.String("format", "json", "alert output on stdout: json (ECS JSON lines, as run writes) or table (a readable timeline)")
+	format := fs.String("format", "json", "output on stdout: json (ECS JSON lines; alerts as run writes them) or table (a readable timeline)")
+	timelineDir := fs.String("timeline", "", "also draw every alert record as an SVG timeline into `DIR` (see knockwatch explain)")
+	timelinePNG := fs.Bool("timeline-png", false, "with --timeline, also write PNGs (needs rsvg-convert: Debian librsvg2-bin)")
 	noCsum := fs.Bool("ignore-checksums", false, "accept TCP segments with wrong checksums (a capture taken on a sending host with checksum offload, as Zeek's -C); by default SYN-ACKs, RSTs and proving ACKs with a wrong checksum are ignored and counted")
+	touches := fs.Bool("touches", false, "print one line per closed-port touch instead of alerts: its kind (REJ, S0, RSTOS0, as Zeek's conn_state)\nand the SYN's 4-tuple and time; JSON lines, or a table with --format table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
-		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--ignore-checksums]")
+		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--timeline DIR [--timeline-png]]")
+		fmt.Fprintln(stderr, "                        [--touches] [--ignore-checksums]")
 		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
 		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
+		fmt.Fprintln(stderr, "\nWith --touches, stdout gets every closed-port touch instead, one per line in the order the sensor")
+		fmt.Fprintln(stderr, "decided them (an S0 once its timeout passed): what exactly did a source touch? As JSON:")
+		fmt.Fprintln(stderr, `  {"@timestamp":"2026-11-20T14:30:21.5Z","source":{"ip":"198.51.100.7","port":40001},`)
+		fmt.Fprintln(stderr, `   "destination":{"ip":"10.0.0.5","port":7000},"network":{"transport":"tcp"},"knockwatch":{"touch":{"kind":"REJ"}}}`)
+		fmt.Fprintln(stderr, "@timestamp is the SYN's capture time; source is the SYN's sender, destination the touched host and port.")
+		fmt.Fprintln(stderr, "Kinds, named as Zeek's conn_state: REJ (answered by an RST), S0 (never answered), RSTOS0 (the")
+		fmt.Fprintln(stderr, "originator reset its own SYN, no answer seen). docs/DETECTION.md explains the classification.")
 		fmt.Fprintln(stderr, "\nflags:")
 		fs.PrintDefaults()
 	}
@@ -78,6 +87,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: replay: --format %q is not json or table", errUsage, *format)
 	case *engine != replay.EngineAuto && *engine != replay.EngineXDP && *engine != replay.EngineGo:
 		return fmt.Errorf("%w: replay: --engine %q is not auto, xdp or go", errUsage, *engine)
+	case *timelinePNG && *timelineDir == "":
+		return fmt.Errorf("%w: replay: --timeline-png needs --timeline DIR", errUsage)
 	}
 
 	cfg := config.Default()
@@ -103,6 +114,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// The observer is this machine replaying the captures (they do not
+	// say which interface recorded them).
+	built.Pipeline.EngineOptions = append(built.Pipeline.EngineOptions, correlate.WithObserver(sensorObserver(nil)))
 	// Every input is checked before the work starts, so a typo costs no
 	// wait and gets one line.
 	for _, p := range pcaps {
@@ -124,6 +138,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// them is short-lived (records, alerts). A low GC target keeps the peak
 	// close to the tables instead of letting garbage double it.
 	debug.SetGCPercent(25)
+	built.Sensor.ReportTouches = *touches
 	eng, note, err := replay.NewEngine(*engine, built.Sensor, built.Allowed)
 	if err != nil {
 		return err
@@ -133,11 +148,21 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	var sink alert.Sink
 	var table *replayTable
-	if *format == "table" {
+	var touchOut *touchOutput
+	switch {
+	case *touches:
+		touchOut = newTouchOutput(stdout, *format == "table")
+		sink = discardAlerts{}
+	case *format == "table":
 		table = &replayTable{}
 		sink = table
-	} else {
+	default:
 		sink = alert.NewStreamWriter(stdout, "stdout", false)
+	}
+	var tee *recordTee
+	if *timelineDir != "" {
+		tee = &recordTee{next: sink}
+		sink = tee
 	}
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel)).Named("replay")
@@ -149,22 +174,42 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Captures: pcaps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
 		FinalSweep: built.Sensor.S0Timeout + time.Second, GapSweeps: replay.GapSweepsFor(built.Sensor),
 	}
-	if bar := newReplayProgress(stderr, pcaps); bar != nil {
+	bar := newReplayProgress(stderr, func() uint64 {
+		st := p.Stats()
+		return st.Alerts["high"] + st.Alerts["medium"]
+	})
+	if touchOut != nil {
+		opts.OnTouch = touchOut.write
+	}
+	if bar != nil {
 		opts.Progress = bar.update
-		defer bar.done()
 	}
 	sum, runErr := replay.Run(ctx, opts)
+	if bar != nil {
+		bar.done() // before anything else is written to stderr
+	}
 	closeErr := p.Close()
+	var touchErr error
+	if touchOut != nil {
+		// What was decided before an error is still printed.
+		touchErr = touchOut.close()
+	}
 	if runErr != nil {
 		return runErr
 	}
 	if closeErr != nil {
 		return fmt.Errorf("flush alerts: %w", closeErr)
 	}
+	if touchErr != nil {
+		return touchErr
+	}
 	if table != nil {
 		table.print(stdout)
 	}
-	printReplaySummary(stderr, sum, p.Stats())
+	printReplaySummary(stderr, sum, p.Stats(), *touches)
+	if tee != nil {
+		return tee.draw(ctx, *timelineDir, *timelinePNG, stderr)
+	}
 	return nil
 }
 
@@ -180,7 +225,7 @@ func parseReplayPrefix(v string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats) {
+func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats, touchLines bool) {
 	c := s.Counters
 	fmt.Fprintf(w, "summary: engine %s, %d capture(s), %d event file(s)\n", s.Engine, s.Captures, s.EventFiles)
 	span := "no packets"
@@ -202,6 +247,12 @@ func printReplaySummary(w io.Writer, s replay.Summary, ps pipeline.Stats) {
 	if bad := c["bad_csum"]; bad > 0 {
 		fmt.Fprintf(w, "  WARNING    %d TCP segments with a wrong checksum were ignored as answers (a capture taken on a sending host\n"+
 			"             with checksum offload has them on every packet it sent: replay it with --ignore-checksums)\n", bad)
+	}
+	if touchLines {
+		fmt.Fprintf(w, "  printed    %d touch lines\n", s.TouchRecords)
+		if s.TouchRecords == 0 && s.Touches() > 0 {
+			fmt.Fprintf(w, "  WARNING    the %s engine counted %d touches but reported none to print\n", s.Engine, s.Touches())
+		}
 	}
 	fmt.Fprintf(w, "  knocks     %d (allowlisted %d)\n", s.Knocks, c["allowlisted"])
 	fmt.Fprintf(w, "  handshakes %d\n", s.Handshakes)
@@ -257,9 +308,8 @@ func (t *replayTable) Close() error { return nil }
 type replayTableAlert struct {
 	Timestamp string `json:"@timestamp"`
 	Event     struct {
-		ID      string `json:"id"`
-		Action  string `json:"action"`
-		Outcome string `json:"outcome"`
+		ID     string `json:"id"`
+		Action string `json:"action"`
 	} `json:"event"`
 	Source      struct{ IP string } `json:"source"`
 	Destination struct {
@@ -272,6 +322,7 @@ type replayTableAlert struct {
 	Knockwatch struct {
 		Confidence string `json:"confidence"`
 		Basis      string `json:"basis"`
+		Suppressed bool   `json:"suppressed"`
 		Knock      struct {
 			Touches []struct {
 				Port uint16 `json:"port"`
@@ -330,7 +381,7 @@ func (t *replayTable) print(w io.Writer) {
 	for _, a := range as {
 		k := &a.Knockwatch
 		status := strings.ToUpper(k.Confidence)
-		if a.Event.Outcome == "suppressed" {
+		if a.Knockwatch.Suppressed {
 			status += " (suppressed)"
 		}
 		if a.Event.Action == correlate.ActionUpgraded {
@@ -363,44 +414,44 @@ func (t *replayTable) print(w io.Writer) {
 	}
 }
 
-// replayProgress draws a bar on a terminal for large captures.
-type replayProgress struct {
-	w     io.Writer
-	start time.Time
-	last  time.Time
+// recordTee passes records on and keeps their JSON for --timeline.
+type recordTee struct {
+	next alert.Sink
+	mu   sync.Mutex
+	recs [][]byte
 }
 
-func newReplayProgress(stderr io.Writer, paths []string) *replayProgress {
-	f, ok := stderr.(*os.File)
-	if !ok {
-		return nil
+func (t *recordTee) Write(ctx context.Context, recs []alert.Record) error {
+	if err := t.next.Write(ctx, recs); err != nil {
+		return err
 	}
-	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
-		return nil
+	t.mu.Lock()
+	for _, r := range recs {
+		t.recs = append(t.recs, append([]byte(nil), r.JSON...))
 	}
-	var total int64
-	for _, p := range paths {
-		if st, err := os.Stat(p); err == nil {
-			total += st.Size()
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *recordTee) Close() error { return t.next.Close() }
+
+// draw writes one timeline per kept record into dir.
+func (t *recordTee) draw(ctx context.Context, dir string, png bool, stderr io.Writer) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var as []timeline.Alert
+	for _, b := range t.recs {
+		a, err := timeline.ParseRecord(b)
+		if err != nil {
+			return fmt.Errorf("draw timeline: %w", err)
 		}
+		as = append(as, a)
 	}
-	if total < replayProgressMinBytes {
+	if len(as) == 0 {
+		fmt.Fprintf(stderr, "  timelines  none (no alerts)\n")
 		return nil
 	}
-	return &replayProgress{w: stderr, start: time.Now()}
+	paths, err := writeTimelines(ctx, dir, as, png)
+	fmt.Fprintf(stderr, "  timelines  %d files in %s\n", len(paths), dir)
+	return err
 }
-
-func (p *replayProgress) update(done, total int64) {
-	now := time.Now()
-	if now.Sub(p.last) < 200*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	frac := float64(done) / float64(max(total, 1))
-	const width = 40
-	n := int(frac * width)
-	fmt.Fprintf(p.w, "\r[%s%s] %5.1f%% %s", strings.Repeat("#", n), strings.Repeat(" ", width-n), 100*frac,
-		now.Sub(p.start).Round(time.Second))
-}
-
-func (p *replayProgress) done() { fmt.Fprint(p.w, "\r\033[K") }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -58,7 +59,15 @@ func ruleAddedXML(t *testing.T, computer string, at time.Time, port int) []byte 
 // alert must come out on stdout, and SIGTERM must leave nothing attached.
 func TestRunEndToEnd(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	env, err := netns.NewEnv("kwrune2e")
+	runEndToEnd(t, "kwrune2e", nil, nil)
+}
+
+// runEndToEnd plays the scenario of TestRunEndToEnd with the sensor
+// process started with extraEnv (see TestRunUnderServiceSandbox), calls
+// ready (if set) with the sensor's pid once it is ready, and returns its
+// last metrics scrape.
+func runEndToEnd(t *testing.T, name string, extraEnv []string, ready func(pid int)) string {
+	env, err := netns.NewEnv(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +86,9 @@ func TestRunEndToEnd(t *testing.T) {
 	defer cancel()
 	args := strings.Join([]string{"--iface", topo.CaptureIface, "--xdp-mode", "native", "--events-http", "127.0.0.1:0",
 		"--hosts", hosts, "--alerts", "-", "--metrics", "127.0.0.1:0", "--alerts-pretty", "false", "--log-format", "json",
-		"--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
+		"--state-dir", filepath.Join(dir, "state"), "--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024", "--set", "sensor.ring_bytes=65536"}, "\x1f")
 	cmd := topo.Sensor.Command(ctx, os.Args[0], "-test.v=false")
-	cmd.Env = append(os.Environ(), helperEnv+"="+args)
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+args), extraEnv...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +105,7 @@ func TestRunEndToEnd(t *testing.T) {
 	httpAddr := make(chan string, 1)
 	metricsAddr := make(chan string, 1)
 	metricsRE := regexp.MustCompile(`"msg":"serving /metrics.*"addr":"([0-9.:]+)"`)
-	ready := make(chan struct{})
+	readyC := make(chan struct{})
 	addrRE := regexp.MustCompile(`"msg":"http intake listening".*"addr":"([0-9.:]+)"`)
 	logsDone := make(chan struct{})
 	go func() {
@@ -116,7 +125,7 @@ func TestRunEndToEnd(t *testing.T) {
 			}
 			if !readyOnce && strings.Contains(line, `"msg":"ready`) {
 				readyOnce = true
-				close(ready)
+				close(readyC)
 			}
 		}
 	}()
@@ -131,9 +140,12 @@ func TestRunEndToEnd(t *testing.T) {
 	}()
 	dump := func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
 	select {
-	case <-ready:
+	case <-readyC:
 	case <-ctx.Done():
 		t.Fatalf("not ready:\n%s", dump())
+	}
+	if ready != nil {
+		ready(cmd.Process.Pid)
 	}
 	addr := <-httpAddr
 
@@ -231,6 +243,16 @@ func TestRunEndToEnd(t *testing.T) {
 	if t.Failed() {
 		t.Logf("metrics:\n%s", testenv.GrepLines(text, "knockwatch_"))
 	}
+	// Prometheus's own linter on the live binary's scrape (XDP counters,
+	// BPF map fill levels, interfaces, listeners, engine, process).
+	promtool := exec.Command(testenv.RequireTool(t, "promtool", "prometheus"), "check", "metrics")
+	promtool.Stdin = strings.NewReader(text)
+	if out, err := promtool.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	if !strings.Contains(text, "knockwatch_bpf_map_entries{") || !strings.Contains(text, "knockwatch_xdp_interface_bytes_total{") {
+		t.Errorf("the scrape lacks the BPF map or interface byte metrics")
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -244,4 +266,5 @@ func TestRunEndToEnd(t *testing.T) {
 	if xdpAttached(t, topo.Sensor, topo.CaptureIface) {
 		t.Fatal("XDP program left attached")
 	}
+	return text
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,6 +127,9 @@ func TestRunSecondSignalForces(t *testing.T) {
 // variable set: it then runs `knockwatch run` inside a network namespace
 // under the same signal handling as main, and never runs the tests.
 func TestMain(m *testing.M) {
+	if os.Getenv(sandboxEnv) != "" {
+		enterSandboxAndExec() // execs this binary again as the helper, confined
+	}
 	if os.Getenv(forceEnv) != "" || os.Getenv(helperEnv) != "" {
 		runHelperProcess()
 	}
@@ -163,6 +167,9 @@ func runHelperProcess() {
 // logs so far and a channel closed when stderr ends.
 func helperRun(t *testing.T, ctx context.Context, ns *netns.Namespace, args []string) (*execCmd, func() string, <-chan struct{}) {
 	t.Helper()
+	if !slices.Contains(args, "--state-dir") {
+		args = append(args, "--state-dir", t.TempDir()) // never the machine's own
+	}
 	cmd := ns.Command(ctx, os.Args[0], "-test.v=false")
 	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, "\x1f"))
 	stderr, err := cmd.StderrPipe()

@@ -3,9 +3,12 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 )
@@ -69,6 +72,20 @@ type Built struct {
 	// is configured. Hosts is the number of names it holds.
 	Inventory correlate.Inventory
 	Hosts     int
+	// EvidenceLog and Ledger are the evidence log (state_dir/evidence) and
+	// the ledger of delivered alerts (state_dir/alerts); the daemon adds
+	// its logger.
+	EvidenceLog evidence.LogConfig
+	Ledger      evidence.LedgerConfig
+}
+
+// EvidenceMaxAge is evidence_log.max_age, or when 0 the rule's retention
+// + sensor lateness + skew + a minute: everything a rebuild reads.
+func (c *Config) EvidenceMaxAge() time.Duration {
+	if c.EvidenceLog.MaxAge > 0 {
+		return c.EvidenceLog.MaxAge
+	}
+	return c.Rule.Retention + c.Rule.SensorLateness + c.Rule.Skew + time.Minute
 }
 
 // Build checks the sensor, rule, suppression and decoder settings, reads
@@ -110,6 +127,20 @@ func (c *Config) Build() (Built, error) {
 		FlushInterval:  c.Pipeline.FlushInterval,
 		MaxQueued:      c.Pipeline.MaxQueued,
 		CloseTimeout:   c.ShutdownTimeout,
+	}
+	if b.Pipeline.Bindings, err = c.Bindings(); err != nil {
+		return b, err
+	}
+	maxAge := c.EvidenceMaxAge()
+	b.EvidenceLog = evidence.LogConfig{
+		Dir: filepath.Join(c.StateDir, "evidence"), MaxAge: maxAge, MaxBytes: c.EvidenceLog.MaxBytes,
+		SegmentBytes: c.EvidenceLog.SegmentBytes, Fsync: c.EvidenceLog.Fsync,
+	}
+	// The ledger must outlive every alert the log can still bring back:
+	// the log's age plus the hour an event time may sit past its arrival,
+	// plus the rule's retention.
+	b.Ledger = evidence.LedgerConfig{
+		Dir: filepath.Join(c.StateDir, "alerts"), MaxAge: maxAge + time.Hour + c.Rule.Retention, Fsync: c.EvidenceLog.Fsync,
 	}
 	return b, nil
 }

@@ -29,6 +29,11 @@ type Config struct {
 	// PinPath, when set, pins the sensor's maps under this bpffs directory
 	// so that a restarted sensor keeps its state.
 	PinPath string `yaml:"pin_path"`
+	// StateDir holds what survives a restart: the evidence log (evidence/)
+	// and the ledger of delivered alerts (alerts/). One knockwatch run per
+	// directory (it is locked).
+	StateDir    string      `yaml:"state_dir"`
+	EvidenceLog EvidenceLog `yaml:"evidence_log"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is auto (console on a terminal, JSON otherwise), json or
@@ -41,6 +46,11 @@ type Config struct {
 	AdvanceInterval time.Duration `yaml:"advance_interval"`
 	// ShutdownTimeout bounds the flush of alerts at exit.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MemoryLimit is the Go runtime's soft memory limit (bytes; 0: none):
+	// the garbage collector works harder as the heap nears it, so the
+	// process stays under it while its live data does (docs/RELIABILITY.md,
+	// "Worst-case memory"). The GOMEMLIMIT environment variable wins.
+	MemoryLimit int64 `yaml:"memory_limit"`
 
 	Sensor      sensor.Config `yaml:"sensor"`
 	Rule        Rule          `yaml:"rule"`
@@ -53,6 +63,27 @@ type Config struct {
 	Metrics   Metrics   `yaml:"metrics"`
 	Pipeline  Pipeline  `yaml:"pipeline"`
 }
+
+// EvidenceLog bounds the evidence log and sets its fsync policy
+// (evidence.LogConfig).
+type EvidenceLog struct {
+	// MaxAge is how long evidence is kept (event time); 0 derives it from
+	// the rule: retention + sensor_lateness + skew + 1 minute. A value
+	// below retention + sensor_lateness + skew is refused: the engine
+	// could not be rebuilt.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes bounds the log on disk; SegmentBytes is the size of one
+	// segment (at most a quarter of MaxBytes).
+	MaxBytes     int64 `yaml:"max_bytes"`
+	SegmentBytes int64 `yaml:"segment_bytes"`
+	// Fsync is batch (every batch fsynced before it is acknowledged) or
+	// off (never fsynced: survives a crash of the process, not a power
+	// cut).
+	Fsync string `yaml:"fsync"`
+}
+
+// DefaultStateDir is state_dir's default.
+const DefaultStateDir = "/var/lib/knockwatch"
 
 // Rule is the AN0842 rule (correlate.Config without the suppression).
 type Rule struct {
@@ -118,11 +149,38 @@ type Listeners struct {
 	// Insecure allows listeners on non-loopback addresses without a token
 	// or mTLS.
 	Insecure bool `yaml:"insecure"`
+	// Tokens are further bearer tokens by name (name: token file); the
+	// token of TokenFile is named "default". Forwarders bindings name them.
+	Tokens map[string]string `yaml:"tokens"`
+	// Forwarders bind forwarder identities to the hosts they may send
+	// events for; UnboundForwarders (allow or refuse) decides for
+	// identities no binding names.
+	Forwarders        []Forwarder `yaml:"forwarders"`
+	UnboundForwarders string      `yaml:"unbound_forwarders"`
+	// Connections that have not authenticated yet (TLS handshake not
+	// done, no valid token yet): their own pool per listener, a share per
+	// source address and a deadline.
+	PreAuthTimeout      time.Duration `yaml:"preauth_timeout"`
+	MaxPreAuthConns     int           `yaml:"max_preauth_conns"`
+	MaxPreAuthPerSource int           `yaml:"max_preauth_per_source"`
+	// MemoryBudget bounds the event bytes all listeners hold at once
+	// (HTTP bodies, Beats events) before the decoder is done with them.
+	MemoryBudget int64 `yaml:"memory_budget"`
 
 	HTTP   HTTPListener   `yaml:"http"`
 	Syslog SyslogListener `yaml:"syslog"`
 	Beats  BeatsListener  `yaml:"beats"`
 	Files  FileListener   `yaml:"files"`
+}
+
+// Forwarder binds a forwarder identity (a token name or a client
+// certificate subject or CN) to the hosts it may send events for.
+type Forwarder struct {
+	Name        string   `yaml:"name"`
+	Token       string   `yaml:"token"`
+	CertSubject string   `yaml:"cert_subject"`
+	Hosts       []string `yaml:"hosts"`
+	Groups      []string `yaml:"groups"` // suppression.host_groups
 }
 
 // HTTPListener is POST /v1/events.
@@ -177,6 +235,9 @@ type Alerts struct {
 	// Pretty is auto (indented on a terminal), true or false.
 	Pretty  string  `yaml:"pretty"`
 	Webhook Webhook `yaml:"webhook"`
+	// MaxBacklog bounds the alerts kept for a failing sink while another
+	// durable sink takes them (file and webhook configured together).
+	MaxBacklog int `yaml:"max_backlog"`
 }
 
 // Webhook is the HTTP alert sink (alert.WebhookConfig).
@@ -217,6 +278,11 @@ func defaultSensor() sensor.Config {
 	return s
 }
 
+// DefaultMemoryLimit is memory_limit's default: above the live data of
+// the default configuration with every cap reached by hostile input
+// (docs/RELIABILITY.md, "Worst-case memory").
+const DefaultMemoryLimit = 2 << 30
+
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	r := correlate.DefaultConfig()
@@ -227,6 +293,9 @@ func Default() Config {
 		SweepInterval:   time.Second,
 		AdvanceInterval: time.Second,
 		ShutdownTimeout: 10 * time.Second,
+		MemoryLimit:     DefaultMemoryLimit,
+		StateDir:        DefaultStateDir,
+		EvidenceLog:     EvidenceLog{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Fsync: "batch"},
 		Sensor:          defaultSensor(),
 		Rule: Rule{
 			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,
@@ -239,6 +308,9 @@ func Default() Config {
 			MaxEventBytes: 1 << 20, MaxPayloadBytes: 64 << 20,
 		},
 		Listeners: Listeners{
+			UnboundForwarders: "allow", PreAuthTimeout: intake.DefaultPreAuthTimeout,
+			MaxPreAuthConns: intake.DefaultPreAuthConns, MaxPreAuthPerSource: intake.DefaultPreAuthPerSource,
+			MemoryBudget: intake.DefaultMemoryBudget,
 			HTTP: HTTPListener{
 				MaxBodyBytes: intake.DefaultMaxBodyBytes, MaxConns: intake.DefaultMaxConns,
 				ReadHeaderTimeout: intake.DefaultReadHeaderTimeout, ReadTimeout: intake.DefaultReadTimeout,
@@ -250,12 +322,12 @@ func Default() Config {
 			},
 			Beats: BeatsListener{
 				MaxEventBytes: intake.DefaultBeatsMaxEvent, MaxBatchBytes: intake.DefaultBeatsMaxBatch,
-				MaxBatchEvents: 16384, MaxConns: intake.DefaultBeatsMaxConns, Timeout: intake.DefaultBeatsTimeout,
+				MaxBatchEvents: intake.DefaultBeatsMaxEvents, MaxConns: intake.DefaultBeatsMaxConns, Timeout: intake.DefaultBeatsTimeout,
 				IdleTimeout: intake.DefaultIdleTimeout,
 			},
 			Files: FileListener{PollInterval: time.Second, MaxRecordBytes: 10 << 20, MaxFiles: 1024},
 		},
-		Alerts: Alerts{Path: "-", Pretty: "auto", Webhook: Webhook{
+		Alerts: Alerts{Path: "-", Pretty: "auto", MaxBacklog: 10000 /* alert.DefaultMaxBacklog, config_test checks */, Webhook: Webhook{
 			Format: "ndjson", MaxSpoolBytes: 1 << 30, BatchRecords: 100,
 			RequestTimeout: 10 * time.Second, MaxBackoff: 30 * time.Second,
 		}},

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/knockwatch/knockwatch/alert"
 )
 
 const full = `# every section, as in docs/CONFIG.md
@@ -155,6 +158,12 @@ func TestValidateErrors(t *testing.T) {
 		}, "UDP cannot authenticate", true},
 		{"bad addr", func(c *Config) { c.Listeners.HTTP.Addr = "8080" }, "not HOST:PORT", false},
 		{"webhook spool", func(c *Config) { c.Alerts.Webhook.URL = "https://x/y" }, "spool_dir", false},
+		{"no state dir", func(c *Config) { c.StateDir = " " }, "state_dir: required", false},
+		{"evidence kept shorter than a rebuild reads", func(c *Config) { c.EvidenceLog.MaxAge = 10 * time.Minute },
+			"evidence_log.max_age: 10m0s is shorter than rule.retention + rule.sensor_lateness + rule.skew (20m10s)", false},
+		{"evidence fsync", func(c *Config) { c.EvidenceLog.Fsync = "always" }, `evidence_log.fsync: "always"`, false},
+		{"evidence segment over a quarter", func(c *Config) { c.EvidenceLog.SegmentBytes = c.EvidenceLog.MaxBytes / 2 }, "evidence_log.segment_bytes", false},
+		{"evidence bound too small", func(c *Config) { c.EvidenceLog.MaxBytes = 1000 }, "evidence_log.max_bytes: 1000", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -228,7 +237,7 @@ func TestHelpDocumentsEveryFlagWithDefault(t *testing.T) {
 	}
 	for _, want := range []string{"-iface", "-xdp-mode", "-pass", "-events-http", "-events-syslog", "-events-beats",
 		"-events-file", "-token-file", "-tls-cert", "-tls-key", "-client-ca", "-hosts", "-allow-source", "-alerts",
-		"-metrics", "-pin-path", "-config", "-log-level", "-insecure-listeners", `(default "auto")`, `(default "-")`,
+		"-metrics", "-pin-path", "-state-dir", "-config", "-log-level", "-insecure-listeners", `(default "auto")`, `(default "-")`,
 		`(default "info")`, "(default 10485760)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q", want)
@@ -335,5 +344,34 @@ func TestSensorFlagTTLDerived(t *testing.T) {
 	c.Sensor.FlagTTL = 20 * time.Minute
 	if s, err = c.SensorConfig(); err != nil || s.FlagTTL != 20*time.Minute {
 		t.Errorf("explicit longer flag_ttl: %v, %v", s.FlagTTL, err)
+	}
+}
+
+// The sink backlog's default is the alert package's.
+func TestDefaultMaxBacklog(t *testing.T) {
+	if got := Default().Alerts.MaxBacklog; got != alert.DefaultMaxBacklog {
+		t.Fatalf("alerts.max_backlog default %d, alert.DefaultMaxBacklog %d", got, alert.DefaultMaxBacklog)
+	}
+}
+
+// The evidence log and the ledger live under state_dir; max_age 0 derives
+// the age bound from the rule, so that a rebuild always finds what it reads.
+func TestBuildState(t *testing.T) {
+	cfg, _, err := Load([]string{"--iface", "eth0", "--state-dir", "/srv/kw", "--set", "rule.retention=30m", "--set", "evidence_log.fsync=off"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cfg.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 30*time.Minute + 5*time.Second + 5*time.Second + time.Minute
+	if b.EvidenceLog.Dir != "/srv/kw/evidence" || b.EvidenceLog.MaxAge != want || b.EvidenceLog.Fsync != "off" ||
+		b.Ledger.Dir != "/srv/kw/alerts" || b.Ledger.MaxAge < want+30*time.Minute {
+		t.Fatalf("built %+v / %+v", b.EvidenceLog, b.Ledger)
+	}
+	cfg.EvidenceLog.MaxAge = 2 * time.Hour
+	if cfg.EvidenceMaxAge() != 2*time.Hour {
+		t.Fatal("max_age not taken")
 	}
 }

@@ -13,7 +13,7 @@ const Usage = `usage: knockwatch run --iface IFACE [--iface IFACE]... [--xdp-mod
                [--events-http ADDR] [--events-syslog ADDR] [--events-beats ADDR] [--events-file PATH]...
                [--token-file FILE] [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
                [--hosts FILE] [--allow-source CIDR]... [--alerts PATH|-] [--metrics ADDR]
-               [--pin-path DIR] [--config FILE] [--log-level LEVEL] [--set KEY=VALUE]...
+               [--pin-path DIR] [--state-dir DIR] [--config FILE] [--log-level LEVEL] [--set KEY=VALUE]...
 
 Runs the live sensor: the XDP program on every --iface, the event listeners,
 the AN0842 correlation engine, the alert sinks and the metrics server.
@@ -107,6 +107,7 @@ func NewFlagSet(cfg *Config, fl *Flags, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Alerts.Webhook.SpoolDir, "alerts-spool", cfg.Alerts.Webhook.SpoolDir, "spool `DIR` of the alert webhook")
 	fs.StringVar(&cfg.Metrics.Addr, "metrics", cfg.Metrics.Addr, "serve /metrics, /healthz and /readyz on `ADDR` (host:port); empty: off")
 	fs.StringVar(&cfg.PinPath, "pin-path", cfg.PinPath, "bpffs `DIR` to pin the sensor's maps in, so a restart keeps its state (e.g. /sys/fs/bpf/knockwatch)")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "`DIR` for what survives a restart: the evidence log the engine is rebuilt from and the ledger of delivered alerts (one knockwatch run per directory)")
 	fs.StringVar(&fl.ConfigFile, "config", fl.ConfigFile, "YAML configuration `FILE` (see docs/CONFIG.md); flags override it")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: auto (console on a terminal, else JSON), json or console")

@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
@@ -66,12 +68,19 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Listeners.validate()...)
+	if _, err := c.Bindings(); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, c.Alerts.validate()...)
 	if c.Metrics.Addr != "" {
 		if err := checkAddr(c.Metrics.Addr); err != nil {
 			add("metrics.addr", "%v", err)
 		}
 	}
+	if c.MemoryLimit < 0 {
+		add("memory_limit", "%d is negative (0 turns it off)", c.MemoryLimit)
+	}
+	errs = append(errs, c.validateState()...)
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")
 	}
@@ -226,7 +235,51 @@ func (l *Listeners) validate() []error {
 	if l.HTTP.MaxBodyBytes <= 0 {
 		add("listeners.http.max_body_bytes", "must be positive")
 	}
+	switch l.UnboundForwarders {
+	case "allow", "refuse":
+	default:
+		add("listeners.unbound_forwarders", "%q is not allow or refuse", l.UnboundForwarders)
+	}
+	for name := range l.Tokens {
+		if name == "" || name == "default" {
+			add("listeners.tokens", "%q is not a usable token name (the token of token_file is \"default\")", name)
+		}
+	}
+	if l.PreAuthTimeout <= 0 || l.MaxPreAuthConns <= 0 || l.MaxPreAuthPerSource <= 0 {
+		add("listeners", "preauth_timeout, max_preauth_conns and max_preauth_per_source must be positive")
+	}
+	if min := max(l.HTTP.MaxBodyBytes, int64(l.Beats.MaxEventBytes)); l.MemoryBudget < min {
+		add("listeners.memory_budget", "%d is below the largest single message (max_body_bytes / beats.max_event_bytes: %d)", l.MemoryBudget, min)
+	}
 	return errs
+}
+
+// Bindings compiles listeners.forwarders (with the host groups of
+// suppression.host_groups).
+func (c *Config) Bindings() (*binding.Policy, error) {
+	l := c.Listeners
+	bc := binding.Config{RefuseUnbound: l.UnboundForwarders == "refuse"}
+	for i, f := range l.Forwarders {
+		hosts := append([]string(nil), f.Hosts...)
+		for _, g := range f.Groups {
+			m, ok := c.Suppression.HostGroups[g]
+			if !ok {
+				return nil, fmt.Errorf("listeners.forwarders[%d]: unknown host group %q (define it under suppression.host_groups)", i, g)
+			}
+			hosts = append(hosts, m...)
+		}
+		if f.Token != "" && f.Token != "default" {
+			if _, ok := l.Tokens[f.Token]; !ok {
+				return nil, fmt.Errorf("listeners.forwarders[%d]: unknown token %q (define it under listeners.tokens)", i, f.Token)
+			}
+		}
+		bc.Bindings = append(bc.Bindings, binding.Binding{Name: f.Name, Token: f.Token, CertSubject: f.CertSubject, Hosts: hosts})
+	}
+	p, err := binding.New(bc)
+	if err != nil {
+		return nil, fmt.Errorf("listeners.forwarders: %w", err)
+	}
+	return p, nil
 }
 
 // SyslogUDP reports whether the syslog listener serves UDP: by default
@@ -248,6 +301,9 @@ func (a *Alerts) validate() []error {
 	var errs []error
 	if a.Path == "" {
 		errs = append(errs, errors.New("alerts.path: empty (use - for standard output)"))
+	}
+	if a.MaxBacklog <= 0 {
+		errs = append(errs, errors.New("alerts.max_backlog: must be positive"))
 	}
 	switch a.Pretty {
 	case "auto", "true", "false":
@@ -298,4 +354,33 @@ func IsLoopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// validateState checks state_dir and evidence_log.
+func (c *Config) validateState() []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if strings.TrimSpace(c.StateDir) == "" {
+		add("state_dir", "required (the evidence log and the alert ledger live there; default %s)", DefaultStateDir)
+	}
+	e := c.EvidenceLog
+	if need := c.Rule.Retention + c.Rule.SensorLateness + c.Rule.Skew; e.MaxAge != 0 && e.MaxAge < need {
+		add("evidence_log.max_age", "%v is shorter than rule.retention + rule.sensor_lateness + rule.skew (%v): a restart could not rebuild the engine (0 derives it)", e.MaxAge, need)
+	} else if e.MaxAge < 0 {
+		add("evidence_log.max_age", "%v must not be negative", e.MaxAge)
+	}
+	if e.MaxBytes < 1<<20 {
+		add("evidence_log.max_bytes", "%d: at least 1 MiB", e.MaxBytes)
+	}
+	if e.SegmentBytes < 64<<10 || e.SegmentBytes > e.MaxBytes/4 {
+		add("evidence_log.segment_bytes", "%d: between 64 KiB and a quarter of max_bytes (%d)", e.SegmentBytes, e.MaxBytes/4)
+	}
+	switch e.Fsync {
+	case evidence.FsyncBatch, evidence.FsyncOff:
+	default:
+		add("evidence_log.fsync", "%q is not batch or off", e.Fsync)
+	}
+	return errs
 }

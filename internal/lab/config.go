@@ -63,6 +63,12 @@ type Config struct {
 	// this pcap file and appends the forwarded Windows event to
 	// Capture+".events.xml": a lab run becomes a replay case.
 	Capture string
+	// Restart, when set (a RestartAfter* point), kills the sensor with
+	// SIGKILL at that point of the scenario and starts it again with the
+	// same --state-dir and --pin-path (the lab then pins the sensor's maps
+	// on a bpffs of its own). The sensor must still raise exactly one
+	// alert.
+	Restart string
 }
 
 func (c *Config) defaults() error {
@@ -122,6 +128,9 @@ func (c *Config) defaults() error {
 	case "off":
 	default:
 		return fmt.Errorf("knockd %q: want auto, on or off", c.Knockd)
+	}
+	if err := checkRestart(c.Restart); err != nil {
+		return err
 	}
 	if c.AlertTimeout <= 0 {
 		c.AlertTimeout = 10 * time.Second

@@ -142,6 +142,7 @@ func sweepDirs() {
 		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
 			continue // still running
 		}
+		_ = syscall.Unmount(filepath.Join(m, "bpf"), syscall.MNT_DETACH) // a --restart lab's pins
 		_ = os.RemoveAll(m)
 	}
 }

@@ -36,6 +36,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -84,10 +85,17 @@ type Lab struct {
 	token   string
 	pki     *labPKI
 	sensor  *sensor
+	args    []string // the sensor's arguments (a restart uses them again)
+	bpfDir  string   // bpffs mounted for --pin-path (with Restart)
 	knockd  *knockDaemon
 	fwd     *forwarder
 	caps    []*capture
 	started time.Time
+
+	// prevAlerts are the alerts of sensors killed by a restart;
+	// flaggedBefore the knocks they had flagged.
+	prevAlerts    []json.RawMessage
+	flaggedBefore float64
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -168,10 +176,25 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 		"--alerts", "-",
 		"--metrics", MetricsAddr,
 		"--log-level", "info",
+		// The lab's own: never the machine's /var/lib/knockwatch.
+		"--state-dir", filepath.Join(l.dir, "state"),
 	)
+	if cfg.Restart != "" {
+		if err = l.mountPins(); err != nil {
+			return l, fmt.Errorf("start lab: %w", err)
+		}
+		args = append(args, "--pin-path", filepath.Join(l.bpfDir, "knockwatch"))
+	}
 	args = append(args, cfg.SensorArgs...)
-	cfg.Logf("sensor: %s %s", filepath.Base(cfg.Binary), strings.Join(args, " "))
-	if l.sensor, err = startSensor(t.Sensor, cfg.Binary, args, MetricsAddr, cfg.OnAlert, cfg.SensorLog); err != nil {
+	l.args = args
+	first := args
+	if cfg.Restart == RestartAfterHandshake {
+		// Hold the alert in memory, where the kill after the handshake
+		// loses it; the restarted sensor runs without this.
+		first = append(append([]string(nil), args...), "--set", holdAlertsInMemory)
+	}
+	cfg.Logf("sensor: %s %s", filepath.Base(cfg.Binary), strings.Join(first, " "))
+	if l.sensor, err = startSensor(t.Sensor, cfg.Binary, first, MetricsAddr, cfg.OnAlert, cfg.SensorLog); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -292,6 +315,9 @@ func (l *Lab) Close() error {
 			if err := l.env.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("remove lab namespaces: %w", err))
 			}
+		}
+		if err := l.unmountPins(); err != nil {
+			errs = append(errs, err)
 		}
 		if l.dir != "" {
 			if err := os.RemoveAll(l.dir); err != nil {

@@ -158,6 +158,7 @@ func TestConfigDefaults(t *testing.T) {
 		{Binary: "x", KnockClient: "go", KnockPorts: []uint16{7000, 4444}},
 		{Binary: "x", KnockClient: "go", KnockPorts: []uint16{7000, 0}},
 		{Binary: "x", KnockClient: "go", ScanPorts: []uint16{7000}},
+		{Binary: "x", KnockClient: "go", Restart: "later"},
 	} {
 		if err := bad.defaults(); err == nil {
 			t.Errorf("%+v: no error", bad)

@@ -25,8 +25,12 @@ type Result struct {
 	ScanPorts   []uint16   `json:"scan_ports"`
 	ServicePort uint16     `json:"service_port"`
 	Namespaces  []string   `json:"namespaces"`
-	// SensorPID is the process id of `knockwatch run`.
+	// SensorPID is the process id of `knockwatch run` (the last one, after
+	// restarts).
 	SensorPID int `json:"sensor_pid"`
+	// Restart is Config.Restart; Restarts the kills and restarts done.
+	Restart  string    `json:"restart,omitempty"`
+	Restarts []Restart `json:"restarts,omitempty"`
 	// Knocked is when the attacker's last knock left; Opened when the
 	// host's rule went in; Connected when the attacker's handshake
 	// completed.
@@ -42,7 +46,8 @@ type Result struct {
 	EventStatus    int `json:"event_status"`
 	EventsAccepted int `json:"events_accepted"`
 	EventsRejected int `json:"events_rejected"`
-	// Alerts are every alert the sensor wrote, as written.
+	// Alerts are every alert the sensor wrote, as written (across
+	// restarts: each process's, in order).
 	Alerts []json.RawMessage `json:"alerts"`
 	// Metrics is the sensor's /metrics scraped after the scenario.
 	Metrics  Metrics       `json:"metrics"`
@@ -120,6 +125,9 @@ func (r *Result) Check() error {
 	}
 	if found != 1 {
 		errs = append(errs, fmt.Errorf("%d alerts for %v -> %v:%d, want 1", found, r.Attacker, r.Host, r.OpenPort))
+	}
+	if r.Restart != "" && len(r.Restarts) != 1 {
+		errs = append(errs, fmt.Errorf("restart %q asked for, %d done", r.Restart, len(r.Restarts)))
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,13 +28,13 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 	r := &Result{
 		Scenario: c.Scenario, Attacker: l.ip(t.Attacker), Client: l.ip(t.Client), Host: l.ip(t.Host), HostName: c.HostName,
 		KnockPorts: c.KnockPorts, KnockClient: c.KnockClient, Knockd: l.knockd != nil, OpenPort: c.OpenPort, ScanPorts: c.ScanPorts,
-		ServicePort: c.ServicePort, Namespaces: l.Namespaces(), SensorPID: l.sensor.cmd.Process.Pid,
+		ServicePort: c.ServicePort, Namespaces: l.Namespaces(), SensorPID: l.sensor.cmd.Process.Pid, Restart: c.Restart,
 	}
 	err := l.play(ctx, r)
 	// Whatever happened, the alerts so far and the sensor's metrics tell
 	// the story.
 	alerts, _, aerr := l.sensor.snapshot()
-	r.Alerts = alerts
+	r.Alerts = append(append([]json.RawMessage(nil), l.prevAlerts...), alerts...)
 	if err == nil {
 		err = aerr
 	}
@@ -71,6 +72,18 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	r.Knocked = time.Now()
 	if err := <-scanErr; err != nil {
 		return err
+	}
+	if c.Restart == RestartAfterKnock {
+		// Both knocks flagged and in the evidence log, then the kill.
+		if _, err := l.waitFlagged(ctx, 2); err != nil {
+			return err
+		}
+		if err := l.waitMetric(ctx, "the knocks in the evidence log", metricAppended, map[string]string{"kind": "knock"}, 2, 5*time.Second); err != nil {
+			return err
+		}
+		if err := l.restart(ctx, r, RestartAfterKnock, "after the knock (flagged and in its evidence log; the host has not opened the port)"); err != nil {
+			return err
+		}
 	}
 
 	// 2. The host opens the port and forwards its firewall event.
@@ -116,14 +129,22 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 		return fmt.Errorf("forward event: the sensor answered %d (accepted %d, rejected %d): %s",
 			res.Status, res.Accepted, res.Rejected, res.Error)
 	}
+	if c.Restart == RestartAfterEvent {
+		if err := l.restart(ctx, r, RestartAfterEvent, "right after it acknowledged the event (202)"); err != nil {
+			return err
+		}
+	}
 
 	// The sensor flags a knock once its touches are decided: at once for
 	// RSTs, after the S0 timeout for unanswered SYNs; it watches the
-	// handshakes of flagged sources only.
-	if n, err := l.waitFlagged(ctx, 2); err != nil {
-		return err
-	} else if n >= 0 {
-		c.Logf("sensor: %d of 2 knock sequences flagged (the attacker's knock and the client's scan)", n)
+	// handshakes of flagged sources only. A sensor killed before keeps
+	// its flags in the pinned maps (its counters start again at 0).
+	if want := 2 - int(l.flaggedBefore); want > 0 {
+		if n, err := l.waitFlagged(ctx, want); err != nil {
+			return err
+		} else if n >= 0 {
+			c.Logf("sensor: %d of 2 knock sequences flagged (the attacker's knock and the client's scan)", n+int(l.flaggedBefore))
+		}
 	}
 
 	// 3. The attacker's first handshake to the new port.
@@ -137,10 +158,37 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	banner := make([]byte, 64)
 	n, _ := conn.Read(banner)
 	c.Logf("attacker %v: connected to %v:%d (%q)", l.ip(t.Attacker), l.ip(t.Host), c.OpenPort, strings.TrimSpace(string(banner[:n])))
+	if c.Restart == RestartAfterHandshake {
+		if err := l.waitMetric(ctx, "the handshake in the evidence log", metricAppended, map[string]string{"kind": "handshake"}, 1, 5*time.Second); err != nil {
+			return err
+		}
+		if err := l.waitMetric(ctx, "the alert made and held in memory", metricQueued, nil, 1, 5*time.Second); err != nil {
+			return err
+		}
+		if err := l.restart(ctx, r, RestartAfterHandshake, "after the handshake, with the alert made but not yet written"); err != nil {
+			return err
+		}
+	}
 
 	// The alert, then a grace period for anything unexpected.
 	if err := l.waitAlert(ctx, r); err != nil {
 		return err
+	}
+	if c.Restart == RestartAfterAlert {
+		if err := l.waitMetric(ctx, "the alert in the ledger", metricLedger, nil, 1, 5*time.Second); err != nil {
+			return err
+		}
+		if err := l.restart(ctx, r, RestartAfterAlert, "after the alert was written"); err != nil {
+			return err
+		}
+		// The rebuild makes the same alert again; the ledger holds it back.
+		if err := l.waitMetric(ctx, "the rebuilt alert recognised as sent", metricAlreadySent, nil, 1, 5*time.Second); err != nil {
+			return err
+		}
+		c.Logf("sensor: the rebuilt engine made the same alert again; the ledger recognised it as already sent")
+		if err := sleep(ctx, c.Grace); err != nil {
+			return err
+		}
 	}
 	m, err := l.sensor.metrics(ctx)
 	r.Metrics = m
@@ -285,6 +333,7 @@ func (l *Lab) waitAlert(ctx context.Context, r *Result) error {
 		if err != nil {
 			return err
 		}
+		alerts = append(append([]json.RawMessage(nil), l.prevAlerts...), alerts...)
 		for _, a := range alerts {
 			if matches(a, r.Attacker, r.Host, r.OpenPort) {
 				r.Alerted = time.Now()

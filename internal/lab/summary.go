@@ -58,6 +58,9 @@ var summaryRows = []summaryRow{
 		{"handshake", "knockwatch_correlate_evidence_total", map[string]string{"kind": "handshake", "outcome": "in"}}}},
 	{"handshakes that cannot alert", []seriesRef{{"open all along", "knockwatch_no_alert_total", map[string]string{"reason": "open_all_along"}},
 		{"other first", "knockwatch_no_alert_total", map[string]string{"reason": "other_first"}}}},
+	{"evidence log", []seriesRef{{"records", "knockwatch_evidence_log_records", nil}, {"segments", "knockwatch_evidence_log_segments", nil},
+		{"replayed at start", metricRebuilt, map[string]string{"outcome": "replayed"}}}},
+	{"alerts sent before a restart", one(metricAlreadySent, nil)},
 	{"alerts", []seriesRef{{"high", MetricAlerts, map[string]string{"confidence": "high"}}, {"medium", MetricAlerts, map[string]string{"confidence": "medium"}}}},
 }
 
@@ -73,6 +76,10 @@ func WriteSummary(w io.Writer, r *Result, checkErr error) {
 	fmt.Fprintf(w, "  host     %-14v %s: opened %d%s, forwarded Firewall 2004 over HTTPS (%d without token, %d with it)\n",
 		r.Host, r.HostName, r.OpenPort, by, r.NoTokenStatus, r.EventStatus)
 	fmt.Fprintf(w, "  client   %-14v scanned %s, used %d (no host change)\n", r.Client, portList(r.ScanPorts), r.ServicePort)
+	for _, rs := range r.Restarts {
+		fmt.Fprintf(w, "  sensor   kill -9 (pid %d) %s; restarted (pid %d) with the same --state-dir and --pin-path, %s evidence record(s) replayed\n",
+			rs.KilledPID, restartWhen(rs.Point), rs.PID, num(rs.Replayed))
+	}
 	if len(r.Metrics) > 0 {
 		fmt.Fprintf(w, "  metrics (sensor /metrics, scraped %s after the handshake):\n", durRound(time.Since(r.Connected)))
 		for _, row := range summaryRows {
@@ -103,6 +110,20 @@ func WriteSummary(w io.Writer, r *Result, checkErr error) {
 	} else {
 		fmt.Fprintf(w, "  result: NOT as expected:\n    %s\n", strings.ReplaceAll(checkErr.Error(), "\n", "\n    "))
 	}
+}
+
+func restartWhen(point string) string {
+	switch point {
+	case RestartAfterKnock:
+		return "after the knock"
+	case RestartAfterEvent:
+		return "after the event's 202"
+	case RestartAfterHandshake:
+		return "after the handshake, before the alert was written"
+	case RestartAfterAlert:
+		return "after the alert was written"
+	}
+	return point
 }
 
 func touchKind(scenario string) string {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 )
@@ -18,7 +19,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var parseOutcomes = []string{"non_ip", "non_tcp", "truncated", "fragment", "unknown_ext", "bad_header", "tcp"}
 
 var (
-	dXDPCounter    = desc("xdp_events_total", "Every per-CPU counter of the XDP program, summed over CPUs, by name (sensor.CounterNames).", "event")
+	dXDPCounter    = desc("xdp_events_total", "Every per-CPU event counter of the XDP program, summed over CPUs, by name (sensor.CounterNames; bytes are xdp_bytes_total).", "event")
 	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program saw on all attached interfaces.")
 	dXDPBytes      = desc("xdp_bytes_total", "Bytes the XDP program saw on all attached interfaces.")
 	dXDPParse      = desc("xdp_parse_total", "Packets by parse outcome (tcp, non_ip, non_tcp, truncated, fragment, unknown_ext, bad_header).", "outcome")
@@ -39,7 +40,8 @@ var (
 	dIfPackets  = desc("interface_receive_packets_total", "Packets the kernel received on the capture interface.", "iface")
 	dIfBytes    = desc("interface_receive_bytes_total", "Bytes the kernel received on the capture interface.", "iface")
 	dIfDropped  = desc("interface_receive_dropped_total", "Packets the kernel dropped on receive on the capture interface (includes XDP_DROP).", "iface")
-	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets, bytes and parse outcomes.", "iface", "counter")
+	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets and parse outcomes (bytes are xdp_interface_bytes_total).", "iface", "counter")
+	dIfXDPBytes = desc("xdp_interface_bytes_total", "Bytes the XDP program saw on the interface.", "iface")
 
 	dRingPending = desc("ringbuf_pending_bytes", "Bytes of records waiting in the ring buffer for the reader.")
 	dMalformed   = desc("ringbuf_malformed_total", "Ring-buffer records that did not decode (C/Go drift).")
@@ -54,12 +56,12 @@ var (
 	dDecRejected  = desc("decoder_rejected_total", "Windows event records rejected by reason.", "reason")
 	dDecEvicted   = desc("decoder_evicted_total", "Decoder state dropped at a cap: dedupe keys, hosts, join entries, pending joins.", "table")
 	dDecJoins     = desc("decoder_joins_total", "Two-record joins completed (4946+5447, 5447+5154, 2004+2005).")
-	dDecRedundant = desc("decoder_redundant_total", "Security 4946/4947/4948 records not emitted because the Firewall channel already described the change.")
+	dDecRedundant = desc("decoder_redundant_total", "Security 4946/4947/4948 records made redundant by the Firewall channel's record of the same rule change (not emitted, or replaced by it).")
 	dDecHosts     = desc("decoder_hosts", "Hosts with decoder join state.")
 
 	dCorState     = desc("correlate_state", "Correlation state sizes.", "table")
 	dCorWatermark = desc("correlate_watermark_seconds", "The engine's event-time watermark (unix seconds).")
-	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late).", "kind", "outcome")
+	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late; for changes also replaced, updated).", "kind", "outcome")
 	dCorIgnored   = desc("correlate_changes_ignored_total", "Exposure changes that cannot open a TCP port inbound, by reason.", "reason")
 	dCorUnres     = desc("correlate_changes_unresolved_total", "Exposure changes naming a host the inventory did not know on arrival.")
 	dCorCapHits   = desc("correlate_cap_hits_total", "Times a correlation state cap was reached.", "table")
@@ -89,18 +91,43 @@ var (
 	dSinkSpoolN  = desc("sink_spool_records", "Undelivered records in a webhook spool.", "sink")
 	dSinkSpoolC  = desc("sink_spool_capacity_bytes", "Configured bound of a webhook spool.", "sink")
 	dSinkCorrupt = desc("sink_spool_corrupt_frames_total", "Torn or corrupted spool frames skipped.", "sink")
+
+	dEvBytes      = desc("evidence_log_bytes", "Bytes of the evidence log on disk.")
+	dEvCapacity   = desc("evidence_log_capacity_bytes", "Size bound of the evidence log (evidence_log.max_bytes).")
+	dEvSegments   = desc("evidence_log_segments", "Segment files of the evidence log.")
+	dEvRecords    = desc("evidence_log_records", "Valid records in the evidence log.")
+	dEvAppended   = desc("evidence_log_appended_total", "Evidence items appended to the evidence log by this process, by kind.", "kind")
+	dEvAppBytes   = desc("evidence_log_appended_bytes_total", "Bytes appended to the evidence log by this process.")
+	dEvFsyncs     = desc("evidence_log_fsyncs_total", "fsync calls of the evidence log (one covers every batch appended before it).")
+	dEvErrors     = desc("evidence_log_errors_total", "Failed appends and fsyncs of the evidence log, by reason (no_space, io): that evidence was evaluated but not stored, and not acknowledged.", "reason")
+	dEvCorrupt    = desc("evidence_log_corrupt_frames_total", "Torn or damaged evidence log frames skipped (a torn last record after a crash or power cut counts here).")
+	dEvCorruptB   = desc("evidence_log_corrupt_bytes_total", "Bytes of torn or damaged evidence log frames skipped.")
+	dEvTorn       = desc("evidence_log_torn_segments_total", "Evidence log segments found ending with a torn record (an append cut short by a crash or power cut).")
+	dEvUndecod    = desc("evidence_log_undecodable_total", "Evidence log records with a valid CRC that did not decode (a newer format), skipped; and items too large to store.", "reason")
+	dEvRemoved    = desc("evidence_log_removed_segments_total", "Evidence log segments removed, by reason (age: past max_age; size: at max_bytes, evidence a restart can no longer rebuild).", "reason")
+	dEvRemovedR   = desc("evidence_log_removed_records_total", "Evidence records in removed segments, by reason (age, size).", "reason")
+	dEvRebuildSec = desc("evidence_rebuild_seconds", "How long the start-up rebuild of the engine from the evidence log took.")
+	dEvReplayed   = desc("evidence_rebuild_records", "Records read at the start-up rebuild, by outcome (replayed into the engine, expired: older than retention, undecodable).", "outcome")
+	dLedgerIDs    = desc("alert_ledger_entries", "Alert ids the ledger of delivered alerts remembers.")
+	dLedgerBytes  = desc("alert_ledger_bytes", "Bytes of the alert ledger on disk.")
+	dLedgerErrors = desc("alert_ledger_errors_total", "Failed writes of the alert ledger (those alerts may be sent again after a restart).")
+	dAlreadySent  = desc("alerts_already_sent_total", "Alert records not sent because the ledger shows the sinks accepted them before a restart.")
+	dNotStored    = desc("pipeline_evidence_not_stored_total", "Evidence the engine evaluated that the evidence log could not store.")
 )
 
 var allDescs = []*prometheus.Desc{
 	dXDPCounter, dXDPPackets, dXDPBytes, dXDPParse, dTouches, dKnocks, dHandshakes, dRingLost, dMapInsertFail, dBPFUp,
 	dMapEntries, dMapMax, dMapFill, dMapMem,
-	dIfAttached, dIfUp, dIfPackets, dIfBytes, dIfDropped, dIfXDP, dRingPending, dMalformed,
+	dIfAttached, dIfUp, dIfPackets, dIfBytes, dIfDropped, dIfXDP, dIfXDPBytes, dRingPending, dMalformed,
 	dInConnsOpen, dInConns, dInMessages, dInBytes, dInEvents, dInDropped,
 	dDecRecords, dDecRejected, dDecEvicted, dDecJoins, dDecRedundant, dDecHosts,
 	dCorState, dCorWatermark, dCorEvidence, dCorIgnored, dCorUnres, dCorCapHits, dCorEvicted, dCorExpired, dCorTouchDrop,
 	dAlerts, dUpgrades, dScans, dScanEvid, dSuppressed, dNoAlert,
 	dPipeIn, dPipeRejected, dPipeSkipped, dPipePayloads, dPipeWaits, dPipeQueued, dPipeRecords, dPipeWErr,
 	dSinkRecords, dSinkErrors, dSinkReqs, dSinkSpool, dSinkSpoolN, dSinkSpoolC, dSinkCorrupt,
+	dEvBytes, dEvCapacity, dEvSegments, dEvRecords, dEvAppended, dEvAppBytes, dEvFsyncs, dEvErrors, dEvCorrupt, dEvCorruptB,
+	dEvTorn, dEvUndecod, dEvRemoved, dEvRemovedR, dEvRebuildSec, dEvReplayed, dLedgerIDs, dLedgerBytes, dLedgerErrors,
+	dAlreadySent, dNotStored,
 }
 
 type collector struct{ src Sources }
@@ -109,6 +136,9 @@ func newCollector(src Sources) *collector { return &collector{src: src} }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
+		ch <- d
+	}
+	for _, d := range boundDescs {
 		ch <- d
 	}
 }
@@ -139,6 +169,45 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectEngine(ch)
 	c.collectPipeline(ch)
 	c.collectSinks(ch)
+	c.collectBounds(ch)
+	c.collectEvidence(ch)
+}
+
+func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {
+	if c.src.Evidence != nil {
+		s := c.src.Evidence()
+		gauge(ch, dEvBytes, float64(s.Bytes))
+		gauge(ch, dEvCapacity, float64(s.CapacityBytes))
+		gauge(ch, dEvSegments, float64(s.Segments))
+		gauge(ch, dEvRecords, float64(s.Records))
+		for _, k := range evidence.Kinds {
+			counter(ch, dEvAppended, s.Appended[k.String()], k.String())
+		}
+		counter(ch, dEvAppBytes, s.AppendedBytes)
+		counter(ch, dEvFsyncs, s.Fsyncs)
+		for _, r := range []string{evidence.ReasonNoSpace, evidence.ReasonIO} {
+			counter(ch, dEvErrors, s.Errors[r], r)
+		}
+		counter(ch, dEvCorrupt, s.CorruptFrames)
+		counter(ch, dEvCorruptB, s.CorruptBytes)
+		counter(ch, dEvTorn, s.TornSegments)
+		counter(ch, dEvUndecod, s.Undecodable, "undecodable")
+		counter(ch, dEvUndecod, s.TooLarge, "too_large")
+		for _, r := range []string{evidence.ReasonAge, evidence.ReasonSize} {
+			counter(ch, dEvRemoved, s.RemovedSegments[r], r)
+			counter(ch, dEvRemovedR, s.RemovedRecords[r], r)
+		}
+		gauge(ch, dEvRebuildSec, s.Rebuild.Duration.Seconds())
+		gauge(ch, dEvReplayed, float64(s.Rebuild.Replayed), "replayed")
+		gauge(ch, dEvReplayed, float64(s.Rebuild.Expired), "expired")
+		gauge(ch, dEvReplayed, float64(s.Rebuild.Undecodable), "undecodable")
+	}
+	if c.src.Ledger != nil {
+		s := c.src.Ledger()
+		gauge(ch, dLedgerIDs, float64(s.Entries))
+		gauge(ch, dLedgerBytes, float64(s.Bytes))
+		counter(ch, dLedgerErrors, s.Errors)
+	}
 }
 
 func (c *collector) collectBPF(ch chan<- prometheus.Metric) {
@@ -152,6 +221,9 @@ func (c *collector) collectBPF(ch chan<- prometheus.Metric) {
 	}
 	gauge(ch, dBPFUp, 1)
 	for _, name := range sensor.CounterNames {
+		if name == "bytes" { // a unit, not a count of events: xdp_bytes_total
+			continue
+		}
 		counter(ch, dXDPCounter, cnt[name], name)
 	}
 	counter(ch, dXDPPackets, cnt["packets"])
@@ -200,7 +272,13 @@ func (c *collector) collectSensorSide(ch chan<- prometheus.Metric) {
 			gauge(ch, dIfUp, b2f(i.Up), i.Name)
 			counter(ch, dIfPackets, i.RxPackets, i.Name)
 			for _, name := range sortedKeys(i.XDP) {
+				if name == "bytes" {
+					continue
+				}
 				counter(ch, dIfXDP, i.XDP[name], i.Name, name)
+			}
+			if i.XDP != nil {
+				counter(ch, dIfXDPBytes, i.XDP["bytes"], i.Name)
 			}
 			counter(ch, dIfBytes, i.RxBytes, i.Name)
 			counter(ch, dIfDropped, i.RxDropped, i.Name)
@@ -308,6 +386,8 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 		counter(ch, dCorEvidence, s.Duplicates[kind], kind, "duplicate")
 		counter(ch, dCorEvidence, s.Late[kind], kind, "late")
 	}
+	counter(ch, dCorEvidence, s.ChangesReplaced, "change", "replaced")
+	counter(ch, dCorEvidence, s.ChangesUpdated, "change", "updated")
 	ign := map[string]uint64{}
 	for _, r := range []string{correlate.IgnoredOutbound, correlate.IgnoredBlock, correlate.IgnoredInactive,
 		correlate.IgnoredNotTCP, correlate.IgnoredDeleted, correlate.IgnoredService, correlate.IgnoredKind} {
@@ -376,6 +456,8 @@ func (c *collector) collectPipeline(ch chan<- prometheus.Metric) {
 	counter(ch, dPipeRecords, s.AlertsUndelivered, "undelivered")
 	counter(ch, dPipeRecords, s.MarshalErrors, "marshal_error")
 	counter(ch, dPipeWErr, s.WriteErrors)
+	counter(ch, dAlreadySent, s.AlertsAlreadySent)
+	counter(ch, dNotStored, s.NotStored)
 }
 
 func (c *collector) collectSinks(ch chan<- prometheus.Metric) {

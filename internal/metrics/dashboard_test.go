@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"strings"
@@ -51,10 +52,38 @@ func TestMetricsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, d := range allDescs {
+	for _, d := range append(append([]*prometheus.Desc(nil), allDescs...), boundDescs...) {
 		name := re.FindStringSubmatch(d.String())[1]
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/CONFIG.md does not list %s", name)
+		}
+	}
+}
+
+// TestDashboardInputsUsed: an import input (__inputs) nobody references
+// makes Grafana ask for a data source it then ignores; the dashboard picks
+// its data source through the "datasource" variable only.
+func TestDashboardInputsUsed(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Inputs []struct {
+			Name string `json:"name"`
+		} `json:"__inputs"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range d.Inputs {
+		if !strings.Contains(string(b), "${"+in.Name+"}") {
+			t.Errorf("input %s is never used", in.Name)
+		}
+	}
+	for _, uid := range regexp.MustCompile(`"uid": "(\$\{[^}]+\})"`).FindAllStringSubmatch(string(b), -1) {
+		if uid[1] != "${datasource}" {
+			t.Errorf("panel data source %s is not the datasource variable", uid[1])
 		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
@@ -45,6 +47,12 @@ type Sources struct {
 	Engine          func() correlate.Stats
 	Pipeline        func() pipeline.Stats
 	Sinks           func() []alert.Stats
+	// Budget is the intake memory budget; Bindings the forwarder bindings.
+	Budget   func() intake.BudgetStats
+	Bindings func() binding.Stats
+	// Evidence is the evidence log; Ledger the ledger of delivered alerts.
+	Evidence func() evidence.Stats
+	Ledger   func() evidence.LedgerStats
 }
 
 // LagBuckets are the event-lag histogram's buckets in seconds: forwarding

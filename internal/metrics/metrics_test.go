@@ -10,6 +10,8 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
@@ -33,7 +35,8 @@ func fakeSources() Sources {
 			}, nil
 		},
 		Interfaces: func() []Interface {
-			return []Interface{{Name: "eth1", Mode: "native", Up: true, RxPackets: 10, RxBytes: 600}}
+			return []Interface{{Name: "eth1", Mode: "native", Up: true, RxPackets: 10, RxBytes: 600,
+				XDP: map[string]uint64{"packets": 10, "bytes": 600, "tcp": 9}}}
 		},
 		RingPending:     func() int { return 128 },
 		ReaderMalformed: func() uint64 { return 0 },
@@ -59,8 +62,68 @@ func fakeSources() Sources {
 		},
 		Sinks: func() []alert.Stats {
 			return []alert.Stats{{Name: "fanout", Kind: "fanout", Written: 3}, {Name: "stdout", Kind: "writer", Written: 3, Delivered: 3},
-				{Name: "webhook:siem", Kind: "webhook", Written: 3, Requests: 4, Retries: 1, SpoolCapacityBytes: 1 << 30}}
+				{Name: "webhook:siem", Kind: "webhook", Written: 3, Requests: 4, Retries: 1, SpoolCapacityBytes: 1 << 30,
+					Backlog: 7, BacklogDropped: 2}}
 		},
+		Budget: func() intake.BudgetStats {
+			return intake.BudgetStats{Capacity: 256 << 20, InUse: 1 << 20, Peak: 64 << 20, Waiting: 1, Waits: 3, Refused: 1}
+		},
+		Bindings: func() binding.Stats {
+			return binding.Stats{Accepted: map[string]uint64{"branch": 5, binding.Unbound: 0},
+				Refused: map[string]uint64{"branch": 2, binding.Unbound: 0}}
+		},
+		Evidence: func() evidence.Stats {
+			return evidence.Stats{Bytes: 4096, CapacityBytes: 1 << 30, Segments: 2, Records: 40,
+				Appended: map[string]uint64{"knock": 5, "handshake": 1, "change": 3}, Fsyncs: 7,
+				Errors:        map[string]uint64{evidence.ReasonNoSpace: 2, evidence.ReasonIO: 0},
+				CorruptFrames: 1, CorruptBytes: 37, TornSegments: 1,
+				RemovedSegments: map[string]uint64{evidence.ReasonAge: 3, evidence.ReasonSize: 0},
+				RemovedRecords:  map[string]uint64{evidence.ReasonAge: 120, evidence.ReasonSize: 0},
+				Rebuild:         evidence.ReplayStats{Read: 31, Replayed: 30, Expired: 1, Duration: 250 * time.Millisecond}}
+		},
+		Ledger: func() evidence.LedgerStats { return evidence.LedgerStats{Entries: 2, Bytes: 128} },
+	}
+}
+
+// TestBoundMetrics: the hostile-peer bounds are exported with their
+// labels, and engine eviction series exist at 0 before any eviction.
+func TestBoundMetrics(t *testing.T) {
+	src := fakeSources()
+	src.Engine = func() correlate.Stats {
+		return correlate.Stats{
+			EvictedByReason:   map[string]map[string]uint64{"changes": {correlate.EvictChangeNoKnock: 9}},
+			TopEvictedHosts:   []correlate.KeyCount{{Key: "ws99.corp.example", Count: 9}},
+			TopEvictedOrigins: []correlate.KeyCount{{Key: "token:rogue@10.0.0.99", Count: 9}},
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if _, err := Register(reg, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP knockwatch_correlate_top_evicted The hosts and forwarders whose correlation entries were evicted most (at most 16 of each; counts are upper bounds): under a flood, the offenders.
+# TYPE knockwatch_correlate_top_evicted gauge
+knockwatch_correlate_top_evicted{kind="forwarder",name="token:rogue@10.0.0.99"} 9
+knockwatch_correlate_top_evicted{kind="host",name="ws99.corp.example"} 9
+# HELP knockwatch_forwarder_records_total Windows event records by forwarder binding (listeners.forwarders, or unbound) and outcome (accepted, refused: the forwarder may not send for that host).
+# TYPE knockwatch_forwarder_records_total counter
+knockwatch_forwarder_records_total{forwarder="branch",outcome="accepted"} 5
+knockwatch_forwarder_records_total{forwarder="branch",outcome="refused"} 2
+knockwatch_forwarder_records_total{forwarder="unbound",outcome="accepted"} 0
+knockwatch_forwarder_records_total{forwarder="unbound",outcome="refused"} 0
+# HELP knockwatch_sink_backlog_records Alert records kept for a failing sink while a durable sink took them.
+# TYPE knockwatch_sink_backlog_records gauge
+knockwatch_sink_backlog_records{sink="stdout"} 0
+knockwatch_sink_backlog_records{sink="webhook:siem"} 7
+# HELP knockwatch_intake_memory_in_use_bytes Event bytes the listeners hold now under the intake memory budget.
+# TYPE knockwatch_intake_memory_in_use_bytes gauge
+knockwatch_intake_memory_in_use_bytes 1.048576e+06
+`), "knockwatch_correlate_top_evicted", "knockwatch_forwarder_records_total", "knockwatch_sink_backlog_records",
+		"knockwatch_intake_memory_in_use_bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(newCollector(src), "knockwatch_correlate_evicted_by_reason_total"); n != 14 {
+		t.Fatalf("evicted_by_reason has %d series, want 14 (every known reason at 0 or more)", n)
 	}
 }
 
@@ -141,13 +204,49 @@ knockwatch_sink_records_total{kind="writer",outcome="invalid",sink="stdout"} 0
 knockwatch_sink_records_total{kind="writer",outcome="refused",sink="stdout"} 0
 knockwatch_sink_records_total{kind="writer",outcome="written",sink="stdout"} 3
 `
+	expect += `
+# HELP knockwatch_evidence_log_errors_total Failed appends and fsyncs of the evidence log, by reason (no_space, io): that evidence was evaluated but not stored, and not acknowledged.
+# TYPE knockwatch_evidence_log_errors_total counter
+knockwatch_evidence_log_errors_total{reason="io"} 0
+knockwatch_evidence_log_errors_total{reason="no_space"} 2
+# HELP knockwatch_evidence_log_segments Segment files of the evidence log.
+# TYPE knockwatch_evidence_log_segments gauge
+knockwatch_evidence_log_segments 2
+# HELP knockwatch_evidence_log_bytes Bytes of the evidence log on disk.
+# TYPE knockwatch_evidence_log_bytes gauge
+knockwatch_evidence_log_bytes 4096
+# HELP knockwatch_evidence_rebuild_seconds How long the start-up rebuild of the engine from the evidence log took.
+# TYPE knockwatch_evidence_rebuild_seconds gauge
+knockwatch_evidence_rebuild_seconds 0.25
+# HELP knockwatch_evidence_rebuild_records Records read at the start-up rebuild, by outcome (replayed into the engine, expired: older than retention, undecodable).
+# TYPE knockwatch_evidence_rebuild_records gauge
+knockwatch_evidence_rebuild_records{outcome="expired"} 1
+knockwatch_evidence_rebuild_records{outcome="replayed"} 30
+knockwatch_evidence_rebuild_records{outcome="undecodable"} 0
+# HELP knockwatch_evidence_log_corrupt_frames_total Torn or damaged evidence log frames skipped (a torn last record after a crash or power cut counts here).
+# TYPE knockwatch_evidence_log_corrupt_frames_total counter
+knockwatch_evidence_log_corrupt_frames_total 1
+`
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expect), "knockwatch_alerts_total",
 		"knockwatch_closed_port_touches_total", "knockwatch_suppressed_total", "knockwatch_bpf_map_fill_ratio",
-		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total"); err != nil {
+		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total",
+		"knockwatch_evidence_log_errors_total", "knockwatch_evidence_log_segments", "knockwatch_evidence_log_bytes",
+		"knockwatch_evidence_rebuild_seconds", "knockwatch_evidence_rebuild_records", "knockwatch_evidence_log_corrupt_frames_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(sensor.CounterNames) {
-		t.Fatalf("xdp_events_total has %d series, want %d", n, len(sensor.CounterNames))
+	// Every counter but bytes (a unit: knockwatch_xdp_bytes_total).
+	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_events_total"); n != len(sensor.CounterNames)-1 {
+		t.Fatalf("xdp_events_total has %d series, want %d", n, len(sensor.CounterNames)-1)
+	}
+	if err := testutil.CollectAndCompare(newCollector(fakeSources()), strings.NewReader(`
+# HELP knockwatch_xdp_bytes_total Bytes the XDP program saw on all attached interfaces.
+# TYPE knockwatch_xdp_bytes_total counter
+knockwatch_xdp_bytes_total 1
+`), "knockwatch_xdp_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(newCollector(fakeSources()), "knockwatch_xdp_interface_bytes_total"); n != 1 {
+		t.Fatalf("xdp_interface_bytes_total has %d series", n)
 	}
 }
 

@@ -87,20 +87,49 @@ func checkExposure(transport string, a net.Addr, authenticated, insecure bool, h
 		transport, a, ErrUnauthenticated, how)
 }
 
-// tokenMatcher compares bearer tokens in constant time (over their SHA-256,
-// so the length does not leak either).
-type tokenMatcher struct{ sum [32]byte }
+// DefaultTokenName names the single bearer token of HTTPConfig.Token
+// (listeners.token_file).
+const DefaultTokenName = "default"
 
-func newTokenMatcher(token string) *tokenMatcher {
-	if token == "" {
-		return nil
-	}
-	return &tokenMatcher{sum: sha256.Sum256([]byte(token))}
+// tokenMatcher compares bearer tokens in constant time (over their
+// SHA-256, so the length does not leak either), against every configured
+// token whatever matches first.
+type tokenMatcher struct {
+	names []string
+	sums  [][32]byte
 }
 
-func (t *tokenMatcher) match(got string) bool {
+func newTokenMatcher(tokens map[string]string) *tokenMatcher {
+	if len(tokens) == 0 {
+		return nil
+	}
+	t := &tokenMatcher{}
+	for name, tok := range tokens {
+		if tok == "" {
+			continue
+		}
+		t.names = append(t.names, name)
+		t.sums = append(t.sums, sha256.Sum256([]byte(tok)))
+	}
+	if len(t.names) == 0 {
+		return nil
+	}
+	return t
+}
+
+// match returns the name of the token got is, or "" and false.
+func (t *tokenMatcher) match(got string) (string, bool) {
 	s := sha256.Sum256([]byte(got))
-	return subtle.ConstantTimeCompare(s[:], t.sum[:]) == 1
+	found := -1
+	for i := range t.sums {
+		if subtle.ConstantTimeCompare(s[:], t.sums[i][:]) == 1 {
+			found = i
+		}
+	}
+	if found < 0 {
+		return "", false
+	}
+	return t.names[found], true
 }
 
 // peerSubject returns the verified client certificate's subject, if any.

@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"bufio"
 	"bytes"
 	"compress/zlib"
 	"context"
@@ -263,23 +264,21 @@ func BenchmarkBeatsServer(b *testing.B) {
 	reportEvents(b, int(h.n.Load()))
 }
 
-// BenchmarkLumberGuard: the server-side frame work alone (inflate, check,
-// re-frame) on the same window, without the network or go-lumber.
-func BenchmarkLumberGuard(b *testing.B) {
+// BenchmarkBeatsFrames: the server-side frame work alone (inflate, check,
+// hand on, ACK) on the same window, without the network, with a handler
+// that does nothing.
+func BenchmarkBeatsFrames(b *testing.B) {
 	stream, inflated := compressedWindow(b, 2048)
 	s := &BeatsServer{cfg: BeatsConfig{MaxEventBytes: DefaultBeatsMaxEvent, MaxBatchBytes: DefaultBeatsMaxBatch,
-		MaxBatchEvents: 16384, Timeout: time.Second, IdleTimeout: time.Second},
+		MaxBatchEvents: DefaultBeatsMaxEvents, Timeout: time.Second, Keepalive: time.Minute, IdleTimeout: time.Second},
+		h: HandlerFunc(func(context.Context, Message) Result { return Result{Accepted: 1} }),
 		c: newCounters(TransportBeats), log: zap.NewNop(), ctx: context.Background()}
 	b.SetBytes(int64(inflated))
 	b.ReportAllocs()
-	buf := make([]byte, 32<<10)
 	for b.Loop() {
-		g := newLumberGuard(s, &bytesConn{r: bytes.NewReader(stream)})
-		for {
-			if _, err := g.Read(buf); err != nil {
-				break
-			}
-		}
+		conn := &bytesConn{r: bytes.NewReader(stream)}
+		bc := &beatsConn{s: s, raw: conn, conn: conn, in: bufio.NewReaderSize(conn, 32<<10), remote: "bench"}
+		_ = bc.run()
 	}
 	reportEvents(b, 2048*b.N)
 }

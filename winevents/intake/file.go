@@ -103,7 +103,11 @@ func (ff *FileFollower) Close() error {
 	<-ff.done
 	var err error
 	if ff.cfg.StatePath != "" {
-		err = saveState(ff.cfg.StatePath, ff.stateEntries())
+		if err = syncHandler(context.Background(), ff.h); err != nil {
+			err = fmt.Errorf("file positions not saved (the records are read again after a restart): %w", err)
+		} else {
+			err = saveState(ff.cfg.StatePath, ff.stateEntries())
+		}
 	}
 	for _, fl := range ff.files {
 		_ = fl.f.Close()
@@ -118,7 +122,11 @@ func (ff *FileFollower) run() {
 	for {
 		ff.poll()
 		if ff.dirty && ff.cfg.StatePath != "" && ff.ctx.Err() == nil {
-			if err := saveState(ff.cfg.StatePath, ff.stateEntries()); err != nil {
+			// A position is saved only once what it passed is durable.
+			if err := syncHandler(ff.ctx, ff.h); err != nil {
+				ff.c.drop(rNotDurable)
+				ff.log.Warn("file positions not saved: the handler could not store the records durably (they are read again after a restart)", zap.Error(err))
+			} else if err := saveState(ff.cfg.StatePath, ff.stateEntries()); err != nil {
 				ff.c.drop(rIO)
 				ff.log.Error("saving file positions failed", zap.Error(err))
 			} else {

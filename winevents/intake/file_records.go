@@ -149,9 +149,9 @@ func (ff *FileFollower) deliver(fl *followed, rec []byte, end int64) bool {
 	if len(payload) > 0 {
 		m := Message{Transport: TransportFile, Remote: fl.path, Payload: append([]byte(nil), payload...),
 			Received: time.Now(), Meta: map[string]string{MetaPath: fl.path, MetaOffset: strconv.FormatInt(fl.offset, 10)}}
-		res, stalled := handleWithRetry(ff.ctx, ff.h, m)
+		res, why, stalled := handleWithRetry(ff.ctx, ff.h, m)
 		if stalled {
-			ff.c.drop(rBusy)
+			ff.c.drop(why)
 		}
 		if errors.Is(res.Err, ErrBusy) {
 			return false

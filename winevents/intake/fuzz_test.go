@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -138,45 +139,40 @@ func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
 func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }
 
-// FuzzLumberGuard feeds arbitrary client bytes through the Beats frame guard:
-// it must never panic, never emit an event over the limit, and whatever it
-// emits must decode.
-func FuzzLumberGuard(f *testing.F) {
+// FuzzBeatsConn feeds arbitrary client bytes to a Beats connection: it
+// must never panic, never hand on an event over the limit, never hold more
+// than MaxBatchBytes of the memory budget, and give all of it back.
+func FuzzBeatsConn(f *testing.F) {
 	f.Add([]byte("2W\x00\x00\x00\x012J\x00\x00\x00\x01\x00\x00\x00\x02{}"))
 	f.Add([]byte("2W\x00\x00\x00\x022C\x00\x00\x00\x10garbagegarbage!!"))
 	f.Add([]byte("2W\xff\xff\xff\xff"))
 	z := zlibFrame("2J\x00\x00\x00\x01\x00\x00\x00\x02{}")
 	f.Add(append(append([]byte("2W\x00\x00\x00\x012C"), binary.BigEndian.AppendUint32(nil, uint32(len(z)))...), z...))
-	const maxEvent = 256
-	s := &BeatsServer{cfg: BeatsConfig{MaxEventBytes: maxEvent, MaxBatchBytes: 4096, MaxBatchEvents: 64, Timeout: time.Second,
-		IdleTimeout: time.Second}, c: newCounters(TransportBeats), log: zap.NewNop(), ctx: context.Background()}
+	const maxEvent, maxBatch = 256, 4096
 	f.Fuzz(func(t *testing.T, data []byte) {
-		g := newLumberGuard(s, &bytesConn{r: bytes.NewReader(data)})
-		out, _ := io.ReadAll(io.LimitReader(g, 1<<20))
-		// parse what the guard emitted the way go-lumber does
-		for len(out) > 0 {
-			if len(out) < 6 || out[0] != '2' {
-				t.Fatalf("guard emitted a broken frame: %q", out)
+		budget := NewMemoryBudget(1 << 20)
+		var over bool
+		h := HandlerFunc(func(_ context.Context, m Message) Result {
+			if len(m.Payload) > maxEvent {
+				over = true
 			}
-			switch out[1] {
-			case 'W':
-				out = out[6:]
-			case 'J':
-				if len(out) < 10 {
-					t.Fatalf("short J frame %q", out)
-				}
-				n := int(out[6])<<24 | int(out[7])<<16 | int(out[8])<<8 | int(out[9])
-				if n > maxEvent+len(g.tag) || len(out) < 10+n {
-					t.Fatalf("J frame of %d bytes (limit %d), %d available", n, maxEvent, len(out)-10)
-				}
-				var ev any
-				if err := decodeGuarded(out[10:10+n], &ev); err != nil {
-					t.Fatalf("emitted payload does not decode: %v", err)
-				}
-				out = out[10+n:]
-			default:
-				t.Fatalf("guard emitted frame type %q", out[1])
+			if st := budget.Stats(); st.InUse > maxBatch {
+				over = true
 			}
+			return Result{Accepted: 1}
+		})
+		s := &BeatsServer{cfg: BeatsConfig{MaxEventBytes: maxEvent, MaxBatchBytes: maxBatch, MaxBatchEvents: 64, Timeout: time.Second,
+			Keepalive: time.Second, IdleTimeout: time.Second, Budget: budget}, h: h, c: newCounters(TransportBeats),
+			log: zap.NewNop(), ctx: context.Background()}
+		conn := &bytesConn{r: bytes.NewReader(data)}
+		bc := &beatsConn{s: s, raw: conn, conn: conn, in: bufio.NewReader(conn), remote: "fuzz"}
+		_ = bc.run()
+		bc.release()
+		if over {
+			t.Fatal("an event over MaxEventBytes, or more than MaxBatchBytes held")
+		}
+		if st := budget.Stats(); st.InUse != 0 {
+			t.Fatalf("%d bytes of the budget not given back", st.InUse)
 		}
 	})
 }

@@ -44,6 +44,46 @@ type Handler interface {
 	Handle(ctx context.Context, m Message) Result
 }
 
+// Syncer is implemented by a Handler whose Handle may return before what
+// it took is durable (the pipeline stores evidence in its evidence log and
+// fsyncs in batches). Transports that acknowledge — HTTP (202), Beats (the
+// ACK) and the file follower (the saved position) — call Sync after the
+// messages they acknowledge were handled and acknowledge only when it
+// returned nil; an error is handled like ErrBusy (HTTP 503 with
+// Retry-After, no Beats ACK, the file position not saved). Syslog has no
+// acknowledgement to hold back.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// syncHandler calls h's Sync when it has one.
+func syncHandler(ctx context.Context, h Handler) error {
+	if s, ok := h.(Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
+}
+
+// syncWithRetry syncs until it succeeds or ctx ends; it reports whether it
+// failed at least once.
+func syncWithRetry(ctx context.Context, h Handler) (bool, error) {
+	failed := false
+	for attempt := 0; ; attempt++ {
+		err := syncHandler(ctx, h)
+		if err == nil || ctx.Err() != nil {
+			return failed, err
+		}
+		failed = true
+		t := time.NewTimer(busyBackoff(attempt))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return failed, err
+		case <-t.C:
+		}
+	}
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, m Message) Result
 
@@ -56,6 +96,14 @@ func (f HandlerFunc) Handle(ctx context.Context, m Message) Result { return f(ct
 // TCP syslog and files stop reading until the handler takes the message; UDP
 // cannot push back and drops it (counted as busy).
 var ErrBusy = errors.New("intake: handler busy")
+
+// ErrNotDurable is wrapped, together with ErrBusy, in Result.Err by a
+// Handler that took the message but could not make it durable (its
+// evidence log is failing, a full disk): the message must not be
+// acknowledged and should be offered again. HTTP answers 503 with
+// Retry-After; the other transports treat it as ErrBusy. Both are counted
+// as not_durable.
+var ErrNotDurable = errors.New("intake: handler could not store the message durably")
 
 // Listener is what every network transport returns.
 type Listener interface {
@@ -75,6 +123,7 @@ const (
 	MetaSeverity   = "severity"
 	MetaSyslogFmt  = "syslog_format"
 	MetaClientCert = "client_cert_subject"
+	MetaTokenName  = "token_name" // the name of the bearer token a request carried
 	MetaContentTyp = "content_type"
 	MetaPath       = "path"
 	MetaOffset     = "offset"
@@ -87,21 +136,34 @@ func busyBackoff(attempt int) time.Duration {
 }
 
 // handleWithRetry offers m until the handler takes it or ctx ends. It reports
-// whether the handler was busy at least once, so callers count the stall.
-func handleWithRetry(ctx context.Context, h Handler, m Message) (Result, bool) {
+// whether the handler was busy (or could not store it durably) at least
+// once, and why the first time, so callers count the stall.
+func handleWithRetry(ctx context.Context, h Handler, m Message) (Result, reason, bool) {
 	stalled := false
+	why := rBusy
 	for attempt := 0; ; attempt++ {
 		r := h.Handle(ctx, m)
 		if !errors.Is(r.Err, ErrBusy) {
-			return r, stalled
+			return r, why, stalled
+		}
+		if !stalled {
+			why = stallReason(r.Err)
 		}
 		stalled = true
 		t := time.NewTimer(busyBackoff(attempt))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return r, stalled
+			return r, why, stalled
 		case <-t.C:
 		}
 	}
+}
+
+// stallReason counts an ErrBusy result: not_durable or busy.
+func stallReason(err error) reason {
+	if errors.Is(err, ErrNotDurable) {
+		return rNotDurable
+	}
+	return rBusy
 }

@@ -17,12 +17,28 @@ const (
 	ReasonTruncated    = "truncated"      // followed file shrank (copytruncate); reading restarts at 0
 	ReasonIO           = "io"             // read/stat/open error
 	ReasonTooManyFiles = "too_many_files" // followed-file limit reached
+	// ReasonPreAuthLimit: a connection refused because the unauthenticated
+	// pool, or its source's share of it, was full.
+	ReasonPreAuthLimit = "preauth_limit"
+	// ReasonPreAuthTimeout: a connection closed because it did not
+	// authenticate (TLS handshake, valid token) within the pre-auth timeout.
+	ReasonPreAuthTimeout = "preauth_timeout"
+	// ReasonPreAuthEvicted: an unauthenticated connection closed to admit
+	// a peer from a source that held fewer.
+	ReasonPreAuthEvicted = "preauth_evicted"
+	// ReasonMemoryBudget: a message refused because the intake memory
+	// budget stayed exhausted (HTTP 429).
+	ReasonMemoryBudget = "memory_budget"
+	// ReasonNotDurable: the handler could not make it durable (Syncer
+	// failed, a full disk): not acknowledged.
+	ReasonNotDurable = "not_durable"
 )
 
 var allReasons = [...]string{
 	ReasonTooLarge, ReasonUnauthorized, ReasonBadFrame, ReasonBadSyslog, ReasonBadRequest,
 	ReasonUnreadable, ReasonBusy, ReasonReadTimeout, ReasonTooManyConns, ReasonTLSHandshake,
-	ReasonTruncated, ReasonIO, ReasonTooManyFiles,
+	ReasonTruncated, ReasonIO, ReasonTooManyFiles, ReasonPreAuthLimit, ReasonPreAuthTimeout, ReasonPreAuthEvicted,
+	ReasonMemoryBudget, ReasonNotDurable,
 }
 
 type reason int
@@ -41,6 +57,11 @@ const (
 	rTruncated
 	rIO
 	rTooManyFiles
+	rPreAuthLimit
+	rPreAuthTimeout
+	rPreAuthEvicted
+	rMemoryBudget
+	rNotDurable
 	numReasons
 )
 
@@ -50,10 +71,13 @@ type Stats struct {
 	Transport        string
 	ConnectionsOpen  int64  // currently open connections (or followed files)
 	ConnectionsTotal uint64 // connections accepted (or files opened) since start
-	Received         uint64 // messages handed to the handler
-	Bytes            uint64 // payload bytes handed to the handler
-	Accepted         uint64 // events the handler accepted
-	Rejected         uint64 // events the handler rejected
+	// ConnectionsUnauthenticated are the open connections that have not
+	// authenticated yet (the pre-auth pool).
+	ConnectionsUnauthenticated int64
+	Received                   uint64 // messages handed to the handler
+	Bytes                      uint64 // payload bytes handed to the handler
+	Accepted                   uint64 // events the handler accepted
+	Rejected                   uint64 // events the handler rejected
 	// Dropped counts what the transport refused or lost, by reason (every
 	// reason is present, zero or not).
 	Dropped map[string]uint64
@@ -63,6 +87,7 @@ type Stats struct {
 type counters struct {
 	transport string
 	open      atomic.Int64
+	preAuth   atomic.Int64
 	conns     atomic.Uint64
 	received  atomic.Uint64
 	bytes     atomic.Uint64
@@ -89,14 +114,15 @@ func (c *counters) result(n int, r Result) {
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		Transport:        c.transport,
-		ConnectionsOpen:  c.open.Load(),
-		ConnectionsTotal: c.conns.Load(),
-		Received:         c.received.Load(),
-		Bytes:            c.bytes.Load(),
-		Accepted:         c.accepted.Load(),
-		Rejected:         c.rejected.Load(),
-		Dropped:          make(map[string]uint64, numReasons),
+		Transport:                  c.transport,
+		ConnectionsOpen:            c.open.Load(),
+		ConnectionsTotal:           c.conns.Load(),
+		ConnectionsUnauthenticated: c.preAuth.Load(),
+		Received:                   c.received.Load(),
+		Bytes:                      c.bytes.Load(),
+		Accepted:                   c.accepted.Load(),
+		Rejected:                   c.rejected.Load(),
+		Dropped:                    make(map[string]uint64, numReasons),
 	}
 	for i, name := range allReasons {
 		s.Dropped[name] = c.dropped[i].Load()

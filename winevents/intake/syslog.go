@@ -20,7 +20,8 @@ type SyslogConfig struct {
 	Insecure bool        // allow a non-loopback address without mTLS
 
 	MaxMessageBytes int            // one syslog message (default 256 KiB; UDP at most 65535)
-	MaxConns        int            // open TCP/TLS connections (default 256)
+	MaxConns        int            // open TCP/TLS connections that finished the TLS handshake, or plain TCP ones (default 256)
+	PreAuth         PreAuthConfig  // TLS: connections still in the handshake (see PreAuthConfig)
 	IdleTimeout     time.Duration  // a frame must complete within this time (default 5 min)
 	Location        *time.Location // zone of RFC 3164 timestamps (default UTC)
 }
@@ -72,7 +73,10 @@ func NewSyslogTCP(cfg SyslogConfig, h Handler, logger *zap.Logger) (*SyslogServe
 		return nil, err
 	}
 	s.ln = ln
-	lim := newLimitListener(ln, s.cfg.MaxConns, s.c, s.log)
+	// Over TLS a peer authenticates by completing the handshake (with the
+	// client certificate mTLS requires); until then it is in the pre-auth
+	// pool, with its short deadline.
+	lim := newPool(s.cfg.MaxConns, cfg.TLS != nil, cfg.PreAuth, s.c, s.log).listener(ln)
 	s.wg.Add(1)
 	go s.acceptLoop(lim)
 	s.log.Info("syslog intake listening", zap.String(fAddr, ln.Addr().String()),
@@ -173,10 +177,17 @@ func (s *SyslogServer) serveConn(raw net.Conn) {
 	subject := ""
 	if s.cfg.TLS != nil {
 		tc := tls.Server(raw, s.cfg.TLS)
-		_ = raw.SetDeadline(time.Now().Add(min(s.cfg.IdleTimeout, 30*time.Second)))
+		// The pool closes a peer that did not finish in time (counted
+		// preauth_timeout); the deadline is the backstop.
+		_ = raw.SetDeadline(time.Now().Add(s.cfg.PreAuth.withDefaults().Timeout + time.Second))
 		if err := tc.HandshakeContext(s.ctx); err != nil {
-			s.c.drop(rTLSHandshake)
+			if !isClosedByPool(raw) {
+				s.c.drop(rTLSHandshake)
+			}
 			s.log.Debug("tls handshake failed", zap.String(fRemote, remote), zap.Error(err))
+			return
+		}
+		if pc := poolConnOf(raw); pc != nil && pc.authenticated() != nil {
 			return
 		}
 		_ = raw.SetDeadline(time.Time{})
@@ -251,9 +262,10 @@ func (s *SyslogServer) deliver(frame []byte, remote, subject string, wait bool) 
 	var res Result
 	if wait {
 		var stalled bool
-		res, stalled = handleWithRetry(s.ctx, s.h, m)
+		var why reason
+		res, why, stalled = handleWithRetry(s.ctx, s.h, m)
 		if stalled {
-			s.c.drop(rBusy)
+			s.c.drop(why)
 		}
 		if errors.Is(res.Err, ErrBusy) { // shutting down while busy
 			return
@@ -261,7 +273,7 @@ func (s *SyslogServer) deliver(frame []byte, remote, subject string, wait bool) 
 	} else {
 		res = s.h.Handle(s.ctx, m)
 		if errors.Is(res.Err, ErrBusy) {
-			s.c.drop(rBusy)
+			s.c.drop(stallReason(res.Err))
 			return
 		}
 	}

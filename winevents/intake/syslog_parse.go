@@ -218,8 +218,14 @@ func bsdTime(b []byte, now time.Time, loc *time.Location) (time.Time, int, bool)
 	return time.Time{}, 0, false
 }
 
-// bsdTag reads "TAG[PID]: " or "TAG: " at the start of b; without one the
-// whole of b is the message.
+// bsdTag reads the TAG at the start of b: "TAG[PID]: ", "TAG: ",
+// "TAG[PID] " or "TAG " (RFC 3164 §4.1.3: the TAG ends at the first
+// character that is not alphanumeric, most often '[', ':' or a space;
+// rsyslog's default forwarding templates send an imfile Tag="winevt" as
+// "winevt <Event ..."). A tag ended by a space is taken only when the
+// message after it starts like an event (JSON or XML), so a message
+// without a tag keeps its first word. Without a tag the whole of b is
+// the message.
 func bsdTag(b []byte) (app, pid string, rest []byte) {
 	i := 0
 	for i < len(b) && i <= 128 && isTagChar(b[i]) {
@@ -236,14 +242,17 @@ func bsdTag(b []byte) (app, pid string, rest []byte) {
 		}
 		pid, j = string(b[j+1:j+k]), j+k+1
 	}
-	if j >= len(b) || b[j] != ':' {
-		return "", "", b
-	}
-	j++
-	if j < len(b) && b[j] == ' ' {
+	switch {
+	case j < len(b) && b[j] == ':':
 		j++
+		if j < len(b) && b[j] == ' ' {
+			j++
+		}
+		return app, pid, b[j:]
+	case j < len(b) && b[j] == ' ' && looksLikeEvent(trimMsg(b[j+1:])):
+		return app, pid, b[j+1:]
 	}
-	return app, pid, b[j:]
+	return "", "", b
 }
 
 func isTagChar(c byte) bool {

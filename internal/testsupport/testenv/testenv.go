@@ -3,6 +3,7 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -34,4 +35,21 @@ func GrepLines(text, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// RequireTool returns the path of an external program a test runs (a real
+// client, a renderer, a checker). A missing tool skips t, unless
+// KNOCKWATCH_REQUIRE_PRIVILEGED is set (CI): then t fails, naming the
+// Debian package to install.
+func RequireTool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv(RequirePrivilegedEnv) != "" {
+		t.Fatalf("%s is required (apt-get install %s) and %s is set", name, debianPackage, RequirePrivilegedEnv)
+	}
+	t.Skipf("%s not installed (apt-get install %s)", name, debianPackage)
+	return ""
 }
