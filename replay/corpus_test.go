@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
@@ -71,6 +72,16 @@ func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, S
 	if _, err := os.Stat(hostsFile); err != nil {
 		hostsFile = filepath.Join(corpusDir, "hosts")
 	}
+	scfg := testSensorConfig()
+	scfg.VerifyChecksums = !want.IgnoreChecksums
+	return replayFiles(t, kind, scfg, caps, []string{filepath.Join(dir, "events.xml")}, hostsFile)
+}
+
+// replayFiles replays captures and event files with engine kind made with
+// scfg, the inventory hostsFile and the default rule, and returns the
+// created (unsuppressed) alerts and the summary.
+func replayFiles(t *testing.T, kind string, scfg sensor.Config, caps, events []string, hostsFile string) ([]wantAlert, Summary) {
+	t.Helper()
 	hosts, err := correlate.ReadHostsFile(hostsFile)
 	if err != nil {
 		t.Fatal(err)
@@ -81,16 +92,14 @@ func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, S
 	if err != nil {
 		t.Fatal(err)
 	}
-	scfg := testSensorConfig()
-	scfg.VerifyChecksums = !want.IgnoreChecksums
 	eng, _, err := NewEngine(kind, scfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer eng.Close()
 	sum, err := Run(context.Background(), Options{
-		Captures: caps, Events: []string{filepath.Join(dir, "events.xml")},
-		Engine: eng, Decoder: p.Decoder(), Sink: p,
+		Captures: caps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
+		FinalSweep: scfg.S0Timeout + time.Second, GapSweeps: GapSweepsFor(scfg),
 	})
 	if err != nil {
 		t.Fatal(err)
