@@ -31,10 +31,31 @@ func (t *Twin) candFlagged(cd *cand, now uint64) bool {
 	return cd.flagTS != 0 && !after(now, cd.flagTS, t.flagTTL)
 }
 
-// candAlloc is kw_cand_alloc: free, else over, else the least recently
-// active flagged, else the least recently active.
+// pendPorts is kw_pend_ports: distinct ports among the pending SYNs.
+func pendPorts(cd *cand) uint32 {
+	var n uint32
+	for i := 0; i < cpend; i++ {
+		if cd.pend[i].t == 0 {
+			continue
+		}
+		dup := false
+		for j := i + 1; j < cpend; j++ {
+			if cd.pend[j].t != 0 && cd.pend[j].dport == cd.pend[i].dport {
+				dup = true
+			}
+		}
+		if !dup {
+			n++
+		}
+	}
+	return n
+}
+
+// candAlloc is kw_cand_alloc: free, else over, else flagged, else a knock
+// in progress; within a rank the fewest ports in play (at most N), then the
+// least recently active.
 func (t *Twin) candAlloc(cb *candBucket, now uint64) int32 {
-	const lim = uint64(1)<<62 - 1
+	const lim = uint64(1)<<58 - 1
 	best, bestRank, bestScore := uint32(0), uint32(9), ^uint64(0)
 	for w := uint32(0); w < candWays; w++ {
 		cd := &cb[w]
@@ -52,11 +73,12 @@ func (t *Twin) candAlloc(cb *candBucket, now uint64) int32 {
 		default:
 			rank = 3
 		}
+		play := min(uint32(cd.distinct)+pendPorts(cd), t.minPorts) & 15
 		a := now - cd.lastTS
-		if a>>62 != 0 {
+		if a>>58 != 0 {
 			a = lim
 		}
-		score := uint64(rank)<<62 | (lim - a)
+		score := uint64(rank)<<62 | uint64(play)<<58 | (lim - a)
 		if score < bestScore || bestScore == ^uint64(0) {
 			best, bestRank, bestScore = w, rank, score
 		}

@@ -82,19 +82,46 @@ static __always_inline int kw_cand_flagged(const struct kw_cand *cd, __u64 now)
 	return cd->flag_ts && !kw_after(now, cd->flag_ts, CFG.flag_ttl_ns);
 }
 
+/* kw_pend_ports counts the distinct ports among the candidate's pending
+ * SYNs. Branch-free. */
+static __noinline __u32 kw_pend_ports(struct kw_cand *cd)
+{
+	__u32 live = 0, ports = 0;
+
+	for (int i = 0; i < KW_CPEND; i++)
+		live |= (1 - kw_eq64(cd->pend[i].t, 0)) << i;
+	for (int i = 0; i < KW_CPEND; i++) {
+		__u32 dup = 0;
+		__u16 port = cd->pend[i].dport;
+
+		for (int j = i + 1; j < KW_CPEND; j++)
+			dup |= (live >> j) & kw_eq16(cd->pend[j].dport, port);
+		ports += (live >> i) & (dup ^ 1) & 1;
+	}
+	return ports;
+}
+
 /* kw_cand_alloc picks the way a new candidate takes: free, else over
- * (burst and flag ended), else the least recently active flagged one,
- * else the least recently active. A flagged candidate goes before a knock
- * in progress: its KNOCK was sent and its flag lives on in the pair's MARK
- * (handshakes are still reported), while a knock in progress would be
- * lost — and flagged candidates are what a flood of spoofed knocks makes.
- * Counts the eviction of a live one. */
+ * (burst and flag ended), else a flagged one, else a knock in progress;
+ * within a rank the one with the fewest ports in play (closed in the
+ * burst, or pending: at most N), then the least recently active.
+ *
+ * A flagged candidate goes before a knock in progress: its KNOCK was sent
+ * and its flag lives on in the pair's MARK (handshakes are still
+ * reported), while a knock in progress would be lost — and flagged
+ * candidates are what a flood of spoofed knocks makes. Among knocks in
+ * progress, pairs that play fewer than N ports (which is all a spoofed
+ * pair can do without being flagged) go before a knock with all N ports
+ * in play, waiting for its S0 decision or its connection. Counts the
+ * eviction of a live one. */
 static __always_inline int kw_cand_alloc(struct kw_counters *c, struct kw_cand_bucket *cb, __u64 now)
 {
 	__u32 best = 0, best_rank = 9;
 	__u64 best_score = ~0ULL;
+	const __u64 lim = (1ULL << 58) - 1;
 
-	/* Branch-free: score = rank, then least recently active first. */
+	/* Branch-free: score = rank, ports in play, then least recently
+	 * active first. */
 	for (__u32 w = 0; w < KW_CAND_WAYS; w++) {
 		struct kw_cand *cd = &cb->c[w];
 		const __u64 *a = (const __u64 *)&cd->pair;
@@ -102,11 +129,13 @@ static __always_inline int kw_cand_alloc(struct kw_counters *c, struct kw_cand_b
 		__u32 flagged = (1 - kw_eq64(cd->flag_ts, 0)) & kw_within(now, cd->flag_ts, CFG.flag_ttl_ns);
 		__u32 over = (flagged ^ 1) & (1 - kw_within(now, cd->last_ts, CFG.window_ns));
 		__u32 rank = (1 - free) * (1 + (1 - over) * (2 - flagged));
+		__u32 play = cd->distinct + kw_pend_ports(cd);
 		__u64 age = now - cd->last_ts, score;
 		__u32 less;
 
-		age = kw_sel64(kw_bit((__u32)(age >> 62)), (1ULL << 62) - 1, age);
-		score = ((__u64)rank << 62) | (((1ULL << 62) - 1) - age);
+		play = kw_sel32(kw_lt(play, CFG.min_ports), play, CFG.min_ports) & 15;
+		age = kw_sel64(kw_bit((__u32)(age >> 58)), lim, age);
+		score = ((__u64)rank << 62) | ((__u64)play << 58) | (lim - age);
 		less = kw_ltu64(score, best_score) | kw_eq64(best_score, ~0ULL);
 		best = kw_sel32(less, w, best);
 		best_rank = kw_sel32(less, rank, best_rank);

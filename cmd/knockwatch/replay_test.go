@@ -53,7 +53,7 @@ func TestReplayCommandAlerts(t *testing.T) {
 		!strings.HasPrefix(a.Timestamp, "2026-11-20T14:30:25") {
 		t.Fatalf("alert %s", lines[0])
 	}
-	for _, want := range []string{"engine: go", "packets    30", "touches    3 (REJ 3, S0 0)", "knocks     1",
+	for _, want := range []string{"engine: go", "packets    30", "touches    3 (REJ 3, S0 0, RSTOS0 0)", "knocks     1",
 		"handshakes 1", "changes used 1", "alerts     1 (high 1, medium 0)", "time taken"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("summary lacks %q:\n%s", want, errOut)

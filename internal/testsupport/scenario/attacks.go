@@ -280,5 +280,21 @@ func Attacks() []Case {
 		Handshakes: []WantHS{{Src: Attacker, Dst: Victim, Port: 4444, LastClosed: Never, LastOpen: Never, Epoch: -1}},
 		Counters:   map[string]uint64{"candidates": 6, "cand_evicted": 2, "handshakes": 1, "flags": 5},
 	})
+	// Two-port spoofed pairs (all a spoofed pair can touch without being
+	// flagged) do not push out a knock with all its ports in play.
+	var pairs2 []Step
+	for i, c := range others(6) {
+		at := Sec(1) + time.Duration(i)*Sec(0.5)
+		pairs2 = append(pairs2, Cat(c.REJ(at, 7100), c.REJ(at+Sec(0.1), 7200))...)
+	}
+	cases = append(cases, Case{
+		Name:   "attack: two-port spoofed pairs around an S0 knock in progress",
+		Config: func(c *sensor.Config) { c.Candidates = 4 },
+		Steps: Cat([]Step{a.SYN(0, 7000), a.SYN(Sec(0.1), 8000), a.SYN(Sec(0.2), 9000)}, pairs2,
+			sweep(Sec(6))),
+		Knocks:   []WantKnock{{Src: Attacker, Dst: Victim, Ports: knockPorts, Kinds: s03}},
+		Sweeps:   []int{3},
+		Counters: map[string]uint64{"candidates": 7, "cand_evicted": 3, "flags": 1},
+	})
 	return cases
 }
