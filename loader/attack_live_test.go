@@ -276,6 +276,44 @@ func TestLiveAttacks(t *testing.T) {
 		}
 	})
 
+	// The knocker who does not wait: knock (S0: the host's firewall drops
+	// the knocks, as Windows does by default), the port opens at once, and
+	// the knocker connects before the S0 timeout has decided its knocks,
+	// as `knock host p1 p2 p3 && ssh -p P host` does. The KNOCK is sent
+	// when the knocks age; the handshake, which came first, must still be
+	// reported for that knock.
+	t.Run("connect-before-S0-decided", func(t *testing.T) {
+		knock := lookTool(t, "knock", "knockd")
+		const s0 = time.Second
+		l := newLive(t, false, func(c *sensor.Config) { c.S0Timeout = s0 })
+		att, host := l.topo.Attacker.IP, l.topo.Host.IP
+		if err := l.topo.Host.NS.Nft(l.ctx, hostFirewall); err != nil {
+			t.Fatal(err)
+		}
+		l.startSweep(t)
+		start := time.Now()
+		l.knockClient(t, knock, host, knockPorts)
+		_, port := l.open(t, host)
+		l.allow(t, port)
+		c := l.connect(t, l.topo.Attacker, host, port)
+		if d := time.Since(start); d > s0 {
+			t.Fatalf("connected %v after the knock began: not before the S0 timeout (%v)", d, s0)
+		}
+		time.Sleep(time.Until(start.Add(s0 + 300*time.Millisecond)))
+		recs := l.records(t, 2)
+		k := knocks(recs)
+		if len(k) != 1 {
+			t.Fatalf("%d KNOCK records, want 1: %s", len(k), dump(recs))
+		}
+		checkUse(t, k[0], wantUse{src: att, dst: host, ports: knockPorts, ordered: true, kind: sensor.TouchS0, epoch: 1, touches: 3, since: start})
+		hs := handshakes(recs)
+		if len(hs) != 1 {
+			cs, _ := l.s.Counters()
+			t.Fatalf("%d HANDSHAKE records, want 1 (the knocker's connection %v, made before its knocks were decided S0): %s\ncounters %v",
+				len(hs), c.LocalAddr(), dump(recs), cs)
+		}
+	})
+
 	// Class 4. After the knock and the port opening, the knocker SYN-scans
 	// the new port (SYN, SYN-ACK, its kernel's RST) and then connects: its
 	// own probe is what the port state saw open first, and nobody else
