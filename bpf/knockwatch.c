@@ -114,9 +114,9 @@ __attribute__((noinline)) int kw_g_csum(struct xdp_md *ctx)
 	return kw_csum_ok((void *)(long)ctx->data, (void *)(long)ctx->data_end, &s->pkt);
 }
 
-__attribute__((noinline)) int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp)
+__attribute__((noinline)) int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp, __u32 why)
 {
-	return kw_done_body(flagged, src_fp, done_fp);
+	return kw_done_body(flagged, src_fp, done_fp, why);
 }
 
 /* kw_g_handshake: is scratch.ev.conn the first completed handshake to its

@@ -51,6 +51,8 @@ const (
 	cReportedOverflow
 	cWatchLost
 	cAttempted
+	cRemoteFlag
+	cSamples
 	numCounters
 )
 

@@ -13,7 +13,7 @@ func (t *Twin) watchStart(ev *openEv, snap *portSnap, now uint64) {
 		t.c[cWatchLost]++
 	}
 	*w = watch{state: 2, conn: ev.conn, synSeq: ev.synSeq, synackSeq: ev.synackSeq, hasSynack: ev.hasSynack,
-		flagged: ev.flagged, epoch: ev.epoch, synTS: ev.synTS, synackTS: ev.synackTS,
+		flagged: ev.flagged, why: ev.why, epoch: ev.epoch, synTS: ev.synTS, synackTS: ev.synackTS,
 		portLastClosed: snap.lastClosed, portFirstOpen: snap.firstOpen, portLastOpen: snap.lastOpen,
 		portDone: snap.done, portDoneFP: snap.doneFP}
 	t.c[cWatchStarted]++
@@ -23,11 +23,25 @@ func (t *Twin) watchStart(ev *openEv, snap *portSnap, now uint64) {
 }
 
 // done is kw_done_body: a completed watched handshake (scratch.hs).
-func (t *Twin) done(flagged bool, srcFP, doneFP uint32) {
+func (t *Twin) done(flagged bool, srcFP, doneFP, why uint32) {
 	s := &t.s
 	hs := &s.hs
 	t.portDone(&hs.conn.pair.dst, hs.conn.dport, hs.ackTS, srcFP)
+	hs.why = why
+	if flagged {
+		hs.why |= hsFlagged
+	}
 	if !flagged {
+		if why&hsSample == 0 {
+			return
+		}
+		delete(t.samples, hs.conn.pair.dst)
+		if !t.reserve(handshakeRecSize) {
+			t.c[cRingbufFull]++
+			return
+		}
+		t.emitHandshake(hs)
+		t.c[cSamples]++
 		return
 	}
 	if hs.portOtherDone != 0 && doneFP == srcFP {
@@ -83,8 +97,20 @@ func (t *Twin) stepOpened(now uint64, proven uint32) {
 	if ev.flagged == 0 {
 		ev.flagged = t.pairFlagged(&ev.conn.pair, now)
 	}
+	if ev.flagged == 0 && t.flagsInN != 0 {
+		if until, ok := t.flagsIn[ev.conn.pair]; ok && !after(now, until, 0) {
+			ev.flagged = 1
+			ev.why |= hsRemote
+			t.c[cRemoteFlag]++
+		}
+	}
+	if ev.flagged == 0 && t.samplesN != 0 {
+		if until, ok := t.samples[ev.conn.pair.dst]; ok && !after(now, until, 0) {
+			ev.why |= hsSample
+		}
+	}
 	snap := t.portOpen(&ev.conn.pair.dst, ev.conn.dport, now)
-	if ev.flagged == 0 && !snap.wantsFirst() {
+	if ev.flagged == 0 && ev.why&hsSample == 0 && !snap.wantsFirst() {
 		return
 	}
 	if proven == 0 {
@@ -94,7 +120,7 @@ func (t *Twin) stepOpened(now uint64, proven uint32) {
 	s.hs = handshakeRec{conn: ev.conn, synTS: ev.synTS, ackTS: now, epoch: ev.epoch,
 		portLastClosed: snap.lastClosed, portFirstOpen: snap.firstOpen, portLastOpen: snap.lastOpen,
 		portOtherDone: snap.done}
-	t.done(ev.flagged != 0, t.srcFP(&ev.conn.pair.src), snap.doneFP)
+	t.done(ev.flagged != 0, t.srcFP(&ev.conn.pair.src), snap.doneFP, uint32(ev.why))
 }
 
 // onWatchACK is kw_watch_ack_body: an ACK while a watched handshake may be
@@ -120,11 +146,11 @@ func (t *Twin) onWatchACK(frame []byte, now uint64) bool {
 		s.hs.portLastOpen = w.portLastOpen
 		s.hs.portOtherDone = w.portDone
 		s.hs.epoch = w.epoch
-		doneFP, flagged := w.portDoneFP, w.flagged != 0
+		doneFP, flagged, why := w.portDoneFP, w.flagged != 0, uint32(w.why)
 		w.state = 3
 		s.hs.conn = c
 		s.hs.ackTS = now
-		t.done(flagged, t.srcFP(&c.pair.src), doneFP)
+		t.done(flagged, t.srcFP(&c.pair.src), doneFP, why)
 		return true
 	}
 	t.c[cHandshakeBadAck]++

@@ -24,7 +24,7 @@ func testConfig() sensor.Config {
 	cfg := scenario.BaseConfig()
 	cfg.PairSlots = 32
 	cfg.PortSlots = 64
-	cfg.Candidates = 16
+	cfg.Candidates = 8
 	cfg.Watches = 64
 	return cfg
 }
@@ -50,4 +50,11 @@ func runTwin(t testing.TB, cfg sensor.Config, steps []scenario.Step, allow ...ne
 		t.Fatal(err)
 	}
 	return scenario.Play(t, engine{tw}, steps)
+}
+
+func (e engine) SetRemoteFlag(src, dst netip.Addr, until time.Time) error {
+	return e.Twin.SetRemoteFlag(src, dst, until)
+}
+func (e engine) RequestSample(host netip.Addr, until time.Time) error {
+	return e.Twin.RequestSample(host, until)
 }

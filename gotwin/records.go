@@ -70,6 +70,8 @@ func (t *Twin) emitHandshake(hs *handshakeRec) {
 		Distinct:       int(hs.distinct),
 		Attempted:      int(hs.attempted),
 		Epoch:          hs.epoch,
+		RemoteFlag:     hs.why&hsRemote != 0,
+		Sample:         hs.why&hsFlagged == 0 && hs.why&hsSample != 0,
 	})
 }
 

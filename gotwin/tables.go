@@ -43,6 +43,13 @@ func tagKind(tag uint32) uint32         { return (tag >> 5) & 7 }
 func tagVer(tag uint32) uint32          { return tag & 0xf }
 func mkTag(fp, kind, ver uint32) uint32 { return fp<<8 | kind<<5 | ver&0xf }
 
+// Why a handshake is watched and reported (enum kw_hs_why).
+const (
+	hsFlagged = 1
+	hsSample  = 2
+	hsRemote  = 4
+)
+
 // Victim ranks of pairs.h.
 const (
 	vFree  = 0
@@ -118,7 +125,7 @@ type watch struct {
 	state                                                 uint32
 	conn                                                  conn
 	synSeq, synackSeq, epoch                              uint32
-	flagged, hasSynack                                    uint8
+	flagged, hasSynack, why                               uint8
 	synTS, synackTS                                       uint64
 	portLastClosed, portFirstOpen, portLastOpen, portDone uint64
 	portDoneFP                                            uint32
@@ -137,6 +144,7 @@ type openEv struct {
 	synSeq, synackSeq uint32
 	hasSynack         uint8
 	flagged           uint8
+	why               uint8
 	epoch             uint32
 }
 
@@ -154,6 +162,7 @@ type knockRec struct {
 type handshakeRec struct {
 	distinct, attempted uint16
 	epoch               uint32
+	why                 uint32
 	conn                conn
 	synTS, synackTS     uint64
 	ackTS               uint64

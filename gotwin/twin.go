@@ -31,8 +31,15 @@ type Twin struct {
 	allow   []netip.Prefix // IPv4 stored IPv4-mapped, as the LPM trie keys it
 
 	watchUntil uint64 // the .bss gate watch_until
-	c          [numCounters]uint64
-	s          scratch
+
+	// flags_in and samples, and their gates flags_in_n and samples_n
+	// (the entries userspace put; the program's own removals of samples
+	// do not lower them).
+	flagsIn            map[pair]uint64
+	samples            map[addr]uint64
+	flagsInN, samplesN uint32
+	c                  [numCounters]uint64
+	s                  scratch
 
 	ringSize, ringUsed uint64
 	records            []sensor.Record
@@ -88,6 +95,8 @@ func New(cfg sensor.Config) (*Twin, error) {
 	if cfg.ReportTouches {
 		t.owners = make([]pair, tb.PairBuckets*ways)
 	}
+	t.flagsIn = map[pair]uint64{}
+	t.samples = map[addr]uint64{}
 	return t, nil
 }
 

@@ -19,7 +19,7 @@ type knockwatchHandshakeRec struct {
 	Distinct  uint16
 	Attempted uint16
 	Epoch     uint32
-	Pad       uint32
+	Why       uint32
 	Conn      struct {
 		_     structs.HostLayout
 		Pair  knockwatchKwPair
@@ -54,6 +54,11 @@ type knockwatchKnockRec struct {
 		Kind  uint8
 		Pad   [3]uint8
 	}
+}
+
+type knockwatchKwAddr struct {
+	_ structs.HostLayout
+	B [16]uint8
 }
 
 type knockwatchKwBucket struct {
@@ -186,12 +191,14 @@ const (
 	knockwatchKwCounterKW_C_REPORTED_OVERFLOW  knockwatchKwCounter = 43
 	knockwatchKwCounterKW_C_WATCH_LOST         knockwatchKwCounter = 44
 	knockwatchKwCounterKW_C_ATTEMPTED          knockwatchKwCounter = 45
-	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 46
+	knockwatchKwCounterKW_C_REMOTE_FLAG        knockwatchKwCounter = 46
+	knockwatchKwCounterKW_C_SAMPLES            knockwatchKwCounter = 47
+	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 48
 )
 
 type knockwatchKwCounters struct {
 	_ structs.HostLayout
-	C [46]uint64
+	C [48]uint64
 }
 
 type knockwatchKwIfCounter uint32
@@ -216,14 +223,8 @@ type knockwatchKwIfCounters struct {
 
 type knockwatchKwPair struct {
 	_   structs.HostLayout
-	Src struct {
-		_ structs.HostLayout
-		B [16]uint8
-	}
-	Dst struct {
-		_ structs.HostLayout
-		B [16]uint8
-	}
+	Src knockwatchKwAddr
+	Dst knockwatchKwAddr
 }
 
 type knockwatchKwScratch struct {
@@ -250,15 +251,9 @@ type knockwatchKwScratch struct {
 		Pad     [7]uint8
 	}
 	Pkt struct {
-		_     structs.HostLayout
-		Saddr struct {
-			_ structs.HostLayout
-			B [16]uint8
-		}
-		Daddr struct {
-			_ structs.HostLayout
-			B [16]uint8
-		}
+		_      structs.HostLayout
+		Saddr  knockwatchKwAddr
+		Daddr  knockwatchKwAddr
 		Sport  uint16
 		Dport  uint16
 		Seq    uint32
@@ -312,7 +307,8 @@ type knockwatchKwScratch struct {
 		SynackSeq uint32
 		HasSynack uint8
 		Flagged   uint8
-		Pad       [2]uint8
+		Why       uint8
+		Pad       uint8
 		Epoch     uint32
 	}
 	Scan struct {
@@ -447,7 +443,8 @@ type knockwatchKwWatch struct {
 	Epoch          uint32
 	Flagged        uint8
 	HasSynack      uint8
-	Pad            [2]uint8
+	Why            uint8
+	Pad            uint8
 	SynTs          uint64
 	SynackTs       uint64
 	PortLastClosed uint64
@@ -497,16 +494,20 @@ const (
 	knockwatchMapAllowlist          = "allowlist"
 	knockwatchMapCands              = "cands"
 	knockwatchMapEvents             = "events"
+	knockwatchMapFlagsIn            = "flags_in"
 	knockwatchMapIfaceStats         = "iface_stats"
 	knockwatchMapOwners             = "owners"
 	knockwatchMapPairs              = "pairs"
 	knockwatchMapPortSlots          = "port_slots"
+	knockwatchMapSamples            = "samples"
 	knockwatchMapScratch            = "scratch"
 	knockwatchMapStats              = "stats"
 	knockwatchMapWatches            = "watches"
 	knockwatchProgKnockwatch        = "knockwatch"
 	knockwatchProgKnockwatchSweep   = "knockwatch_sweep"
 	knockwatchVarCFG                = "CFG"
+	knockwatchVarFlagsInN           = "flags_in_n"
+	knockwatchVarSamplesN           = "samples_n"
 	knockwatchVarUnusedCounter      = "unused_counter"
 	knockwatchVarUnusedHandshakeRec = "unused_handshake_rec"
 	knockwatchVarUnusedIfCounter    = "unused_if_counter"
@@ -569,10 +570,12 @@ type knockwatchMapSpecs struct {
 	Allowlist  *ebpf.MapSpec `ebpf:"allowlist"`
 	Cands      *ebpf.MapSpec `ebpf:"cands"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	FlagsIn    *ebpf.MapSpec `ebpf:"flags_in"`
 	IfaceStats *ebpf.MapSpec `ebpf:"iface_stats"`
 	Owners     *ebpf.MapSpec `ebpf:"owners"`
 	Pairs      *ebpf.MapSpec `ebpf:"pairs"`
 	PortSlots  *ebpf.MapSpec `ebpf:"port_slots"`
+	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 	Watches    *ebpf.MapSpec `ebpf:"watches"`
@@ -583,6 +586,8 @@ type knockwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type knockwatchVariableSpecs struct {
 	CFG                *ebpf.VariableSpec `ebpf:"CFG"`
+	FlagsInN           *ebpf.VariableSpec `ebpf:"flags_in_n"`
+	SamplesN           *ebpf.VariableSpec `ebpf:"samples_n"`
 	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedHandshakeRec *ebpf.VariableSpec `ebpf:"unused_handshake_rec"`
 	UnusedIfCounter    *ebpf.VariableSpec `ebpf:"unused_if_counter"`
@@ -615,10 +620,12 @@ type knockwatchMaps struct {
 	Allowlist  *ebpf.Map `ebpf:"allowlist"`
 	Cands      *ebpf.Map `ebpf:"cands"`
 	Events     *ebpf.Map `ebpf:"events"`
+	FlagsIn    *ebpf.Map `ebpf:"flags_in"`
 	IfaceStats *ebpf.Map `ebpf:"iface_stats"`
 	Owners     *ebpf.Map `ebpf:"owners"`
 	Pairs      *ebpf.Map `ebpf:"pairs"`
 	PortSlots  *ebpf.Map `ebpf:"port_slots"`
+	Samples    *ebpf.Map `ebpf:"samples"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 	Watches    *ebpf.Map `ebpf:"watches"`
@@ -629,10 +636,12 @@ func (m *knockwatchMaps) Close() error {
 		m.Allowlist,
 		m.Cands,
 		m.Events,
+		m.FlagsIn,
 		m.IfaceStats,
 		m.Owners,
 		m.Pairs,
 		m.PortSlots,
+		m.Samples,
 		m.Scratch,
 		m.Stats,
 		m.Watches,
@@ -644,6 +653,8 @@ func (m *knockwatchMaps) Close() error {
 // It can be passed to loadKnockwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type knockwatchVariables struct {
 	CFG                *ebpf.Variable `ebpf:"CFG"`
+	FlagsInN           *ebpf.Variable `ebpf:"flags_in_n"`
+	SamplesN           *ebpf.Variable `ebpf:"samples_n"`
 	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedHandshakeRec *ebpf.Variable `ebpf:"unused_handshake_rec"`
 	UnusedIfCounter    *ebpf.Variable `ebpf:"unused_if_counter"`

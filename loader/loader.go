@@ -40,6 +40,9 @@ type Sensor struct {
 	mu     sync.RWMutex // guards links and closed
 	links  map[string]link.Link
 	closed bool
+
+	reqMu             sync.Mutex // guards flags_in and samples and their gates
+	flagsIn, samplesN uint32     // entries userspace put (the gates' values)
 }
 
 // ErrSensorClosed is returned by a Sensor's methods after Close.
@@ -94,6 +97,8 @@ func Load(cfg sensor.Config, opts Options) (*Sensor, error) {
 		"allowlist":  cfg.Allowlist,
 		"events":     cfg.RingBytes,
 		"owners":     1,
+		"flags_in":   cfg.RemoteFlags,
+		"samples":    cfg.Samples,
 	}
 	if cfg.ReportTouches {
 		sizes["owners"] = (kcfg.PairMask + 1) * sensor.PairWays

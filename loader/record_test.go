@@ -72,7 +72,7 @@ func TestDecodeHandshakeBytes(t *testing.T) {
 	binary.NativeEndian.PutUint16(b[4:], 3)      // __u16 distinct
 	binary.NativeEndian.PutUint16(b[6:], 5)      // __u16 attempted
 	binary.NativeEndian.PutUint32(b[8:], 2)      // __u32 epoch
-	binary.NativeEndian.PutUint32(b[12:], 0)     // __u32 _pad
+	binary.NativeEndian.PutUint32(b[12:], 5)     // __u32 why = KW_HS_FLAGGED | KW_HS_REMOTE
 	putAddr(b[16:], src)                         // struct kw_conn conn: pair.src
 	putAddr(b[32:], dst)                         //                      pair.dst
 	binary.NativeEndian.PutUint16(b[48:], 51000) //                      sport
@@ -94,7 +94,8 @@ func TestDecodeHandshakeBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := rec.(*sensor.Handshake)
-	if h.Src != src || h.Dst != dst || h.SrcPort != 51000 || h.Port != 4444 || h.Distinct != 3 || h.Attempted != 5 || h.Epoch != 2 {
+	if h.Src != src || h.Dst != dst || h.SrcPort != 51000 || h.Port != 4444 || h.Distinct != 3 || h.Attempted != 5 || h.Epoch != 2 ||
+		!h.RemoteFlag || h.Sample {
 		t.Errorf("handshake = %+v", h)
 	}
 	if !h.SYN.Equal(time.Unix(10, 0)) || !h.SYNACK.Equal(time.Unix(11, 0)) || !h.ACK.Equal(time.Unix(12, 0)) {

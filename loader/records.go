@@ -19,6 +19,13 @@ const (
 	recTouch     = 3
 )
 
+// Why a HANDSHAKE was sent (enum kw_hs_why).
+const (
+	hsFlagged = 1
+	hsSample  = 2
+	hsRemote  = 4
+)
+
 // ErrShortRecord is returned for a record shorter than its type says.
 var ErrShortRecord = errors.New("short record")
 
@@ -62,6 +69,8 @@ func DecodeRecord(raw []byte, clock sensor.Clock) (sensor.Record, error) {
 			Distinct:       int(r.Distinct),
 			Attempted:      int(r.Attempted),
 			Epoch:          r.Epoch,
+			RemoteFlag:     r.Why&hsRemote != 0,
+			Sample:         r.Why&hsFlagged == 0 && r.Why&hsSample != 0,
 		}, nil
 	case recTouch:
 		var r knockwatchTouchRec

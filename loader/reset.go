@@ -25,6 +25,18 @@ func (s *Sensor) Reset() error {
 	if err := s.objs.WatchUntil.Set(uint64(0)); err != nil {
 		return fmt.Errorf("reset watch gate: %w", err)
 	}
+	for _, m := range []*ebpf.Map{s.objs.FlagsIn, s.objs.Samples} {
+		if err := clearHash(m); err != nil {
+			return fmt.Errorf("reset: %w", err)
+		}
+	}
+	s.reqMu.Lock()
+	s.flagsIn, s.samplesN = 0, 0
+	err1, err2 := s.objs.FlagsInN.Set(uint32(0)), s.objs.SamplesN.Set(uint32(0))
+	s.reqMu.Unlock()
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("reset request gates: %w", err)
+	}
 	n, err := ebpf.PossibleCPU()
 	if err != nil {
 		return fmt.Errorf("reset counters: %w", err)
@@ -33,6 +45,22 @@ func (s *Sensor) Reset() error {
 		return fmt.Errorf("reset counters: %w", err)
 	}
 	return nil
+}
+
+// clearHash deletes every key of a hash map.
+func clearHash(m *ebpf.Map) error {
+	key := make([]byte, m.KeySize())
+	for {
+		if err := m.NextKey(nil, &key); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return nil
+			}
+			return fmt.Errorf("clear %v: %w", m, err)
+		}
+		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear %v: %w", m, err)
+		}
+	}
 }
 
 // zeroArray writes zeros over every entry of an array map, in batches.

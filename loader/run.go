@@ -162,3 +162,13 @@ func (r *Replayer) Records() ([]sensor.Record, error) {
 
 // Close closes the ring buffer (not the sensor).
 func (r *Replayer) Close() error { return r.rd.Close() }
+
+// SetRemoteFlag is (*Sensor).SetRemoteFlag (until in capture time).
+func (r *Replayer) SetRemoteFlag(src, dst netip.Addr, until time.Time) error {
+	return r.s.SetRemoteFlag(src, dst, until)
+}
+
+// RequestSample is (*Sensor).RequestSample (until in capture time).
+func (r *Replayer) RequestSample(host netip.Addr, until time.Time) error {
+	return r.s.RequestSample(host, until)
+}

@@ -69,6 +69,12 @@ type Config struct {
 	Candidates uint32 `yaml:"candidates"`
 	// Watches sizes the direct-mapped table of handshakes in flight.
 	Watches uint32 `yaml:"watches"`
+	// RemoteFlags sizes the table of flags other sensors raised (a
+	// scale-out deployment's flags travel between taps).
+	RemoteFlags uint32 `yaml:"remote_flags"`
+	// Samples sizes the table of hosts whose next completed handshake
+	// userspace asked for (clock calibration).
+	Samples uint32 `yaml:"samples"`
 	// Allowlist: maximum number of allowlisted prefixes.
 	Allowlist uint32 `yaml:"allowlist"`
 	// RingBytes sizes the ring buffer of records (a power of two, >= page).
@@ -109,6 +115,8 @@ func DefaultConfig() Config {
 		PortSlots:        1 << 16,
 		Candidates:       1 << 15,
 		Watches:          4096,
+		RemoteFlags:      1 << 14,
+		Samples:          1024,
 		Allowlist:        1024,
 		RingBytes:        4 << 20,
 	}
@@ -147,7 +155,7 @@ func (c Config) Validate() error {
 		v    uint32
 		min  uint32
 	}{{"pair_slots", c.PairSlots, PairWays}, {"port_slots", c.PortSlots, 1}, {"candidates", c.Candidates, CandWays},
-		{"watches", c.Watches, 1}, {"allowlist", c.Allowlist, 1}} {
+		{"watches", c.Watches, 1}, {"allowlist", c.Allowlist, 1}, {"remote_flags", c.RemoteFlags, 1}, {"samples", c.Samples, 1}} {
 		if m.v < m.min || m.v > 1<<26 {
 			errs = append(errs, fmt.Errorf("%s %d: must be between %d and %d", m.name, m.v, m.min, 1<<26))
 		}

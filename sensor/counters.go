@@ -50,6 +50,8 @@ var CounterNames = []string{
 	"reported_overflow",
 	"watch_lost",
 	"attempted",
+	"remote_flag",
+	"samples",
 }
 
 // Counters are the program's counters summed over CPUs, by name.

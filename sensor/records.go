@@ -85,6 +85,11 @@ type Handshake struct {
 	Distinct      int
 	Attempted     int
 	Epoch         uint32 // the knock this handshake follows (0: unknown)
+	// RemoteFlag: the flag came from another sensor (SetRemoteFlag).
+	RemoteFlag bool
+	// Sample: not a flagged pair's handshake but the clock-calibration
+	// sample userspace asked of the host (RequestSample).
+	Sample bool
 }
 
 // TouchRecord is one closed-port touch as the sensor classified it, with

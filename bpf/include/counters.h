@@ -56,6 +56,8 @@ enum kw_counter {
 	KW_C_REPORTED_OVERFLOW,/* a knock's reported-ports list was full: its oldest was dropped */
 	KW_C_WATCH_LOST,       /* a handshake watch was overwritten before its ACK */
 	KW_C_ATTEMPTED,        /* distinct ports added to a pair's attempted count */
+	KW_C_REMOTE_FLAG,      /* a handshake watched for a flag another sensor raised (flags_in) */
+	KW_C_SAMPLES,          /* clock-calibration HANDSHAKE records sent (samples) */
 	KW_C__MAX,
 };
 

@@ -52,6 +52,7 @@ static __always_inline void kw_watch_start(struct kw_counters *c, const struct k
 	w->synack_seq = ev->synack_seq;
 	w->has_synack = ev->has_synack;
 	w->flagged = ev->flagged;
+	w->why = ev->why;
 	w->epoch = ev->epoch;
 	w->syn_ts = ev->syn_ts;
 	w->synack_ts = ev->synack_ts;
@@ -77,7 +78,7 @@ out:
 /* kw_done_body reports a completed watched handshake (scratch.hs): the
  * port state learns its first completer, and a flagged pair's first
  * handshake to this port for its current knock becomes a HANDSHAKE record. */
-static __always_inline int kw_done_body(__u32 flagged, __u32 src_fp, __u32 done_fp)
+static __always_inline int kw_done_body(__u32 flagged, __u32 src_fp, __u32 done_fp, __u32 why)
 {
 	struct kw_scratch *s = kw_scratch();
 	struct kw_counters *c = kw_stats();
@@ -90,8 +91,22 @@ static __always_inline int kw_done_body(__u32 flagged, __u32 src_fp, __u32 done_
 		return 0;
 	hs = &s->hs;
 	kw_port_done(c, &hs->conn.pair.dst, hs->conn.dport, hs->ack_ts, src_fp);
-	if (!flagged)
+	hs->why = why | (flagged ? KW_HS_FLAGGED : 0);
+	if (!flagged) {
+		struct kw_addr host = hs->conn.pair.dst;
+
+		if (!(why & KW_HS_SAMPLE))
+			return 0;
+		/* A clock sample: one per request. */
+		bpf_map_delete_elem(&samples, &host);
+		hs->type = KW_REC_HANDSHAKE;
+		if (bpf_ringbuf_output(&events, hs, sizeof(*hs), 0)) {
+			KW_INC(c, KW_C_RINGBUF_FULL);
+			return 0;
+		}
+		KW_INC(c, KW_C_SAMPLES);
 		return 0;
+	}
 	/* Only someone else's completed handshake counts. */
 	if (hs->port_other_done && done_fp == src_fp)
 		hs->port_other_done = 0;
@@ -165,8 +180,26 @@ static __always_inline int kw_step_opened(__u64 now, __u32 proven)
 	 * says so. */
 	if (!ev->flagged)
 		ev->flagged = kw_pair_flagged(&ev->conn.pair, now);
+	/* A flag another sensor raised, a clock sample userspace asked for. */
+	if (!ev->flagged && flags_in_n) {
+		struct kw_pair pair = ev->conn.pair;
+		__u64 *until = bpf_map_lookup_elem(&flags_in, &pair);
+
+		if (until && !kw_after(now, *until, 0)) {
+			ev->flagged = 1;
+			ev->why |= KW_HS_REMOTE;
+			KW_INC(c, KW_C_REMOTE_FLAG);
+		}
+	}
+	if (!ev->flagged && samples_n) {
+		struct kw_addr host = ev->conn.pair.dst;
+		__u64 *until = bpf_map_lookup_elem(&samples, &host);
+
+		if (until && !kw_after(now, *until, 0))
+			ev->why |= KW_HS_SAMPLE;
+	}
 	kw_port_open(c, &ev->conn.pair.dst, ev->conn.dport, now, &snap);
-	if (!ev->flagged && !kw_port_wants_first(&snap))
+	if (!ev->flagged && !(ev->why & KW_HS_SAMPLE) && !kw_port_wants_first(&snap))
 		return 0;
 	if (!proven) {
 		kw_watch_start(c, ev, &snap, now);
@@ -181,7 +214,7 @@ static __always_inline int kw_step_opened(__u64 now, __u32 proven)
 	s->hs.port_first_open = snap.first_open;
 	s->hs.port_last_open = snap.last_open;
 	s->hs.port_other_done = snap.done;
-	kw_g_done(ev->flagged, kw_src_fp(&ev->conn.pair.src), snap.done_fp);
+	kw_g_done(ev->flagged, kw_src_fp(&ev->conn.pair.src), snap.done_fp, ev->why);
 	return 0;
 }
 
@@ -195,7 +228,7 @@ static __always_inline int kw_watch_ack_body(struct xdp_md *ctx)
 	struct kw_packet *p;
 	struct kw_conn conn = {};
 	struct kw_watch *w;
-	__u32 idx, done_fp = 0;
+	__u32 idx, done_fp = 0, why = 0;
 	int done = 0, flagged = 0;
 	__u64 now;
 
@@ -229,6 +262,7 @@ static __always_inline int kw_watch_ack_body(struct xdp_md *ctx)
 			s->hs.epoch = w->epoch;
 			done_fp = w->port_done_fp;
 			flagged = w->flagged;
+			why = w->why;
 			w->state = 3; /* one completion, even if the ACK is repeated */
 			done = 1;
 		} else {
@@ -244,7 +278,7 @@ static __always_inline int kw_watch_ack_body(struct xdp_md *ctx)
 		return 0;
 	s->hs.conn = conn;
 	s->hs.ack_ts = now;
-	kw_g_done(flagged, kw_src_fp(&conn.pair.src), done_fp);
+	kw_g_done(flagged, kw_src_fp(&conn.pair.src), done_fp, why);
 	return 1;
 }
 

@@ -188,7 +188,8 @@ struct kw_watch {
 	__u32 epoch;          /* the flag's knock; 0 = port watch only */
 	__u8 flagged;
 	__u8 has_synack;
-	__u8 _pad[2];
+	__u8 why;             /* enum kw_hs_why beyond the pair's own flag */
+	__u8 _pad;
 	__u64 syn_ts;
 	__u64 synack_ts;
 	__u64 port_last_closed; /* port state before this connection was answered */
@@ -205,6 +206,32 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kw_watch);
 } watches SEC(".maps");
+
+/* ---- what userspace asks for ----------------------------------------- */
+
+/* flags_in: flags raised elsewhere — by another sensor of a scale-out
+ * deployment, whose tap saw the knock (docs/SCALE-OUT.md). (S, D) -> the
+ * flag's expiry in program time. Written by userspace only; read when a
+ * SYN-ACK answers a pair without a live flag of its own, and only while
+ * the gate flags_in_n says it holds any. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct kw_pair);
+	__type(value, __u64);
+} flags_in SEC(".maps");
+
+/* samples: hosts whose next completed handshake userspace wants, to
+ * measure the host's clock against its own connection logs
+ * (docs/COVERAGE.md). D -> until (program time). The program reports the
+ * first one (a HANDSHAKE with why KW_HS_SAMPLE) and removes the entry, so
+ * each request costs one record. Gated by samples_n. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 10);
+	__type(key, struct kw_addr);
+	__type(value, __u64);
+} samples SEC(".maps");
 
 /* ---- the rest -------------------------------------------------------- */
 
@@ -425,5 +452,10 @@ static __always_inline struct kw_counters *kw_stats(void)
  *               for its completing ACK; the sweep closes the gate after
  *               this time. */
 __u64 watch_until SEC(".bss");
+
+/*  flags_in_n, samples_n: how many entries userspace keeps in flags_in and
+ *               samples (0: the answer path skips the lookup). */
+__u32 flags_in_n SEC(".bss");
+__u32 samples_n SEC(".bss");
 
 #endif

@@ -30,7 +30,7 @@
 #define KW_NOWAY 0xffffffffu
 
 int kw_g_answer(__u64 now);
-int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp);
+int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp, __u32 why);
 int kw_g_handshake(__u32 h, __u32 cidx);
 int kw_g_csum(struct xdp_md *ctx);
 

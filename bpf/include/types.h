@@ -71,6 +71,13 @@ struct kw_packet {
 	__u16 seglen; /* TCP segment length (header and payload) from the IP header */
 };
 
+/* Why a handshake is watched and reported (handshake_rec.why). */
+enum kw_hs_why {
+	KW_HS_FLAGGED = 1, /* the pair's flag is live */
+	KW_HS_SAMPLE = 2,  /* userspace asked for the host's next one (samples) */
+	KW_HS_REMOTE = 4,  /* the flag was raised by another sensor (flags_in) */
+};
+
 /* An answer that showed a port open (touch.h kw_opened). */
 struct kw_open_ev {
 	struct kw_conn conn;
@@ -80,7 +87,8 @@ struct kw_open_ev {
 	__u32 synack_seq;
 	__u8 has_synack;
 	__u8 flagged;
-	__u8 _pad[2];
+	__u8 why;         /* enum kw_hs_why, beyond the pair's own flag */
+	__u8 _pad;
 	__u32 epoch;
 };
 
@@ -107,7 +115,9 @@ struct knock_rec {
 };
 
 /* HANDSHAKE: a completed three-way handshake of a flagged (S, D), the first
- * to this port since the flag (per knock, not per pair). port_* are what
+ * to this port since the flag (per knock, not per pair); or (why =
+ * KW_HS_SAMPLE alone) the first completed handshake to a host userspace
+ * asked a sample of, to measure the host's clock against its own logs. port_* are what
  * the port-state table knew about D:dport before this connection was
  * answered (0 = never seen). */
 struct handshake_rec {
@@ -115,7 +125,7 @@ struct handshake_rec {
 	__u16 distinct;  /* as in the KNOCK (0: the pair's detail was lost) */
 	__u16 attempted;
 	__u32 epoch;     /* the knock this handshake follows (0: unknown) */
-	__u32 _pad;
+	__u32 why;       /* enum kw_hs_why: a flagged pair's, or a clock sample */
 	struct kw_conn conn;
 	__u64 syn_ts;
 	__u64 synack_ts;        /* 0: the SYN-ACK was not seen (proved by the client's ACK) */

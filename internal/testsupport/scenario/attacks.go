@@ -296,5 +296,31 @@ func Attacks() []Case {
 		Sweeps:   []int{3},
 		Counters: map[string]uint64{"candidates": 7, "cand_evicted": 3, "flags": 1},
 	})
+	// What userspace asks of the program: flags from other sensors,
+	// clock samples.
+	b := Conv{Src: Bystander, Dst: Victim}
+	cases = append(cases, Case{
+		// Another tap saw the knock: its flag, set here, makes this
+		// sensor report the pair's first handshake to the port.
+		Name: "a flag raised by another sensor",
+		Steps: Cat([]Step{{At: 0, Req: &Request{RemoteFlag: true, Src: Attacker, Dst: Victim, Until: 10 * time.Minute}}},
+			a.Connect(Sec(1), 4444), b.Connect(Sec(2), 4444)),
+		Handshakes: []WantHS{{Src: Attacker, Dst: Victim, Port: 4444, LastClosed: Never, LastOpen: Never, Epoch: -1, RemoteFlag: true}},
+		Counters:   map[string]uint64{"remote_flag": 1, "handshakes": 1, "flags": 0},
+	}, Case{
+		Name: "a flag from another sensor that expired",
+		Steps: Cat([]Step{{At: 0, Req: &Request{RemoteFlag: true, Src: Attacker, Dst: Victim, Until: Sec(3)}}},
+			a.Connect(Sec(5), 4444)),
+		Counters: map[string]uint64{"remote_flag": 0, "handshakes": 0},
+	}, Case{
+		// A clock sample: the next handshake completed to the host,
+		// whoever made it, once per request.
+		Name: "a clock sample of a host",
+		Steps: Cat([]Step{{At: 0, Req: &Request{Dst: Victim, Until: time.Minute}}},
+			b.Connect(Sec(1), 445), a.Connect(Sec(2), 445), []Step{{At: Sec(3), Req: &Request{Dst: Victim, Until: Sec(4)}}},
+			a.Connect(Sec(5), 3389)),
+		Handshakes: []WantHS{{Src: Bystander, Dst: Victim, Port: 445, LastClosed: Never, LastOpen: Never, Sample: true}},
+		Counters:   map[string]uint64{"samples": 1, "handshakes": 0},
+	})
 	return cases
 }

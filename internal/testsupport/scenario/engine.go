@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,6 +22,24 @@ type Engine interface {
 	Records() ([]sensor.Record, error)
 	// Counters returns the counters by name.
 	Counters() (sensor.Counters, error)
+}
+
+// Requester is an Engine that takes userspace's requests (both do).
+type Requester interface {
+	SetRemoteFlag(src, dst netip.Addr, until time.Time) error
+	RequestSample(host netip.Addr, until time.Time) error
+}
+
+// request makes st's request of e.
+func request(e Engine, r *Request) error {
+	q, ok := e.(Requester)
+	if !ok {
+		return fmt.Errorf("engine %T takes no requests", e)
+	}
+	if r.RemoteFlag {
+		return q.SetRemoteFlag(r.Src, r.Dst, T0.Add(r.Until))
+	}
+	return q.RequestSample(r.Dst, T0.Add(r.Until))
 }
 
 // Outcome is what an engine made of a step sequence.
@@ -61,6 +80,12 @@ func Play(t testing.TB, e Engine, steps []Step) Outcome {
 	t.Helper()
 	var o Outcome
 	for i, st := range steps {
+		if st.Req != nil {
+			if err := request(e, st.Req); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			continue
+		}
 		if st.Sweep {
 			n, err := e.Sweep(T0.Add(st.At))
 			if err != nil {

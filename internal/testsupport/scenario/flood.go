@@ -165,6 +165,12 @@ func PlaySeq(t testing.TB, e Engine, steps iter.Seq[Step]) Outcome {
 	var o Outcome
 	n := 0
 	for st := range steps {
+		if st.Req != nil {
+			if err := request(e, st.Req); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if n++; n%1024 == 0 {
 			recs, err := e.Records()
 			if err != nil {

@@ -66,7 +66,13 @@ func DecodeOps(data []byte) []Step {
 		}
 		p := uint16(7000 + int(port&15))
 		var st Step
-		switch op & 0x7f % 14 {
+		switch op & 0x7f % 16 {
+		case 14: // another sensor's flag for the conversation
+			out = append(out, Step{At: at, Req: &Request{RemoteFlag: true, Src: src, Dst: dst, Until: at + time.Duration(dt)*time.Second}})
+			continue
+		case 15: // a clock sample of the host
+			out = append(out, Step{At: at, Req: &Request{Dst: dst, Until: at + time.Duration(dt)*time.Second}})
+			continue
 		case 0:
 			st = c.SYN(at, p)
 		case 1: // a REJ touch: SYN, RST 1 ms later

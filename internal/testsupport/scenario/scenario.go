@@ -32,12 +32,23 @@ var (
 	Victim6   = netip.MustParseAddr("2001:db8:1::5")
 )
 
-// Step is one packet at At after T0, or a sweep of pending SYNs at At.
+// Step is one packet at At after T0, a sweep of pending SYNs at At, or a
+// request from userspace.
 type Step struct {
 	At    time.Duration
 	P     pkt.TCP
-	Raw   []byte // when set, sent instead of P
-	Sweep bool   // run the engine's sweep at At instead of a packet
+	Raw   []byte   // when set, sent instead of P
+	Sweep bool     // run the engine's sweep at At instead of a packet
+	Req   *Request // when set, made instead of a packet
+}
+
+// Request is what userspace asks of the program: a flag another sensor
+// raised for (Src, Dst) (RemoteFlag), or the next completed handshake to
+// Dst (Sample), valid until Until after T0.
+type Request struct {
+	RemoteFlag bool
+	Src, Dst   netip.Addr
+	Until      time.Duration
 }
 
 // Bytes is the frame of the step.

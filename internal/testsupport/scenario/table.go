@@ -37,6 +37,8 @@ type WantHS struct {
 	Epoch     int
 	// Proven: the SYN-ACK was not seen (the client's ACK proved it).
 	Proven bool
+	// RemoteFlag and Sample must equal the record's.
+	RemoteFlag, Sample bool
 }
 
 // Never marks a port-state time in WantHS that must be the zero time.
@@ -192,6 +194,9 @@ func CheckHandshakes(t testing.TB, got []*sensor.Handshake, want []WantHS) {
 		}
 		checkStamp(t, "last closed", g.PortLastClosed, w.LastClosed)
 		checkStamp(t, "last open", g.PortLastOpen, w.LastOpen)
+		if g.RemoteFlag != w.RemoteFlag || g.Sample != w.Sample {
+			t.Errorf("handshake %d: remote flag %v, sample %v, want %v, %v", i, g.RemoteFlag, g.Sample, w.RemoteFlag, w.Sample)
+		}
 		if w.FirstOpen != 0 {
 			checkStamp(t, "first open", g.PortFirstOpen, w.FirstOpen)
 		}
