@@ -1,9 +1,11 @@
 package gotwin
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
@@ -132,4 +134,37 @@ func TestSpoofedKnocks(t *testing.T) {
 				cfg.HashSeed, sk, len(a), len(b), a, b)
 		}
 	}
+}
+
+// TestFloodSurvivalCurve measures how often a knock survives floods of
+// increasing rate (200 trials per rate and kind, random seeds, default
+// sizes), on the twin (the differential tests hold the XDP program to it;
+// KNOCKWATCH_SURVIVAL_XDP=1 runs the XDP program too). Opt-in: `make bench`
+// sets KNOCKWATCH_SURVIVAL_CURVE=1; docs/benchmarks/survival.md holds one
+// run's table.
+func TestFloodSurvivalCurve(t *testing.T) {
+	if os.Getenv("KNOCKWATCH_SURVIVAL_CURVE") == "" {
+		t.Skip("KNOCKWATCH_SURVIVAL_CURVE=1 measures the survival curve")
+	}
+	engines := []scenario.NewEngineFunc{newTwinEngine}
+	names := []string{"go"}
+	if os.Getenv("KNOCKWATCH_SURVIVAL_XDP") != "" {
+		engines, names = floodEngines(t), []string{"xdp", "go"}
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "| new sources/s | S0 knock survived | REJ knock survived |\n|---|---|---|\n")
+	for _, rate := range []int{50_000, 100_000, 300_000, 1_000_000, 2_000_000, 5_000_000} {
+		row := fmt.Sprintf("| %d |", rate)
+		for _, rej := range []bool{false, true} {
+			lost := scenario.FloodSurvival(t, engines, rate, rej, 4, 50)
+			cell := ""
+			for i, l := range lost {
+				cell += fmt.Sprintf(" %s %d/200 (%.1f%%)", names[i], 200-len(l), 100*float64(200-len(l))/200)
+			}
+			row += cell + " |"
+		}
+		fmt.Fprintln(&out, row)
+		t.Log(row)
+	}
+	t.Logf("survival, knock 3 ports 0.2 s apart, flood 4 s, default sizes (2^18 pair buckets):\n%s", out.String())
 }

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -35,14 +36,26 @@ func FuzzProgram(f *testing.F) {
 		}
 		steps := scenario.DecodeOps(data)
 		for i, st := range steps {
-			b := st.Bytes()
-			if len(b) < 14 {
+			if r := st.Req; r != nil {
+				var err error
+				if r.RemoteFlag {
+					err = s.SetRemoteFlag(r.Src, r.Dst, t0.Add(r.Until))
+				} else {
+					err = s.RequestSample(r.Dst, t0.Add(r.Until))
+				}
+				if err != nil && !errors.Is(err, ErrTableFull) {
+					t.Fatalf("step %d: %v", i, err)
+				}
 				continue
 			}
 			if st.Sweep {
 				if _, err := s.Sweep(t0.Add(st.At)); err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
+				continue
+			}
+			b := st.Bytes()
+			if len(b) < 14 {
 				continue
 			}
 			if _, err := run.Run(b, t0.Add(st.At)); err != nil {
@@ -77,37 +90,63 @@ func checkInvariants(t *testing.T, cfg sensor.Config, recs []sensor.Record, c se
 	if c["touch_s0"] > c["syn"] {
 		t.Errorf("touch_s0 %d > syn %d", c["touch_s0"], c["syn"])
 	}
-	flagged := map[[2]netip.Addr]bool{}
-	var nk, nh uint64
+	if c["touch_rstos0"] > c["rst"] {
+		t.Errorf("touch_rstos0 %d > rst %d", c["touch_rstos0"], c["rst"])
+	}
+	type last struct {
+		epoch  uint32
+		newest time.Time
+	}
+	flagged := map[[2]netip.Addr]last{}
+	var nk, nh, ns uint64
 	for _, r := range recs {
 		switch r := r.(type) {
 		case *sensor.Knock:
 			nk++
 			key := [2]netip.Addr{r.Src, r.Dst}
-			if flagged[key] {
-				t.Errorf("%v -> %v flagged twice", r.Src, r.Dst)
+			// No flag without N distinct closed ports within W of its
+			// newest closed touch.
+			var newest time.Time
+			for _, tc := range r.Touches {
+				if tc.Kind.Closed() && tc.Time.After(newest) {
+					newest = tc.Time
+				}
 			}
-			flagged[key] = true
-			// No flag without N distinct closed ports within W.
-			newest := r.Touches[len(r.Touches)-1].Time
 			ports := map[uint16]bool{}
 			for _, tc := range r.Touches {
-				if newest.Sub(tc.Time) <= cfg.Window {
+				if tc.Kind.Closed() && newest.Sub(tc.Time) <= cfg.Window {
 					ports[tc.Port] = true
 				}
 			}
 			if len(ports) < cfg.MinPorts {
-				t.Errorf("knock %v -> %v with %d distinct ports in the window: %+v", r.Src, r.Dst, len(ports), r.Touches)
+				t.Errorf("knock %v -> %v with %d distinct closed ports in the window: %+v", r.Src, r.Dst, len(ports), r.Touches)
 			}
+			// A pair's next KNOCK of the same candidate (the next epoch)
+			// comes a window after the last one's touches, at the earliest.
+			if prev, ok := flagged[key]; ok && r.Epoch == prev.epoch+1 && r.FlagTime.Sub(prev.newest) <= cfg.Window {
+				t.Errorf("%v -> %v: epoch %d at %v, within the window of epoch %d's touches (%v)", r.Src, r.Dst, r.Epoch,
+					r.FlagTime, prev.epoch, prev.newest)
+			}
+			if r.Epoch == 0 {
+				t.Errorf("knock %v -> %v with epoch 0", r.Src, r.Dst)
+			}
+			flagged[key] = last{r.Epoch, newest}
 		case *sensor.Handshake:
-			nh++
-			if !flagged[[2]netip.Addr{r.Src, r.Dst}] {
-				t.Errorf("handshake of unflagged %v -> %v", r.Src, r.Dst)
+			if r.Sample {
+				ns++
+			} else {
+				nh++
+				if _, ok := flagged[[2]netip.Addr{r.Src, r.Dst}]; !ok && !r.RemoteFlag {
+					t.Errorf("handshake of unflagged %v -> %v", r.Src, r.Dst)
+				}
 			}
-			if r.ACK.Before(r.SYNACK) || r.SYNACK.Before(r.SYN) {
+			if r.ACK.Before(r.SYN) || (!r.SYNACK.IsZero() && (r.ACK.Before(r.SYNACK) || r.SYNACK.Before(r.SYN.Add(-cfg.AnswerSkew)))) {
 				t.Errorf("handshake times out of order: %+v", r)
 			}
 		}
+	}
+	if ns > c["samples"] {
+		t.Errorf("%d sample records, counter %d", ns, c["samples"])
 	}
 	if lost := c["ringbuf_full"]; nk+lost < c["flags"] || nh+lost < c["handshakes"] {
 		t.Errorf("records %d knocks / %d handshakes, counters %d / %d (lost %d)", nk, nh, c["flags"], c["handshakes"], lost)
