@@ -688,9 +688,8 @@ func BenchmarkXDP(b *testing.B) {
 		}
 	})
 
-	b.Run("knock-mix", func(b *testing.B) {
-		benchKnockMix(b)
-	})
+	b.Run("knock-mix", func(b *testing.B) { benchKnockMix(b, false) })
+	b.Run("knock-mix-batched", func(b *testing.B) { benchKnockMix(b, true) })
 
 	for _, mode := range []uint32{feedREJ, feedS0} {
 		name := "syn-flood-rst"
@@ -734,16 +733,7 @@ func BenchmarkXDP(b *testing.B) {
 			b.StopTimer()
 			t.next += uint64(b.N)
 			ns, lns, ens := float64(prog)/float64(b.N), float64(lru)/float64(b.N), float64(empty)/float64(b.N)
-			b.ReportMetric(ns, "ns/pkt")
-			b.ReportMetric(lns, "lru-ns/pkt")
-			b.ReportMetric(ns/lns, "x-lru")
-			b.ReportMetric(ens, "empty-ns/pkt")
-			b.ReportMetric(ns/ens, "x-empty")
-			b.ReportMetric(ns-ens, "extra-ns")
-			b.ReportMetric(lns-ens, "lru-extra-ns")
-			b.ReportMetric((ns-ens)/(lns-ens), "x-lru-extra")
-			b.ReportMetric(1000/ns, "Mpps/core")
-			b.ReportMetric(100*1000/ns/lineRate10G, "%10G")
+			reportBatched(b, ns, lns, ens)
 			// A signal restarts a batch: the feeder's count goes on, so
 			// more packets than b.N may have run; all were new sources.
 			n, err := t.kwFeed.pos()
@@ -765,6 +755,22 @@ func BenchmarkXDP(b *testing.B) {
 		fmt.Printf("%s %s", n, profiles[n])
 	}
 	fmt.Print(ratioTable())
+}
+
+// reportBatched publishes a batched row's metrics: ns per packet of the
+// program, the reference and the floor (the feeder tail-calling the empty
+// program), all three including the feeder and its tail call.
+func reportBatched(b *testing.B, ns, lns, ens float64) {
+	b.ReportMetric(ns, "ns/pkt")
+	b.ReportMetric(lns, "lru-ns/pkt")
+	b.ReportMetric(ns/lns, "x-lru")
+	b.ReportMetric(ens, "empty-ns/pkt")
+	b.ReportMetric(ns/ens, "x-empty")
+	b.ReportMetric(ns-ens, "extra-ns")
+	b.ReportMetric(lns-ens, "lru-extra-ns")
+	b.ReportMetric((ns-ens)/(lns-ens), "x-lru-extra")
+	b.ReportMetric(1000/ns, "Mpps/core")
+	b.ReportMetric(100*1000/ns/lineRate10G, "%10G")
 }
 
 // mixFix is the knock mix's fixture: a trio whose filling flood was S0,
@@ -825,7 +831,7 @@ func coarseNow(tb testing.TB) time.Duration {
 // next SYN once the S0 timeout (1 µs) has passed on the coarse clock, which
 // moves once per scheduler tick: a step holding such a SYN waits (timer
 // stopped, untimed) until the tick after the unanswered SYN's step.
-func benchKnockMix(b *testing.B) {
+func benchKnockMix(b *testing.B, batched bool) {
 	m := fixture("knock-mix", func() *mixFix {
 		t := newTrio(b, feedS0, func(c *sensor.Config) { c.S0Timeout = time.Microsecond })
 		rd, err := t.s.NewReader()
@@ -839,6 +845,8 @@ func benchKnockMix(b *testing.B) {
 	})
 	resetCounters(b, m.s)
 	var st seqStats
+	var bat struct{ prog, lru, empty int64 } // batched kernel time
+	feeders := []*feeder{m.kwFeed, m.lruFeed, m.emptyFeed}
 	var recs uint64
 	full, left := 0, b.N
 	var lastS0 time.Duration // coarse time after the last step with an unanswered SYN
@@ -848,11 +856,20 @@ func benchKnockMix(b *testing.B) {
 		m.next += mixSources
 		b.StopTimer()
 		before := counters(b, m.s)
+		if batched {
+			var all []labeled
+			for _, step := range steps {
+				all = append(all, step...)
+			}
+			for _, f := range feeders {
+				f.setFrames(b, all)
+			}
+		}
 		b.StartTimer()
-		complete := true
+		ran, at := 0, 0 // steps run whole; the first frame of the step
 		for _, step := range steps {
 			if len(step) > left {
-				step, complete = step[:left], false
+				step = step[:left]
 			}
 			wait, unanswered := false, false
 			for _, p := range step {
@@ -866,18 +883,40 @@ func benchKnockMix(b *testing.B) {
 				}
 				b.StartTimer()
 			}
-			st.runSeq(b, m.s.Program(), m.lru.Program(), m.empty, step)
+			if batched {
+				for i, f := range feeders {
+					if err := f.seek(uint64(at)); err != nil {
+						b.Fatal(err)
+					}
+					d := f.runList(b, len(step))
+					switch i {
+					case 0:
+						bat.prog += d
+					case 1:
+						bat.lru += d
+					default:
+						bat.empty += d
+					}
+				}
+				at += len(step)
+				st.n += len(step)
+			} else {
+				st.runSeq(b, m.s.Program(), m.lru.Program(), m.empty, step)
+			}
 			if unanswered {
 				lastS0 = coarseNow(b)
 			}
 			left -= len(step)
-			if !complete || left == 0 {
+			if len(step) == len(steps[ran]) {
+				ran++
+			}
+			if left == 0 {
 				break
 			}
 		}
 		b.StopTimer()
 		n := drainRing(b, m.rd)
-		if complete {
+		if ran == len(steps) {
 			// Every source must have knocked and shaken hands, every
 			// touch counted.
 			c := counters(b, m.s)
@@ -892,9 +931,16 @@ func benchKnockMix(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	r := st.report(b)
-	setRatio("knock-mix", "x-lru (seq)", r.ns/r.lru, 1.0)
-	setRatio("knock-mix", "x-lru-net (seq)", r.net/r.lruNet, 1.0)
+	if batched {
+		ns, lns, ens := float64(bat.prog)/float64(st.n), float64(bat.lru)/float64(st.n), float64(bat.empty)/float64(st.n)
+		reportBatched(b, ns, lns, ens)
+		setRatio("knock-mix", "x-lru (batched)", ns/lns, 1.0)
+		setRatio("knock-mix", "x-lru-extra (batched)", (ns-ens)/(lns-ens), 1.0)
+	} else {
+		r := st.report(b)
+		setRatio("knock-mix", "x-lru (seq)", r.ns/r.lru, 1.0)
+		setRatio("knock-mix", "x-lru-net (seq)", r.net/r.lruNet, 1.0)
+	}
 	if full > 0 {
 		b.ReportMetric(float64(recs)/float64(full*mixSources), "records/src")
 	}
@@ -1059,6 +1105,27 @@ func BenchmarkXDPProfile(b *testing.B) {
 		s := loadLive(b, nil)
 		empty := loadEmpty(b)
 		syn := floodFrame(0, feedS0)
+		var st repStats
+		b.ResetTimer()
+		st.runRep(b, s.Program(), empty, [][]byte{syn}, b.N)
+		b.StopTimer()
+		st.report(b)
+	})
+	b.Run("cand-syn-same-repeat", func(b *testing.B) {
+		// The same for a candidate's SYN (a pair with two ports): the
+		// instructions of the candidate path, everything hot. Set
+		// against the knock mix's per-role figures, the difference is
+		// what cold memory costs there.
+		s := loadLive(b, nil)
+		empty := loadEmpty(b)
+		src := floodSrc(77)
+		first := pkt.TCP{Src: src, Dst: benchVictim, SPort: 30000, DPort: 7000, Seq: 1, Flags: pkt.SYN}.Bytes()
+		syn := pkt.TCP{Src: src, Dst: benchVictim, SPort: 30001, DPort: 8000, Seq: 2, Flags: pkt.SYN}.Bytes()
+		runRepeat(b, s.Program(), first, 1)
+		runRepeat(b, s.Program(), syn, 1)
+		if c := counters(b, s); c["candidates"] != 1 {
+			b.Fatalf("no candidate: %v", c)
+		}
 		var st repStats
 		b.ResetTimer()
 		st.runRep(b, s.Program(), empty, [][]byte{syn}, b.N)

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type benchfeedFeedFrame struct {
+	_ structs.HostLayout
+	B [80]uint8
+}
+
 type benchfeedFeedState struct {
 	_      structs.HostLayout
 	N      uint64
@@ -25,8 +30,10 @@ type benchfeedFeedState struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	benchfeedMapFeed       = "feed"
+	benchfeedMapFrames     = "frames"
 	benchfeedMapTarget     = "target"
 	benchfeedProgFeedFlood = "feed_flood"
+	benchfeedProgFeedList  = "feed_list"
 )
 
 // loadBenchfeed returns the embedded CollectionSpec for benchfeed.
@@ -72,6 +79,7 @@ type benchfeedSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchfeedProgramSpecs struct {
 	FeedFlood *ebpf.ProgramSpec `ebpf:"feed_flood"`
+	FeedList  *ebpf.ProgramSpec `ebpf:"feed_list"`
 }
 
 // benchfeedMapSpecs contains maps before they are loaded into the kernel.
@@ -79,6 +87,7 @@ type benchfeedProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchfeedMapSpecs struct {
 	Feed   *ebpf.MapSpec `ebpf:"feed"`
+	Frames *ebpf.MapSpec `ebpf:"frames"`
 	Target *ebpf.MapSpec `ebpf:"target"`
 }
 
@@ -109,12 +118,14 @@ func (o *benchfeedObjects) Close() error {
 // It can be passed to loadBenchfeedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchfeedMaps struct {
 	Feed   *ebpf.Map `ebpf:"feed"`
+	Frames *ebpf.Map `ebpf:"frames"`
 	Target *ebpf.Map `ebpf:"target"`
 }
 
 func (m *benchfeedMaps) Close() error {
 	return _BenchfeedClose(
 		m.Feed,
+		m.Frames,
 		m.Target,
 	)
 }
@@ -130,11 +141,13 @@ type benchfeedVariables struct {
 // It can be passed to loadBenchfeedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchfeedPrograms struct {
 	FeedFlood *ebpf.Program `ebpf:"feed_flood"`
+	FeedList  *ebpf.Program `ebpf:"feed_list"`
 }
 
 func (p *benchfeedPrograms) Close() error {
 	return _BenchfeedClose(
 		p.FeedFlood,
+		p.FeedList,
 	)
 }
 
