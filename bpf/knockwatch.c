@@ -44,6 +44,7 @@
 #include "work.h"
 #include "answer.h"
 #include "handshake.h"
+#include "recheck.h"
 #include "syn.h"
 #include "sweep.h"
 
@@ -203,6 +204,31 @@ __attribute__((noinline)) int kw_g_step_mark(__u32 i, __u64 now)
 __attribute__((noinline)) int kw_g_step_flag(__u32 i, __u64 now)
 {
 	return kw_step_flag(i, now);
+}
+
+__attribute__((noinline)) int kw_g_syn_recheck(__u32 w, __u64 now)
+{
+	return kw_syn_recheck_body(w, now);
+}
+
+__attribute__((noinline)) int kw_g_ans_recheck(__u32 e, __u32 kind, __u64 now)
+{
+	return kw_ans_recheck_body(e, kind, now);
+}
+
+__attribute__((noinline)) int kw_g_recheck_one(__u32 e, __u32 cidx, __u64 now)
+{
+	return kw_recheck_one_body(e, cidx, now);
+}
+
+__attribute__((noinline)) int kw_g_mark_dedupe(__u32 h, __u32 fp, __u64 now)
+{
+	return kw_mark_dedupe_body(h, fp, now);
+}
+
+__attribute__((noinline)) int kw_g_step_recheck(__u32 i, __u64 now)
+{
+	return kw_step_recheck(i, now);
 }
 
 /* The sweep (sweep.h). */

@@ -24,7 +24,7 @@ func (t *Twin) answer(now uint64) bool {
 		if k == kMark {
 			a.mark = int32(w)
 			a.cidx = sl.seq
-			a.flagged = b2u(t.markFlagged(sl, ms32(now)))
+			a.flagged |= b2u(t.markFlagged(sl, ms32(now)))
 			continue
 		}
 		if k != kSYN || sl.sport != a.sport || sl.dport != a.dport {
@@ -110,7 +110,13 @@ func (t *Twin) early(p *pair, sport, dport uint16, ack, kind uint32, now uint64)
 		return
 	}
 	h := t.hashPair(p)
-	t.insert(h, fp(h), kind, now, us32(now), ack, sport, dport, 0)
+	e := t.insert(h, fp(h), kind, now, us32(now), ack, sport, dport, 0)
+	if e < 0 {
+		return
+	}
+	a := &t.s.ans
+	a.pair, a.sport, a.dport, a.v = *p, sport, dport, ack
+	t.ansRecheck(uint32(e), kind, now)
 }
 
 // onRST is kw_rst_body.

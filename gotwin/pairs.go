@@ -79,7 +79,8 @@ func (t *Twin) score(s *slot, nowUs, nowMs uint32, newMark bool, keepFP uint32) 
 }
 
 // victim is kw_victim: the way a new entry of kind takes, what it held and
-// its rank.
+// its rank. (The C also skips a way whose tag changed while it was scored,
+// and claims with the tag it scored; with one thread tags do not change.)
 func (t *Twin) victim(b *bucket, kind uint32, now uint64, keepFP uint32) (way, tag, rank uint32) {
 	nowUs, nowMs := us32(now), ms32(now)
 	best, bestScore := uint32(0), ^uint64(0)
@@ -104,7 +105,7 @@ func (t *Twin) insert(h, fp, kind uint32, now uint64, ts, seq uint32, sport, dpo
 			return -1
 		}
 		sl := &b[w]
-		if !claim(sl, old) {
+		if old&tagBusy != 0 || !claim(sl, old) {
 			continue
 		}
 		if old != 0 && rank >= vOld {

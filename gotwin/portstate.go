@@ -1,8 +1,8 @@
 package gotwin
 
 // portstate.go mirrors bpf/include/portstate.h: per (host, port) closed,
-// open and first completer. The C's compare-and-swap loops succeed on the
-// first try with one thread.
+// open and first completer. The C's slot lock has no counterpart with one
+// thread, and its compare-and-swap loops succeed on the first try.
 
 func (t *Twin) portSlot(host *addr, port uint16) (*portSlot, uint32) {
 	h := t.hashPort(host, port)
@@ -32,6 +32,9 @@ func advance(v *uint64, ts, refresh uint64) {
 // portClosed is kw_port_closed.
 func (t *Twin) portClosed(host *addr, port uint16, ts uint64) {
 	ps, key := t.portSlot(host, port)
+	if lc, fo := ps.lastClosed, ps.firstOpen; ps.key == key && lc != 0 && !after(ts, lc, t.portRefresh) && !(fo != 0 && after(ts, fo, 0)) {
+		return // nothing to change
+	}
 	t.own(ps, key)
 	advance(&ps.lastClosed, ts, t.portRefresh)
 	if fo := ps.firstOpen; fo != 0 && after(ts, fo, 0) {

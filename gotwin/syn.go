@@ -23,7 +23,7 @@ func (t *Twin) onSYN(now uint64) {
 		case k == kMark:
 			sc.mark = int32(w)
 			sc.cidx = sl.seq
-			sc.flagged = b2u(t.markFlagged(sl, ms32(now)))
+			sc.flagged |= b2u(t.markFlagged(sl, ms32(now)))
 		case k == kSYN:
 			if sl.sport == p.sport && sl.dport == p.dport {
 				sc.same = int32(w)
@@ -84,7 +84,11 @@ func (t *Twin) onSYN(now uint64) {
 			t.c[cSYNRetrans]++
 		}
 	} else {
-		t.ownerSet(h, t.insert(h, f, kSYN, now, us32(now), p.seq, p.sport, p.dport, 0), &pr)
+		w := t.insert(h, f, kSYN, now, us32(now), p.seq, p.sport, p.dport, 0)
+		t.ownerSet(h, w, &pr)
+		if w >= 0 && t.cfg.AnswerSkew != 0 {
+			t.synRecheck(uint32(w), now)
+		}
 	}
 	if sc.due != 0 {
 		t.push(wEmit, 0, 0, 0, 0, 0, 0)

@@ -69,6 +69,7 @@ const (
 	wEmit      = 6
 	wMark      = 7
 	wFlag      = 8
+	wRecheck   = 9
 
 	mRST     = 1
 	mSYNACK  = 2

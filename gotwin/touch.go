@@ -39,24 +39,37 @@ func (t *Twin) markSet(h uint32, now uint64, cidx uint32, flag bool) {
 	if ms == 0 {
 		ms = 1
 	}
-	for w := range b {
-		s := &b[w]
-		tg := s.tag
-		if tg == 0 || tg&tagBusy != 0 || tagFP(tg) != f || tagKind(tg) != kMark {
-			continue
+	for try := 0; try < 4; try++ {
+		busy, seen, done := false, false, false
+		for w := range b {
+			s := &b[w]
+			tg := s.tag
+			if tg&tagBusy != 0 {
+				busy = true
+			}
+			if tg == 0 || tg&tagBusy != 0 || tagFP(tg) != f || tagKind(tg) != kMark || seen {
+				continue
+			}
+			seen = true
+			v := uint32(s.sport)<<16 | uint32(s.dport)
+			if flag {
+				v = ms
+			}
+			done = rewrite(s, tg, f, kMark, us32(now), cidx, uint16(v>>16), uint16(v))
 		}
-		v := uint32(s.sport)<<16 | uint32(s.dport)
-		if flag {
-			v = ms
+		if done {
+			return
 		}
-		rewrite(s, tg, f, kMark, us32(now), cidx, uint16(v>>16), uint16(v))
-		return
+		if !seen && !busy {
+			break
+		}
 	}
 	var hi, lo uint16
 	if flag {
 		hi, lo = uint16(ms>>16), uint16(ms)
 	}
 	t.insert(h, f, kMark, now, us32(now), cidx, hi, lo, 0)
+	t.markDedupe(h, f, now)
 }
 
 // stepEmit is kw_step_emit: per staged touch the port state, the counter
@@ -171,13 +184,22 @@ func (t *Twin) stepTouch(i uint32, now uint64) {
 			if way != noWay {
 				take(&b[way&(ways-1)], wayTag)
 			}
+			if s.cur.hasPair {
+				t.push(wRecheck, 0, 0, 0, 0, 0, 0)
+			}
 			return
 		}
 	}
 	if way != noWay && rewrite(&b[way&(ways-1)], wayTag, f, 4+uint32(kind), us32(ts), 0, sport, port) {
+		if s.cur.hasPair {
+			t.push(wRecheck, 0, 0, 0, 0, 0, 0)
+		}
 		return
 	}
 	t.ownerSet(s.cur.h, t.insert(s.cur.h, f, 4+uint32(kind), now, us32(ts), 0, sport, port, 0), &s.cur.pair)
+	if s.cur.hasPair {
+		t.push(wRecheck, 0, 0, 0, 0, 0, 0)
+	}
 }
 
 // stageMoves is kw_stage_moves: the pair's SYN and TOUCH entries, claimed,

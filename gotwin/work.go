@@ -27,6 +27,8 @@ func (t *Twin) runWork(now uint64) {
 			t.markSet(s.cur.h, now, s.work[i].a, false)
 		case wFlag:
 			t.stepFlag(i, now)
+		case wRecheck:
+			t.stepRecheck(now)
 		}
 	}
 	s.nwork = 0
@@ -91,6 +93,8 @@ func (t *Twin) stepPromote(i uint32, now uint64) {
 	cidx := t.promoteCand(wk.kind, wk.ts, now)
 	if !t.settle(b, f, held, cidx >= 0, uint32(cidx), now) && cidx >= 0 {
 		t.push(wMark, 0, 0, 0, 0, uint32(cidx), 0)
+	} else {
+		t.markDedupe(s.cur.h, f, now)
 	}
 	if cidx < 0 {
 		return
@@ -107,6 +111,7 @@ func (t *Twin) stepPromote(i uint32, now uint64) {
 		t.push(wCandTouch, wk.kind, wk.port, wk.sport, wk.ts, uint32(cidx), 0)
 	}
 	t.push(wEmit, 0, 0, 0, 0, uint32(cidx), 0)
+	t.push(wRecheck, 0, 0, 0, 0, 0, 0)
 }
 
 // stepCandSYN is kw_step_cand_syn: a SYN (scratch.ev) of candidate a.
@@ -127,6 +132,7 @@ func (t *Twin) stepCandSYN(i uint32, now uint64) {
 	t.pushDues(cidx)
 	t.push(wMark, 0, 0, 0, 0, cidx, 0)
 	t.push(wEmit, 0, 0, 0, 0, cidx, 0)
+	t.push(wRecheck, 0, 0, 0, 0, 0, 0)
 }
 
 // stepCandTouch is kw_step_cand_touch.

@@ -413,6 +413,7 @@ type knockwatchKwScratch struct {
 	MatchSeq  uint32
 	Pad2      uint32
 	Pair      knockwatchKwPair
+	Fence     uint64
 }
 
 type knockwatchKwSweepArgs struct {
@@ -469,7 +470,12 @@ type knockwatchPortSlot struct {
 	FirstOpen  uint64
 	LastOpen   uint64
 	DoneTs     uint64
-	Pad        [3]uint64
+	Lock       struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad0 uint32
+	Pad  [2]uint64
 }
 
 type knockwatchTouchRec struct {

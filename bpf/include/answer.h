@@ -18,6 +18,7 @@
 #include "pairs.h"
 #include "cands.h"
 #include "touch.h"
+#include "recheck.h"
 
 /* kw_answer_body matches scratch.ans (how: enum kw_match) to the pair's
  * pending SYN, in the bucket or in the pair's candidate. On a match it
@@ -59,7 +60,7 @@ static __always_inline int kw_answer_body(__u64 now)
 		if (k == KW_K_MARK) {
 			a->mark = w2;
 			a->cidx = sl->seq;
-			a->flagged = kw_mark_flagged(sl, kw_ms32(now));
+			a->flagged |= kw_mark_flagged(sl, kw_ms32(now));
 			continue;
 		}
 		if (k != KW_K_SYN || sl->sport != a->sport || sl->dport != a->dport)
@@ -144,7 +145,18 @@ static __always_inline void kw_early(struct kw_counters *c, const struct kw_pair
 
 	if (!b || !CFG.answer_skew_ns)
 		return;
-	kw_insert(h, kw_fp(h), kind, now, kw_us32(now), ack, sport, dport, 0);
+	{
+		int e = kw_insert(h, kw_fp(h), kind, now, kw_us32(now), ack, sport, dport, 0);
+		struct kw_scratch *s = kw_scratch();
+
+		if (e < 0 || !s)
+			return;
+		s->ans.pair = *pair;
+		s->ans.sport = sport;
+		s->ans.dport = dport;
+		s->ans.v = ack;
+		kw_g_ans_recheck(e, kind, now);
+	}
 }
 
 /* kw_rst_body: an RST (scratch.pkt). From D:sport to S it answers S's SYN

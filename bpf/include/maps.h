@@ -150,8 +150,8 @@ struct {
 
 /* port_slots: direct-mapped by hash(D, port) & CFG.port_mask: what the
  * sensor last saw of D:port, whoever touched it. A colliding (D, port)
- * takes the slot over (counted). Updated lock-free: the key word is
- * claimed with compare-and-swap and timestamps only move forward. */
+ * takes the slot over (counted). Writers hold the slot's lock; a closed
+ * touch that changes nothing reads it without. */
 struct port_slot {
 	__u32 key;       /* fingerprint of (D, port), 0 = free; KW_PORT_BUSY while rewritten */
 	__u32 done_fp;   /* fingerprint of the source of done_ts */
@@ -159,7 +159,9 @@ struct port_slot {
 	__u64 first_open;  /* first SYN-ACK (or proving ACK) since last_closed, anyone */
 	__u64 last_open;   /* latest SYN-ACK, anyone */
 	__u64 done_ts;     /* first completed handshake since last_closed (0: none seen) */
-	__u64 _pad[3];
+	struct bpf_spin_lock lock; /* guards the slot: a takeover clears it, so writers hold it */
+	__u32 _pad0;
+	__u64 _pad[2];
 } __attribute__((aligned(64)));
 
 #define KW_PORT_BUSY 1u
@@ -368,6 +370,7 @@ enum kw_op {
 	KW_W_EMIT = 6,      /* send what was staged; a = cidx */
 	KW_W_MARK = 7,      /* refresh the pair's MARK: a = cidx */
 	KW_W_FLAG = 8,      /* send the candidate a's deferred KNOCK if due */
+	KW_W_RECHECK = 9,   /* after publishing: early answers and touches the pair's candidate missed */
 };
 
 struct kw_work {
@@ -424,6 +427,7 @@ struct kw_scratch {
 	__u32 match_seq;               /* result: the matched SYN's seq */
 	__u32 _pad2;
 	struct kw_pair pair;           /* the sweep's current pair */
+	__u64 fence;                   /* target of kw_fence */
 };
 
 struct {

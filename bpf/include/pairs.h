@@ -143,14 +143,21 @@ static __always_inline __u32 kw_victim(struct kw_bucket *b, __u32 kind, __u64 no
 	__u32 best = 0, now_us = kw_us32(now), now_ms = kw_ms32(now), new_mark = kw_eq32(kind, KW_K_MARK);
 	__u64 best_score = ~0ULL;
 
-	for (__u32 w = 0; w < KW_WAYS; w++) {
-		__u64 score = kw_score(&b->s[w], now_us, now_ms, new_mark, keep_fp);
-		__u32 better = kw_ltu64(score, best_score);
+	__u32 best_tag = 0;
 
+	for (__u32 w = 0; w < KW_WAYS; w++) {
+		__u32 before = b->s[w].tag;
+		__u64 score = kw_score(&b->s[w], now_us, now_ms, new_mark, keep_fp);
+		__u32 changed = 1 - kw_eq32(before, b->s[w].tag);
+		__u32 better;
+
+		score = kw_sel64(changed, ~0ULL, score);
+		better = kw_ltu64(score, best_score);
 		best = kw_sel32(better, w, best);
+		best_tag = kw_sel32(better, before, best_tag);
 		best_score = kw_sel64(better, score, best_score);
 	}
-	*tag = b->s[best & (KW_WAYS - 1)].tag;
+	*tag = best_tag;
 	*rank = (__u32)(best_score >> 32);
 	return best & (KW_WAYS - 1);
 }
@@ -202,7 +209,7 @@ static __always_inline int kw_insert_body(__u32 h, __u32 fp, __u32 kind, __u64 n
 			return -1;
 		}
 		s = &b->s[w & (KW_WAYS - 1)];
-		if (!kw_claim(s, old))
+		if ((old & KW_TAG_BUSY) || !kw_claim(s, old))
 			continue;
 		if (old && rank >= KW_V_OLD) {
 			if (KW_TAG_FP(old) != fp)

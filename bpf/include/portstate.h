@@ -1,12 +1,12 @@
 /* portstate.h — per (D, port): last seen closed, first and last seen open,
  * and who first completed a handshake since it was last closed.
  *
- * Direct-mapped and lock-free: the slot's key word is claimed with
- * compare-and-swap on takeover (a colliding (D, port) takes the slot over,
- * counted as KW_C_PORT_SLOT_TAKEOVER), and every timestamp only moves
- * forward by compare-and-swap, so two CPUs updating the same port never
- * take it backwards. Timestamps are rewritten only when older than
- * CFG.port_refresh_ns, so a busy port costs a read, not a write.
+ * Direct-mapped: a colliding (D, port) takes the slot over (counted as
+ * KW_C_PORT_SLOT_TAKEOVER). Writers hold the slot's lock, so a takeover
+ * (which clears the slot) never mixes one port's times into another's,
+ * and a snapshot is whole. Timestamps only move forward and are rewritten
+ * only when older than CFG.port_refresh_ns: a busy closed port costs a
+ * read and no lock.
  *
  * What an attacker reads here: "open all along" and "someone else connected
  * first" decide that a handshake cannot alert. A SYN-ACK to a spoofed
@@ -80,10 +80,21 @@ static __always_inline void kw_port_closed(struct kw_counters *c, const struct k
 {
 	__u32 key;
 	struct port_slot *ps = kw_port_slot(host, port, &key);
-	__u64 fo;
+	__u64 fo, lc;
 
-	if (!ps || !kw_own(c, ps, key))
+	if (!ps)
 		return;
+	/* A busy closed port (a flood answered by RSTs) needs no change most
+	 * of the time: a read, no lock. */
+	lc = ps->last_closed;
+	fo = ps->first_open;
+	if (ps->key == key && lc && !kw_after(ts, lc, CFG.port_refresh_ns) && !(fo && kw_after(ts, fo, 0)))
+		return;
+	bpf_spin_lock(&ps->lock);
+	if (!kw_own(c, ps, key)) {
+		bpf_spin_unlock(&ps->lock);
+		return;
+	}
 	kw_advance(&ps->last_closed, ts, CFG.port_refresh_ns);
 	fo = ps->first_open;
 	if (fo && kw_after(ts, fo, 0)) {
@@ -91,6 +102,7 @@ static __always_inline void kw_port_closed(struct kw_counters *c, const struct k
 		__sync_val_compare_and_swap(&ps->first_open, fo, 0);
 		ps->done_ts = 0;
 	}
+	bpf_spin_unlock(&ps->lock);
 }
 
 /* kw_port_open: host:port answered a SYN of the source with fingerprint
@@ -103,8 +115,13 @@ static __always_inline void kw_port_open(struct kw_counters *c, const struct kw_
 	struct port_slot *ps = kw_port_slot(host, port, &key);
 	__u64 fo, lc;
 
-	if (!ps || !kw_own(c, ps, key))
+	if (!ps)
 		return;
+	bpf_spin_lock(&ps->lock);
+	if (!kw_own(c, ps, key)) {
+		bpf_spin_unlock(&ps->lock);
+		return;
+	}
 	lc = ps->last_closed;
 	fo = ps->first_open;
 	if (snap) {
@@ -117,6 +134,7 @@ static __always_inline void kw_port_open(struct kw_counters *c, const struct kw_
 	kw_advance(&ps->last_open, ts, CFG.port_refresh_ns);
 	if (!fo || (lc && kw_after(lc, fo, 0)))
 		__sync_val_compare_and_swap(&ps->first_open, fo, ts);
+	bpf_spin_unlock(&ps->lock);
 }
 
 /* kw_port_wants_first: no completed handshake is known since the port was
@@ -135,13 +153,19 @@ static __always_inline void kw_port_done(struct kw_counters *c, const struct kw_
 	struct port_slot *ps = kw_port_slot(host, port, &key);
 	__u64 d;
 
-	if (!ps || !kw_own(c, ps, key))
+	if (!ps)
 		return;
+	bpf_spin_lock(&ps->lock);
+	if (!kw_own(c, ps, key)) {
+		bpf_spin_unlock(&ps->lock);
+		return;
+	}
 	d = ps->done_ts;
-	if (d && !(ps->last_closed && kw_after(ps->last_closed, d, 0)))
-		return;
-	if (__sync_val_compare_and_swap(&ps->done_ts, d, ts) == d)
+	if (!d || (ps->last_closed && kw_after(ps->last_closed, d, 0))) {
+		ps->done_ts = ts;
 		ps->done_fp = src_fp;
+	}
+	bpf_spin_unlock(&ps->lock);
 }
 
 #endif

@@ -17,6 +17,7 @@
 #include "parsing.h"
 #include "pairs.h"
 #include "touch.h"
+#include "recheck.h"
 
 static __always_inline int kw_syn_body(__u64 now)
 {
@@ -60,7 +61,7 @@ static __always_inline int kw_syn_body(__u64 now)
 		if (k == KW_K_MARK) {
 			sc->mark = w;
 			sc->cidx = sl->seq;
-			sc->flagged = kw_mark_flagged(sl, kw_ms32(now));
+			sc->flagged |= kw_mark_flagged(sl, kw_ms32(now));
 		} else if (k == KW_K_SYN) {
 			if (sl->sport == p->sport && sl->dport == p->dport) {
 				sc->same = w;
@@ -140,7 +141,11 @@ static __always_inline int kw_syn_body(__u64 now)
 		if (kw_rewrite(sl, sc->same_tag, fp, KW_K_SYN, kw_us32(now), p->seq, p->sport, p->dport))
 			KW_INC(c, KW_C_SYN_RETRANS);
 	} else {
-		kw_owner_set(h, kw_insert(h, fp, KW_K_SYN, now, kw_us32(now), p->seq, p->sport, p->dport, 0), &pair);
+		int w = kw_insert(h, fp, KW_K_SYN, now, kw_us32(now), p->seq, p->sport, p->dport, 0);
+
+		kw_owner_set(h, w, &pair);
+		if (w >= 0 && CFG.answer_skew_ns)
+			kw_g_syn_recheck(w, now);
 	}
 	if (sc->due)
 		kw_push(s, KW_W_EMIT, 0, 0, 0, 0, 0, 0);

@@ -33,6 +33,7 @@ int kw_g_answer(__u64 now);
 int kw_g_done(__u32 flagged, __u32 src_fp, __u32 done_fp, __u32 why);
 int kw_g_handshake(__u32 h, __u32 cidx);
 int kw_g_csum(struct xdp_md *ctx);
+int kw_g_mark_dedupe(__u32 h, __u32 fp, __u64 now);
 
 /* kw_push queues a step (dropped and counted when the queue is full). */
 static __always_inline void kw_push(struct kw_scratch *s, __u8 op, __u8 kind, __u16 port, __u16 sport, __u64 ts,
@@ -87,17 +88,28 @@ static __always_inline void kw_mark_set(struct kw_counters *c, __u32 h, __u64 no
 		return;
 	if (!ms)
 		ms = 1;
-	for (int w = 0; w < KW_WAYS; w++) {
-		struct kw_slot *s = &b->s[w];
-		__u32 tg = s->tag, f;
+	for (int try = 0; try < 4; try++) {
+		int busy = 0, seen = 0, done = 0;
 
-		if (!tg || (tg & KW_TAG_BUSY) || KW_TAG_FP(tg) != fp || KW_TAG_KIND(tg) != KW_K_MARK)
-			continue;
-		f = flag ? ms : ((__u32)s->sport << 16) | s->dport;
-		kw_rewrite(s, tg, fp, KW_K_MARK, kw_us32(now), cidx, f >> 16, f & 0xffff);
-		return;
+		for (int w = 0; w < KW_WAYS; w++) {
+			struct kw_slot *s = &b->s[w];
+			__u32 tg = s->tag, f;
+
+			if (tg & KW_TAG_BUSY)
+				busy = 1;
+			if (!tg || (tg & KW_TAG_BUSY) || KW_TAG_FP(tg) != fp || KW_TAG_KIND(tg) != KW_K_MARK || seen)
+				continue;
+			seen = 1;
+			f = flag ? ms : ((__u32)s->sport << 16) | s->dport;
+			done = kw_rewrite(s, tg, fp, KW_K_MARK, kw_us32(now), cidx, f >> 16, f & 0xffff);
+		}
+		if (done)
+			return;
+		if (!seen && !busy)
+			break;
 	}
 	kw_insert(h, fp, KW_K_MARK, now, kw_us32(now), cidx, flag ? ms >> 16 : 0, flag ? ms & 0xffff : 0, 0);
+	kw_g_mark_dedupe(h, fp, now);
 }
 
 /* kw_step_emit: send what was staged: per touch the port state, the
@@ -272,12 +284,19 @@ static __always_inline int kw_step_touch(__u32 i, __u64 now)
 		    kw_rewrite(sl, tg, fp, 4 + kind, kw_us32(ts), 0, sport, port)) {
 			if (way != KW_NOWAY)
 				kw_take(&b->s[way & (KW_WAYS - 1)], way_tag);
+			if (s->cur.has_pair)
+				kw_push(s, KW_W_RECHECK, 0, 0, 0, 0, 0, 0);
 			return 0;
 		}
 	}
-	if (way != KW_NOWAY && kw_rewrite(&b->s[way & (KW_WAYS - 1)], way_tag, fp, 4 + kind, kw_us32(ts), 0, sport, port))
+	if (way != KW_NOWAY && kw_rewrite(&b->s[way & (KW_WAYS - 1)], way_tag, fp, 4 + kind, kw_us32(ts), 0, sport, port)) {
+		if (s->cur.has_pair)
+			kw_push(s, KW_W_RECHECK, 0, 0, 0, 0, 0, 0);
 		return 0;
+	}
 	kw_owner_set(s->cur.h, kw_insert(s->cur.h, fp, 4 + kind, now, kw_us32(ts), 0, sport, port, 0), &s->cur.pair);
+	if (s->cur.has_pair)
+		kw_push(s, KW_W_RECHECK, 0, 0, 0, 0, 0, 0);
 	return 0;
 }
 

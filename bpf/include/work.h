@@ -24,6 +24,7 @@ int kw_g_step_opened(__u32 i, __u64 now);
 int kw_g_step_emit(__u32 i, __u64 now);
 int kw_g_step_mark(__u32 i, __u64 now);
 int kw_g_step_flag(__u32 i, __u64 now);
+int kw_g_step_recheck(__u32 i, __u64 now);
 
 /* kw_run_work drains the queue, first in, first out; steps may queue more. */
 static __always_inline void kw_run_work(struct kw_scratch *s, __u64 now)
@@ -55,6 +56,9 @@ static __always_inline void kw_run_work(struct kw_scratch *s, __u64 now)
 			break;
 		case KW_W_FLAG:
 			kw_g_step_flag(i, now);
+			break;
+		case KW_W_RECHECK:
+			kw_g_step_recheck(i, now);
 			break;
 		}
 	}
@@ -170,6 +174,8 @@ static __always_inline int kw_step_promote(__u32 i, __u64 now)
 	cidx = kw_g_promote_cand(wk->kind, wk->ts, now);
 	if (!kw_settle(b, fp, held, cidx >= 0, cidx, now, s) && cidx >= 0)
 		kw_push(s, KW_W_MARK, 0, 0, 0, 0, cidx, 0);
+	else
+		kw_g_mark_dedupe(s->cur.h, fp, now);
 	if (cidx < 0)
 		return 0;
 	/* The pair's first touches (recorded when they happened), what aged,
@@ -186,6 +192,7 @@ static __always_inline int kw_step_promote(__u32 i, __u64 now)
 	if (wk->kind)
 		kw_push(s, KW_W_CAND_TOUCH, wk->kind, wk->port, wk->sport, wk->ts, cidx, 0);
 	kw_push(s, KW_W_EMIT, 0, 0, 0, 0, cidx, 0);
+	kw_push(s, KW_W_RECHECK, 0, 0, 0, 0, 0, 0);
 	return 0;
 }
 
@@ -221,6 +228,7 @@ static __always_inline int kw_step_cand_syn(__u32 i, __u64 now)
 	kw_push_dues(s, cidx);
 	kw_push(s, KW_W_MARK, 0, 0, 0, 0, cidx, 0);
 	kw_push(s, KW_W_EMIT, 0, 0, 0, 0, cidx, 0);
+	kw_push(s, KW_W_RECHECK, 0, 0, 0, 0, 0, 0);
 	return 0;
 }
 
