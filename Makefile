@@ -55,6 +55,9 @@ bench: ## run every benchmark with the settings its BENCHMARKS.md row was measur
 bench-replay: ## replay of a generated 10M-packet capture per engine beside tshark (several minutes)
 	$(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 60m ./replay/
 
+survival: ## measure knock survival against SYN-flood rate (200 trials per rate; ~10 min; docs/benchmarks/survival.md)
+	KNOCKWATCH_SURVIVAL_CURVE=1 $(GO) test -count=1 -timeout 60m -v -run '^TestFloodSurvivalCurve$$' ./gotwin
+
 soak: ## long reliability runs (root): 30 s intake load per listener, 60 s webhook outage, 2M-SYN lab flood, 10M-packet BPF flood, full-flood survival on XDP
 	KNOCKWATCH_SOAK_SECONDS=30 KNOCKWATCH_OUTAGE_SECONDS=60 KNOCKWATCH_LAB_FLOOD_PACKETS=2000000 $(GO) test -count=1 -timeout 20m -v -run 'TestIntakeLoadHTTP|TestIntakeLoadBeats|TestWebhookOutageThroughPipeline|TestLabFloodWithKnock' ./reliability
 	KNOCKWATCH_FLOOD_PACKETS=10000000 $(GO) test -count=1 -timeout 20m -v -run '^TestFloodWithKnock$$' ./loader
