@@ -308,15 +308,25 @@ type ecsAlert struct {
 			Touches   []ecsTouch `json:"touches"`
 			Ports     []uint16   `json:"ports"`
 			LastTouch jsonTime   `json:"last_touch"`
+			// The sensor's counts of the knock's burst at the handshake
+			// and the knock's number among the pair's (0: unknown).
+			Distinct  int    `json:"distinct"`
+			Attempted int    `json:"attempted"`
+			Epoch     uint32 `json:"epoch"`
 		} `json:"knock"`
 		Change    *ecsChange `json:"change"`
 		Handshake struct {
 			SYN    jsonTime `json:"syn"`
 			SYNACK jsonTime `json:"syn_ack"`
 			ACK    jsonTime `json:"ack"`
+			// RemoteFlag: another sensor raised the flag that made this
+			// one report the handshake.
+			RemoteFlag bool `json:"remote_flag"`
 		} `json:"handshake"`
 		PortLastClosed jsonTime `json:"port_last_closed"`
+		PortFirstOpen  jsonTime `json:"port_first_open"`
 		PortLastOpen   jsonTime `json:"port_last_open"`
+		PortOtherDone  jsonTime `json:"port_other_done"`
 		// Rule holds the windows the alert was decided with (seconds).
 		Rule struct {
 			MinPorts       int     `json:"min_ports"`
@@ -416,8 +426,11 @@ func (a Alert) MarshalJSON() ([]byte, error) {
 		k.Basis = "host_event"
 		k.Change = changeJSON(c)
 	}
+	k.Knock.Distinct, k.Knock.Attempted, k.Knock.Epoch = h.DistinctClosed, h.Attempted, h.Epoch
 	k.Handshake.SYN, k.Handshake.SYNACK, k.Handshake.ACK = jsonTime(h.SYN), jsonTime(h.SYNACK), jsonTime(h.ACK)
+	k.Handshake.RemoteFlag = h.RemoteFlag
 	k.PortLastClosed, k.PortLastOpen = jsonTime(h.PortLastClosed), jsonTime(h.PortLastOpen)
+	k.PortFirstOpen, k.PortOtherDone = jsonTime(h.PortFirstOpen), jsonTime(h.PortOtherDone)
 	return json.Marshal(&j)
 }
 

@@ -91,6 +91,8 @@ type Handshake struct {
 	// Epoch is the sensor's KNOCK this handshake follows (0 = unknown: the
 	// pair's state was pushed out, the flag survived).
 	Epoch uint32
+	// RemoteFlag: the sensor reported it for a flag another sensor raised.
+	RemoteFlag bool
 }
 
 // ChangeKind is what happened on the Windows host.

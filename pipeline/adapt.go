@@ -77,6 +77,7 @@ func HandshakeFromLoader(h *sensor.Handshake) correlate.Handshake {
 		DistinctClosed: h.Distinct,
 		Attempted:      h.Attempted,
 		Epoch:          h.Epoch,
+		RemoteFlag:     h.RemoteFlag,
 	}
 }
 
