@@ -113,6 +113,10 @@ var (
 	dLedgerErrors = desc("alert_ledger_errors_total", "Failed writes of the alert ledger (those alerts may be sent again after a restart).")
 	dAlreadySent  = desc("alerts_already_sent_total", "Alert records not sent because the ledger shows the sinks accepted them before a restart.")
 	dNotStored    = desc("pipeline_evidence_not_stored_total", "Evidence the engine evaluated that the evidence log could not store.")
+	dUnstored     = desc("pipeline_evidence_unstored", "Evaluated changes kept until the evidence log makes them durable (their re-send would be a duplicate): items.")
+	dUnstoredB    = desc("pipeline_evidence_unstored_bytes", "Estimated bytes of the evaluated changes kept until the evidence log makes them durable (bound: 64 MiB).")
+	dRestored     = desc("pipeline_evidence_restored_total", "Kept changes appended to the evidence log again after a failed append or fsync.")
+	dUnstoredFull = desc("pipeline_evidence_unstored_full_total", "Event payloads refused unread because the changes waiting to be stored were at their bound.")
 )
 
 var allDescs = []*prometheus.Desc{
@@ -127,7 +131,7 @@ var allDescs = []*prometheus.Desc{
 	dSinkRecords, dSinkErrors, dSinkReqs, dSinkSpool, dSinkSpoolN, dSinkSpoolC, dSinkCorrupt,
 	dEvBytes, dEvCapacity, dEvSegments, dEvRecords, dEvAppended, dEvAppBytes, dEvFsyncs, dEvErrors, dEvCorrupt, dEvCorruptB,
 	dEvTorn, dEvUndecod, dEvRemoved, dEvRemovedR, dEvRebuildSec, dEvReplayed, dLedgerIDs, dLedgerBytes, dLedgerErrors,
-	dAlreadySent, dNotStored,
+	dAlreadySent, dNotStored, dUnstored, dUnstoredB, dRestored, dUnstoredFull,
 }
 
 type collector struct{ src Sources }
@@ -458,6 +462,10 @@ func (c *collector) collectPipeline(ch chan<- prometheus.Metric) {
 	counter(ch, dPipeWErr, s.WriteErrors)
 	counter(ch, dAlreadySent, s.AlertsAlreadySent)
 	counter(ch, dNotStored, s.NotStored)
+	gauge(ch, dUnstored, float64(s.Unstored))
+	gauge(ch, dUnstoredB, float64(s.UnstoredBytes))
+	counter(ch, dRestored, s.Restored)
+	counter(ch, dUnstoredFull, s.UnstoredFull)
 }
 
 func (c *collector) collectSinks(ch chan<- prometheus.Metric) {
