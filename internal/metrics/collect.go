@@ -61,7 +61,7 @@ var (
 
 	dCorState     = desc("correlate_state", "Correlation state sizes.", "table")
 	dCorWatermark = desc("correlate_watermark_seconds", "The engine's event-time watermark (unix seconds).")
-	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late; for changes also replaced, updated).", "kind", "outcome")
+	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late; for changes also replaced, updated, replaced_resent: a record a stored change replaced, arriving again).", "kind", "outcome")
 	dCorIgnored   = desc("correlate_changes_ignored_total", "Exposure changes that cannot open a TCP port inbound, by reason.", "reason")
 	dCorUnres     = desc("correlate_changes_unresolved_total", "Exposure changes naming a host the inventory did not know on arrival.")
 	dCorCapHits   = desc("correlate_cap_hits_total", "Times a correlation state cap was reached.", "table")
@@ -392,6 +392,8 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 	}
 	counter(ch, dCorEvidence, s.ChangesReplaced, "change", "replaced")
 	counter(ch, dCorEvidence, s.ChangesUpdated, "change", "updated")
+	counter(ch, dCorEvidence, s.ReplacedResent, "change", "replaced_resent")
+	gauge(ch, dCorState, float64(s.ReplacedRecords), "replaced_records")
 	ign := map[string]uint64{}
 	for _, r := range []string{correlate.IgnoredOutbound, correlate.IgnoredBlock, correlate.IgnoredInactive,
 		correlate.IgnoredNotTCP, correlate.IgnoredDeleted, correlate.IgnoredService, correlate.IgnoredKind} {
@@ -404,7 +406,7 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 		counter(ch, dCorIgnored, ign[r], r)
 	}
 	counter(ch, dCorUnres, s.ChangesUnresolved)
-	for _, table := range []string{"pairs", "changes", "handshakes"} {
+	for _, table := range []string{"pairs", "changes", "handshakes", "replaced_records"} {
 		counter(ch, dCorCapHits, s.CapHits[table], table)
 		counter(ch, dCorEvicted, s.Evicted[table], table)
 	}
