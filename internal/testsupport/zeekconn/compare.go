@@ -9,7 +9,6 @@ import (
 	"github.com/knockwatch/knockwatch/sensor"
 )
 
-
 // KindNone stands for "no touch" in an Exception.
 const KindNone = sensor.TouchKind(0)
 
@@ -18,19 +17,19 @@ const KindNone = sensor.TouchKind(0)
 // state not in the table is an error, so a new Zeek state or a typo in a
 // hand-written log does not pass as "no touch".
 var zeekStates = map[string]sensor.TouchKind{
-	"REJ":    sensor.TouchREJ, // SYN answered by an RST
-	"S0":     sensor.TouchS0,  // SYN seen, no reply
-	"RSTOS0": sensor.TouchRSTOS0,      // SYN, then the originator's RST, no SYN-ACK seen
-	"S1":     KindNone,        // established, not terminated
-	"SF":     KindNone,        // established and terminated
-	"S2":     KindNone,        // established, originator closed
-	"S3":     KindNone,        // established, responder closed
-	"RSTO":   KindNone,        // established, originator aborted
-	"RSTR":   KindNone,        // responder sent an RST (after answering)
-	"RSTRH":  KindNone,        // responder's SYN-ACK then RST, no SYN seen
-	"SH":     KindNone,        // originator's SYN then FIN, no SYN-ACK
-	"SHR":    KindNone,        // responder's SYN-ACK then FIN, no SYN seen
-	"OTH":    KindNone,        // no SYN seen (midstream, or only a bad-checksum SYN)
+	"REJ":    sensor.TouchREJ,    // SYN answered by an RST
+	"S0":     sensor.TouchS0,     // SYN seen, no reply
+	"RSTOS0": sensor.TouchRSTOS0, // SYN, then the originator's RST, no SYN-ACK seen
+	"S1":     KindNone,           // established, not terminated
+	"SF":     KindNone,           // established and terminated
+	"S2":     KindNone,           // established, originator closed
+	"S3":     KindNone,           // established, responder closed
+	"RSTO":   KindNone,           // established, originator aborted
+	"RSTR":   KindNone,           // responder sent an RST (after answering)
+	"RSTRH":  KindNone,           // responder's SYN-ACK then RST, no SYN seen
+	"SH":     KindNone,           // originator's SYN then FIN, no SYN-ACK
+	"SHR":    KindNone,           // responder's SYN-ACK then FIN, no SYN seen
+	"OTH":    KindNone,           // no SYN seen (midstream, or only a bad-checksum SYN)
 }
 
 // TouchFor is the touch knockwatch reports for a TCP connection Zeek
