@@ -55,7 +55,8 @@
 // kept beside it, so a record id can never be used to erase evidence; a
 // change naming another record of its host and rule in Replaces (a
 // Firewall-channel record superseding the Security 4946 of the same rule
-// change) drops that one; and a handshake's outcome only ever improves,
+// change) drops that one, which stays dropped if it arrives again (before
+// or after its replacement, re-sent, or after a restart); and a handshake's outcome only ever improves,
 // so its final outcome (confidence, suppressed or not) does not depend on
 // arrival order. Alert ids hash (S, D, P, ACK time), so a re-run over the
 // same evidence yields the same ids.

@@ -325,6 +325,18 @@ func (e *Engine) AddChange(c ExposureChange) error {
 		e.mu.Unlock()
 		return nil
 	}
+	if key.record != 0 {
+		if r, ok := e.st.replaced[key.ref()]; ok && r.covers(&c) {
+			// A record a stored change replaced, again: re-sent by its
+			// forwarder, emitted by a decoder restarted without the join
+			// state that made it redundant, or read twice from the
+			// evidence log. Kept, it would stand beside its replacement
+			// (a port-less 4946 gives a medium alert for every port).
+			e.c.replacedResent++
+			e.mu.Unlock()
+			return nil
+		}
+	}
 	if r := c.Replaces; r != nil && r.RecordID != 0 {
 		// Before the opens check: a replaced change that opened must go
 		// even when its replacement does not open (an inactive rule).
@@ -336,6 +348,7 @@ func (e *Engine) AddChange(c ExposureChange) error {
 					e.c.replaced++
 				}
 			}
+			e.rememberReplaced(ref, &c, r)
 		}
 	}
 	if key.record != 0 {

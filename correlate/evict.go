@@ -12,6 +12,9 @@ const (
 	capPairs      = "pairs"
 	capChanges    = "changes"
 	capHandshakes = "handshakes"
+	// capReplaced: the records stored changes replaced (bounded by
+	// MaxChanges too).
+	capReplaced = "replaced_records"
 )
 
 // maybeSweep expires state each time the watermark has moved by a
@@ -59,6 +62,7 @@ func (e *Engine) expire() {
 	if len(e.st.changeQ) == 0 {
 		e.st.changeQ = nil // let the backing array go
 	}
+	e.expireReplaced(cutoff)
 	if i > 0 {
 		e.st.unresolved = slices.DeleteFunc(e.st.unresolved, func(c *chg) bool { return c.gone })
 	}
@@ -103,6 +107,57 @@ func (e *Engine) removeChange(k changeKey, c *chg) {
 	e.dropChange(k, c)
 	if len(c.ips) == 0 {
 		e.st.unresolved = slices.DeleteFunc(e.st.unresolved, func(x *chg) bool { return x == c })
+	}
+}
+
+// rememberReplaced remembers that c replaced the record ref (whether or
+// not it was stored: it may arrive later), for as long as c's evidence is
+// retained. At MaxChanges remembered records the oldest is forgotten
+// (counted): a flood of replacements can only make a later re-send of a
+// replaced record come back beside its replacement, never hide a change.
+func (e *Engine) rememberReplaced(ref recordRef, c *ExposureChange, r *ChangeRef) {
+	e.st.replSeq++
+	e.st.replaced[ref] = replacedRecord{ruleID: clampField(c.RuleID, maxKeptBytes), eventID: r.EventID,
+		t: c.Time.UnixNano(), seq: e.st.replSeq}
+	e.st.replacedQ = append(e.st.replacedQ, replacedEntry{ref: ref, seq: e.st.replSeq})
+	for len(e.st.replaced) > e.cfg.MaxChanges {
+		e.c.capHits[capReplaced]++
+		if e.popReplaced() {
+			e.c.evicted[capReplaced]++
+		}
+	}
+}
+
+// popReplaced drops the oldest entry of the replaced-record queue and
+// reports whether it was still remembered (not replaced by a newer entry
+// for the same record).
+func (e *Engine) popReplaced() bool {
+	q := e.st.replacedQ[0]
+	e.st.replacedQ[0] = replacedEntry{}
+	e.st.replacedQ = e.st.replacedQ[1:]
+	if len(e.st.replacedQ) == 0 {
+		e.st.replacedQ = nil // let the backing array go
+	}
+	if r, ok := e.st.replaced[q.ref]; ok && r.seq == q.seq {
+		delete(e.st.replaced, q.ref)
+		return true
+	}
+	return false
+}
+
+// expireReplaced forgets replaced records whose replacement's time (plus
+// the skew) is older than cutoff, from the front of the queue (arrival
+// order, roughly time order; the bound takes what an out-of-order arrival
+// leaves behind).
+func (e *Engine) expireReplaced(cutoff int64) {
+	for len(e.st.replacedQ) > 0 {
+		q := e.st.replacedQ[0]
+		if r, ok := e.st.replaced[q.ref]; ok && r.seq == q.seq && r.t+e.rule.skew >= cutoff {
+			return
+		}
+		if e.popReplaced() {
+			e.c.expired[capReplaced]++
+		}
 	}
 }
 

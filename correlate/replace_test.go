@@ -1,8 +1,10 @@
 package correlate
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // sec4946 is the port-less Security 4946 of the rule ruleAdded describes.
@@ -174,5 +176,76 @@ func TestReplacesOnlyItsRule(t *testing.T) {
 	}
 	if got := summary(col.all()); !reflect.DeepEqual(got, []string{"created medium"}) {
 		t.Fatalf("records %q", got)
+	}
+}
+
+// TestReplacedRecordStaysReplaced: a record that a stored change replaced
+// (Replaces) and that arrives again — re-sent by its forwarder, emitted by
+// a decoder restarted without the join state that made it redundant, or
+// read twice from the evidence log — and the replacement read before its
+// record (a log re-appended after a failed fsync) leave the one change,
+// whatever the order; a port-less 4946 kept beside the 2004 would give a
+// medium alert for every port. Think like the attacker: a record claiming
+// the replaced record's id for another rule is not taken for it (kept),
+// and a flood of replacements is bounded and counted.
+func TestReplacedRecordStaysReplaced(t *testing.T) {
+	replacing := ruleAdded(chAt.Add(ms), Ports(22), 7)
+	replacing.Replaces = &ChangeRef{Channel: "Security", EventID: 4946, RecordID: 50}
+	for _, tc := range []struct {
+		name   string
+		items  []any
+		resent uint64
+	}{
+		{"4946, 2004, 4946 again", []any{sec4946(50), replacing, sec4946(50)}, 1},
+		{"2004 before its 4946", []any{replacing, sec4946(50)}, 1},
+		{"everything twice (a log read twice)", []any{sec4946(50), replacing, sec4946(50), replacing}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, col := newTestEngine(t, nil)
+			feed(t, e, knock3())
+			feed(t, e, tc.items...)
+			// Port 23 is not the rule's: nothing may alert on it.
+			feed(t, e, handshakeAt(attacker, victim, 23, ackAt), handshakeAt(attacker, victim, 22, ackAt.Add(ms)))
+			if got := summary(col.all()); !reflect.DeepEqual(got, []string{"created high"}) {
+				t.Errorf("records %q, want the 2004's high alert alone", got)
+			}
+			if s := e.Stats(); s.Changes != 1 || s.ReplacedResent != tc.resent || s.ReplacedRecords != 1 {
+				t.Errorf("changes %d, re-sent replaced records dropped %d (want %d), remembered %d",
+					s.Changes, s.ReplacedResent, tc.resent, s.ReplacedRecords)
+			}
+		})
+	}
+
+	// Another rule's record claiming the replaced record id is kept.
+	e, _ := newTestEngine(t, nil)
+	forged := sec4946(50)
+	forged.RuleID = "{OTHER}"
+	feed(t, e, sec4946(50), replacing, forged)
+	if s := e.Stats(); s.Changes != 2 || s.ReplacedResent != 0 {
+		t.Errorf("another rule's record under the replaced id: changes %d, dropped %d", s.Changes, s.ReplacedResent)
+	}
+
+	// A flood of replacements: bounded by MaxChanges, the oldest forgotten
+	// and counted; a forgotten record's re-send is only kept beside its
+	// replacement (a medium at worst), never hides a change.
+	e, _ = newTestEngine(t, func(c *Config) { c.MaxChanges = 64 })
+	for i := range 200 {
+		c := ruleAdded(chAt.Add(time.Duration(i)*ms), Ports(uint16(1000+i)), uint64(1000+i))
+		c.RuleID = fmt.Sprintf("{R%d}", i)
+		c.Replaces = &ChangeRef{Channel: "Security", EventID: 4946, RecordID: uint64(5000 + i)}
+		feed(t, e, c)
+	}
+	s := e.Stats()
+	if s.ReplacedRecords > 64 || s.Evicted[capReplaced] != 200-64 || s.CapHits[capReplaced] == 0 {
+		t.Fatalf("replaced records %d (cap 64), evicted %d, cap hits %d", s.ReplacedRecords, s.Evicted[capReplaced], s.CapHits[capReplaced])
+	}
+
+	// Retention: the memory goes with the evidence.
+	e, _ = newTestEngine(t, nil)
+	feed(t, e, knock3(), sec4946(50), replacing)
+	e.Advance(chAt.Add(2 * DefaultConfig().Retention))
+	feed(t, e, knockAt(attacker, victim, chAt.Add(2*DefaultConfig().Retention), 1, 2, 3))
+	if s := e.Stats(); s.ReplacedRecords != 0 || s.Expired[capReplaced] != 1 {
+		t.Fatalf("after the retention: %d replaced records remembered, %d expired", s.ReplacedRecords, s.Expired[capReplaced])
 	}
 }

@@ -131,6 +131,28 @@ func zeroOrEq[T comparable](o, n T) bool {
 	return o == zero || o == n
 }
 
+// replacedRecord is a record a change replaced: the rule it described
+// (the replacing change's RuleID, cut as stored), its event id (0: any),
+// and the replacing change's time (unix ns), for expiry.
+type replacedRecord struct {
+	ruleID  string
+	eventID uint32
+	t       int64
+	seq     uint64
+}
+
+type replacedEntry struct {
+	ref recordRef
+	seq uint64
+}
+
+// covers reports whether c, a change of r's record, is the record a
+// stored change replaced: the same rule and event id, so that a record id
+// alone can never make another rule's change vanish.
+func (r replacedRecord) covers(c *ExposureChange) bool {
+	return (r.eventID == 0 || c.EventID == r.eventID) && strings.EqualFold(clampField(c.RuleID, maxKeptBytes), r.ruleID)
+}
+
 // replaceable reports whether the stored change o is one that n, naming
 // o's record in Replaces, supersedes: a port-less record of the same rule
 // (winevents names only a Security 4946/4947/4948 of the same RuleId), so
@@ -365,12 +387,19 @@ func (s *state) eachPair(fn func(*pair)) {
 
 // state is the engine's whole table.
 type state struct {
-	hosts      map[addrKey]*host
-	pairs      map[uint64]*pair // by pairHash, chained through pair.coll
-	seed       maphash.Seed
-	testHash   func(dst, src netip.Addr) uint64 // tests force collisions
-	changes    map[changeKey]*chg               // every stored change, for duplicates
-	byRecord   map[recordRef][]*chg             // stored changes with a record id, by record (versions)
+	hosts    map[addrKey]*host
+	pairs    map[uint64]*pair // by pairHash, chained through pair.coll
+	seed     maphash.Seed
+	testHash func(dst, src netip.Addr) uint64 // tests force collisions
+	changes  map[changeKey]*chg               // every stored change, for duplicates
+	byRecord map[recordRef][]*chg             // stored changes with a record id, by record (versions)
+	// replaced remembers the records stored changes replaced (Replaces),
+	// so that such a record arriving again is not kept beside its
+	// replacement; replacedQ holds them in arrival order for expiry and
+	// the bound (MaxChanges).
+	replaced   map[recordRef]replacedRecord
+	replacedQ  []replacedEntry
+	replSeq    uint64
 	unresolved []*chg
 	changeQ    []*chg // stored changes in arrival order, for expiry
 	changeSeq  uint64 // arrivals so far (chg.seq)
@@ -381,7 +410,7 @@ type state struct {
 
 func newState() *state {
 	s := &state{hosts: make(map[addrKey]*host), pairs: make(map[uint64]*pair), changes: make(map[changeKey]*chg),
-		byRecord: make(map[recordRef][]*chg), seed: maphash.MakeSeed()}
+		byRecord: make(map[recordRef][]*chg), replaced: make(map[recordRef]replacedRecord), seed: maphash.MakeSeed()}
 	for i := range s.classes {
 		s.classes[i].prev, s.classes[i].next = &s.classes[i], &s.classes[i]
 	}

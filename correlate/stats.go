@@ -26,7 +26,7 @@ type counters struct {
 	alerts                                   [3]uint64
 	upgrades, scans, scanEvidence, scanEnded uint64
 	touchesDropped, unresolvedSeen           uint64
-	replaced, updated                        uint64
+	replaced, updated, replacedResent        uint64
 	capHits, evicted, expired                map[string]uint64
 	evictReason                              map[string]map[string]uint64 // table -> reason
 	topHosts, topOrigins                     *topK
@@ -37,7 +37,7 @@ func (c *counters) init() {
 		*m = make(map[string]uint64)
 	}
 	// The tables are known from the start: their series exist at 0.
-	for _, t := range []string{capPairs, capChanges, capHandshakes} {
+	for _, t := range []string{capPairs, capChanges, capHandshakes, capReplaced} {
 		c.capHits[t], c.evicted[t], c.expired[t] = 0, 0, 0
 	}
 	c.evictReason = make(map[string]map[string]uint64)
@@ -47,7 +47,7 @@ func (c *counters) init() {
 // Stats is a snapshot of the engine's state sizes and counters, in plain
 // values (maps are copies), for the command layer to export as metrics.
 // Maps keyed by evidence kind use "knock", "handshake" and "change"; cap
-// maps use "pairs", "changes" and "handshakes".
+// maps use "pairs", "changes", "handshakes" and "replaced_records".
 type Stats struct {
 	Watermark time.Time
 
@@ -73,6 +73,13 @@ type Stats struct {
 	// named them in Replaces; ChangesUpdated stored changes replaced by a
 	// new version of the same record (a join completed later).
 	ChangesReplaced, ChangesUpdated uint64
+	// ReplacedResent counts changes dropped on arrival because a stored
+	// change had replaced their record (the record sent again after its
+	// replacement); ReplacedRecords is how many replaced records the
+	// engine remembers for that (bounded by MaxChanges, table
+	// "replaced_records" in CapHits, Evicted and Expired).
+	ReplacedResent  uint64
+	ReplacedRecords int
 
 	// Outcomes.
 	AlertsHigh   uint64 // handshakes that reached an unsuppressed high alert
@@ -126,6 +133,8 @@ func (e *Engine) Stats() Stats {
 		ChangesUnresolved: e.c.unresolvedSeen,
 		ChangesReplaced:   e.c.replaced,
 		ChangesUpdated:    e.c.updated,
+		ReplacedResent:    e.c.replacedResent,
+		ReplacedRecords:   len(e.st.replaced),
 		AlertsHigh:        e.c.alerts[ConfidenceHigh],
 		AlertsMedium:      e.c.alerts[ConfidenceMedium],
 		Upgrades:          e.c.upgrades,

@@ -264,8 +264,10 @@ type ExposureChange struct {
 	// supersedes (winevents: a Firewall-channel record replacing the
 	// port-less Security 4946/4947/4948 of the same rule change that
 	// arrived first). The engine drops the replaced change (each stored
-	// version of that record with the same RuleID), so one change remains
-	// whichever record arrived first.
+	// version of that record with the same RuleID) and remembers the
+	// record as replaced while the replacing change is retained, so one
+	// change remains whichever record arrived first, and whether or not
+	// the replaced record is sent again.
 	Replaces *ChangeRef
 	// Origin names the forwarder that delivered the change (its
 	// authenticated identity and address, see the pipeline), "" for local

@@ -255,3 +255,107 @@ func TestEventSideFullDisk(t *testing.T) {
 		t.Fatalf("%d records stored after recovery, want the 2 changes", st.Records)
 	}
 }
+
+// The loss TestEventSideFullDisk could not see (its sample has no record
+// ids): a Firewall 2004 with a record id posted while the disk is full is
+// answered 503, so its forwarder sends it again once there is room. The
+// decoder has seen its record id and takes the re-send for a duplicate:
+// the change the engine evaluated the first time must still be stored
+// before the re-send's 202, and after a restart the rebuilt engine alerts
+// on it.
+func TestEventSideFullDiskRecordIDs(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=512k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	out := t.TempDir()
+	hosts := filepath.Join(out, "hosts")
+	if err := os.WriteFile(hosts, []byte("10.0.0.9 jump01.offsec.lan\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An inbound allow-any rule on jump01 (EventRecordID 6683).
+	body, err := os.ReadFile(filepath.Join(winSamples, "mdecrevoisier_2004_any_any_rule_created.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changeAt := time.Date(2021, 2, 22, 22, 57, 19, 435480e3, time.UTC)
+	state := filepath.Join(mnt, "state")
+	newCfg := func() config.Config {
+		cfg := stateCfg(state)
+		cfg.Alerts.Path = filepath.Join(out, "alerts.jsonl")
+		cfg.Hosts = hosts
+		return cfg
+	}
+	first := eventSide(t, newCfg())
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(mnt, "filler")
+	fill, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := fill.Write(chunk); err != nil {
+			break
+		}
+	}
+	fill.Close()
+
+	d := eventSide(t, newCfg())
+	url := "http://" + d.listeners[0].Addr().String() + "/v1/events"
+	if code := post(t, url, "", body); code != http.StatusServiceUnavailable {
+		t.Fatalf("post on a full disk: %d, want 503", code)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if code := post(t, url, "", body); code != http.StatusAccepted {
+		t.Fatalf("re-send once there is room: %d, want 202", code)
+	}
+	if st := d.evlog.Stats(); st.Records != 1 {
+		t.Fatalf("the re-send was acknowledged with %d records stored, want the rule change", st.Records)
+	}
+	m := get(t, "http://"+d.metricsAddr+"/metrics", 200)
+	for _, want := range []string{"knockwatch_pipeline_evidence_restored_total 1", "knockwatch_pipeline_evidence_unstored 0",
+		`knockwatch_decoder_records_total{format="xml",outcome="duplicate"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, testenv.GrepLines(m, "pipeline_evidence"))
+		}
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A restart: the rebuilt engine has the change; the knock and the
+	// handshake reach only the new process.
+	restarted := eventSide(t, newCfg())
+	attacker, host := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("10.0.0.9")
+	k := &sensor.Knock{Src: attacker, Dst: host, Distinct: 3}
+	for i, p := range []uint16{7000, 8000, 9000} {
+		k.Touches = append(k.Touches, sensor.Touch{Port: p, Time: changeAt.Add(time.Duration(i-4) * time.Second), Kind: sensor.TouchS0})
+	}
+	ctx := context.Background()
+	if err := restarted.pipe.AddKnock(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	at := changeAt.Add(30 * time.Second)
+	hs := &sensor.Handshake{Src: attacker, Dst: host, SrcPort: 51000, Port: 4444, SYN: at, SYNACK: at.Add(time.Millisecond),
+		ACK: at.Add(2 * time.Millisecond), PortLastClosed: changeAt.Add(-time.Minute), Distinct: 3}
+	if err := restarted.pipe.AddHandshake(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := restarted.pipe.Stats(); st.Replayed["change"] != 1 {
+		t.Fatalf("rebuild replayed %d changes, want 1", st.Replayed["change"])
+	}
+	b, _ := os.ReadFile(filepath.Join(out, "alerts.jsonl"))
+	if n := strings.Count(string(b), `"confidence":"high"`); n != 1 {
+		t.Fatalf("%d high alerts after the restart, want 1:\n%s", n, b)
+	}
+}

@@ -14,7 +14,11 @@
 // With an evidence log (Config.Evidence, `knockwatch run`'s --state-dir)
 // every piece of evidence is appended to it before the engine sees it;
 // Sync (intake.Syncer) makes it durable, and the listeners acknowledge an
-// event only after it. Rebuild replays the log into the engine at start,
+// event only after it. A change whose storing failed (a full disk, a failed
+// fsync) is kept and appended again before a later Sync can succeed: the
+// decoder takes the forwarder's re-send of a record with a record id for a
+// duplicate, so that re-send is acknowledged only once the first
+// delivery's change is durable. Rebuild replays the log into the engine at start,
 // and with an alert ledger (Config.Delivered) the alert records the sinks
 // accepted before a restart are not sent again.
 //

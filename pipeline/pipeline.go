@@ -83,6 +83,12 @@ type Config struct {
 	// (the alert ledger): every written batch is recorded in it, and a
 	// record whose rank it already has for that id is not sent again.
 	Delivered AlertLedger
+	// MaxUnstored bounds the bytes of changes the engine evaluated that
+	// wait for the evidence log to make them durable (a full disk, a
+	// failing fsync: see Sync); at the bound event payloads are refused
+	// unread (intake.ErrNotDurable) until the log works again. Default
+	// DefaultMaxUnstored.
+	MaxUnstored int
 }
 
 // EvidenceLog is where evidence goes before the engine sees it: the local
@@ -142,19 +148,30 @@ type Pipeline struct {
 	// the background (nobody waits for their acknowledgement).
 	syncKick chan struct{}
 	syncDone chan struct{}
+
+	// unstored keeps evaluated changes until they are durable (durable.go).
+	unstored unstored
 }
 
 // syncer syncs the evidence log whenever AddRecords stored something:
 // one fsync covers every batch appended before it, and the ring-buffer
-// reader never waits for the disk.
+// reader never waits for the disk. Every retryStoreEvery it also syncs
+// when changes wait for durability that no listener's Sync took care of
+// (syslog acknowledges nothing; a failed append waits to be retried).
 func (p *Pipeline) syncer() {
 	defer close(p.syncDone)
+	t := time.NewTicker(retryStoreEvery)
+	defer t.Stop()
 	for {
 		select {
 		case <-p.done:
 			return
 		case <-p.syncKick:
 			_ = p.Sync(context.Background()) // counted and logged by Sync
+		case <-t.C:
+			if n, _ := p.unstoredStats(); n > 0 {
+				_ = p.Sync(context.Background())
+			}
 		}
 	}
 }
@@ -195,6 +212,9 @@ func New(cfg Config, sink alert.Sink, logger *zap.Logger) (*Pipeline, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxUnstored <= 0 {
+		cfg.MaxUnstored = DefaultMaxUnstored
 	}
 	p := &Pipeline{
 		cfg:     cfg,
@@ -364,21 +384,6 @@ func (p *Pipeline) store(ctx context.Context, items []evidence.Item) error {
 	return nil
 }
 
-// Sync makes the evidence Handle and AddRecords stored durable, per the
-// evidence log's fsync policy (intake.Syncer: listeners call it before
-// they acknowledge). Without an evidence log it returns nil.
-func (p *Pipeline) Sync(ctx context.Context) error {
-	if p.cfg.Evidence == nil {
-		return nil
-	}
-	if err := p.cfg.Evidence.Sync(ctx); err != nil {
-		p.counters.syncErr.Add(1)
-		p.warnStore(err)
-		return fmt.Errorf("%w: %w", ErrNotStored, err)
-	}
-	return nil
-}
-
 // warnStore logs an evidence log failure at most once a minute (the
 // counters have all of them).
 func (p *Pipeline) warnStore(err error) {
@@ -419,10 +424,14 @@ func (p *Pipeline) feed(it *evidence.Item) error {
 // full alert queue, a closing pipeline or a cancelled ctx is
 // intake.ErrBusy, so the sender offers it again. With an evidence log the
 // changes are durable once Sync returns, which the listeners call before
-// they acknowledge; when the log cannot store them (a full disk) the
-// engine still evaluates them but the result is intake.ErrBusy, so the
-// sender keeps them and offers them again (the engine recognises the
-// repeat).
+// they acknowledge; when the log cannot store them (a full disk, a failed
+// fsync) the engine still evaluates them but the result is
+// intake.ErrNotDurable, so the sender keeps them and offers them again.
+// The decoder takes that re-send for a duplicate when its records have
+// record ids: their changes are then kept and appended again until a Sync
+// makes them durable (durable.go), so the re-send is acknowledged only
+// once they are. While those kept changes are at Config.MaxUnstored,
+// payloads are refused unread.
 func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 	p.counters.payloads.Add(1)
 	if err := ctx.Err(); err != nil {
@@ -432,6 +441,14 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 	if why := p.busyReason(); why != "" {
 		p.counters.busy.Add(1)
 		return intake.Result{Err: fmt.Errorf("handle %s message: %s: %w", m.Transport, why, intake.ErrBusy)}
+	}
+	if p.cfg.Evidence != nil && p.unstoredFull() {
+		if err := p.Sync(ctx); err != nil || p.unstoredFull() {
+			p.counters.busy.Add(1)
+			p.counters.unstoredFull.Add(1)
+			return intake.Result{Err: fmt.Errorf("handle %s message: evidence waiting to be stored is at its bound (%d bytes): %w: %w",
+				m.Transport, p.cfg.MaxUnstored, intake.ErrNotDurable, intake.ErrBusy)}
+		}
 	}
 	id := binding.Identity{Token: m.Meta[intake.MetaTokenName], CertSubject: m.Meta[intake.MetaClientCert],
 		Local: m.Transport == intake.TransportFile}
@@ -456,6 +473,7 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 		arrival = p.cfg.Now()
 	}
 	items := make([]evidence.Item, 0, len(changes))
+	keep := make([]bool, 0, len(changes))
 	for i := range changes {
 		c := &changes[i]
 		if p.cfg.ObserveLag != nil && !c.Time.IsZero() {
@@ -474,8 +492,9 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 		}
 		ec.Origin = origin
 		items = append(items, evidence.Item{Arrival: arrival, Change: &ec})
+		keep = append(keep, keepable(c))
 	}
-	stored := p.store(ctx, items)
+	stored := p.storeAcked(ctx, items, keep)
 	for i := range items {
 		if err := p.feed(&items[i]); err != nil {
 			rejected++
@@ -581,13 +600,15 @@ type counters struct {
 	batches    atomic.Uint64
 	undeliv    atomic.Uint64
 	// The evidence log and the alert ledger.
-	notStored   atomic.Uint64 // evidence evaluated but not stored
-	syncErr     atomic.Uint64
-	alreadySent atomic.Uint64 // alert records the ledger already had
-	ledgerErr   atomic.Uint64
-	replayed    map[string]uint64 // by kind, at the rebuild
-	rebuildDur  time.Duration
-	rebuilt     bool
+	notStored    atomic.Uint64 // evidence evaluated but not stored
+	syncErr      atomic.Uint64
+	restored     atomic.Uint64 // kept changes appended again after a failure
+	unstoredFull atomic.Uint64 // payloads refused: kept changes at their bound
+	alreadySent  atomic.Uint64 // alert records the ledger already had
+	ledgerErr    atomic.Uint64
+	replayed     map[string]uint64 // by kind, at the rebuild
+	rebuildDur   time.Duration
+	rebuilt      bool
 }
 
 // rejectReasons are the reasons each kind of evidence can be refused for

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/evidence"
+	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 
@@ -443,4 +446,101 @@ func TestReplacementAndOriginAcrossRestart(t *testing.T) {
 	if len(origins) != 2 || origins[0] != "token:wec01@192.0.2.10" || origins[1] != origins[0] {
 		t.Fatalf("stored origins %q", origins)
 	}
+}
+
+// alertSummary is what an analyst reads first of each alert record: port,
+// confidence, action and the Windows event it cites.
+func alertSummary(t *testing.T, recs []alert.Record) []string {
+	t.Helper()
+	var out []string
+	for _, r := range recs {
+		var a struct {
+			Destination struct{ Port int } `json:"destination"`
+			Event       struct{ Action string }
+			Knockwatch  struct {
+				Confidence string
+				Change     *struct {
+					EventID  int    `json:"event_id"`
+					RecordID uint64 `json:"record_id"`
+				}
+			}
+		}
+		if err := json.Unmarshal(r.JSON, &a); err != nil {
+			t.Fatal(err)
+		}
+		s := fmt.Sprintf("%d %s %s", a.Destination.Port, a.Knockwatch.Confidence, a.Event.Action)
+		if c := a.Knockwatch.Change; c != nil {
+			s += fmt.Sprintf(" %d/%d", c.EventID, c.RecordID)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// The Security 4946 that a Firewall 2004 replaced (Replaces) is sent again
+// after a restart — a forwarder re-sending its queue, a WEC re-delivering.
+// The restarted decoder has neither its record id nor the join state that
+// made it redundant, so it emits the port-less 4946 again. It must not come
+// back beside the 2004: a port-less change gives a medium alert for every
+// port, so a knock followed by a connection to a port the 2004 does not
+// open would alert only because of the restart. The alerts must be those
+// of the same events in one process.
+func TestReplacedRecordResentAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	const ruleID = "{5E1A2B3C-0000-4000-8000-000000000450}"
+	fw := eventXML("Microsoft-Windows-Windows Firewall With Advanced Security/Firewall", 2004, 811, changeAt,
+		"RuleId", ruleID, "RuleName", "updater", "Direction", "1", "Protocol", "6", "LocalPorts", "450", "Action", "3",
+		"Active", "1", "ModifyingUser", "S-1-5-21-1-2-3-1001", "ModifyingApplication", `C:\Windows\System32\netsh.exe`)
+	sec := eventXML("Security", 4946, 99001, changeAt.Add(2*time.Millisecond),
+		"ProfileChanged", "All", "RuleId", ruleID, "RuleName", "updater")
+	// The attacker connects to a port the rule does not open (451, never
+	// seen closed: no network-only medium alert either), then to 450.
+	attack := func(p *Pipeline) {
+		t.Helper()
+		if err := p.AddKnock(ctx, knock(changeAt.Add(-4*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+		other := handshake(changeAt.Add(20*time.Second), 451)
+		other.PortLastClosed = time.Time{}
+		for _, h := range []any{other, handshake(changeAt.Add(30*time.Second), 450)} {
+			if err := p.AddHandshake(ctx, h.(*sensor.Handshake)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	handle := func(p *Pipeline, payloads ...[]byte) {
+		t.Helper()
+		for _, pl := range payloads {
+			if res := p.Handle(ctx, intake.Message{Transport: intake.TransportHTTP, Payload: pl, Received: changeAt.Add(10 * time.Second)}); res.Err != nil {
+				t.Fatal(res.Err)
+			}
+		}
+		if err := p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk := &testClock{t: changeAt.Add(10 * time.Second)}
+
+	// Reference: one process sees the same events.
+	one := start(t, t.TempDir(), clk, false)
+	handle(one.p, sec, fw, sec)
+	attack(one.p)
+	one.stop(t)
+	want := alertSummary(t, one.sink.records())
+
+	dir := t.TempDir()
+	first := start(t, dir, clk, false)
+	handle(first.p, sec, fw)
+	first.stop(t)
+	second := start(t, dir, clk, false)
+	handle(second.p, sec)
+	if n := second.p.Engine().Stats().Changes; n != 1 {
+		t.Errorf("after the re-sent 4946 the engine holds %d changes, want the 2004 alone", n)
+	}
+	attack(second.p)
+	second.stop(t)
+	if got := alertSummary(t, second.sink.records()); !reflect.DeepEqual(got, want) {
+		t.Fatalf("alerts after the restart and the re-sent 4946:\n  %q\nwant those of one process:\n  %q", got, want)
+	}
+	t.Logf("alerts in both: %q", want)
 }

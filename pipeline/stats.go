@@ -43,6 +43,13 @@ type Stats struct {
 	// engine evaluated it; events were not acknowledged); SyncErrors
 	// failed syncs of the log.
 	NotStored, SyncErrors uint64
+	// Unstored is the changes kept until the evidence log makes them
+	// durable (their re-send would be taken for a duplicate), UnstoredBytes
+	// their estimated size (bounded by Config.MaxUnstored); Restored counts
+	// kept changes appended again after a failed append or sync;
+	// UnstoredFull payloads refused unread at the bound.
+	Unstored, UnstoredBytes int
+	Restored, UnstoredFull  uint64
 	// Replayed counts evidence replayed into the engine at the rebuild, by
 	// kind; RebuildDuration is how long the rebuild took (Rebuilt: one
 	// ran).
@@ -73,6 +80,8 @@ func (p *Pipeline) Stats() Stats {
 		AlertsUndelivered: c.undeliv.Load(),
 		NotStored:         c.notStored.Load(),
 		SyncErrors:        c.syncErr.Load(),
+		Restored:          c.restored.Load(),
+		UnstoredFull:      c.unstoredFull.Load(),
 		AlertsAlreadySent: c.alreadySent.Load(),
 		LedgerErrors:      c.ledgerErr.Load(),
 	}
@@ -87,6 +96,7 @@ func (p *Pipeline) Stats() Stats {
 		s.Rejected[k] = maps.Clone(m)
 	}
 	c.mu.Unlock()
+	s.Unstored, s.UnstoredBytes = p.unstoredStats()
 	p.mu.Lock()
 	s.AlertsQueued = len(p.queue)
 	p.mu.Unlock()

@@ -8,11 +8,13 @@ import (
 	"net"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -47,23 +49,31 @@ func compressedWindow(t testing.TB, size int) (frame []byte, events uint32, infl
 	return out.Bytes(), events, raw.Len()
 }
 
-// heapSampler records the largest heap in use while it runs.
+// heapSampler records, while it runs, the largest heap in use and the
+// largest live heap: the bytes the last completed collection found
+// reachable (runtime/metrics /gc/heap/live:bytes), which is what the
+// program holds, whatever the collector's pacing lets the heap grow to
+// between collections.
 type heapSampler struct {
-	peak atomic.Uint64
-	stop chan struct{}
-	done chan struct{}
+	peak, peakLive atomic.Uint64
+	cycles         uint64 // collections that completed while it ran
+	stop, done     chan struct{}
 }
 
 func sampleHeap(every time.Duration) *heapSampler {
 	h := &heapSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(samples)
+	first := samples[1].Value.Uint64()
 	go func() {
 		defer close(h.done)
 		var ms runtime.MemStats
 		for {
 			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > h.peak.Load() {
-				h.peak.Store(ms.HeapInuse)
-			}
+			h.peak.Store(max(h.peak.Load(), ms.HeapInuse))
+			metrics.Read(samples)
+			h.peakLive.Store(max(h.peakLive.Load(), samples[0].Value.Uint64()))
+			h.cycles = samples[1].Value.Uint64() - first
 			select {
 			case <-h.stop:
 				return
@@ -74,29 +84,45 @@ func sampleHeap(every time.Duration) *heapSampler {
 	return h
 }
 
-func (h *heapSampler) end() uint64 {
+// end stops the sampler and returns the peaks of the heap in use and of
+// the live heap.
+func (h *heapSampler) end() (peak, peakLive uint64) {
 	close(h.stop)
 	<-h.done
-	return h.peak.Load()
+	return h.peak.Load(), h.peakLive.Load()
 }
 
 // The intake's share of the worst-case memory (docs/RELIABILITY.md,
-// "Worst-case memory"): the memory budget, twice over for the garbage
-// collector's pacing (GOGC=100 lets the heap reach twice the live set
-// between collections), plus the fixed cost of every connection the
-// default configuration allows (bufio, zlib and TLS state). The whole
+// "Worst-case memory"). What the intake holds — the live heap — is the
+// memory budget, the fixed cost of every connection the default
+// configuration allows (bufio, zlib and TLS state) and 64 MiB for the rest
+// of the path (the pipeline, the decoder, buffers in flight). Between
+// collections the heap in use reaches about twice the live heap
+// (GOGC=100: the next collection starts when the heap has grown by the
+// live heap found by the last one), so the heap in use is bounded by twice
+// all of it — not twice the budget plus the rest: the budget is not the
+// only live memory, and the collector doubles everything live. The whole
 // process adds the engine's and decoder's caps to this.
 const (
-	beatsConnFixed   = 160 << 10 // bufio 32 KiB, zlib inflater ~45 KiB, TLS buffers, goroutine stacks
-	intakeWorstCase  = 2*intake.DefaultMemoryBudget + intake.DefaultBeatsMaxConns*beatsConnFixed + 64<<20
+	beatsConnFixed  = 160 << 10 // bufio 32 KiB, zlib inflater ~45 KiB, TLS buffers, goroutine stacks
+	intakeLiveWorst = intake.DefaultMemoryBudget + intake.DefaultBeatsMaxConns*beatsConnFixed + 64<<20
+	intakeWorstCase = 2 * intakeLiveWorst
+	// memoryTestWindow is each connection's window, inflated.
 	memoryTestWindow = 12 << 20
 )
 
 // As many Beats connections as the default configuration allows (64)
 // send highly compressed windows at once (12 MiB of Winlogbeat-shaped JSON
 // in about 200 KiB each; each connection would hold 10 MiB chunks): the
-// memory budget makes them wait, the heap stays under the intake's
-// documented worst case, and every event is still acknowledged and counted.
+// memory budget makes them wait, the live heap stays under the intake's
+// documented worst case (and so the heap in use under twice that), and
+// every event is still acknowledged and counted.
+//
+// The live heap is the bound that holds whatever the machine's load: the
+// heap in use between collections depends on how fast the collector runs
+// beside the connections (it peaked at 587 MiB once on a loaded machine,
+// over the 586 MiB this test used to allow for it: that bound doubled the
+// budget but not the ~35 MiB live beside it).
 func TestHostilePeerCompressedWindowsHeapBounded(t *testing.T) {
 	conns := intake.DefaultBeatsMaxConns
 	if testing.Short() {
@@ -111,8 +137,10 @@ func TestHostilePeerCompressedWindowsHeapBounded(t *testing.T) {
 	bs, err := intake.NewBeatsServer(intake.BeatsConfig{Addr: "127.0.0.1:0", Budget: budget, Timeout: 2 * time.Minute}, p, log)
 	must(t, err)
 	defer bs.Close()
-	// `knockwatch run` leaves the collector at its defaults: so does the test.
-	debug.SetGCPercent(100)
+	// The collector as `knockwatch run` sets it: GOGC at its default, the
+	// soft memory limit at memory_limit's default.
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(config.DefaultMemoryLimit))
 	runtime.GC()
 	var base runtime.MemStats
 	runtime.ReadMemStats(&base)
@@ -140,7 +168,7 @@ func TestHostilePeerCompressedWindowsHeapBounded(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	peak := hs.end()
+	peak, peakLive := hs.end()
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -152,15 +180,22 @@ func TestHostilePeerCompressedWindowsHeapBounded(t *testing.T) {
 	if st.Received != uint64(conns)*uint64(events) {
 		t.Fatalf("handled %d events, want %d", st.Received, uint64(conns)*uint64(events))
 	}
+	if hs.cycles < 3 {
+		t.Fatalf("only %d collections ran during the test: the live heap was not measured under load", hs.cycles)
+	}
+	if liveGrew := peakLive - min(peakLive, base.HeapAlloc); liveGrew > intakeLiveWorst {
+		t.Fatalf("live heap grew by %d MiB under %d compressed windows, over the documented intake worst case of %d MiB live",
+			liveGrew>>20, conns, intakeLiveWorst>>20)
+	}
 	if grew > intakeWorstCase {
-		t.Fatalf("heap grew by %d MiB under %d compressed windows, over the documented intake worst case of %d MiB",
+		t.Fatalf("heap in use grew by %d MiB under %d compressed windows, over twice the documented live worst case (%d MiB)",
 			grew>>20, conns, intakeWorstCase>>20)
 	}
 	if bst.Peak > intake.DefaultMemoryBudget {
 		t.Fatalf("budget held %d bytes at most, over its %d", bst.Peak, intake.DefaultMemoryBudget)
 	}
 	t.Logf("RESULT %d Beats connections each sending a %d KiB compressed window of %d MiB (%d events): all acknowledged in %v; "+
-		"heap in use %d MiB before, peak %d MiB (+%d MiB; documented intake worst case %d MiB); budget peak %d MiB of %d, %d waits",
-		conns, len(frame)>>10, inflated>>20, events, elapsed.Round(time.Millisecond), base.HeapInuse>>20, peak>>20, grew>>20,
-		intakeWorstCase>>20, bst.Peak>>20, bst.Capacity>>20, bst.Waits)
+		"live heap peak %d MiB over %d collections (documented intake worst case %d MiB live); heap in use %d MiB before, peak %d MiB (+%d MiB, bound %d MiB); budget peak %d MiB of %d, %d waits",
+		conns, len(frame)>>10, inflated>>20, events, elapsed.Round(time.Millisecond), peakLive>>20, hs.cycles, intakeLiveWorst>>20,
+		base.HeapInuse>>20, peak>>20, grew>>20, intakeWorstCase>>20, bst.Peak>>20, bst.Capacity>>20, bst.Waits)
 }

@@ -53,7 +53,8 @@ func (s *state) firewallEvent(h *hostState, r *record, emit func(ExposureChange)
 		key := strings.ToLower(c.RuleID)
 		ri, ok := h.rules.get(key)
 		if ok && ri.haveFW {
-			copyRuleShape(&c, &ri.fw)
+			last := ri.fw.whole()
+			copyRuleShape(&c, &last)
 			c.Joined = refPtr(ri.fw.Source)
 		}
 		if !ok {
@@ -62,7 +63,8 @@ func (s *state) firewallEvent(h *hostState, r *record, emit func(ExposureChange)
 		}
 		s.replaceSecurity(h, ri, &c)
 		if !ri.haveFW || !c.Time.Before(ri.fw.Time) {
-			ri.fw, ri.haveFW, ri.fwKind = c, true, c.Kind
+			s.release(ri.fw.long)
+			ri.fw, ri.haveFW, ri.fwKind = s.keep(c), true, c.Kind
 		}
 		emit(c)
 	case 2033, 2059:
@@ -131,10 +133,11 @@ func (s *state) ruleChange(h *hostState, c ExposureChange, emit func(ExposureCha
 	if ri.haveFW && c.Time.Before(ri.fw.Time) {
 		emit(c)
 		if !c.Active && ri.fw.Active && ri.fwKind == KindRuleModified && within(ri.fw.Time, c.Time, s.opts.JoinWindow) {
-			up := ri.fw
+			// Emitted again with its whole values, not the kept cut.
+			up := ri.fw.whole()
 			up.Kind = KindRuleEnabled
 			up.Joined = refPtr(c.Source)
-			ri.fw, ri.fwKind = up, KindRuleEnabled
+			ri.fw.Kind, ri.fw.Joined, ri.fwKind = up.Kind, up.Joined, KindRuleEnabled
 			s.counts.Joins++
 			emit(up)
 		}
@@ -145,7 +148,8 @@ func (s *state) ruleChange(h *hostState, c ExposureChange, emit func(ExposureCha
 		c.Joined = refPtr(ri.fw.Source)
 		s.counts.Joins++
 	}
-	ri.fw, ri.haveFW, ri.fwKind = kept(c), true, c.Kind
+	s.release(ri.fw.long)
+	ri.fw, ri.haveFW, ri.fwKind = s.keep(c), true, c.Kind
 	emit(c)
 }
 
@@ -174,7 +178,13 @@ func (s *state) replaceSecurity(h *hostState, ri *ruleInfo, c *ExposureChange) {
 	c.Replaces = sec
 	s.counts.Redundant++
 	if ni, ok := h.names.get(ri.secName); ok {
-		ni.pending = slices.DeleteFunc(ni.pending, func(p pendingRule) bool { return p.c.Source == *sec })
+		ni.pending = slices.DeleteFunc(ni.pending, func(p pendingRule) bool {
+			if p.c.Source == *sec {
+				s.release(p.c.long)
+				return true
+			}
+			return false
+		})
 	}
 }
 
@@ -231,7 +241,8 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 	ri.sec[op], ri.secName = refPtr(c.Source), c.RuleName
 	if c.Kind == KindRuleDeleted {
 		if ri.haveFW {
-			copyRuleShape(&c, &ri.fw)
+			last := ri.fw.whole()
+			copyRuleShape(&c, &last)
 			c.Joined = refPtr(ri.fw.Source)
 		} else if ni, ok := h.names.get(c.RuleName); ok {
 			if b := ni.closestBatch(c.Time, s.opts.JoinWindow); b != nil {
@@ -249,7 +260,7 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		h.names.put(c.RuleName, ni)
 	}
 	ni.addRule(c.RuleID, c.Time)
-	p := pendingRule{c: kept(c)}
+	p := pendingRule{c: s.keep(c)}
 	if b := ni.closestBatch(c.Time, s.opts.JoinWindow); b != nil {
 		joined := c
 		b.applyTo(&joined)
@@ -260,6 +271,7 @@ func (s *state) mpssvcRule(h *hostState, r *record, emit func(ExposureChange)) {
 		emit(c)
 	}
 	if len(ni.pending) >= maxPendingPerName {
+		s.release(ni.pending[0].c.long)
 		ni.pending = ni.pending[1:]
 		h.stored--
 		s.counts.PendingDropped++
@@ -288,7 +300,9 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 		if waiting, ok := h.waiting.get(id); ok {
 			h.waiting.remove(id)
 			h.stored -= len(waiting)
-			for _, l := range waiting {
+			for _, w := range waiting {
+				l := w.whole()
+				s.release(w.long)
 				l.RuleName = name
 				if ni, ok := h.names.get(name); ok {
 					l.RuleID = ni.ruleIDAt(src.Time, s.opts.JoinWindow)
@@ -336,11 +350,12 @@ func (s *state) filterChange(h *hostState, r *record, emit func(ExposureChange))
 	kept := ni.pending[:0]
 	for _, p := range ni.pending {
 		if !within(p.c.Time, b.time, s.opts.JoinWindow) {
+			s.release(p.c.long)
 			continue
 		}
 		d := absDur(p.c.Time.Sub(b.time))
 		if !p.joined || d < p.dist || (d == p.dist && !p.emitted.Covers(b.ports)) {
-			c := p.c
+			c := p.c.whole()
 			b.applyTo(&c)
 			p.joined, p.dist, p.emitted = true, d, c.Ports
 			s.counts.Joins++
@@ -388,12 +403,13 @@ func (s *state) listener(h *hostState, r *record, emit func(ExposureChange)) {
 		} else {
 			w, _ := h.waiting.get(rtid)
 			if len(w) >= maxWaitingPerID {
+				s.release(w[0].long)
 				w = w[1:]
 				h.stored--
 				s.counts.PendingDropped++
 			}
 			h.stored++
-			h.waiting.put(rtid, append(w, kept(c)))
+			h.waiting.put(rtid, append(w, s.keep(c)))
 		}
 	}
 	emit(c)

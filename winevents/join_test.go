@@ -1,6 +1,7 @@
 package winevents
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -465,5 +466,102 @@ func TestForgedRecordDoesNotPreClaimTheRealOne(t *testing.T) {
 	}
 	if s := d.Stats(); s.DedupeConflicts != 1 {
 		t.Fatalf("conflicts %d after re-sends, want 1", s.DedupeConflicts)
+	}
+}
+
+// TestReemittedChangesKeepWholeValues: the join state keeps its changes'
+// strings cut at 512 bytes (bounded memory), but a change it emits again —
+// a modify found to be an enable, a 4946 given its ports by a late 5447, a
+// listener given its rule, a deletion given the rule's shape — carries the
+// whole values, like every other emitted change: a long path must not come
+// out cut (with "<truncated>") because its partner arrived second.
+func TestReemittedChangesKeepWholeValues(t *testing.T) {
+	longApp := `C:\Program Files\` + strings.Repeat(`Vendor Software Folder\`, 30) + `tool.exe`
+	longMod := `C:\Tools\` + strings.Repeat(`deploy\`, 90) + `netsh.exe`
+	longProfiles := strings.Repeat("Domain,Private,Public,", 30)
+	if len(longApp) <= maxKeptFieldBytes || len(longMod) <= maxKeptFieldBytes || len(longProfiles) <= maxKeptFieldBytes {
+		t.Fatal("test values must be over the join state's cut")
+	}
+	whole := func(what string, c ExposureChange, field, want string) {
+		t.Helper()
+		got := map[string]string{"Application": c.Application, "ModifyingApplication": c.ModifyingApplication, "Profiles": c.Profiles}[field]
+		if got != want {
+			t.Errorf("%s: %s is %d bytes (%q…), want the whole %d", what, field, len(got), got[max(0, len(got)-24):], len(want))
+		}
+	}
+
+	// The enable forwarded before the older inactive add: the enable is
+	// emitted again from the join state.
+	data := withField(withField(ruleData, "ApplicationPath", longApp), "ModifyingApplication", longMod)
+	enable := at(fwEvent(2005, data...), 100, 1649)
+	add := at(fwEvent(2004, withField(data, "Active", "0")...), 0, 1648)
+	got := decodeAll(t, NewDecoder(Options{}), enable, add)
+	if len(got) != 3 || got[2].Kind != KindRuleEnabled {
+		t.Fatalf("modify then older inactive add: %+v", got)
+	}
+	whole("modified → enabled", got[2], "Application", longApp)
+	whole("modified → enabled", got[2], "ModifyingApplication", longMod)
+
+	// A deletion takes the rule's shape from the join state.
+	del := at(fwEvent(2006, "RuleId", "{11111111-2222-3333-4444-555555555555}", "RuleName", "knock"), 200, 1650)
+	got = decodeAll(t, NewDecoder(Options{}), enable, del)
+	if len(got) != 2 || got[1].Kind != KindRuleDeleted {
+		t.Fatalf("delete: %+v", got)
+	}
+	whole("deleted", got[1], "Application", longApp)
+
+	// A 4946 first, then the 5447 of its rule name: the 4946 again, with
+	// ports. (Its join keys RuleId and RuleName are cut when read, in
+	// every change alike.)
+	sec := at(secEvent(4946, "ProfileChanged", longProfiles, "RuleId", "{F7259D6F-D580-4DF1-8371-60520B42164D}", "RuleName", "atomic testing"), 1, 50)
+	got = decodeAll(t, NewDecoder(Options{}), sec, filter5447(0, "75144", "ALE Receive/Accept v4 Layer"))
+	if len(got) != 2 || got[1].Ports.String() != "450" {
+		t.Fatalf("4946 then 5447: %+v", got)
+	}
+	whole("4946 first emitted", got[0], "Profiles", longProfiles)
+	whole("4946 joined", got[1], "Profiles", longProfiles)
+
+	// A listener first, then the 5447 of its filter: the listener again,
+	// with its rule.
+	lst := at(secEvent(5154, "ProcessId", "42", "Application", longApp, "SourceAddress", "0.0.0.0", "SourcePort", "450",
+		"Protocol", "6", "FilterRTID", "75143", "LayerName", "%%14609"), 500, 60)
+	got = decodeAll(t, NewDecoder(Options{}), lst, filter5447(0, "75143", "ALE Listen v4 Layer"))
+	if len(got) != 2 || got[1].RuleName != "atomic testing" {
+		t.Fatalf("listener then 5447: %+v", got)
+	}
+	whole("listener joined", got[1], "Application", longApp)
+}
+
+// Think like the attacker: rules with long paths from many hosts, to make
+// the join state keep megabytes of whole values. They share one budget;
+// past it the oldest go (counted), and what replaced or dropped state held
+// is given back.
+func TestWholeValuesBudget(t *testing.T) {
+	d := NewDecoder(Options{})
+	long := strings.Repeat(`C:\x\`, 300) // 1,500 bytes
+	n := 2 * maxLongBytes / (2 * len(long))
+	for i := range n {
+		e := at(fwEvent(2004, withField(withField(withField(ruleData, "RuleId", fmt.Sprintf("{R%d}", i)),
+			"ApplicationPath", long), "ModifyingApplication", long)...), i, uint64(1000+i))
+		e.computer = fmt.Sprintf("WS%02d.corp.example", i%16)
+		if _, res := d.Decode([]byte(renderXML(e, false))); res.Relevant != 1 {
+			t.Fatalf("event %d: %+v", i, res)
+		}
+	}
+	d.st.mu.Lock()
+	held, entries := d.st.longBytes, d.st.long.Len()
+	d.st.mu.Unlock()
+	if held > maxLongBytes || held != entries*2*len(long) {
+		t.Fatalf("whole values hold %d bytes in %d entries, budget %d", held, entries, maxLongBytes)
+	}
+	if s := d.Stats(); s.LongValuesDropped == 0 {
+		t.Fatalf("the budget was never hit: %+v", s)
+	}
+	// A rule replaced by a newer record gives its whole values back.
+	d = NewDecoder(Options{})
+	data := withField(ruleData, "ApplicationPath", long)
+	decodeAll(t, d, at(fwEvent(2004, data...), 0, 1), at(fwEvent(2005, data...), 10, 2), at(fwEvent(2005, data...), 20, 3))
+	if d.st.longBytes != len(long) {
+		t.Fatalf("one rule's state holds %d bytes of whole values, want %d", d.st.longBytes, len(long))
 	}
 }

@@ -39,7 +39,7 @@ type ruleRef struct {
 
 // pendingRule is a 4946/4947 emitted before (or without) its filters.
 type pendingRule struct {
-	c       ExposureChange
+	c       keptChange
 	joined  bool
 	dist    time.Duration // distance to the batch it was joined with
 	emitted PortSet

@@ -64,7 +64,9 @@ func (r *record) getRaw(name string) string {
 // maxKeptFieldBytes bounds every string of a change the join state keeps
 // (rule names, paths, users): a forwarder could otherwise make each kept
 // change as large as an event (1 MiB). Emitted changes keep their values
-// whole; real values are far shorter (MAX_PATH is 260 characters).
+// whole (whole.go: also those emitted again from the join state), except
+// the join keys RuleId, RuleName and FilterName, cut when read; real
+// values are far shorter (MAX_PATH is 260 characters).
 const maxKeptFieldBytes = 512
 
 // truncatedMark ends a value cut at a bound. '<' and '>' cannot be in a
@@ -81,15 +83,6 @@ func clampField(v string, max int) string {
 		cut--
 	}
 	return v[:cut] + truncatedMark
-}
-
-// kept returns c with its strings bounded, for the join state.
-func kept(c ExposureChange) ExposureChange {
-	for _, f := range []*string{&c.Host, &c.Profiles, &c.RuleID, &c.RuleName, &c.RuleGroup, &c.Application, &c.Service,
-		&c.ModifyingUser, &c.ModifyingApplication, &c.LocalSideBy, &c.Layer, &c.Setting} {
-		*f = clampField(*f, maxKeptFieldBytes)
-	}
-	return c
 }
 
 func (r *record) source() SourceRef {

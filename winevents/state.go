@@ -1,6 +1,7 @@
 package winevents
 
 import (
+	"container/list"
 	"hash/maphash"
 	"net/netip"
 	"strings"
@@ -22,6 +23,10 @@ type state struct {
 	// entries is the number of join-table entries over all hosts, kept
 	// under opts.MaxJoinEntries by dropping the least recently active hosts.
 	entries int
+	// long holds the whole values of kept changes' cut strings, oldest
+	// first; longBytes their size, under maxLongBytes (whole.go).
+	long      *list.List
+	longBytes int
 }
 
 // stateCounts are guarded by state.mu and copied into Stats.
@@ -35,6 +40,9 @@ type stateCounts struct {
 	Joins           uint64
 	Redundant       uint64
 	PendingDropped  uint64
+	// LongDropped counts whole values of cut strings dropped at the
+	// budget (maxLongBytes): changes emitted again from them are cut.
+	LongDropped uint64
 }
 
 type dedupeKey struct {
@@ -43,12 +51,12 @@ type dedupeKey struct {
 }
 
 type hostState struct {
-	rules     *lru[string, *ruleInfo]        // by lower-case RuleId
-	names     *lru[string, *nameInfo]        // by rule name = 5447 FilterName
-	filters   *lru[uint64, *filterInfo]      // by 5447 FilterId
-	waiting   *lru[uint64, []ExposureChange] // listeners waiting for their FilterRTID
-	listening *lru[uint32, struct{}]         // proto<<16 | port seen in 5154/5158
-	ips       []netip.Addr                   // learned local addresses (bounded)
+	rules     *lru[string, *ruleInfo]    // by lower-case RuleId
+	names     *lru[string, *nameInfo]    // by rule name = 5447 FilterName
+	filters   *lru[uint64, *filterInfo]  // by 5447 FilterId
+	waiting   *lru[uint64, []keptChange] // listeners waiting for their FilterRTID
+	listening *lru[uint32, struct{}]     // proto<<16 | port seen in 5154/5158
+	ips       []netip.Addr               // learned local addresses (bounded)
 	// stored counts the changes kept inside entries (4946/4947 pending
 	// their filters, listeners waiting for theirs): each counts as an
 	// entry, so MaxJoinEntries bounds the changes kept, not only the keys.
@@ -57,7 +65,7 @@ type hostState struct {
 
 // ruleInfo is the last known state of a rule.
 type ruleInfo struct {
-	fw     ExposureChange // last Firewall-channel change (haveFW)
+	fw     keptChange // last Firewall-channel change (haveFW)
 	haveFW bool
 	fwKind Kind // kind as first emitted for fw (to upgrade modified->enabled once)
 	// fwSeen is the event time of the newest Firewall-channel record of
@@ -108,7 +116,7 @@ const (
 )
 
 func newState(o Options) *state {
-	s := &state{opts: o}
+	s := &state{opts: o, long: list.New()}
 	s.seen = newLRU[dedupeKey, fingerprints](o.DedupeSize, &s.counts.DedupeEvicted)
 	s.seed = maphash.MakeSeed()
 	s.hosts = newLRU[string, *hostState](o.MaxHosts, &s.counts.HostsEvicted)
@@ -146,11 +154,22 @@ func (s *state) host(name string) *hostState {
 		rules:     newLRU[string, *ruleInfo](n, ev),
 		names:     newLRU[string, *nameInfo](n, ev),
 		filters:   newLRU[uint64, *filterInfo](n, ev),
-		waiting:   newLRU[uint64, []ExposureChange](n, ev),
+		waiting:   newLRU[uint64, []keptChange](n, ev),
 		listening: newLRU[uint32, struct{}](n, ev),
 	}
-	h.names.onEvict = func(_ string, ni *nameInfo) { h.stored -= len(ni.pending) }
-	h.waiting.onEvict = func(_ uint64, w []ExposureChange) { h.stored -= len(w) }
+	h.rules.onEvict = func(_ string, ri *ruleInfo) { s.release(ri.fw.long) }
+	h.names.onEvict = func(_ string, ni *nameInfo) {
+		h.stored -= len(ni.pending)
+		for _, p := range ni.pending {
+			s.release(p.c.long)
+		}
+	}
+	h.waiting.onEvict = func(_ uint64, w []keptChange) {
+		h.stored -= len(w)
+		for _, l := range w {
+			s.release(l.long)
+		}
+	}
 	s.hosts.put(k, h)
 	return h
 }

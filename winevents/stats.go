@@ -17,6 +17,10 @@ type Stats struct {
 	// because too many records waited for the same partner: each shows a
 	// cap being hit.
 	DedupeEvicted, HostsEvicted, JoinEvicted, PendingDropped uint64
+	// LongValuesDropped counts whole values of strings the join state cut
+	// (over 512 bytes) dropped at their 16 MiB budget: a change emitted
+	// again from the join state then carries the cut, marked value.
+	LongValuesDropped uint64
 	// DedupeConflicts counts records whose (computer, channel, record id)
 	// was seen before with other content: processed as new, because one
 	// of them was forged or rewritten on the way.
@@ -53,6 +57,7 @@ func (d *Decoder) Stats() Stats {
 	s.JoinEntries = d.st.entries
 	d.st.mu.Unlock()
 	s.DedupeEvicted, s.HostsEvicted, s.JoinEvicted, s.PendingDropped = sc.DedupeEvicted, sc.HostsEvicted, sc.JoinEvicted, sc.PendingDropped
+	s.LongValuesDropped = sc.LongDropped
 	s.Joins, s.Redundant = sc.Joins, sc.Redundant
 	s.DedupeConflicts = sc.DedupeConflicts
 	s.HostIPsDropped = d.c.hostIPsDropped.Load()

@@ -54,14 +54,14 @@ var (
 	dInDropped    = desc("events_dropped_total", "Messages a transport refused or lost, by reason (unauthorized, too_large, busy, ...).", "transport", "reason")
 	dDecRecords   = desc("decoder_records_total", "Windows event records per format and outcome (read, relevant, skipped, duplicate, rejected, emitted).", "format", "outcome")
 	dDecRejected  = desc("decoder_rejected_total", "Windows event records rejected by reason.", "reason")
-	dDecEvicted   = desc("decoder_evicted_total", "Decoder state dropped at a cap: dedupe keys, hosts, join entries, pending joins.", "table")
+	dDecEvicted   = desc("decoder_evicted_total", "Decoder state dropped at a cap: dedupe keys, hosts, join entries, pending joins, long_values (whole values of strings over 512 bytes kept for changes emitted again, 16 MiB budget).", "table")
 	dDecJoins     = desc("decoder_joins_total", "Two-record joins completed (4946+5447, 5447+5154, 2004+2005).")
 	dDecRedundant = desc("decoder_redundant_total", "Security 4946/4947/4948 records made redundant by the Firewall channel's record of the same rule change (not emitted, or replaced by it).")
 	dDecHosts     = desc("decoder_hosts", "Hosts with decoder join state.")
 
 	dCorState     = desc("correlate_state", "Correlation state sizes.", "table")
 	dCorWatermark = desc("correlate_watermark_seconds", "The engine's event-time watermark (unix seconds).")
-	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late; for changes also replaced, updated).", "kind", "outcome")
+	dCorEvidence  = desc("correlate_evidence_total", "Evidence given to the engine by kind (knock, handshake, change) and outcome (in, rejected, duplicate, late; for changes also replaced, updated, replaced_resent: a record a stored change replaced, arriving again).", "kind", "outcome")
 	dCorIgnored   = desc("correlate_changes_ignored_total", "Exposure changes that cannot open a TCP port inbound, by reason.", "reason")
 	dCorUnres     = desc("correlate_changes_unresolved_total", "Exposure changes naming a host the inventory did not know on arrival.")
 	dCorCapHits   = desc("correlate_cap_hits_total", "Times a correlation state cap was reached.", "table")
@@ -113,6 +113,10 @@ var (
 	dLedgerErrors = desc("alert_ledger_errors_total", "Failed writes of the alert ledger (those alerts may be sent again after a restart).")
 	dAlreadySent  = desc("alerts_already_sent_total", "Alert records not sent because the ledger shows the sinks accepted them before a restart.")
 	dNotStored    = desc("pipeline_evidence_not_stored_total", "Evidence the engine evaluated that the evidence log could not store.")
+	dUnstored     = desc("pipeline_evidence_unstored", "Evaluated changes kept until the evidence log makes them durable (their re-send would be a duplicate): items.")
+	dUnstoredB    = desc("pipeline_evidence_unstored_bytes", "Estimated bytes of the evaluated changes kept until the evidence log makes them durable (bound: 64 MiB).")
+	dRestored     = desc("pipeline_evidence_restored_total", "Kept changes appended to the evidence log again after a failed append or fsync.")
+	dUnstoredFull = desc("pipeline_evidence_unstored_full_total", "Event payloads refused unread because the changes waiting to be stored were at their bound.")
 )
 
 var allDescs = []*prometheus.Desc{
@@ -127,7 +131,7 @@ var allDescs = []*prometheus.Desc{
 	dSinkRecords, dSinkErrors, dSinkReqs, dSinkSpool, dSinkSpoolN, dSinkSpoolC, dSinkCorrupt,
 	dEvBytes, dEvCapacity, dEvSegments, dEvRecords, dEvAppended, dEvAppBytes, dEvFsyncs, dEvErrors, dEvCorrupt, dEvCorruptB,
 	dEvTorn, dEvUndecod, dEvRemoved, dEvRemovedR, dEvRebuildSec, dEvReplayed, dLedgerIDs, dLedgerBytes, dLedgerErrors,
-	dAlreadySent, dNotStored,
+	dAlreadySent, dNotStored, dUnstored, dUnstoredB, dRestored, dUnstoredFull,
 }
 
 type collector struct{ src Sources }
@@ -362,6 +366,7 @@ func (c *collector) collectDecoder(ch chan<- prometheus.Metric) {
 	counter(ch, dDecEvicted, s.HostsEvicted, "hosts")
 	counter(ch, dDecEvicted, s.JoinEvicted, "join")
 	counter(ch, dDecEvicted, s.PendingDropped, "pending")
+	counter(ch, dDecEvicted, s.LongValuesDropped, "long_values")
 	counter(ch, dDecJoins, s.Joins)
 	counter(ch, dDecRedundant, s.Redundant)
 	gauge(ch, dDecHosts, float64(s.Hosts))
@@ -388,6 +393,8 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 	}
 	counter(ch, dCorEvidence, s.ChangesReplaced, "change", "replaced")
 	counter(ch, dCorEvidence, s.ChangesUpdated, "change", "updated")
+	counter(ch, dCorEvidence, s.ReplacedResent, "change", "replaced_resent")
+	gauge(ch, dCorState, float64(s.ReplacedRecords), "replaced_records")
 	ign := map[string]uint64{}
 	for _, r := range []string{correlate.IgnoredOutbound, correlate.IgnoredBlock, correlate.IgnoredInactive,
 		correlate.IgnoredNotTCP, correlate.IgnoredDeleted, correlate.IgnoredService, correlate.IgnoredKind} {
@@ -400,7 +407,7 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 		counter(ch, dCorIgnored, ign[r], r)
 	}
 	counter(ch, dCorUnres, s.ChangesUnresolved)
-	for _, table := range []string{"pairs", "changes", "handshakes"} {
+	for _, table := range []string{"pairs", "changes", "handshakes", "replaced_records"} {
 		counter(ch, dCorCapHits, s.CapHits[table], table)
 		counter(ch, dCorEvicted, s.Evicted[table], table)
 	}
@@ -458,6 +465,10 @@ func (c *collector) collectPipeline(ch chan<- prometheus.Metric) {
 	counter(ch, dPipeWErr, s.WriteErrors)
 	counter(ch, dAlreadySent, s.AlertsAlreadySent)
 	counter(ch, dNotStored, s.NotStored)
+	gauge(ch, dUnstored, float64(s.Unstored))
+	gauge(ch, dUnstoredB, float64(s.UnstoredBytes))
+	counter(ch, dRestored, s.Restored)
+	counter(ch, dUnstoredFull, s.UnstoredFull)
 }
 
 func (c *collector) collectSinks(ch chan<- prometheus.Metric) {
