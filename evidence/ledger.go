@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,9 @@ type LedgerConfig struct {
 	Fsync  string
 	Logger *zap.Logger
 	Now    func() time.Time
+	// SyncFile fsyncs a segment file; nil: (*os.File).Sync (fault tests
+	// inject failures, like LogConfig.SyncFile).
+	SyncFile func(f *os.File) error
 }
 
 // Ledger remembers the alert records the sinks accepted, so that a
@@ -134,6 +138,7 @@ func OpenLedger(cfg LedgerConfig) (*Ledger, error) {
 	st, notes, err := openStore(storeConfig{
 		dir: cfg.Dir, format: &ledgerFormat, maxBytes: cfg.MaxBytes, segBytes: cfg.MaxBytes / 4,
 		segAge: max(cfg.MaxAge/4, time.Second), fsync: cfg.Fsync == FsyncBatch, stamp: markStamp, now: cfg.Now,
+		syncFile: cfg.SyncFile,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open alert ledger: %w", err)

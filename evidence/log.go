@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,9 @@ type LogConfig struct {
 	Logger *zap.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// SyncFile fsyncs a segment file; nil: (*os.File).Sync. Fault tests
+	// set it to inject fsync failures (internal/testsupport/faultdisk).
+	SyncFile func(f *os.File) error
 }
 
 func (c *LogConfig) defaults() error {
@@ -156,7 +160,7 @@ func OpenLog(cfg LogConfig) (*Log, error) {
 	st, notes, err := openStore(storeConfig{
 		dir: cfg.Dir, format: &logFormat, maxBytes: cfg.MaxBytes, segBytes: cfg.SegmentBytes,
 		segAge: max(cfg.MaxAge/4, time.Second), fsync: cfg.Fsync == FsyncBatch, stamp: itemStamp, now: cfg.Now,
-		removed: l.removedAtBound,
+		removed: l.removedAtBound, syncFile: cfg.SyncFile,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open evidence log: %w", err)

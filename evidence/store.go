@@ -56,6 +56,9 @@ type storeConfig struct {
 	// does nothing (appends survive a crash of the process, not of the
 	// machine).
 	fsync bool
+	// syncFile fsyncs a segment file (LogConfig.SyncFile); nil:
+	// (*os.File).Sync.
+	syncFile func(*os.File) error
 	// stamp returns the time a payload counts for in the age bound
 	// (unix ns), or false when the payload does not decode.
 	stamp func(p []byte) (int64, bool)
@@ -115,6 +118,9 @@ type storeCounters struct {
 func openStore(cfg storeConfig) (s *store, notes []string, err error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
+	}
+	if cfg.syncFile == nil {
+		cfg.syncFile = (*os.File).Sync
 	}
 	if err := os.MkdirAll(cfg.dir, 0o750); err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", cfg.dir, err)
@@ -354,14 +360,14 @@ func (s *store) sync(ctx context.Context) error {
 	s.mu.Unlock()
 	var errs []error
 	for _, g := range sealed {
-		if err := g.Sync(); err != nil {
+		if err := s.cfg.syncFile(g); err != nil {
 			errs = append(errs, fmt.Errorf("fsync %s: %w", filepath.Base(g.Name()), err))
 		}
 		_ = g.Close()
 	}
 	if f != nil {
 		// f stays open while syncMu is held: a seal only hands it over.
-		if err := f.Sync(); err != nil {
+		if err := s.cfg.syncFile(f); err != nil {
 			errs = append(errs, fmt.Errorf("fsync %s: %w", filepath.Base(f.Name()), err))
 			// After a failed fsync the file's state is unknown: write on
 			// in a new segment.
