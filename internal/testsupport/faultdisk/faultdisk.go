@@ -39,6 +39,13 @@ func (d *Disk) FailNext(n int) {
 	d.mu.Unlock()
 }
 
+// Heal ends injected failures: fsyncs succeed again.
+func (d *Disk) Heal() {
+	d.mu.Lock()
+	d.fail, d.down = 0, false
+	d.mu.Unlock()
+}
+
 // PowerCut makes every later fsync fail and lose what it would have made
 // durable: what a closing process still fsyncs does not survive, as after
 // kill -9 followed by a power cut.
