@@ -76,6 +76,9 @@ type keptItem struct {
 
 // retryItems returns the kept evidence as the log takes it.
 func (u *unstored) retryItems() []evidence.Item {
+	if len(u.retry) == 0 {
+		return nil
+	}
 	out := make([]evidence.Item, len(u.retry))
 	for i := range u.retry {
 		out[i] = u.retry[i].it
@@ -157,7 +160,11 @@ func (p *Pipeline) storeKept(ctx context.Context, items []evidence.Item, keep []
 	}
 	u.mu.Unlock()
 
-	err := p.cfg.Evidence.Append(ctx, slices.Concat(retried, valid))
+	batch := valid
+	if len(retried) > 0 {
+		batch = slices.Concat(retried, valid)
+	}
+	err := p.cfg.Evidence.Append(ctx, batch)
 
 	u.mu.Lock()
 	defer u.mu.Unlock()
