@@ -35,6 +35,26 @@
 // (a full disk: ErrNoSpace) is an error of that Append or Sync, counted by
 // reason; the log keeps working once there is room again.
 //
+// # Failed fsyncs
+//
+// Linux reports a failed write-back once: the fsync returns EIO, the pages
+// are marked clean (their data may never reach the disk), and the next
+// fsync of the same file succeeds. So the store never fsyncs a failed file
+// again to make it count. It keeps in memory every batch appended since the
+// last good fsync (the tail, bounded by MaxUnsynced); after a failed fsync,
+// or a failed write, it closes the segments, cuts each back to what a good
+// fsync covered (so a restart does not read those records twice), and
+// writes the whole tail again into a new segment — before any newer batch,
+// and before an fsync may succeed. A Sync that returns nil therefore covers
+// every batch appended before it, whatever failed in between; until the
+// tail can be written and fsynced, Sync fails. An Append that fails is not
+// in the log and not kept: its caller keeps it (the pipeline keeps sensor
+// records and decoded changes, the Ledger its marks) and appends it again.
+// At MaxUnsynced an Append first fsyncs; if that fails it is refused
+// (ErrUnsynced, counted), so a failing disk cannot grow memory without
+// bound. The ledger uses the same store, and Ledger.Sync writes again what
+// its failures left without waiting for the next alert.
+//
 // The log's interface — Append, Sync, Replay — is the seam a distributed
 // deployment replaces with a topic: Append is a produce, Sync a flush
 // waiting for the acknowledgements, Replay a read from an offset found by

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,11 @@ const (
 	markVersion = 1
 	maxMarkID   = 256
 )
+
+// maxKeptMarkBytes bounds the encoded marks a failed append leaves in
+// memory to write again; past it marks are dropped and counted (a restart
+// may then send those alerts again: at least once, never lost).
+const maxKeptMarkBytes = 4 << 20
 
 var ledgerFormat = frame.Format{
 	Magic:      "KWA1",
@@ -85,6 +92,9 @@ type LedgerConfig struct {
 	Fsync  string
 	Logger *zap.Logger
 	Now    func() time.Time
+	// SyncFile fsyncs a segment file; nil: (*os.File).Sync (fault tests
+	// inject failures, like LogConfig.SyncFile).
+	SyncFile func(f *os.File) error
 }
 
 // Ledger remembers the alert records the sinks accepted, so that a
@@ -100,7 +110,16 @@ type Ledger struct {
 	mu   sync.Mutex
 	best map[string]ledgerEntry
 
-	recorded, errs atomic.Uint64
+	// wmu serialises writes, so that marks a failed append left (kept)
+	// go to the ledger before newer ones.
+	wmu        sync.Mutex
+	kept       []byte // frames of the marks whose append failed, in order
+	keptN      int
+	keptNewest int64
+	lastWarn   time.Time
+
+	recorded, errs, dropped atomic.Uint64
+	keptMarks               atomic.Int64
 }
 
 type ledgerEntry struct {
@@ -132,8 +151,9 @@ func OpenLedger(cfg LedgerConfig) (*Ledger, error) {
 	}
 	l := &Ledger{cfg: cfg, log: cfg.Logger.Named("evidence"), best: map[string]ledgerEntry{}}
 	st, notes, err := openStore(storeConfig{
-		dir: cfg.Dir, format: &ledgerFormat, maxBytes: cfg.MaxBytes, segBytes: cfg.MaxBytes / 4,
+		dir: cfg.Dir, format: &ledgerFormat, maxBytes: cfg.MaxBytes, segBytes: cfg.MaxBytes / 4, maxTail: cfg.MaxBytes / 4,
 		segAge: max(cfg.MaxAge/4, time.Second), fsync: cfg.Fsync == FsyncBatch, stamp: markStamp, now: cfg.Now,
+		syncFile: cfg.SyncFile,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open alert ledger: %w", err)
@@ -174,43 +194,90 @@ func (l *Ledger) Rank(id string) (int, bool) {
 	return e.rank, ok
 }
 
-// Record appends marks and (with FsyncBatch) fsyncs them.
+// Record appends marks and (with FsyncBatch) fsyncs them, after the marks
+// earlier failures left. On an error the marks are not lost: those whose
+// append failed are kept in memory (bounded, maxKeptMarkBytes) and those
+// whose fsync failed are written again by the log's store, both before
+// any later Record or Sync can succeed.
 func (l *Ledger) Record(ctx context.Context, marks []Mark) error {
 	if len(marks) == 0 {
 		return nil
 	}
 	var buf []byte
 	var newest int64
-	valid := marks[:0:0]
+	n := 0
+	l.mu.Lock()
 	for _, m := range marks {
 		if m.ID == "" || len(m.ID) > maxMarkID || len(m.Action) > maxMarkID {
 			continue
 		}
-		valid = append(valid, m)
+		l.note(m)
+		n++
 		start := len(buf)
 		buf = ledgerFormat.Begin(buf)
 		buf = appendMark(buf, m)
 		buf = ledgerFormat.End(buf, start)
 		newest = max(newest, m.Time.UnixNano())
 	}
-	if len(valid) == 0 {
+	l.mu.Unlock()
+	if n == 0 {
 		return nil
 	}
-	l.mu.Lock()
-	for _, m := range valid {
-		l.note(m)
+	return l.write(ctx, buf, n, newest)
+}
+
+// Sync makes every mark recorded durable: it appends the marks a failed
+// append left and fsyncs (writing again what a failed fsync covered). The
+// pipeline calls it periodically, so that a failure is made good without
+// waiting for the next alert.
+func (l *Ledger) Sync(ctx context.Context) error { return l.write(ctx, nil, 0, 0) }
+
+// write appends the kept marks and then buf (n marks), and syncs.
+func (l *Ledger) write(ctx context.Context, buf []byte, n int, newest int64) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	all, total, nw := buf, n, newest
+	if l.keptN > 0 {
+		all = append(slices.Clip(l.kept), buf...)
+		total += l.keptN
+		nw = max(nw, l.keptNewest)
 	}
-	l.mu.Unlock()
-	err := l.st.append(buf, len(valid), newest)
-	if err == nil {
-		err = l.st.sync(ctx)
+	if total > 0 {
+		if err := l.st.append(ctx, all, total, nw); err != nil {
+			l.keepLocked(buf, n, newest)
+			l.errs.Add(1)
+			return fmt.Errorf("record delivered alerts (%d marks kept in memory to write again): %w", l.keptN, err)
+		}
+		l.kept, l.keptN, l.keptNewest = nil, 0, 0
+		l.keptMarks.Store(0)
+		l.recorded.Add(uint64(total))
 	}
-	if err != nil {
+	if err := l.st.sync(ctx); err != nil {
 		l.errs.Add(1)
 		return fmt.Errorf("record delivered alerts: %w", err)
 	}
-	l.recorded.Add(uint64(len(valid)))
 	return nil
+}
+
+// keepLocked keeps marks whose append failed, up to maxKeptMarkBytes;
+// past it they are dropped, counted and logged (at most once a minute).
+func (l *Ledger) keepLocked(buf []byte, n int, newest int64) {
+	if n == 0 {
+		return
+	}
+	if len(l.kept)+len(buf) > maxKeptMarkBytes {
+		l.dropped.Add(uint64(n))
+		if now := time.Now(); now.Sub(l.lastWarn) >= time.Minute {
+			l.lastWarn = now
+			l.log.Error("alert ledger: the marks waiting to be written again are at their bound: these are dropped, and a restart may send their alerts again",
+				zap.Int(fieldRecords, n), zap.Int("kept", l.keptN), zap.String(fieldDir, l.cfg.Dir))
+		}
+		return
+	}
+	l.kept = append(l.kept, buf...)
+	l.keptN += n
+	l.keptNewest = max(l.keptNewest, newest)
+	l.keptMarks.Store(int64(l.keptN))
 }
 
 // Maintain forgets marks older than MaxAge and removes their segments.
@@ -227,9 +294,17 @@ func (l *Ledger) Maintain(now time.Time) {
 	l.mu.Unlock()
 }
 
-// Close fsyncs, closes and unlocks.
+// Close writes the marks a failed append left, fsyncs, closes and unlocks.
 func (l *Ledger) Close() error {
-	if err := l.st.close(); err != nil {
+	var werr error
+	l.wmu.Lock()
+	if l.keptN > 0 {
+		if err := l.st.append(context.Background(), l.kept, l.keptN, l.keptNewest); err != nil {
+			werr = fmt.Errorf("%d marks not recorded (a restart may send their alerts again): %w", l.keptN, err)
+		}
+	}
+	l.wmu.Unlock()
+	if err := errors.Join(werr, l.st.close()); err != nil {
 		return fmt.Errorf("close alert ledger: %w", err)
 	}
 	return nil
@@ -241,8 +316,13 @@ type LedgerStats struct {
 	Entries int
 	Bytes   int64
 	// Recorded counts marks written by this process; Errors failed
-	// writes (a restart may then send those alerts again).
-	Recorded, Errors uint64
+	// appends and fsyncs (the marks are kept and written again: see
+	// Record); Dropped marks lost because those waiting to be written
+	// again were at their bound (a restart may send those alerts again).
+	Recorded, Errors, Dropped uint64
+	// Unsynced is the marks no good fsync covered yet (kept in memory to
+	// write again after a failure).
+	Unsynced int
 	// CorruptFrames counts damaged or torn frames skipped.
 	CorruptFrames uint64
 }
@@ -253,5 +333,7 @@ func (l *Ledger) Stats() LedgerStats {
 	l.mu.Lock()
 	n := len(l.best)
 	l.mu.Unlock()
-	return LedgerStats{Entries: n, Bytes: s.Bytes, Recorded: l.recorded.Load(), Errors: l.errs.Load(), CorruptFrames: s.CorruptFrames}
+	tail, _ := l.st.tailStats()
+	return LedgerStats{Entries: n, Bytes: s.Bytes, Recorded: l.recorded.Load(), Errors: l.errs.Load(), Dropped: l.dropped.Load(),
+		Unsynced: tail + int(l.keptMarks.Load()), CorruptFrames: s.CorruptFrames}
 }

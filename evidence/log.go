@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ const (
 const (
 	DefaultMaxBytes     = 1 << 30
 	DefaultSegmentBytes = 64 << 20
+	DefaultMaxUnsynced  = 64 << 20
 )
 
 // maxItemBytes bounds one encoded item (a frame's payload); an item over it
@@ -81,10 +83,19 @@ type LogConfig struct {
 	SegmentBytes int64
 	// Fsync is FsyncBatch (default) or FsyncOff.
 	Fsync string
+	// MaxUnsynced bounds the bytes appended since the last good fsync,
+	// which the log keeps in memory (FsyncBatch) to write them again after
+	// a failed write or fsync (default DefaultMaxUnsynced, at most a
+	// quarter of MaxBytes). At the bound an append first fsyncs; if that
+	// fails the append is refused (ErrUnsynced).
+	MaxUnsynced int64
 	// Logger receives damage and bound notices (named "evidence").
 	Logger *zap.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// SyncFile fsyncs a segment file; nil: (*os.File).Sync. Fault tests
+	// set it to inject fsync failures (internal/testsupport/faultdisk).
+	SyncFile func(f *os.File) error
 }
 
 func (c *LogConfig) defaults() error {
@@ -99,6 +110,9 @@ func (c *LogConfig) defaults() error {
 	}
 	if c.SegmentBytes <= 0 {
 		c.SegmentBytes = min(DefaultSegmentBytes, c.MaxBytes/4)
+	}
+	if c.MaxUnsynced <= 0 {
+		c.MaxUnsynced = min(DefaultMaxUnsynced, c.MaxBytes/4)
 	}
 	if c.SegmentBytes > c.MaxBytes/4 {
 		return fmt.Errorf("evidence log: segment size %d over a quarter of the size bound %d", c.SegmentBytes, c.MaxBytes)
@@ -156,7 +170,7 @@ func OpenLog(cfg LogConfig) (*Log, error) {
 	st, notes, err := openStore(storeConfig{
 		dir: cfg.Dir, format: &logFormat, maxBytes: cfg.MaxBytes, segBytes: cfg.SegmentBytes,
 		segAge: max(cfg.MaxAge/4, time.Second), fsync: cfg.Fsync == FsyncBatch, stamp: itemStamp, now: cfg.Now,
-		removed: l.removedAtBound,
+		removed: l.removedAtBound, syncFile: cfg.SyncFile, maxTail: cfg.MaxUnsynced,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open evidence log: %w", err)
@@ -181,11 +195,14 @@ func (l *Log) removedAtBound(reason string, records int64) {
 }
 
 // Append writes items as one batch, in order. With FsyncBatch they are
-// durable once Sync returns; either way they survive a crash of the
-// process once Append returns. On an error none of them is in the log
-// (errors.Is(err, ErrNoSpace) for a full disk). An item that cannot be
-// encoded (no evidence, over 16 MiB) is skipped and counted, not an error.
-func (l *Log) Append(_ context.Context, items []Item) error {
+// durable once a Sync after it returns nil — even if Syncs fail in between:
+// the log keeps what no good fsync covered and writes it again (see Sync);
+// either way they survive a crash of the process once Append returns. On
+// an error none of them is in the log (errors.Is(err, ErrNoSpace) for a
+// full disk, ErrUnsynced while a failing disk holds MaxUnsynced in memory):
+// the caller keeps them if it needs them. An item that cannot be encoded
+// (no evidence, over 16 MiB) is skipped and counted, not an error.
+func (l *Log) Append(ctx context.Context, items []Item) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -223,7 +240,7 @@ func (l *Log) Append(_ context.Context, items []Item) error {
 	if n == 0 {
 		return nil
 	}
-	if err := l.st.append(buf, n, newest); err != nil {
+	if err := l.st.append(ctx, buf, n, newest); err != nil {
 		return fmt.Errorf("append evidence: %w", err)
 	}
 	for k, v := range kinds {
@@ -234,6 +251,15 @@ func (l *Log) Append(_ context.Context, items []Item) error {
 
 // Sync returns once every batch appended before it is durable (fsynced);
 // with FsyncOff it returns at once. Concurrent calls share fsyncs.
+//
+// A failed fsync is not retried on the same file: Linux reports a failed
+// write-back once, drops the pages, and a second fsync succeeds without
+// them. The log cuts its segments back to what the last good fsync
+// covered, closes them, and writes every batch appended since then again
+// into a new segment (before any newer batch), so a later Sync that returns
+// nil covers them; until that works Sync keeps failing (counted in
+// Stats.Errors; Stats.Cut and Stats.Rewritten count the recoveries). A
+// failed write does the same at the next Sync.
 func (l *Log) Sync(ctx context.Context) error {
 	if err := l.st.sync(ctx); err != nil {
 		return fmt.Errorf("sync evidence log: %w", err)
@@ -315,9 +341,18 @@ type Stats struct {
 	AppendedBytes uint64
 	TooLarge      uint64
 	// Fsyncs counts fsync calls; Errors failed appends and fsyncs by
-	// reason (no_space, io).
+	// reason (no_space, io, unsynced_full).
 	Fsyncs uint64
 	Errors map[string]uint64
+	// Unsynced and UnsyncedBytes are the records appended since the last
+	// good fsync, kept in memory to write again after a failure (bounded
+	// by MaxUnsynced); Cut counts segments cut back to their last good
+	// fsync after a failed write or fsync, Rewritten the records written
+	// again after one.
+	Unsynced      int
+	UnsyncedBytes int64
+	Cut           uint64
+	Rewritten     uint64
 	// CorruptFrames and CorruptBytes count damaged or torn frames skipped;
 	// TornSegments segments whose last append was cut short; Undecodable
 	// CRC-valid records that did not decode.
@@ -339,7 +374,9 @@ func (l *Log) Stats() Stats {
 		Fsyncs: s.Fsyncs, Errors: s.Errors, CorruptFrames: s.CorruptFrames, CorruptBytes: s.CorruptBytes,
 		TornSegments: s.TornSegments, Undecodable: s.Undecodable,
 		RemovedSegments: s.RemovedSegments, RemovedRecords: s.RemovedRecords,
+		Cut: s.Cut, Rewritten: s.Rewritten,
 	}
+	out.Unsynced, out.UnsyncedBytes = l.st.tailStats()
 	for _, k := range Kinds {
 		out.Appended[k.String()] = l.appended[k].Load()
 	}

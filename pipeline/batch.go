@@ -140,9 +140,11 @@ func (p *Pipeline) writeQueued(ctx context.Context) error {
 		p.counters.written.Add(uint64(n))
 		if p.cfg.Delivered != nil {
 			if err := p.cfg.Delivered.Record(ctx, marks); err != nil {
-				// Delivered, but a restart may send these again (same ids).
+				// Delivered; the ledger keeps the marks and writes them
+				// again (the syncer's Sync at the latest). A restart
+				// before that may send these again (same ids).
 				p.counters.ledgerErr.Add(1)
-				p.log.Error("could not record delivered alerts: a restart may send them again", zap.Int(fieldRecords, n), zap.Error(err))
+				p.warnLedger(err, n)
 			}
 		}
 		p.mu.Lock()
@@ -175,6 +177,9 @@ func (p *Pipeline) Close() error {
 	if p.syncDone != nil {
 		<-p.syncDone
 		if err := p.Sync(context.Background()); err != nil {
+			if n, _ := p.unstoredStats(); n > 0 {
+				err = fmt.Errorf("close pipeline: %d pieces of evidence the evidence log refused are not stored (a restart cannot rebuild them): %w", n, err)
+			}
 			errs = append(errs, err)
 		}
 	}
@@ -195,6 +200,8 @@ func (p *Pipeline) Close() error {
 		case <-time.After(minRetry):
 		}
 	}
+	// Marks a failed ledger write left (the ledger's Close does the same).
+	p.syncLedger(context.Background())
 	p.mu.Lock()
 	left := p.queue
 	p.queue = nil

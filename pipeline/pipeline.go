@@ -84,10 +84,13 @@ type Config struct {
 	// record whose rank it already has for that id is not sent again.
 	Delivered AlertLedger
 	// MaxUnstored bounds the bytes of changes the engine evaluated that
-	// wait for the evidence log to make them durable (a full disk, a
-	// failing fsync: see Sync); at the bound event payloads are refused
-	// unread (intake.ErrNotDurable) until the log works again. Default
-	// DefaultMaxUnstored.
+	// wait to be appended again because the evidence log refused them (a
+	// full disk, a failing disk at the log's own bound: see Sync); at the
+	// bound event payloads are refused
+	// unread (intake.ErrNotDurable) until the log works again. Sensor
+	// records the log refused are kept too, within half of it (past that
+	// they are dropped and counted: a flood of them cannot take the room
+	// of acknowledged changes). Default DefaultMaxUnstored.
 	MaxUnstored int
 }
 
@@ -95,6 +98,10 @@ type Config struct {
 // evidence.Log or, in a distributed deployment, a topic. Append writes a
 // batch in order (it survives a crash of the process once Append
 // returns); Sync returns once everything appended before it is durable.
+// A batch Append accepted is the log's to keep until durable, across
+// failed Syncs (evidence.Log keeps what no good fsync covered and writes it
+// again; a producer retries until the broker acknowledges): the pipeline
+// appends again only what Append refused.
 type EvidenceLog interface {
 	Append(ctx context.Context, items []evidence.Item) error
 	Sync(ctx context.Context) error
@@ -108,9 +115,12 @@ type EvidenceSource interface {
 
 // AlertLedger remembers, per alert id, the best rank
 // (correlate.Alert.Rank) the sinks accepted (evidence.Ledger).
+// Record keeps what it could not make durable and writes it again, at the
+// latest at the next Sync (the pipeline calls Sync every retryStoreEvery).
 type AlertLedger interface {
 	Rank(id string) (int, bool)
 	Record(ctx context.Context, marks []evidence.Mark) error
+	Sync(ctx context.Context) error
 }
 
 // ErrFuture refuses an event time too far ahead of its arrival.
@@ -141,8 +151,8 @@ type Pipeline struct {
 
 	counters counters
 
-	wmuWarn  sync.Mutex
-	lastWarn time.Time
+	wmuWarn                        sync.Mutex
+	lastWarn, lastDrop, lastLedger time.Time
 
 	// syncKick wakes the syncer, which makes sensor records durable in
 	// the background (nobody waits for their acknowledgement).
@@ -153,11 +163,13 @@ type Pipeline struct {
 	unstored unstored
 }
 
-// syncer syncs the evidence log whenever AddRecords stored something:
+// syncer syncs the evidence log whenever something was appended to it:
 // one fsync covers every batch appended before it, and the ring-buffer
 // reader never waits for the disk. Every retryStoreEvery it also syncs
-// when changes wait for durability that no listener's Sync took care of
-// (syslog acknowledges nothing; a failed append waits to be retried).
+// the evidence log (a no-op when nothing waits: evidence a failed append
+// left, or a failed fsync's range the log writes again) and the alert
+// ledger (marks a failed write or fsync left), so a failure is made good
+// without waiting for new evidence or the next alert.
 func (p *Pipeline) syncer() {
 	defer close(p.syncDone)
 	t := time.NewTicker(retryStoreEvery)
@@ -169,10 +181,22 @@ func (p *Pipeline) syncer() {
 		case <-p.syncKick:
 			_ = p.Sync(context.Background()) // counted and logged by Sync
 		case <-t.C:
-			if n, _ := p.unstoredStats(); n > 0 {
+			if p.cfg.Evidence != nil {
 				_ = p.Sync(context.Background())
 			}
+			p.syncLedger(context.Background())
 		}
+	}
+}
+
+// syncLedger syncs the alert ledger, logging a failure at most once a
+// minute (the ledger counts them).
+func (p *Pipeline) syncLedger(ctx context.Context) {
+	if p.cfg.Delivered == nil {
+		return
+	}
+	if err := p.cfg.Delivered.Sync(ctx); err != nil {
+		p.warnLedger(err, 0)
 	}
 }
 
@@ -237,7 +261,7 @@ func New(cfg Config, sink alert.Sink, logger *zap.Logger) (*Pipeline, error) {
 	}
 	p.engine = eng
 	go p.flusher()
-	if cfg.Evidence != nil {
+	if cfg.Evidence != nil || cfg.Delivered != nil {
 		p.syncKick = make(chan struct{}, 1)
 		p.syncDone = make(chan struct{})
 		go p.syncer()
@@ -271,8 +295,9 @@ func (p *Pipeline) AddRecord(ctx context.Context, r sensor.Record) error {
 // fsync policy): sensor records are acknowledged to no one, so neither
 // the engine nor the ring-buffer reader waits for the disk. A log that
 // cannot store them (a full disk) does not stop detection: the engine
-// still gets them, the failure is counted and logged, and the error wraps
-// ErrNotStored.
+// still gets them, the failure is counted and logged, the records are kept
+// and appended again before the next Sync can succeed (bounded: see
+// Config.MaxUnstored), and the error wraps ErrNotStored.
 func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -307,11 +332,6 @@ func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 	}
 	if stored != nil {
 		errs = append(errs, stored)
-	} else if p.syncKick != nil {
-		select {
-		case p.syncKick <- struct{}{}:
-		default: // a sync is already due; it covers this batch
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -357,33 +377,6 @@ func (p *Pipeline) AddChange(c *winevents.ExposureChange) error {
 // store (the engine still evaluated it).
 var ErrNotStored = errors.New("evidence not stored in the evidence log")
 
-// store appends the valid items to the evidence log (evidence the engine
-// will refuse is not stored: the engine counts it). A failure is counted
-// and logged (at most once a minute) and returned wrapping ErrNotStored.
-func (p *Pipeline) store(ctx context.Context, items []evidence.Item) error {
-	if p.cfg.Evidence == nil || len(items) == 0 {
-		return nil
-	}
-	valid := items
-	for i := range items {
-		if items[i].Validate() != nil {
-			valid = make([]evidence.Item, 0, len(items))
-			for j := range items {
-				if items[j].Validate() == nil {
-					valid = append(valid, items[j])
-				}
-			}
-			break
-		}
-	}
-	if err := p.cfg.Evidence.Append(ctx, valid); err != nil {
-		p.counters.notStored.Add(uint64(len(valid)))
-		p.warnStore(err)
-		return fmt.Errorf("%w: %w", ErrNotStored, err)
-	}
-	return nil
-}
-
 // warnStore logs an evidence log failure at most once a minute (the
 // counters have all of them).
 func (p *Pipeline) warnStore(err error) {
@@ -391,9 +384,9 @@ func (p *Pipeline) warnStore(err error) {
 	defer p.wmuWarn.Unlock()
 	if now := time.Now(); now.Sub(p.lastWarn) >= time.Minute {
 		p.lastWarn = now
-		msg := "evidence log write failed: evidence is evaluated but not stored; events are not acknowledged (senders retry) until it works again"
+		msg := "evidence log write failed: evidence is evaluated but not yet durable; it is kept and written again, and events are not acknowledged (senders retry) until that works"
 		if errors.Is(err, evidence.ErrNoSpace) {
-			msg = "evidence log: the state directory's disk is full: evidence is evaluated but not stored, and events are not acknowledged (senders retry) until there is room"
+			msg = "evidence log: the state directory's disk is full: evidence is evaluated but not yet stored; it is kept and written again, and events are not acknowledged (senders retry) until there is room"
 		}
 		p.log.Error(msg, zap.Error(err))
 	}
@@ -602,13 +595,15 @@ type counters struct {
 	// The evidence log and the alert ledger.
 	notStored    atomic.Uint64 // evidence evaluated but not stored
 	syncErr      atomic.Uint64
-	restored     atomic.Uint64 // kept changes appended again after a failure
-	unstoredFull atomic.Uint64 // payloads refused: kept changes at their bound
-	alreadySent  atomic.Uint64 // alert records the ledger already had
-	ledgerErr    atomic.Uint64
-	replayed     map[string]uint64 // by kind, at the rebuild
-	rebuildDur   time.Duration
-	rebuilt      bool
+	restored     atomic.Uint64 // kept evidence appended again after a failure
+	unstoredFull atomic.Uint64 // payloads refused: kept evidence at its bound
+	// unacknowledged evidence (sensor records) not kept: at its bound
+	unstoredDropped atomic.Uint64
+	alreadySent     atomic.Uint64 // alert records the ledger already had
+	ledgerErr       atomic.Uint64
+	replayed        map[string]uint64 // by kind, at the rebuild
+	rebuildDur      time.Duration
+	rebuilt         bool
 }
 
 // rejectReasons are the reasons each kind of evidence can be refused for

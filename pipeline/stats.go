@@ -43,13 +43,15 @@ type Stats struct {
 	// engine evaluated it; events were not acknowledged); SyncErrors
 	// failed syncs of the log.
 	NotStored, SyncErrors uint64
-	// Unstored is the changes kept until the evidence log makes them
-	// durable (their re-send would be taken for a duplicate), UnstoredBytes
-	// their estimated size (bounded by Config.MaxUnstored); Restored counts
-	// kept changes appended again after a failed append or sync;
-	// UnstoredFull payloads refused unread at the bound.
-	Unstored, UnstoredBytes int
-	Restored, UnstoredFull  uint64
+	// Unstored is the evidence the evidence log refused that is kept to
+	// append again: changes whose re-send would be taken for a duplicate,
+	// and sensor records; UnstoredBytes their estimated size (bounded by
+	// Config.MaxUnstored); Restored counts kept items appended again;
+	// UnstoredFull payloads refused unread at the bound; UnstoredDropped
+	// sensor records not kept because those kept were at half the bound
+	// (a restart cannot rebuild them).
+	Unstored, UnstoredBytes                 int
+	Restored, UnstoredFull, UnstoredDropped uint64
 	// Replayed counts evidence replayed into the engine at the rebuild, by
 	// kind; RebuildDuration is how long the rebuild took (Rebuilt: one
 	// ran).
@@ -58,7 +60,8 @@ type Stats struct {
 	Rebuilt         bool
 	// AlertsAlreadySent counts alert records not sent because the ledger
 	// had them (delivered before a restart); LedgerErrors failed ledger
-	// writes (those alerts may be sent again after a restart).
+	// writes (the ledger keeps those marks and writes them again; a
+	// restart before that may send those alerts again).
 	AlertsAlreadySent, LedgerErrors uint64
 }
 
@@ -82,6 +85,7 @@ func (p *Pipeline) Stats() Stats {
 		SyncErrors:        c.syncErr.Load(),
 		Restored:          c.restored.Load(),
 		UnstoredFull:      c.unstoredFull.Load(),
+		UnstoredDropped:   c.unstoredDropped.Load(),
 		AlertsAlreadySent: c.alreadySent.Load(),
 		LedgerErrors:      c.ledgerErr.Load(),
 	}

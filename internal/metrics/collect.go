@@ -99,7 +99,11 @@ var (
 	dEvAppended   = desc("evidence_log_appended_total", "Evidence items appended to the evidence log by this process, by kind.", "kind")
 	dEvAppBytes   = desc("evidence_log_appended_bytes_total", "Bytes appended to the evidence log by this process.")
 	dEvFsyncs     = desc("evidence_log_fsyncs_total", "fsync calls of the evidence log (one covers every batch appended before it).")
-	dEvErrors     = desc("evidence_log_errors_total", "Failed appends and fsyncs of the evidence log, by reason (no_space, io): that evidence was evaluated but not stored, and not acknowledged.", "reason")
+	dEvErrors     = desc("evidence_log_errors_total", "Failed appends and fsyncs of the evidence log, by reason (no_space, io, unsynced_full: refused while the appends waiting for a good fsync were at their bound): that evidence was evaluated but not yet durable, and not acknowledged.", "reason")
+	dEvUnsynced   = desc("evidence_log_unsynced", "Evidence records appended since the evidence log's last good fsync, kept in memory to write again after a failed write or fsync.")
+	dEvUnsyncedB  = desc("evidence_log_unsynced_bytes", "Bytes of those records (bound: 64 MiB, at most a quarter of max_bytes).")
+	dEvCut        = desc("evidence_log_cut_segments_total", "Evidence log segments closed and cut back to their last good fsync after a failed write or fsync.")
+	dEvRewritten  = desc("evidence_log_rewritten_total", "Evidence records written again to a new segment after a failed write or fsync.")
 	dEvCorrupt    = desc("evidence_log_corrupt_frames_total", "Torn or damaged evidence log frames skipped (a torn last record after a crash or power cut counts here).")
 	dEvCorruptB   = desc("evidence_log_corrupt_bytes_total", "Bytes of torn or damaged evidence log frames skipped.")
 	dEvTorn       = desc("evidence_log_torn_segments_total", "Evidence log segments found ending with a torn record (an append cut short by a crash or power cut).")
@@ -110,13 +114,16 @@ var (
 	dEvReplayed   = desc("evidence_rebuild_records", "Records read at the start-up rebuild, by outcome (replayed into the engine, expired: older than retention, undecodable).", "outcome")
 	dLedgerIDs    = desc("alert_ledger_entries", "Alert ids the ledger of delivered alerts remembers.")
 	dLedgerBytes  = desc("alert_ledger_bytes", "Bytes of the alert ledger on disk.")
-	dLedgerErrors = desc("alert_ledger_errors_total", "Failed writes of the alert ledger (those alerts may be sent again after a restart).")
+	dLedgerErrors = desc("alert_ledger_errors_total", "Failed appends and fsyncs of the alert ledger (the marks are kept and written again; a restart before that may send those alerts again).")
+	dLedgerUnsync = desc("alert_ledger_unsynced", "Alert ledger marks no good fsync covered yet, kept in memory to write again.")
+	dLedgerDrop   = desc("alert_ledger_dropped_total", "Alert ledger marks dropped because those waiting to be written again were at their bound (4 MiB): a restart may send those alerts again.")
 	dAlreadySent  = desc("alerts_already_sent_total", "Alert records not sent because the ledger shows the sinks accepted them before a restart.")
 	dNotStored    = desc("pipeline_evidence_not_stored_total", "Evidence the engine evaluated that the evidence log could not store.")
 	dUnstored     = desc("pipeline_evidence_unstored", "Evaluated changes kept until the evidence log makes them durable (their re-send would be a duplicate): items.")
 	dUnstoredB    = desc("pipeline_evidence_unstored_bytes", "Estimated bytes of the evaluated changes kept until the evidence log makes them durable (bound: 64 MiB).")
 	dRestored     = desc("pipeline_evidence_restored_total", "Kept changes appended to the evidence log again after a failed append or fsync.")
 	dUnstoredFull = desc("pipeline_evidence_unstored_full_total", "Event payloads refused unread because the changes waiting to be stored were at their bound.")
+	dUnstoredDrop = desc("pipeline_evidence_unstored_dropped_total", "Sensor records the evidence log refused that were not kept to store again, because those kept were at half the bound (32 MiB): evaluated, not stored; a restart cannot rebuild them.")
 )
 
 var allDescs = []*prometheus.Desc{
@@ -131,7 +138,8 @@ var allDescs = []*prometheus.Desc{
 	dSinkRecords, dSinkErrors, dSinkReqs, dSinkSpool, dSinkSpoolN, dSinkSpoolC, dSinkCorrupt,
 	dEvBytes, dEvCapacity, dEvSegments, dEvRecords, dEvAppended, dEvAppBytes, dEvFsyncs, dEvErrors, dEvCorrupt, dEvCorruptB,
 	dEvTorn, dEvUndecod, dEvRemoved, dEvRemovedR, dEvRebuildSec, dEvReplayed, dLedgerIDs, dLedgerBytes, dLedgerErrors,
-	dAlreadySent, dNotStored, dUnstored, dUnstoredB, dRestored, dUnstoredFull,
+	dEvUnsynced, dEvUnsyncedB, dEvCut, dEvRewritten, dLedgerUnsync, dLedgerDrop,
+	dAlreadySent, dNotStored, dUnstored, dUnstoredB, dRestored, dUnstoredFull, dUnstoredDrop,
 }
 
 type collector struct{ src Sources }
@@ -189,9 +197,13 @@ func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {
 		}
 		counter(ch, dEvAppBytes, s.AppendedBytes)
 		counter(ch, dEvFsyncs, s.Fsyncs)
-		for _, r := range []string{evidence.ReasonNoSpace, evidence.ReasonIO} {
+		for _, r := range []string{evidence.ReasonNoSpace, evidence.ReasonIO, evidence.ReasonUnsynced} {
 			counter(ch, dEvErrors, s.Errors[r], r)
 		}
+		gauge(ch, dEvUnsynced, float64(s.Unsynced))
+		gauge(ch, dEvUnsyncedB, float64(s.UnsyncedBytes))
+		counter(ch, dEvCut, s.Cut)
+		counter(ch, dEvRewritten, s.Rewritten)
 		counter(ch, dEvCorrupt, s.CorruptFrames)
 		counter(ch, dEvCorruptB, s.CorruptBytes)
 		counter(ch, dEvTorn, s.TornSegments)
@@ -211,6 +223,8 @@ func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {
 		gauge(ch, dLedgerIDs, float64(s.Entries))
 		gauge(ch, dLedgerBytes, float64(s.Bytes))
 		counter(ch, dLedgerErrors, s.Errors)
+		gauge(ch, dLedgerUnsync, float64(s.Unsynced))
+		counter(ch, dLedgerDrop, s.Dropped)
 	}
 }
 
@@ -469,6 +483,7 @@ func (c *collector) collectPipeline(ch chan<- prometheus.Metric) {
 	gauge(ch, dUnstoredB, float64(s.UnstoredBytes))
 	counter(ch, dRestored, s.Restored)
 	counter(ch, dUnstoredFull, s.UnstoredFull)
+	counter(ch, dUnstoredDrop, s.UnstoredDropped)
 }
 
 func (c *collector) collectSinks(ch chan<- prometheus.Metric) {

@@ -75,13 +75,16 @@ func fakeSources() Sources {
 		Evidence: func() evidence.Stats {
 			return evidence.Stats{Bytes: 4096, CapacityBytes: 1 << 30, Segments: 2, Records: 40,
 				Appended: map[string]uint64{"knock": 5, "handshake": 1, "change": 3}, Fsyncs: 7,
-				Errors:        map[string]uint64{evidence.ReasonNoSpace: 2, evidence.ReasonIO: 0},
+				Errors:   map[string]uint64{evidence.ReasonNoSpace: 2, evidence.ReasonIO: 1, evidence.ReasonUnsynced: 0},
+				Unsynced: 6, UnsyncedBytes: 900, Cut: 1, Rewritten: 6,
 				CorruptFrames: 1, CorruptBytes: 37, TornSegments: 1,
 				RemovedSegments: map[string]uint64{evidence.ReasonAge: 3, evidence.ReasonSize: 0},
 				RemovedRecords:  map[string]uint64{evidence.ReasonAge: 120, evidence.ReasonSize: 0},
 				Rebuild:         evidence.ReplayStats{Read: 31, Replayed: 30, Expired: 1, Duration: 250 * time.Millisecond}}
 		},
-		Ledger: func() evidence.LedgerStats { return evidence.LedgerStats{Entries: 2, Bytes: 128} },
+		Ledger: func() evidence.LedgerStats {
+			return evidence.LedgerStats{Entries: 2, Bytes: 128, Errors: 1, Unsynced: 1, Dropped: 0}
+		},
 	}
 }
 
@@ -205,10 +208,20 @@ knockwatch_sink_records_total{kind="writer",outcome="refused",sink="stdout"} 0
 knockwatch_sink_records_total{kind="writer",outcome="written",sink="stdout"} 3
 `
 	expect += `
-# HELP knockwatch_evidence_log_errors_total Failed appends and fsyncs of the evidence log, by reason (no_space, io): that evidence was evaluated but not stored, and not acknowledged.
+# HELP knockwatch_evidence_log_errors_total Failed appends and fsyncs of the evidence log, by reason (no_space, io, unsynced_full: refused while the appends waiting for a good fsync were at their bound): that evidence was evaluated but not yet durable, and not acknowledged.
 # TYPE knockwatch_evidence_log_errors_total counter
-knockwatch_evidence_log_errors_total{reason="io"} 0
+knockwatch_evidence_log_errors_total{reason="io"} 1
 knockwatch_evidence_log_errors_total{reason="no_space"} 2
+knockwatch_evidence_log_errors_total{reason="unsynced_full"} 0
+# HELP knockwatch_evidence_log_unsynced Evidence records appended since the evidence log's last good fsync, kept in memory to write again after a failed write or fsync.
+# TYPE knockwatch_evidence_log_unsynced gauge
+knockwatch_evidence_log_unsynced 6
+# HELP knockwatch_evidence_log_rewritten_total Evidence records written again to a new segment after a failed write or fsync.
+# TYPE knockwatch_evidence_log_rewritten_total counter
+knockwatch_evidence_log_rewritten_total 6
+# HELP knockwatch_alert_ledger_unsynced Alert ledger marks no good fsync covered yet, kept in memory to write again.
+# TYPE knockwatch_alert_ledger_unsynced gauge
+knockwatch_alert_ledger_unsynced 1
 # HELP knockwatch_evidence_log_segments Segment files of the evidence log.
 # TYPE knockwatch_evidence_log_segments gauge
 knockwatch_evidence_log_segments 2
@@ -231,6 +244,7 @@ knockwatch_evidence_log_corrupt_frames_total 1
 		"knockwatch_closed_port_touches_total", "knockwatch_suppressed_total", "knockwatch_bpf_map_fill_ratio",
 		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total",
 		"knockwatch_evidence_log_errors_total", "knockwatch_evidence_log_segments", "knockwatch_evidence_log_bytes",
+		"knockwatch_evidence_log_unsynced", "knockwatch_evidence_log_rewritten_total", "knockwatch_alert_ledger_unsynced",
 		"knockwatch_evidence_rebuild_seconds", "knockwatch_evidence_rebuild_records", "knockwatch_evidence_log_corrupt_frames_total"); err != nil {
 		t.Fatal(err)
 	}
