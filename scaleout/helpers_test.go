@@ -123,8 +123,8 @@ func newAlertReader(t testing.TB, cfg Config) *alertReader {
 
 func decodeAlert(r *kgo.Record) (alertRecord, error) {
 	var a struct {
-		Event      struct{ ID, Action string }
-		Source     struct{ IP string }
+		Event       struct{ ID, Action string }
+		Source      struct{ IP string }
 		Destination struct {
 			IP   string
 			Port int
