@@ -22,10 +22,11 @@
 //     none), Sync waits for the brokers' acknowledgements, and Busy tells
 //     the listeners to refuse events (HTTP 429, no Beats ACK) while the
 //     brokers do not answer.
-//   - Flags publishes a sensor's flags and applies the other sensors'
-//     through a RemoteFlags table: set-associative under a random key, so
-//     a flood of flags evicts a given flag only by landing four newer ones
-//     in its bucket.
+//   - Producer.PublishFlag publishes a sensor's flags; a FlagSubscriber
+//     applies the other sensors' through a RemoteFlags table that keeps
+//     the program's flags_in within its size and, when full, gives up the
+//     flag that expires first (a flood must outnumber the table within a
+//     flag's lifetime to evict one).
 //   - Correlator is a consumer group with one engine per partition. On a
 //     partition's first records it rebuilds the engine from the records of
 //     the last retention before them (found by timestamp) without emitting,

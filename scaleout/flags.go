@@ -1,10 +1,10 @@
 package scaleout
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -21,9 +21,6 @@ type FlagTarget interface {
 	PruneRequests(now time.Time) (flags, samples int, err error)
 }
 
-// FlagWays is how many flags share a bucket of a RemoteFlags table.
-const FlagWays = 4
-
 // RemoteFlags keeps the program's table of other sensors' flags
 // (flags_in, sensor.Config.RemoteFlags entries) within its size, choosing
 // what goes when it is full.
@@ -31,39 +28,55 @@ const FlagWays = 4
 // Attack: anyone can make a tap raise flags (spoofed knocks: three SYNs
 // and three RSTs per flag), so a flood of flags on the flags topic is
 // cheap. A table that kept the first flags would be filled once and then
-// refuse the real knock's; one that evicted the oldest would lose the
-// real flag to any flood larger than the table within a flag's lifetime.
-// Instead flags live in buckets of FlagWays chosen by a keyed hash of the
-// pair under a random per-process seed (an attacker cannot aim flags at
-// the real one's bucket), and a full bucket gives up the flag that
-// expires first. A flag is lost only when FlagWays newer flags land in its
-// bucket before it expires: with F flood flags per flag lifetime in a
-// table of C entries, Poisson(F·FlagWays/C) ≥ FlagWays (about 2% at
-// F = C/2, 0.2% at F = C/4: TestRemoteFlagsFlood holds the bound;
-// docs/SCALE-OUT.md sizes remote_flags from it). Evictions are counted.
+// refuse the real knock's. This one keeps the flags that live longest: a
+// full table gives up the flag that expires first, so a flag is lost only
+// when more flags than the table holds arrive after it within its
+// lifetime (at the defaults, 14,336 flags in flag_ttl, 40 knocks a second
+// for six minutes); until then no flood evicts it (TestRemoteFlagsFlood).
+// Every eviction is counted (the bound hit), and docs/SCALE-OUT.md sizes
+// remote_flags for the flood a deployment must survive. A flag record
+// claiming to expire later than a real flag could (a forged or broken
+// one) is cut to maxTTL, so it cannot outrank the real ones.
 //
 // The program's table is a plain hash map that refuses inserts when
 // full; an evicted flag is first expired in place (its expiry moved to
 // the past: the program stops using it at once) and removed by the next
-// PruneRequests, which runs before the map could fill.
+// PruneRequests, which runs before the map could fill: an eighth of the
+// table is kept for flags expired in place.
 type RemoteFlags struct {
-	mu      sync.Mutex
-	target  FlagTarget
-	seed    maphash.Seed
-	slots   []flagSlot // buckets of FlagWays
-	buckets int
-	size    int // the program's table size
-	used    int // slots holding a flag (possibly expired, still in the map)
-	stale   int // map entries expired in place, not in slots
-	maxTTL  time.Duration
+	mu     sync.Mutex
+	target FlagTarget
+	index  map[flagKey]*flagEntry
+	heap   flagHeap // by expiry, the first to go on top
+	size   int      // the program's table size
+	live   int      // the most flags kept (size minus the reserve)
+	stale  int      // map entries expired in place, no longer indexed
+	maxTTL time.Duration
 
 	c flagCounters
 }
 
-type flagSlot struct {
-	src, dst netip.Addr
-	until    time.Time
-	used     bool
+type flagKey struct{ src, dst netip.Addr }
+
+type flagEntry struct {
+	key   flagKey
+	until time.Time
+	i     int // heap index
+}
+
+// flagHeap is a min-heap of entries by expiry.
+type flagHeap []*flagEntry
+
+func (h flagHeap) Len() int           { return len(h) }
+func (h flagHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h flagHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].i = i; h[j].i = j }
+func (h *flagHeap) Push(x any)        { e := x.(*flagEntry); e.i = len(*h); *h = append(*h, e) }
+func (h *flagHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
 }
 
 type flagCounters struct {
@@ -72,28 +85,14 @@ type flagCounters struct {
 
 // NewRemoteFlags keeps target's table of size entries (sensor.Config
 // RemoteFlags). maxTTL bounds how far ahead a flag may expire (this
-// sensor's flag_ttl plus the clock skew between sensors): a record
-// claiming more is clamped, so a forged or broken flag cannot hold a slot
-// for longer than a real one could.
+// sensor's flag_ttl plus the clock skew between sensors).
 func NewRemoteFlags(target FlagTarget, size int, maxTTL time.Duration) *RemoteFlags {
 	size = max(size, 1)
-	live := size - size/8 // a reserve for flags expired in place
-	nb := max(live/FlagWays, 1)
-	return &RemoteFlags{target: target, seed: maphash.MakeSeed(), slots: make([]flagSlot, nb*FlagWays),
-		buckets: nb, size: size, maxTTL: maxTTL}
+	return &RemoteFlags{target: target, index: map[flagKey]*flagEntry{}, size: size,
+		live: max(size-size/8, 1), maxTTL: maxTTL}
 }
 
-func (r *RemoteFlags) bucket(src, dst netip.Addr) []flagSlot {
-	var h maphash.Hash
-	h.SetSeed(r.seed)
-	s, d := src.As16(), dst.As16()
-	h.Write(s[:])
-	h.Write(d[:])
-	b := int(h.Sum64() % uint64(r.buckets))
-	return r.slots[b*FlagWays : (b+1)*FlagWays]
-}
-
-// ErrFlagRefused is a flag that could not be placed (its bucket holds only
+// ErrFlagRefused is a flag that could not be placed (the table is full of
 // flags that expire later) or that the program's table refused.
 var ErrFlagRefused = errors.New("remote flag not placed")
 
@@ -101,7 +100,7 @@ var ErrFlagRefused = errors.New("remote flag not placed")
 // A flag already expired is ignored; one expiring later than now + maxTTL
 // is clamped.
 func (r *RemoteFlags) Set(src, dst netip.Addr, until, now time.Time) error {
-	src, dst = src.Unmap().WithZone(""), dst.Unmap().WithZone("")
+	k := flagKey{src.Unmap().WithZone(""), dst.Unmap().WithZone("")}
 	if !until.After(now) {
 		r.c.expired.Add(1)
 		return nil
@@ -112,76 +111,63 @@ func (r *RemoteFlags) Set(src, dst netip.Addr, until, now time.Time) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b := r.bucket(src, dst)
-	for i := range b {
-		s := &b[i]
-		if s.used && s.src == src && s.dst == dst {
-			if !until.After(s.until) {
-				return nil // no news
-			}
-			if err := r.target.SetRemoteFlag(src, dst, until); err != nil {
-				r.c.errors.Add(1)
-				return fmt.Errorf("set remote flag: %w", err)
-			}
-			s.until = until
-			r.c.updated.Add(1)
-			return nil
+	if e := r.index[k]; e != nil {
+		if !until.After(e.until) {
+			return nil // no news
 		}
+		if err := r.target.SetRemoteFlag(k.src, k.dst, until); err != nil {
+			r.c.errors.Add(1)
+			return fmt.Errorf("set remote flag: %w", err)
+		}
+		e.until = until
+		heap.Fix(&r.heap, e.i)
+		r.c.updated.Add(1)
+		return nil
 	}
-	// A free slot, else an expired one, else the one expiring first.
-	victim := -1
-	for i := range b {
-		if !b[i].used {
-			victim = i
-			break
-		}
-		if victim < 0 || b[i].until.Before(b[victim].until) {
-			victim = i
-		}
-	}
-	v := &b[victim]
-	if v.used {
-		if v.until.After(now) {
-			if !until.After(v.until) {
+	for len(r.heap) >= r.live {
+		first := r.heap[0]
+		if first.until.After(now) {
+			if !until.After(first.until) {
 				r.c.evicted.Add(1) // the newcomer is the one to go
 				return ErrFlagRefused
 			}
 			// Evict a live flag: expire it in place.
-			if err := r.target.SetRemoteFlag(v.src, v.dst, now.Add(-time.Millisecond)); err != nil {
+			if err := r.target.SetRemoteFlag(first.key.src, first.key.dst, now.Add(-time.Millisecond)); err != nil {
 				r.c.errors.Add(1)
 				return fmt.Errorf("evict remote flag: %w", err)
 			}
 			r.c.evicted.Add(1)
 		}
+		heap.Pop(&r.heap)
+		delete(r.index, first.key)
 		r.stale++ // its key stays in the map until pruned
-		r.used--
-		v.used = false
 	}
-	if r.used+r.stale >= r.size {
+	if len(r.heap)+r.stale >= r.size {
 		if err := r.pruneLocked(now); err != nil {
 			return err
 		}
 	}
-	err := r.target.SetRemoteFlag(src, dst, until)
+	err := r.target.SetRemoteFlag(k.src, k.dst, until)
 	if err != nil {
 		// A table fuller than we know (a pinned map from a previous run):
 		// prune and try once more.
 		if perr := r.pruneLocked(now); perr == nil {
-			err = r.target.SetRemoteFlag(src, dst, until)
+			err = r.target.SetRemoteFlag(k.src, k.dst, until)
 		}
 	}
 	if err != nil {
 		r.c.refused.Add(1)
 		return fmt.Errorf("%w: %w", ErrFlagRefused, err)
 	}
-	*v = flagSlot{src: src, dst: dst, until: until, used: true}
-	r.used++
+	e := &flagEntry{key: k, until: until}
+	heap.Push(&r.heap, e)
+	r.index[k] = e
 	r.c.set.Add(1)
 	return nil
 }
 
-// Maintain removes expired flags from the program's table (and frees
-// their slots). Run it every few seconds.
+// Maintain removes expired flags from the program's table (and from the
+// index). Run it every few seconds.
 func (r *RemoteFlags) Maintain(now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -195,27 +181,19 @@ func (r *RemoteFlags) pruneLocked(now time.Time) error {
 		return fmt.Errorf("prune remote flags: %w", err)
 	}
 	r.stale = 0
-	for i := range r.slots {
-		s := &r.slots[i]
-		if s.used && !s.until.After(now) {
-			s.used = false
-			r.used--
-		}
+	for len(r.heap) > 0 && !r.heap[0].until.After(now) {
+		e := heap.Pop(&r.heap).(*flagEntry)
+		delete(r.index, e.key)
 	}
 	return nil
 }
 
-// Has reports whether (src, dst) holds a live flag at now (tests).
+// Has reports whether (src, dst) holds a live flag at now.
 func (r *RemoteFlags) Has(src, dst netip.Addr, now time.Time) bool {
-	src, dst = src.Unmap().WithZone(""), dst.Unmap().WithZone("")
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, s := range r.bucket(src, dst) {
-		if s.used && s.src == src && s.dst == dst && s.until.After(now) {
-			return true
-		}
-	}
-	return false
+	e := r.index[flagKey{src.Unmap().WithZone(""), dst.Unmap().WithZone("")}]
+	return e != nil && e.until.After(now)
 }
 
 // RemoteFlagStats are a RemoteFlags table's counters.
@@ -223,16 +201,17 @@ type RemoteFlagStats struct {
 	Capacity int
 	InUse    int
 	// Set: new flags placed; Updated: an expiry moved; Evicted: flags
-	// that lost their bucket to newer ones (the bound of the table hit);
-	// Refused: flags the program's table would not take; Clamped: expiries
-	// cut to maxTTL; Expired: flags already over when they arrived.
+	// given up because the table was full of flags that live longer (the
+	// bound hit); Refused: flags the program's table would not take;
+	// Clamped: expiries cut to maxTTL; Expired: flags already over when
+	// they arrived.
 	Set, Updated, Evicted, Refused, Clamped, Expired, Prunes, Errors uint64
 }
 
 // Stats snapshots the counters.
 func (r *RemoteFlags) Stats() RemoteFlagStats {
 	r.mu.Lock()
-	inUse := r.used
+	inUse := len(r.heap) + r.stale
 	r.mu.Unlock()
 	return RemoteFlagStats{Capacity: r.size, InUse: inUse, Set: r.c.set.Load(), Updated: r.c.updated.Load(),
 		Evicted: r.c.evicted.Load(), Refused: r.c.refused.Load(), Clamped: r.c.clamped.Load(),
