@@ -81,6 +81,7 @@ func (c *Config) Validate() error {
 		add("memory_limit", "%d is negative (0 turns it off)", c.MemoryLimit)
 	}
 	errs = append(errs, c.validateState()...)
+	errs = append(errs, c.validateRole()...)
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")
 	}
