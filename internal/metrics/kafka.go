@@ -100,4 +100,3 @@ func (c *collector) collectKafka(ch chan<- prometheus.Metric) {
 		gauge(ch, dCorrState, float64(s.Handshakes), "handshakes")
 	}
 }
-
