@@ -31,6 +31,9 @@ type Config struct {
 	// DataDir persists the cluster's data so that Start after Stop finds
 	// it again; empty: in memory (Stop loses everything).
 	DataDir string
+	// Listen, when set, opens the brokers' listeners (a network
+	// namespace's: netns.Namespace.Listen); default net.Listen.
+	Listen func(network, address string) (net.Listener, error)
 	// Opts are further kfake options (SASL, ACLs, broker configs).
 	Opts []kfake.Opt
 }
@@ -97,6 +100,9 @@ func (k *Cluster) Start() error {
 		kfake.GroupMinSessionTimeout(time.Second)}
 	if k.cfg.DataDir != "" {
 		opts = append(opts, kfake.DataDir(k.cfg.DataDir))
+	}
+	if k.cfg.Listen != nil {
+		opts = append(opts, kfake.ListenFn(k.cfg.Listen))
 	}
 	opts = append(opts, k.cfg.Opts...)
 	var err error
