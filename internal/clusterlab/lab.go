@@ -121,7 +121,9 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	l.say("two taps: path A (pa) mirrored to %s, path B (pb) to %s; attacker %v, host %v", CaptureA, CaptureB, AttackerIP, HostIP)
 	soc := l.topo.soc
 	l.Kafka, err = kafkatest.Start(kafkatest.Config{Brokers: 3, DataDir: filepath.Join(cfg.Dir, "kafka"),
-		Listen: func(network, address string) (net.Listener, error) { return soc.Listen(context.Background(), network, address) }})
+		Listen: func(network, address string) (net.Listener, error) {
+			return soc.Listen(context.Background(), network, address)
+		}})
 	if err != nil {
 		return nil, err
 	}
