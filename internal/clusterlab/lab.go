@@ -236,12 +236,17 @@ var winlogbeat2004 string
 // number, computer and port of the scenario, and the rule active.
 var winlogbeatTmpl = template.Must(template.New("2004").Parse(winlogbeat2004))
 
-// WinlogbeatRuleAdded renders the host's Firewall 2004 (rule added,
+// WinlogbeatRuleAdded renders the lab host's Firewall 2004 (rule added,
 // inbound TCP port, allow, active) as Winlogbeat JSON.
 func WinlogbeatRuleAdded(at time.Time, record, port int) ([]byte, error) {
+	return WinlogbeatRuleAddedOn(Computer, at, record, port)
+}
+
+// WinlogbeatRuleAddedOn is WinlogbeatRuleAdded for another computer.
+func WinlogbeatRuleAddedOn(computer string, at time.Time, record, port int) ([]byte, error) {
 	var b bytes.Buffer
 	err := winlogbeatTmpl.Execute(&b, map[string]any{"Time": at.UTC().Format("2006-01-02T15:04:05.000Z"),
-		"Record": record, "Computer": Computer, "Port": port})
+		"Record": record, "Computer": computer, "Port": port})
 	return bytes.TrimSpace(b.Bytes()), err
 }
 

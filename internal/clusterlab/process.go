@@ -121,6 +121,14 @@ func (p *Process) Logs() string {
 	return p.logs.String()
 }
 
+// Find returns the first submatches of re in the process's log so far
+// (nil: none yet).
+func (p *Process) Find(re *regexp.Regexp) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return re.FindStringSubmatch(p.logs.String())
+}
+
 // Alerts returns the lines it wrote on stdout (a correlator's committed
 // alerts).
 func (p *Process) Alerts() []string {

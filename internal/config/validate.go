@@ -270,8 +270,13 @@ func (c *Config) Bindings() (*binding.Policy, error) {
 			hosts = append(hosts, m...)
 		}
 		if f.Token != "" && f.Token != "default" {
-			if _, ok := l.Tokens[f.Token]; !ok {
-				return nil, fmt.Errorf("listeners.forwarders[%d]: unknown token %q (define it under listeners.tokens)", i, f.Token)
+			_, ok := l.Tokens[f.Token]
+			for _, r := range c.Kafka.Topics.Raw {
+				// A raw topic's records carry its identity as their token name.
+				ok = ok || r.Identity == f.Token
+			}
+			if !ok {
+				return nil, fmt.Errorf("listeners.forwarders[%d]: unknown token %q (define it under listeners.tokens, or name it as a kafka.topics.raw identity)", i, f.Token)
 			}
 		}
 		bc.Bindings = append(bc.Bindings, binding.Binding{Name: f.Name, Token: f.Token, CertSubject: f.CertSubject, Hosts: hosts})
