@@ -54,7 +54,11 @@ func TestClusterTwoTaps(t *testing.T) {
 	kcat := testenv.RequireTool(t, "kcat", "kcat")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	lab, err := clusterlab.Start(ctx, clusterlab.Config{Command: helperCommand, Kcat: kcat, Dir: t.TempDir(), Correlators: 2, Prefix: "kwclus"})
+	cfg := clusterlab.Config{Command: helperCommand, Kcat: kcat, Dir: t.TempDir(), Correlators: 2, Prefix: "kwclus"}
+	if env := os.Getenv("KNOCKWATCH_KAFKA_BROKERS"); env != "" {
+		cfg.Brokers, cfg.Suffix = strings.Split(env, ","), "."+strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	}
+	lab, err := clusterlab.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +199,32 @@ func newCluster(t *testing.T, dataDir string) *cluster {
 		}
 	})
 	return c
+}
+
+// stopBrokers and startBrokers stop and start every broker: the fake
+// cluster's, or a real one's with KNOCKWATCH_KAFKA_STOP/START.
+func (c *cluster) stopBrokers() {
+	c.t.Helper()
+	if c.kafka != nil {
+		c.kafka.Stop()
+		return
+	}
+	if out, err := exec.Command("sh", "-c", os.Getenv("KNOCKWATCH_KAFKA_STOP")).CombinedOutput(); err != nil {
+		c.t.Fatalf("KNOCKWATCH_KAFKA_STOP: %v: %s", err, out)
+	}
+}
+
+func (c *cluster) startBrokers() {
+	c.t.Helper()
+	if c.kafka != nil {
+		if err := c.kafka.Start(); err != nil {
+			c.t.Fatal(err)
+		}
+		return
+	}
+	if out, err := exec.Command("sh", "-c", os.Getenv("KNOCKWATCH_KAFKA_START")).CombinedOutput(); err != nil {
+		c.t.Fatalf("KNOCKWATCH_KAFKA_START: %v: %s", err, out)
+	}
 }
 
 // args are the kafka flags of a role process.
@@ -402,9 +432,14 @@ func TestClusterCorrelatorKill9(t *testing.T) {
 // Beats ACK) and nothing it acknowledged is lost; when they are back the
 // forwarders' retries and the sensors' buffered records go through and
 // every alert comes out once.
+//
+// Against a real cluster (KNOCKWATCH_KAFKA_BROKERS) the outage needs
+// KNOCKWATCH_KAFKA_STOP and KNOCKWATCH_KAFKA_START, shell commands that
+// stop and start every broker (e.g. "systemctl stop kafka"); without them
+// the test is skipped there.
 func TestClusterBrokerOutage(t *testing.T) {
-	if os.Getenv("KNOCKWATCH_KAFKA_BROKERS") != "" {
-		t.Skip("a real cluster is not stopped by the tests: case 3 runs on the fake cluster")
+	if os.Getenv("KNOCKWATCH_KAFKA_BROKERS") != "" && (os.Getenv("KNOCKWATCH_KAFKA_STOP") == "" || os.Getenv("KNOCKWATCH_KAFKA_START") == "") {
+		t.Skip("a real cluster is stopped only with KNOCKWATCH_KAFKA_STOP and KNOCKWATCH_KAFKA_START")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -446,7 +481,7 @@ func TestClusterBrokerOutage(t *testing.T) {
 		t.Fatalf("before the outage: %v", got)
 	}
 
-	c.kafka.Stop()
+	c.stopBrokers()
 	t.Log("every broker stopped")
 	// The sensors keep publishing (buffered); the forwarders keep sending.
 	if err := p.Append(ctx, []evidence.Item{attacks[1].knock(), attacks[2].knock()}); err != nil {
@@ -482,9 +517,7 @@ func TestClusterBrokerOutage(t *testing.T) {
 		t.Fatalf("Beats ACK %d while no broker could store the event", acked)
 	}
 
-	if err := c.kafka.Start(); err != nil {
-		t.Fatal(err)
-	}
+	c.startBrokers()
 	t.Log("brokers started again")
 	// The Beats client waits for its ACK (keepalives meanwhile); the HTTP
 	// forwarder retries until 202.

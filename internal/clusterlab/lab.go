@@ -71,14 +71,21 @@ type Config struct {
 	Out io.Writer
 	// Prefix names the namespaces (default "kwcluster").
 	Prefix string
+	// Brokers, when set, is a real Kafka cluster to use instead of the
+	// fake one: the SOC side is then this process's namespace, and the
+	// topics and groups get Suffix so that a shared cluster's are left
+	// alone.
+	Brokers []string
+	Suffix  string
 }
 
 // Lab is a running two-tap cluster.
 type Lab struct {
-	cfg   Config
-	env   *netns.Env
-	topo  *topology
-	Kafka *kafkatest.Cluster
+	cfg     Config
+	env     *netns.Env
+	topo    *topology
+	Kafka   *kafkatest.Cluster // nil with Config.Brokers
+	brokers []string
 	// Procs are the knockwatch processes by name: sensor-a, sensor-b,
 	// intake, correlator-1...
 	Procs map[string]*Process
@@ -115,19 +122,25 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 			l.Close()
 		}
 	}()
-	if l.topo, err = newTopology(env); err != nil {
+	if l.topo, err = newTopology(env, len(cfg.Brokers) > 0); err != nil {
 		return nil, err
 	}
 	l.say("two taps: path A (pa) mirrored to %s, path B (pb) to %s; attacker %v, host %v", CaptureA, CaptureB, AttackerIP, HostIP)
 	soc := l.topo.soc
-	l.Kafka, err = kafkatest.Start(kafkatest.Config{Brokers: 3, DataDir: filepath.Join(cfg.Dir, "kafka"),
-		Listen: func(network, address string) (net.Listener, error) {
-			return soc.Listen(context.Background(), network, address)
-		}})
-	if err != nil {
-		return nil, err
+	if len(cfg.Brokers) > 0 {
+		l.brokers = cfg.Brokers
+		l.say("Kafka at %s (topics and groups with suffix %q)", strings.Join(cfg.Brokers, ","), cfg.Suffix)
+	} else {
+		l.Kafka, err = kafkatest.Start(kafkatest.Config{Brokers: 3, DataDir: filepath.Join(cfg.Dir, "kafka"),
+			Listen: func(network, address string) (net.Listener, error) {
+				return soc.Listen(context.Background(), network, address)
+			}})
+		if err != nil {
+			return nil, err
+		}
+		l.brokers = l.Kafka.Addrs()
+		l.say("fake Kafka (kfake, 3 brokers over TCP, a dev tool) at %s", strings.Join(l.brokers, ","))
 	}
-	l.say("fake Kafka (kfake, 3 brokers over TCP, a dev tool) at %s", strings.Join(l.Kafka.Addrs(), ","))
 	if err := l.createRawTopic(ctx); err != nil {
 		return nil, err
 	}
@@ -135,11 +148,15 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	if err := os.WriteFile(hosts, []byte(HostIP.String()+" "+strings.ToLower(Computer)+" win01\n"), 0o644); err != nil {
 		return nil, err
 	}
-	brokers := strings.Join(l.Kafka.Addrs(), ",")
+	brokers := strings.Join(l.brokers, ",")
+	sfx := cfg.Suffix
 	common := func(role, node string) []string {
 		return []string{"--role", role, "--kafka-brokers", brokers, "--metrics", "127.0.0.1:0", "--log-format", "json",
 			"--set", "kafka.node=" + node, "--set", "kafka.session_timeout=3s", "--set", "kafka.transaction_timeout=5s",
-			"--set", "kafka.topics.partitions=6", "--set", "kafka.busy_after=1s", "--set", "kafka.sync_timeout=3s"}
+			"--set", "kafka.topics.partitions=6", "--set", "kafka.busy_after=1s", "--set", "kafka.sync_timeout=3s",
+			"--set", "kafka.insecure=true", "--set", "kafka.topics.evidence=knockwatch.evidence" + sfx,
+			"--set", "kafka.topics.flags=knockwatch.flags" + sfx, "--set", "kafka.topics.alerts=" + AlertTopic + sfx,
+			"--set", "kafka.group=knockwatch-correlators" + sfx, "--set", "kafka.intake_group=knockwatch-intake" + sfx}
 	}
 	sensorArgs := func(iface string) []string {
 		return []string{"--iface", iface, "--xdp-mode", "native", "--set", "sensor.pair_slots=4096", "--set", "sensor.candidates=1024",
@@ -158,14 +175,12 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	}
 	specs = append(specs,
 		spec{"intake", append(common("intake", "intake"), "--hosts", hosts,
-			"--set", "kafka.topics.raw=[{topic: "+RawTopic+", identity: "+RawIdentity+"}]")},
+			"--set", "kafka.topics.raw=[{topic: "+RawTopic+sfx+", identity: "+RawIdentity+"}]")},
 		spec{"sensor-a", append(common("sensor", "sensor-a"), sensorArgs(CaptureA)...)},
 		spec{"sensor-b", append(common("sensor", "sensor-b"), sensorArgs(CaptureB)...)},
 	)
 	for i, s := range specs {
-		p, err := StartProcess(s.name, cfg.Command(ctx, soc, s.args), func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return soc.Dial(ctx, nil, network, addr)
-		})
+		p, err := StartProcess(s.name, cfg.Command(ctx, soc, s.args), l.dial)
 		if err != nil {
 			return nil, err
 		}
@@ -187,13 +202,16 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 
 // dial reaches the SOC namespace's loopback (the fake brokers).
 func (l *Lab) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if l.topo.soc == nil {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
 	return l.topo.soc.Dial(ctx, nil, network, addr)
 }
 
 // Client returns a Kafka client on the fake cluster (from outside the
 // SOC namespace).
 func (l *Lab) Client(opts ...kgo.Opt) (*kgo.Client, error) {
-	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(l.Kafka.Addrs()...), kgo.Dialer(l.dial)}, opts...)...)
+	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(l.brokers...), kgo.Dialer(l.dial)}, opts...)...)
 }
 
 func (l *Lab) createRawTopic(ctx context.Context) error {
@@ -204,7 +222,7 @@ func (l *Lab) createRawTopic(ctx context.Context) error {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	r, err := kadm.NewClient(cl).CreateTopic(ctx, 3, -1, nil, RawTopic)
+	r, err := kadm.NewClient(cl).CreateTopic(ctx, 3, -1, nil, RawTopic+l.cfg.Suffix)
 	if err == nil {
 		err = r.Err
 	}
@@ -217,7 +235,13 @@ func (l *Lab) createRawTopic(ctx context.Context) error {
 // Kcat runs kcat with args in the SOC namespace (brokers given) with stdin
 // and returns its standard output.
 func (l *Lab) Kcat(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
-	cmd := l.topo.soc.Command(ctx, l.cfg.Kcat, append([]string{"-b", strings.Join(l.Kafka.Addrs(), ",")}, args...)...)
+	args = append([]string{"-b", strings.Join(l.brokers, ",")}, args...)
+	var cmd *exec.Cmd
+	if l.topo.soc != nil {
+		cmd = l.topo.soc.Command(ctx, l.cfg.Kcat, args...)
+	} else {
+		cmd = exec.CommandContext(ctx, l.cfg.Kcat, args...)
+	}
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -253,7 +277,7 @@ func WinlogbeatRuleAddedOn(computer string, at time.Time, record, port int) ([]b
 // ProduceEvent produces one forwarded event to the raw topic with kcat,
 // keyed as Winlogbeat keys nothing (no key).
 func (l *Lab) ProduceEvent(ctx context.Context, event []byte) error {
-	_, err := l.Kcat(ctx, append(event, '\n'), "-P", "-t", RawTopic)
+	_, err := l.Kcat(ctx, append(event, '\n'), "-P", "-t", RawTopic+l.cfg.Suffix)
 	return err
 }
 
@@ -268,7 +292,7 @@ type Alert struct {
 // ReadAlerts reads the alert topic from the beginning with kcat
 // (read_committed: what committed transactions hold).
 func (l *Lab) ReadAlerts(ctx context.Context) ([]Alert, error) {
-	out, err := l.Kcat(ctx, nil, "-C", "-t", AlertTopic, "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n")
+	out, err := l.Kcat(ctx, nil, "-C", "-t", AlertTopic+l.cfg.Suffix, "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n")
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 
 	"github.com/knockwatch/knockwatch/internal/netns"
 )
@@ -42,17 +43,30 @@ const (
 // switch, not on the endpoints' own interfaces, so the copies carry the
 // checksums the wire carries (a copy taken at a sender's egress hook
 // would still wait for its checksum offload).
+//
+// With a real Kafka cluster (rootSOC) the SOC side is this process's own
+// namespace: the capture interfaces are created here (they go with the
+// net namespace when it is removed) and the processes reach the brokers
+// as any client of the machine does.
 type topology struct {
-	attacker, host, net, soc *netns.Namespace
+	attacker, host, net *netns.Namespace
+	soc                 *netns.Namespace // nil: this process's namespace
 }
 
-func newTopology(env *netns.Env) (*topology, error) {
+func newTopology(env *netns.Env, rootSOC bool) (*topology, error) {
 	t := &topology{}
 	var err error
-	for _, n := range []struct {
+	roles := []struct {
 		dst  **netns.Namespace
 		role string
-	}{{&t.attacker, "attacker"}, {&t.host, "host"}, {&t.net, "net"}, {&t.soc, "soc"}} {
+	}{{&t.attacker, "attacker"}, {&t.host, "host"}, {&t.net, "net"}}
+	if !rootSOC {
+		roles = append(roles, struct {
+			dst  **netns.Namespace
+			role string
+		}{&t.soc, "soc"})
+	}
+	for _, n := range roles {
 		if *n.dst, err = env.Namespace(n.role); err != nil {
 			return nil, fmt.Errorf("build two-tap topology: %w", err)
 		}
@@ -60,14 +74,17 @@ func newTopology(env *netns.Env) (*topology, error) {
 	steps := []func() error{
 		func() error { return t.attacker.AddAddr("lo", netip.PrefixFrom(AttackerIP, 32)) },
 		func() error { return t.host.AddAddr("lo", netip.PrefixFrom(HostIP, 32)) },
-		// The SOC side's own address: glibc resolves 127.0.0.1 for
-		// librdkafka (kcat) only where some non-loopback IPv4 address
-		// exists (AI_ADDRCONFIG). A veth pair of its own: not every
-		// kernel has the dummy driver.
-		func() error { return netns.Veth(t.soc, "soc0", t.soc, "soc1") },
-		func() error { return t.soc.AddAddr("soc0", netip.MustParsePrefix("10.205.9.1/32")) },
-		func() error { return t.soc.LinkUp("soc0") },
-		func() error { return t.soc.LinkUp("soc1") },
+	}
+	if !rootSOC {
+		steps = append(steps,
+			// The SOC side's own address: glibc resolves 127.0.0.1 for
+			// librdkafka (kcat) only where some non-loopback IPv4 address
+			// exists (AI_ADDRCONFIG). A veth pair of its own: not every
+			// kernel has the dummy driver.
+			func() error { return netns.Veth(t.soc, "soc0", t.soc, "soc1") },
+			func() error { return t.soc.AddAddr("soc0", netip.MustParsePrefix("10.205.9.1/32")) },
+			func() error { return t.soc.LinkUp("soc0") },
+			func() error { return t.soc.LinkUp("soc1") })
 	}
 	var waits []nsIf
 	for _, p := range []struct{ path, sw, span, capture string }{{pathA, "a", "spana", CaptureA}, {pathB, "b", "spanb", CaptureB}} {
@@ -85,13 +102,15 @@ func newTopology(env *netns.Env) (*topology, error) {
 			func() error { return t.net.LinkUp(hPort) },
 			func() error { return t.attacker.LinkUp(p.path + "0") },
 			func() error { return t.host.LinkUp(p.path + "1") },
-			func() error { return netns.Veth(t.net, p.span, t.soc, p.capture) },
+			func() error { return t.captureLink(p.span, p.capture) },
 			func() error { return t.net.LinkUp(p.span) },
-			func() error { return t.soc.LinkUp(p.capture) },
 			func() error { return t.net.Mirror(hPort, p.span, netns.Both) },
 		)
 		waits = append(waits, nsIf{t.attacker, p.path + "0"}, nsIf{t.host, p.path + "1"}, nsIf{t.net, br},
-			nsIf{t.net, aPort}, nsIf{t.net, hPort}, nsIf{t.net, p.span}, nsIf{t.soc, p.capture})
+			nsIf{t.net, aPort}, nsIf{t.net, hPort}, nsIf{t.net, p.span})
+		if t.soc != nil {
+			waits = append(waits, nsIf{t.soc, p.capture})
+		}
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
@@ -107,6 +126,25 @@ func newTopology(env *netns.Env) (*topology, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// captureLink makes the span (in the net namespace) and capture (on the
+// SOC side) ends of a tap and brings the capture end up.
+func (t *topology) captureLink(span, capture string) error {
+	if t.soc != nil {
+		if err := netns.Veth(t.net, span, t.soc, capture); err != nil {
+			return err
+		}
+		return t.soc.LinkUp(capture)
+	}
+	ctx := context.Background()
+	if out, err := exec.CommandContext(ctx, "ip", "link", "add", capture, "type", "veth", "peer", "name", span, "netns", t.net.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip link add %s: %w: %s", capture, err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "ip", "link", "set", capture, "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("ip link set %s up: %w: %s", capture, err, out)
+	}
+	return nil
 }
 
 type nsIf struct {

@@ -49,6 +49,9 @@ func run(bin string, correlators int, kcat string) error {
 	defer os.RemoveAll(dir)
 	lab, err := clusterlab.Start(ctx, clusterlab.Config{
 		Command: func(ctx context.Context, ns *netns.Namespace, args []string) *exec.Cmd {
+			if ns == nil {
+				return exec.CommandContext(ctx, bin, append([]string{"run"}, args...)...)
+			}
 			return ns.Command(ctx, bin, append([]string{"run"}, args...)...)
 		},
 		Kcat: kcat, Dir: dir, Correlators: correlators, Out: os.Stdout,
