@@ -61,6 +61,8 @@ bench: ## run every benchmark with the settings its BENCHMARKS.md row was measur
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./winevents/intake/ ./alert/ ./pipeline/
 	$(GO) test -run '^$$' -bench 'BenchmarkEngine|BenchmarkRun' -benchtime $(BENCHTIME) ./replay/
 	$(GO) test -run '^$$' -bench . -benchtime 300000x ./evidence/
+	$(GO) test -run '^$$' -bench 'BenchmarkEndToEnd' -benchtime 20000x -timeout 20m ./scaleout/
+	$(GO) test -run '^$$' -bench 'BenchmarkFlaggedPairs' -benchtime 200000x ./scaleout/
 
 bench-replay: ## replay of a generated 10M-packet capture per engine beside tshark (several minutes)
 	$(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 60m ./replay/
