@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -113,10 +112,6 @@ func partitioner() kgo.Partitioner {
 
 // hostKey is the record key of evidence about host address a.
 func hostKey(a netip.Addr) []byte { return []byte(a.Unmap().WithZone("").String()) }
-
-// nameKey is the record key of a broadcast copy of a change whose host
-// resolved to no address.
-func nameKey(host string) []byte { return []byte("host/" + strings.ToLower(host)) }
 
 // evidenceRecords returns the records of one item: a knock or handshake
 // keyed by its destination; a change once per address it resolves to,

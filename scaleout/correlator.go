@@ -120,7 +120,6 @@ func NewCorrelator(ctx context.Context, cfg Config, ccfg CorrelatorConfig) (*Cor
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(c.topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.RebalanceTimeout(max(cfg.SessionTimeout, 10*time.Second)),
 		kgo.HeartbeatInterval(max(cfg.SessionTimeout/10, 100*time.Millisecond)),

@@ -101,7 +101,7 @@ func TestHandoverRebuilds(t *testing.T) {
 	for _, a := range half {
 		appendSync(t, p, a.handshake())
 	}
-	got = reader.until(t, 30*time.Second, func(r []alertRecord) bool { return len(r) >= len(done)+len(half) })
+	reader.until(t, 30*time.Second, func(r []alertRecord) bool { return len(r) >= len(done)+len(half) })
 	time.Sleep(time.Second)
 	got = reader.until(t, time.Second, func([]alertRecord) bool { return false })
 	ids := countIDs(got)
