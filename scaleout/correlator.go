@@ -264,9 +264,19 @@ func (c *Correlator) batch(ctx context.Context, fs kgo.Fetches) error {
 			need[p.Partition] = first
 		}
 	})
-	if len(need) > 0 {
-		if err := c.rebuild(ctx, need); err != nil {
-			return err
+	// A rebuild that cannot read the history now (the brokers away) is
+	// tried again: the batch waits, nothing of it is evaluated before.
+	for attempt := 0; len(need) > 0; attempt++ {
+		err := c.rebuild(ctx, need)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.warn("rebuild failed; trying again", zap.Int("partitions", len(need)), zap.Error(err))
+		if !sleepCtx(ctx, backoff(attempt+3)) {
+			return ctx.Err()
 		}
 	}
 	if err := c.sess.Begin(); err != nil {

@@ -9,8 +9,8 @@ import (
 )
 
 // Usage is the synopsis of `knockwatch run`.
-const Usage = `usage: knockwatch run [--role all|sensor|intake|correlator] [--kafka-brokers HOST:PORT,...]
-               --iface IFACE [--iface IFACE]... [--xdp-mode auto|native|generic] [--pass]
+const Usage = `usage: knockwatch run --iface IFACE [--iface IFACE]... [--xdp-mode auto|native|generic] [--pass]
+               [--role all|sensor|intake|correlator] [--kafka-brokers HOST:PORT,...]
                [--events-http ADDR] [--events-syslog ADDR] [--events-beats ADDR] [--events-file PATH]...
                [--token-file FILE] [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
                [--hosts FILE] [--allow-source CIDR]... [--alerts PATH|-] [--metrics ADDR]

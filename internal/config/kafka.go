@@ -103,7 +103,8 @@ func (c *Config) Distributed() bool { return len(c.Kafka.Brokers) > 0 }
 
 // Runs reports whether this process runs the part of role (sensor, intake
 // or correlator).
-func (c *Config) Runs(role string) bool { return c.Role == RoleAll || c.Role == role }
+// An empty role is all (a Config not built from Default).
+func (c *Config) Runs(role string) bool { return c.Role == RoleAll || c.Role == "" || c.Role == role }
 
 // ScaleOut returns the Kafka configuration with its defaults.
 func (c *Config) ScaleOut() scaleout.Config {
@@ -153,13 +154,13 @@ func (c *Config) validateRole() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	switch c.Role {
-	case RoleAll, RoleSensor, RoleIntake, RoleCorrelator:
+	case "", RoleAll, RoleSensor, RoleIntake, RoleCorrelator:
 	default:
 		add("role", "%q is not all, sensor, intake or correlator", c.Role)
 		return errs
 	}
 	if !c.Distributed() {
-		if c.Role != RoleAll {
+		if !c.Runs(RoleAll) {
 			add("role", "--role %s needs Kafka: give --kafka-brokers HOST:PORT,... (without it knockwatch run is the all-in-one box)", c.Role)
 		}
 		if len(c.Kafka.Topics.Raw) > 0 {
