@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build demo demo-restart demo-deps test test-short bench bench-replay soak fuzz generate check-generate lint clean
+.PHONY: help build demo demo-restart demo-deps demo-cluster test test-short bench bench-replay soak fuzz generate check-generate lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,16 @@ demo: build demo-deps ## run the lab: namespaces, real TCP, a knock, a firewall 
 
 demo-restart: build demo-deps ## the lab with the sensor killed (kill -9) after the event's 202 and restarted: the alert still comes once (root)
 	$(BIN) lab --restart=event
+
+demo-cluster: build ## issue 14's case 1 on one machine: two taps, a fake Kafka cluster (kfake, a dev tool), knockwatch in roles: a knock on tap A, the connection on tap B, the Windows event through a raw topic (kcat), one high alert (root)
+	@command -v kcat >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "demo-cluster: installing kcat"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat iproute2 >/dev/null; \
+	  else echo "demo-cluster: please install kcat (Debian: apt-get install kcat)"; exit 1; fi; }
+	$(GO) build -o bin/demo-cluster ./internal/clusterlab/cmd/demo-cluster
+	bin/demo-cluster --knockwatch $(BIN)
 
 demo-deps: ## install what the lab runs if missing (Debian: iproute2, nftables, knockd for knock/knockd)
 	@missing=""; \
@@ -51,6 +61,8 @@ bench: ## run every benchmark with the settings its BENCHMARKS.md row was measur
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./winevents/intake/ ./alert/ ./pipeline/
 	$(GO) test -run '^$$' -bench 'BenchmarkEngine|BenchmarkRun' -benchtime $(BENCHTIME) ./replay/
 	$(GO) test -run '^$$' -bench . -benchtime 300000x ./evidence/
+	$(GO) test -run '^$$' -bench 'BenchmarkEndToEnd' -benchtime 20000x -timeout 20m ./scaleout/
+	$(GO) test -run '^$$' -bench 'BenchmarkFlaggedPairs' -benchtime 200000x ./scaleout/
 
 bench-replay: ## replay of a generated 10M-packet capture per engine beside tshark (several minutes)
 	$(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 60m ./replay/

@@ -21,6 +21,7 @@ import (
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/pipeline"
+	"github.com/knockwatch/knockwatch/scaleout"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
 
@@ -65,6 +66,15 @@ type Daemon struct {
 	sensor atomic.Pointer[loader.Sensor]
 	ifaces atomic.Pointer[loader.Interfaces]
 	reader atomic.Pointer[loader.Reader]
+	// flagTTL is the sensor's flag_ttl (a published flag's lifetime).
+	flagTTL time.Duration
+
+	// The scale-out parts (kafka.brokers set), by role.
+	producer   atomic.Pointer[scaleout.Producer]
+	correlator atomic.Pointer[scaleout.Correlator]
+	flagTable  atomic.Pointer[scaleout.RemoteFlags]
+	flagSub    atomic.Pointer[scaleout.FlagSubscriber]
+	rawIntake  *scaleout.RawIntake
 
 	loopCancel  context.CancelFunc
 	loops       sync.WaitGroup
@@ -95,7 +105,18 @@ func New(cfg config.Config, log *zap.Logger, stdout io.Writer) *Daemon {
 // pipeline and listeners first (a bad file or a taken port is a clear
 // error before anything touches the kernel), then the XDP program and the
 // loops. On error, call Stop.
+//
+// With kafka.brokers the process runs its --role of a scale-out
+// deployment instead (startScaleOut).
 func (d *Daemon) Start(ctx context.Context) error {
+	if d.cfg.Distributed() {
+		if err := d.startScaleOut(ctx); err != nil {
+			return err
+		}
+		d.ready.Store(true)
+		d.started.Store(true)
+		return nil
+	}
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
@@ -149,6 +170,7 @@ func (d *Daemon) Stop() error {
 			_ = rd.Close()
 		}
 		d.loops.Wait()
+		errs = append(errs, d.stopScaleOutInputs()...)
 		if s := d.sensor.Load(); s != nil {
 			var names []string
 			if ifs := d.ifaces.Load(); ifs != nil {
@@ -183,6 +205,7 @@ func (d *Daemon) Stop() error {
 			log.Log(lvl, "alerts flushed", zap.Uint64("written", st.AlertsWritten), zap.Uint64("undelivered", st.AlertsUndelivered),
 				zap.Duration(fieldDuration, time.Since(start)))
 		}
+		errs = append(errs, d.stopScaleOutOutputs()...)
 		if d.maintCancel != nil {
 			d.maintCancel()
 			d.maint.Wait()

@@ -35,30 +35,9 @@ func (d *Daemon) startEventSide() error {
 
 	// Files first: a missing token, certificate or inventory is a clear
 	// error before anything binds or touches the kernel.
-	var token string
-	if cfg.Listeners.TokenFile != "" {
-		t, err := intake.ReadTokenFile(cfg.Listeners.TokenFile)
-		if err != nil {
-			return fmt.Errorf("read --token-file: %w", err)
-		}
-		token = t
-	}
-	tokens := map[string]string{}
-	for name, path := range cfg.Listeners.Tokens {
-		t, err := intake.ReadTokenFile(path)
-		if err != nil {
-			return fmt.Errorf("read listeners.tokens.%s: %w", name, err)
-		}
-		tokens[name] = t
-	}
-	d.budget = intake.NewMemoryBudget(cfg.Listeners.MemoryBudget)
-	var tlsCfg *tls.Config
-	if cfg.Listeners.TLSCert != "" {
-		t, err := intake.ServerTLSConfig(cfg.Listeners.TLSCert, cfg.Listeners.TLSKey, cfg.Listeners.ClientCA)
-		if err != nil {
-			return fmt.Errorf("load listener TLS (--tls-cert/--tls-key/--client-ca): %w", err)
-		}
-		tlsCfg = t
+	token, tokens, tlsCfg, err := d.listenerCredentials()
+	if err != nil {
+		return err
 	}
 	built, err := cfg.Build()
 	if err != nil {
@@ -108,6 +87,32 @@ func (d *Daemon) startEventSide() error {
 		return err
 	}
 	return d.startMetricsServer()
+}
+
+// listenerCredentials reads the listeners' token files and TLS
+// certificates and makes the intake memory budget.
+func (d *Daemon) listenerCredentials() (token string, tokens map[string]string, tlsCfg *tls.Config, err error) {
+	cfg := &d.cfg
+	if cfg.Listeners.TokenFile != "" {
+		if token, err = intake.ReadTokenFile(cfg.Listeners.TokenFile); err != nil {
+			return "", nil, nil, fmt.Errorf("read --token-file: %w", err)
+		}
+	}
+	tokens = map[string]string{}
+	for name, path := range cfg.Listeners.Tokens {
+		t, err := intake.ReadTokenFile(path)
+		if err != nil {
+			return "", nil, nil, fmt.Errorf("read listeners.tokens.%s: %w", name, err)
+		}
+		tokens[name] = t
+	}
+	d.budget = intake.NewMemoryBudget(cfg.Listeners.MemoryBudget)
+	if cfg.Listeners.TLSCert != "" {
+		if tlsCfg, err = intake.ServerTLSConfig(cfg.Listeners.TLSCert, cfg.Listeners.TLSKey, cfg.Listeners.ClientCA); err != nil {
+			return "", nil, nil, fmt.Errorf("load listener TLS (--tls-cert/--tls-key/--client-ca): %w", err)
+		}
+	}
+	return token, tokens, tlsCfg, nil
 }
 
 // openState opens the evidence log and the alert ledger under --state-dir.
@@ -292,6 +297,9 @@ func (d *Daemon) intakeStats() []intake.Stats {
 	}
 	if d.files != nil {
 		out = append(out, d.files.Stats())
+	}
+	if d.rawIntake != nil {
+		out = append(out, d.rawIntake.Stats())
 	}
 	return out
 }

@@ -17,7 +17,9 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
+	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/internal/metrics"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -30,6 +32,30 @@ var errNoSensor = errors.New("sensor not loaded")
 // metricSources reads the parts at scrape time; parts not (yet) running
 // report nothing.
 func (d *Daemon) metricSources() metrics.Sources {
+	src := d.baseSources()
+	if d.cfg.Distributed() {
+		// No evidence log or ledger on disk; the store-only pipeline's
+		// engine and sinks are idle (the correlators evaluate).
+		src.Evidence, src.Ledger, src.Engine, src.Sinks = nil, nil, nil, nil
+		if !d.cfg.Runs(config.RoleSensor) && !d.cfg.Runs(config.RoleIntake) {
+			src.Pipeline = nil
+		}
+		if !d.cfg.Runs(config.RoleIntake) {
+			src.Budget, src.Bindings, src.Decoder = nil, nil, nil
+		}
+		if !d.cfg.Runs(config.RoleSensor) {
+			src.BPFCounters, src.BPFMaps, src.Interfaces, src.RingPending, src.ReaderMalformed = nil, nil, nil, nil, nil
+		}
+		d.scaleOutSources(&src)
+		if d.cfg.Runs(config.RoleCorrelator) {
+			src.Sinks = func() []alert.Stats { return alert.StatsOf(d.writer) }
+		}
+	}
+	return src
+}
+
+// baseSources are the all-in-one box's parts.
+func (d *Daemon) baseSources() metrics.Sources {
 	return metrics.Sources{
 		BPFCounters: func() (map[string]uint64, error) {
 			if s := d.sensor.Load(); s != nil && !d.stopping.Load() {
@@ -68,8 +94,8 @@ func (d *Daemon) metricSources() metrics.Sources {
 		Sinks:    func() []alert.Stats { return alert.StatsOf(d.pipe.Sink()) },
 		Budget:   func() intake.BudgetStats { return d.budget.Stats() },
 		Bindings: func() binding.Stats { return d.bindings.Stats() },
-		Evidence: d.evlog.Stats,
-		Ledger:   d.ledger.Stats,
+		Evidence: func() evidence.Stats { return d.evlog.Stats() },
+		Ledger:   func() evidence.LedgerStats { return d.ledger.Stats() },
 	}
 }
 

@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 
 	"go.uber.org/zap"
 
@@ -25,15 +26,29 @@ func (d *Daemon) Reload(cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	if err := d.pipe.Engine().SetSuppression(b.Pipeline.Engine.Suppression); err != nil {
-		return fmt.Errorf("reload: %w", err)
+	if d.pipe != nil && !cfg.Distributed() {
+		if err := d.pipe.Engine().SetSuppression(b.Pipeline.Engine.Suppression); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
+	if c := d.correlator.Load(); c != nil {
+		if err := c.SetSuppression(b.Pipeline.Engine.Suppression); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+		c.SetInventory(b.Inventory)
+	}
+	if p := d.producer.Load(); p != nil {
+		inv := b.Inventory
+		p.SetResolver(func(host string) []netip.Addr { return inv.IPs(host) })
 	}
 	if s := d.sensor.Load(); s != nil {
 		if err := s.SetAllowlist(b.Allowed); err != nil {
 			log.Error("reload: set the XDP allowlist", zap.Error(err))
 		}
 	}
-	d.pipe.Engine().SetInventory(b.Inventory)
+	if d.pipe != nil && !cfg.Distributed() {
+		d.pipe.Engine().SetInventory(b.Inventory)
+	}
 	if d.writer != nil {
 		if err := d.writer.Reopen(); err != nil {
 			log.Error("reload: reopen the alert file", zap.Error(err))

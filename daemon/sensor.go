@@ -33,6 +33,7 @@ func (d *Daemon) startSensor(_ context.Context) error {
 		return fmt.Errorf("load XDP program: %w", err)
 	}
 	d.sensor.Store(s)
+	d.flagTTL = built.Sensor.FlagTTL
 	// The engine's knocks come back from the evidence log (rebuilt
 	// before this); the pinned maps keep the program's own state (pending
 	// SYNs, candidates, flags, port state).
@@ -117,8 +118,13 @@ func (d *Daemon) readLoop(ctx context.Context, rd *loader.Reader) {
 			}
 			rd.SetDeadline(time.Time{})
 		}
+		p := d.producer.Load()
 		for _, rec := range batch {
 			d.logRecord(log, rec)
+			if k, ok := rec.(*sensor.Knock); ok && p != nil {
+				// Flags travel: the other taps watch this pair too.
+				p.PublishFlag(k, d.flagTTL)
+			}
 		}
 		if err := d.pipe.AddRecords(ctx, batch); err != nil {
 			if errors.Is(err, pipeline.ErrClosed) || ctx.Err() != nil {

@@ -123,15 +123,29 @@ var ErrNoEvidence = errors.New("item holds no single piece of evidence")
 // header so that reading a segment's age does not decode bodies. A
 // decoder refuses any other version, so a log written by a newer
 // knockwatch is skipped and counted, never misread.
-const itemVersion = 1
+//
+// Version 2 adds what the sensor's records gained after version 1 was
+// written: a knock ends with its Attempted count and Epoch, a handshake
+// with PortFirstOpen, PortOtherDone, Attempted and Epoch. Without them a
+// rebuilt engine (or a correlator reading the evidence from Kafka) would
+// take "another source connected first" for "nobody did". Version 1
+// payloads still decode, with those fields zero (unknown).
+const (
+	itemVersion   = 2
+	itemVersionV1 = 1
+)
 
 // AppendItem appends the encoding of it to b.
 func AppendItem(b []byte, it *Item) ([]byte, error) {
+	return appendItemVersion(b, it, itemVersion)
+}
+
+func appendItemVersion(b []byte, it *Item, version byte) ([]byte, error) {
 	k := it.Kind()
 	if k == 0 {
 		return b, ErrNoEvidence
 	}
-	b = append(b, itemVersion, byte(k))
+	b = append(b, version, byte(k))
 	b = appendTime(b, it.Arrival)
 	b = appendTime(b, it.Time())
 	switch k {
@@ -146,6 +160,10 @@ func AppendItem(b []byte, it *Item) ([]byte, error) {
 			b = appendTime(b, t.Time)
 			b = append(b, byte(t.Kind))
 		}
+		if version >= 2 {
+			b = binary.AppendUvarint(b, uint64(max(kn.Attempted, 0)))
+			b = binary.AppendUvarint(b, uint64(kn.Epoch))
+		}
 	case KindHandshake:
 		h := it.Handshake
 		b = appendAddr(b, h.Src)
@@ -156,6 +174,12 @@ func AppendItem(b []byte, it *Item) ([]byte, error) {
 			b = appendTime(b, t)
 		}
 		b = binary.AppendUvarint(b, uint64(max(h.DistinctClosed, 0)))
+		if version >= 2 {
+			b = appendTime(b, h.PortFirstOpen)
+			b = appendTime(b, h.PortOtherDone)
+			b = binary.AppendUvarint(b, uint64(max(h.Attempted, 0)))
+			b = binary.AppendUvarint(b, uint64(h.Epoch))
+		}
 	case KindChange:
 		c := it.Change
 		b = appendTime(b, c.Time)
@@ -227,25 +251,30 @@ var ErrBadItem = errors.New("bad evidence item")
 
 // itemHeader reads the version, kind, arrival and event time of a payload.
 func itemHeader(p []byte) (k Kind, arrival, event time.Time, rest []byte, err error) {
+	_, k, arrival, event, rest, err = itemHeaderVersion(p)
+	return k, arrival, event, rest, err
+}
+
+func itemHeaderVersion(p []byte) (v byte, k Kind, arrival, event time.Time, rest []byte, err error) {
 	d := decoder{b: p}
-	if v := d.byte(); v != itemVersion {
-		return 0, arrival, event, nil, fmt.Errorf("%w: version %d (this knockwatch reads %d)", ErrBadItem, v, itemVersion)
+	if v = d.byte(); v != itemVersion && v != itemVersionV1 {
+		return v, 0, arrival, event, nil, fmt.Errorf("%w: version %d (this knockwatch reads %d and %d)", ErrBadItem, v, itemVersionV1, itemVersion)
 	}
 	k = Kind(d.byte())
 	arrival, event = d.time(), d.time()
 	if d.err != nil {
-		return 0, arrival, event, nil, d.err
+		return v, 0, arrival, event, nil, d.err
 	}
 	if k < KindKnock || k > KindChange {
-		return 0, arrival, event, nil, fmt.Errorf("%w: kind %d", ErrBadItem, k)
+		return v, 0, arrival, event, nil, fmt.Errorf("%w: kind %d", ErrBadItem, k)
 	}
-	return k, arrival, event, d.b, nil
+	return v, k, arrival, event, d.b, nil
 }
 
 // DecodeItem decodes a payload AppendItem wrote. The item does not alias
 // p.
 func DecodeItem(p []byte) (Item, error) {
-	k, arrival, _, rest, err := itemHeader(p)
+	version, k, arrival, _, rest, err := itemHeaderVersion(p)
 	if err != nil {
 		return Item{}, err
 	}
@@ -261,11 +290,18 @@ func DecodeItem(p []byte) (Item, error) {
 		for i := range kn.Touches {
 			kn.Touches[i] = correlate.Touch{Port: d.port(), Time: d.time(), Kind: correlate.TouchKind(d.byte())}
 		}
+		if version >= 2 {
+			kn.Attempted, kn.Epoch = d.int(), uint32(d.uint(1<<32))
+		}
 		it.Knock = kn
 	case KindHandshake:
 		h := &correlate.Handshake{Src: d.addr(), Dst: d.addr(), SrcPort: d.port(), Port: d.port()}
 		h.SYN, h.SYNACK, h.ACK, h.PortLastClosed, h.PortLastOpen = d.time(), d.time(), d.time(), d.time(), d.time()
 		h.DistinctClosed = d.int()
+		if version >= 2 {
+			h.PortFirstOpen, h.PortOtherDone = d.time(), d.time()
+			h.Attempted, h.Epoch = d.int(), uint32(d.uint(1<<32))
+		}
 		it.Handshake = h
 	case KindChange:
 		c := &correlate.ExposureChange{Time: d.time(), Host: d.string()}

@@ -13,7 +13,8 @@ import (
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 
 func knockItem(src, dst string, at time.Time, ports ...uint16) Item {
-	k := &correlate.Knock{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), DistinctClosed: len(ports)}
+	k := &correlate.Knock{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), DistinctClosed: len(ports),
+		Attempted: len(ports) + 2, Epoch: 7}
 	for i, p := range ports {
 		k.Touches = append(k.Touches, correlate.Touch{Port: p, Time: at.Add(time.Duration(i) * time.Second), Kind: correlate.TouchS0})
 	}
@@ -24,7 +25,8 @@ func handshakeItem(src, dst string, port uint16, ack time.Time) Item {
 	return Item{Arrival: ack.Add(time.Millisecond), Handshake: &correlate.Handshake{
 		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: 40001, Port: port,
 		SYN: ack.Add(-2 * time.Millisecond), SYNACK: ack.Add(-time.Millisecond), ACK: ack,
-		PortLastClosed: ack.Add(-time.Minute), DistinctClosed: 3,
+		PortLastClosed: ack.Add(-time.Minute), PortFirstOpen: ack.Add(-30 * time.Second), PortOtherDone: ack.Add(-20 * time.Second),
+		DistinctClosed: 3, Attempted: 5, Epoch: 2,
 	}}
 }
 
@@ -99,7 +101,7 @@ func normalize(it *Item) {
 		}
 	}
 	if h := it.Handshake; h != nil {
-		for _, p := range []*time.Time{&h.SYN, &h.SYNACK, &h.ACK, &h.PortLastClosed, &h.PortLastOpen} {
+		for _, p := range []*time.Time{&h.SYN, &h.SYNACK, &h.ACK, &h.PortLastClosed, &h.PortFirstOpen, &h.PortLastOpen, &h.PortOtherDone} {
 			if !p.IsZero() {
 				*p = p.UTC()
 			}
@@ -158,9 +160,52 @@ func TestDecodeDamage(t *testing.T) {
 	}
 	// A newer format version is refused.
 	b := mustAppend(t, knockItem("198.51.100.7", "10.0.0.5", t0, 1, 2, 3))
-	b[0] = 2
+	b[0] = 3
 	if _, err := DecodeItem(b); err == nil {
-		t.Error("version 2 decoded")
+		t.Error("version 3 decoded")
+	}
+}
+
+// Version 1 payloads (logs written before the sensor's records carried
+// Attempted, Epoch, PortFirstOpen and PortOtherDone) still decode, with
+// those fields unknown (zero); version 2 keeps them.
+func TestItemVersion1(t *testing.T) {
+	for _, it := range []Item{knockItem("198.51.100.7", "10.0.0.5", t0, 1, 2, 3), handshakeItem("198.51.100.7", "10.0.0.5", 4444, t0),
+		changeItem("WIN-LAB01", 4444, t0, 1)} {
+		b, err := appendItemVersion(nil, &it, itemVersionV1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0] != 1 {
+			t.Fatalf("version byte %d", b[0])
+		}
+		if !logFormat.Plausible(b[:2], len(b)) {
+			t.Errorf("%s: a version 1 frame is not plausible to the log", it.Kind())
+		}
+		got, err := DecodeItem(b)
+		if err != nil {
+			t.Fatalf("%s: %v", it.Kind(), err)
+		}
+		want := it
+		normalize(&want)
+		switch {
+		case want.Knock != nil:
+			k := *want.Knock
+			k.Attempted, k.Epoch = 0, 0
+			want.Knock = &k
+		case want.Handshake != nil:
+			h := *want.Handshake
+			h.PortFirstOpen, h.PortOtherDone, h.Attempted, h.Epoch = time.Time{}, time.Time{}, 0, 0
+			want.Handshake = &h
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s v1:\n got %+v\nwant %+v", it.Kind(), show(got), show(want))
+		}
+	}
+	// The version 2 fields survive.
+	h, err := DecodeItem(mustAppend(t, handshakeItem("198.51.100.7", "10.0.0.5", 4444, t0)))
+	if err != nil || h.Handshake.PortOtherDone.IsZero() || h.Handshake.Epoch != 2 || h.Handshake.Attempted != 5 {
+		t.Errorf("version 2 handshake lost fields: %+v %v", h.Handshake, err)
 	}
 }
 

@@ -46,7 +46,9 @@ var logFormat = frame.Format{
 	Magic:      "KWE1",
 	MaxPayload: maxItemBytes,
 	HeadBytes:  2,
-	Plausible:  func(h []byte, _ int) bool { return len(h) == 2 && h[0] == itemVersion && h[1] >= 1 && h[1] <= 3 },
+	Plausible: func(h []byte, _ int) bool {
+		return len(h) == 2 && (h[0] == itemVersion || h[0] == itemVersionV1) && h[1] >= 1 && h[1] <= 3
+	},
 	Valid: func(p []byte) bool {
 		_, _, _, _, err := itemHeader(p)
 		return err == nil

@@ -216,8 +216,10 @@ func (p *Pipeline) Close() error {
 	if len(left) > 0 {
 		errs = append(errs, fmt.Errorf("close pipeline: %d alerts not delivered (logged)", len(left)))
 	}
-	if err := p.sink.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close alert sink: %w", err))
+	if p.sink != nil {
+		if err := p.sink.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close alert sink: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -92,6 +92,16 @@ type Config struct {
 	// they are dropped and counted: a flood of them cannot take the room
 	// of acknowledged changes). Default DefaultMaxUnstored.
 	MaxUnstored int
+	// StoreOnly: the engine runs elsewhere (a scale-out sensor or intake
+	// role: Evidence is a Kafka topic the correlators read). Evidence is
+	// decoded, validated, counted and stored, never evaluated here; the
+	// pipeline needs no sink.
+	StoreOnly bool
+	// Busy, when set, is asked before an event payload is taken: an error
+	// (wrapping intake.ErrBusy) refuses it, so the listener answers 429 or
+	// withholds its ACK (the scale-out evidence topic's brokers are not
+	// answering: events would only pile up).
+	Busy func() error
 }
 
 // EvidenceLog is where evidence goes before the engine sees it: the local
@@ -210,8 +220,11 @@ type queued struct {
 // New builds a pipeline that delivers alerts to sink. The pipeline owns
 // sink: Close flushes and closes it. logger may be nil.
 func New(cfg Config, sink alert.Sink, logger *zap.Logger) (*Pipeline, error) {
-	if sink == nil {
+	if sink == nil && !cfg.StoreOnly {
 		return nil, errors.New("new pipeline: nil sink")
+	}
+	if cfg.StoreOnly && cfg.Evidence == nil {
+		return nil, errors.New("new pipeline: store-only without an evidence log")
 	}
 	if logger == nil {
 		logger = zap.NewNop()
@@ -392,10 +405,18 @@ func (p *Pipeline) warnStore(err error) {
 	}
 }
 
-// feed hands one item to the engine, counting it.
+// feed hands one item to the engine, counting it (store-only: checks it
+// as the engine would).
 func (p *Pipeline) feed(it *evidence.Item) error {
 	kind := it.Kind().String()
 	p.counters.in(kind)
+	if p.cfg.StoreOnly {
+		err := it.Validate()
+		if err != nil {
+			p.counters.reject(kind, reasonOf(err))
+		}
+		return err
+	}
 	var err error
 	switch it.Kind() {
 	case evidence.KindKnock:
@@ -441,6 +462,12 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 			p.counters.unstoredFull.Add(1)
 			return intake.Result{Err: fmt.Errorf("handle %s message: evidence waiting to be stored is at its bound (%d bytes): %w: %w",
 				m.Transport, p.cfg.MaxUnstored, intake.ErrNotDurable, intake.ErrBusy)}
+		}
+	}
+	if p.cfg.Busy != nil {
+		if err := p.cfg.Busy(); err != nil {
+			p.counters.busy.Add(1)
+			return intake.Result{Err: fmt.Errorf("handle %s message: %w: %w", m.Transport, intake.ErrBusy, err)}
 		}
 	}
 	id := binding.Identity{Token: m.Meta[intake.MetaTokenName], CertSubject: m.Meta[intake.MetaClientCert],

@@ -49,7 +49,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return err
 	}
-	if len(cfg.Interfaces) == 0 {
+	if len(cfg.Interfaces) == 0 && cfg.Runs(config.RoleSensor) {
 		return fmt.Errorf("%w: no capture interface: give --iface IFACE (or interfaces: in --config)", errUsage)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -72,7 +72,12 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		d.Stop()
 		return err
 	}
-	runLog.Info("ready: sensor attached, listeners up", zap.Strings(fIface, cfg.Interfaces))
+	if cfg.Distributed() {
+		runLog.Info("ready: "+cfg.Role+" on kafka", zap.String("role", cfg.Role), zap.Strings(fIface, cfg.Interfaces),
+			zap.Strings("brokers", cfg.Kafka.Brokers))
+	} else {
+		runLog.Info("ready: sensor attached, listeners up", zap.Strings(fIface, cfg.Interfaces))
+	}
 	for {
 		select {
 		case <-hup:

@@ -154,7 +154,7 @@ func isKernelSide(path string) bool {
 func TestPureGo(t *testing.T) {
 	pkgs := goList(t)
 	for _, name := range []string{"sensor", "gotwin", "pipeline", "correlate", "winevents", "winevents/intake", "alert",
-		"internal/config", "internal/metrics"} {
+		"internal/config", "internal/metrics", "scaleout"} {
 		p, ok := pkgs[name]
 		if !ok {
 			t.Errorf("no package %s", name)
@@ -172,6 +172,21 @@ func TestPureGo(t *testing.T) {
 			if isKernelSide(imp) && !direct[name] {
 				t.Errorf("%s imports %s directly: only loader and internal/netns speak to the kernel", name, imp)
 			}
+		}
+	}
+}
+
+// TestNoFakeBrokerInBinary: the fake Kafka cluster (kfake, internal/
+// kafkatest) is a development tool for tests and `make demo-cluster`; the
+// product binary never links it.
+func TestNoFakeBrokerInBinary(t *testing.T) {
+	p, ok := goList(t)["cmd/knockwatch"]
+	if !ok {
+		t.Fatal("no package cmd/knockwatch")
+	}
+	for _, d := range p.Deps {
+		if strings.HasPrefix(d, "github.com/twmb/franz-go/pkg/kfake") || strings.HasSuffix(d, "/internal/kafkatest") {
+			t.Errorf("cmd/knockwatch depends on %s", d)
 		}
 	}
 }

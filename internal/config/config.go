@@ -22,6 +22,12 @@ import (
 
 // Config is the whole configuration of `knockwatch run`.
 type Config struct {
+	// Role is what this process runs (all, sensor, intake, correlator);
+	// roles other than all need Kafka.
+	Role string `yaml:"role"`
+	// Kafka is the scale-out bus; without brokers knockwatch run is the
+	// all-in-one box.
+	Kafka Kafka `yaml:"kafka"`
 	// Interfaces are the capture interfaces the XDP program attaches to.
 	Interfaces []string `yaml:"interfaces"`
 	// XDPMode is auto, native or generic.
@@ -287,6 +293,8 @@ const DefaultMemoryLimit = 2 << 30
 func Default() Config {
 	r := correlate.DefaultConfig()
 	return Config{
+		Role:            RoleAll,
+		Kafka:           defaultKafka(),
 		XDPMode:         string(sensor.ModeAuto),
 		LogLevel:        "info",
 		LogFormat:       "auto",

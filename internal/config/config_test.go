@@ -282,6 +282,12 @@ func normalize(c Config) Config {
 	if len(c.Interfaces) == 0 {
 		c.Interfaces = nil
 	}
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = nil
+	}
+	if len(c.Kafka.Topics.Raw) == 0 {
+		c.Kafka.Topics.Raw = nil
+	}
 	s := &c.Suppression
 	if len(s.AllowedSources) == 0 {
 		s.AllowedSources = nil

@@ -10,13 +10,18 @@ import (
 
 // Usage is the synopsis of `knockwatch run`.
 const Usage = `usage: knockwatch run --iface IFACE [--iface IFACE]... [--xdp-mode auto|native|generic] [--pass]
+               [--role all|sensor|intake|correlator] [--kafka-brokers HOST:PORT,...]
                [--events-http ADDR] [--events-syslog ADDR] [--events-beats ADDR] [--events-file PATH]...
                [--token-file FILE] [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
                [--hosts FILE] [--allow-source CIDR]... [--alerts PATH|-] [--metrics ADDR]
                [--pin-path DIR] [--state-dir DIR] [--config FILE] [--log-level LEVEL] [--set KEY=VALUE]...
 
 Runs the live sensor: the XDP program on every --iface, the event listeners,
-the AN0842 correlation engine, the alert sinks and the metrics server.
+the AN0842 correlation engine, the alert sinks and the metrics server. With
+--kafka-brokers the parts meet on Kafka topics and --role picks this
+process's part (docs/SCALE-OUT.md): sensor (XDP, publishes its records and
+flags), intake (listeners and the forwarders' raw topics), correlator (the
+engine in a consumer group, alerts to the alert topic), or all of them.
 Settings come from the defaults, then the --config YAML file, then the flags
 (flags win). Every key is documented in docs/CONFIG.md; --set sets any of
 them by its dotted path (e.g. --set rule.skew=10s --set sensor.pair_slots=524288).
@@ -85,6 +90,8 @@ func NewFlagSet(cfg *Config, fl *Flags, output io.Writer) *flag.FlagSet {
 		fmt.Fprint(fs.Output(), Usage)
 		fs.PrintDefaults()
 	}
+	fs.StringVar(&cfg.Role, "role", cfg.Role, "what this process runs: all, sensor, intake or correlator (all but all need --kafka-brokers; docs/SCALE-OUT.md)")
+	fs.Var(&kafkaBrokersFlag{dst: &cfg.Kafka.Brokers}, "kafka-brokers", "Kafka seed brokers `HOST:PORT,...`: the roles meet on topics (kafka.* in --config for topics, TLS, SASL)")
 	fs.Var(&listFlag{dst: &cfg.Interfaces}, "iface", "capture `IFACE` to attach the XDP program to (repeatable; a tap's two ports share state)")
 	fs.StringVar(&cfg.XDPMode, "xdp-mode", cfg.XDPMode, "XDP attach `mode`: auto (native, else generic), native or generic")
 	fs.BoolVar(&cfg.Sensor.Pass, "pass", cfg.Sensor.Pass, "pass packets on (XDP_PASS) instead of dropping the capture copies (XDP_DROP)")

@@ -81,6 +81,7 @@ func (c *Config) Validate() error {
 		add("memory_limit", "%d is negative (0 turns it off)", c.MemoryLimit)
 	}
 	errs = append(errs, c.validateState()...)
+	errs = append(errs, c.validateRole()...)
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")
 	}
@@ -269,8 +270,13 @@ func (c *Config) Bindings() (*binding.Policy, error) {
 			hosts = append(hosts, m...)
 		}
 		if f.Token != "" && f.Token != "default" {
-			if _, ok := l.Tokens[f.Token]; !ok {
-				return nil, fmt.Errorf("listeners.forwarders[%d]: unknown token %q (define it under listeners.tokens)", i, f.Token)
+			_, ok := l.Tokens[f.Token]
+			for _, r := range c.Kafka.Topics.Raw {
+				// A raw topic's records carry its identity as their token name.
+				ok = ok || r.Identity == f.Token
+			}
+			if !ok {
+				return nil, fmt.Errorf("listeners.forwarders[%d]: unknown token %q (define it under listeners.tokens, or name it as a kafka.topics.raw identity)", i, f.Token)
 			}
 		}
 		bc.Bindings = append(bc.Bindings, binding.Binding{Name: f.Name, Token: f.Token, CertSubject: f.CertSubject, Hosts: hosts})

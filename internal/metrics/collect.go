@@ -153,6 +153,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range boundDescs {
 		ch <- d
 	}
+	for _, d := range kafkaDescs {
+		ch <- d
+	}
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
@@ -183,6 +186,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectSinks(ch)
 	c.collectBounds(ch)
 	c.collectEvidence(ch)
+	c.collectKafka(ch)
 }
 
 func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {

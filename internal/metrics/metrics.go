@@ -17,6 +17,7 @@ import (
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
+	"github.com/knockwatch/knockwatch/scaleout"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
@@ -53,6 +54,13 @@ type Sources struct {
 	// Evidence is the evidence log; Ledger the ledger of delivered alerts.
 	Evidence func() evidence.Stats
 	Ledger   func() evidence.LedgerStats
+	// The scale-out parts (kafka.brokers set): the producer of evidence
+	// and flags, the table of other sensors' flags, the flag subscriber,
+	// the correlator.
+	KafkaProducer  func() scaleout.ProducerStats
+	RemoteFlags    func() scaleout.RemoteFlagStats
+	FlagSubscriber func() scaleout.FlagSubscriberStats
+	Correlator     func() scaleout.CorrelatorStats
 }
 
 // LagBuckets are the event-lag histogram's buckets in seconds: forwarding

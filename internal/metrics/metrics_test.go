@@ -13,6 +13,7 @@ import (
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
+	"github.com/knockwatch/knockwatch/scaleout"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents"
 	"github.com/knockwatch/knockwatch/winevents/intake"
@@ -84,6 +85,20 @@ func fakeSources() Sources {
 		},
 		Ledger: func() evidence.LedgerStats {
 			return evidence.LedgerStats{Entries: 2, Bytes: 128, Errors: 1, Unsynced: 1, Dropped: 0}
+		},
+		KafkaProducer: func() scaleout.ProducerStats {
+			return scaleout.ProducerStats{Produced: map[string]uint64{"knock": 2, "handshake": 1, "change": 4}, Acked: 7,
+				Broadcast: 1, Busy: 3, BufferedBytes: 1024, MaxBytes: 64 << 20, OldestPending: time.Second, FlagsPublished: 2}
+		},
+		RemoteFlags: func() scaleout.RemoteFlagStats {
+			return scaleout.RemoteFlagStats{Capacity: 16384, InUse: 12, Set: 14, Evicted: 2}
+		},
+		FlagSubscriber: func() scaleout.FlagSubscriberStats {
+			return scaleout.FlagSubscriberStats{Received: 20, Applied: 14, Own: 5, Forged: 1}
+		},
+		Correlator: func() scaleout.CorrelatorStats {
+			return scaleout.CorrelatorStats{Partitions: 4, ByKind: map[string]uint64{"knock": 2, "handshake": 1, "change": 4},
+				Rebuilds: 4, RebuildRecords: 100, RebuildSeconds: 0.5, Commits: 9, Aborts: 1, High: 1, Pairs: 3}
 		},
 	}
 }
@@ -159,6 +174,18 @@ func TestCollectorPedantic(t *testing.T) {
 # TYPE knockwatch_alerts_total counter
 knockwatch_alerts_total{confidence="high"} 2
 knockwatch_alerts_total{confidence="medium"} 1
+# HELP knockwatch_correlator_transactions_total Transactions (alerts and consumed offsets) by outcome (committed, aborted: read again and rebuilt).
+# TYPE knockwatch_correlator_transactions_total counter
+knockwatch_correlator_transactions_total{outcome="aborted"} 1
+knockwatch_correlator_transactions_total{outcome="committed"} 9
+# HELP knockwatch_remote_flags_total Other sensors' flags by outcome: set, updated, evicted (the table was full: the flag expiring first went), refused (the program's table would not take it), clamped (expiry cut to flag_ttl), expired (over on arrival).
+# TYPE knockwatch_remote_flags_total counter
+knockwatch_remote_flags_total{outcome="clamped"} 0
+knockwatch_remote_flags_total{outcome="evicted"} 2
+knockwatch_remote_flags_total{outcome="expired"} 0
+knockwatch_remote_flags_total{outcome="refused"} 0
+knockwatch_remote_flags_total{outcome="set"} 14
+knockwatch_remote_flags_total{outcome="updated"} 0
 # HELP knockwatch_closed_port_touches_total Closed-port touches: REJ (SYN answered by RST) and S0 (SYN never answered).
 # TYPE knockwatch_closed_port_touches_total counter
 knockwatch_closed_port_touches_total{kind="REJ"} 7
@@ -240,7 +267,7 @@ knockwatch_evidence_rebuild_records{outcome="undecodable"} 0
 # TYPE knockwatch_evidence_log_corrupt_frames_total counter
 knockwatch_evidence_log_corrupt_frames_total 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(expect), "knockwatch_alerts_total",
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(expect), "knockwatch_alerts_total", "knockwatch_correlator_transactions_total", "knockwatch_remote_flags_total",
 		"knockwatch_closed_port_touches_total", "knockwatch_suppressed_total", "knockwatch_bpf_map_fill_ratio",
 		"knockwatch_events_dropped_total", "knockwatch_event_lag_seconds", "knockwatch_sink_records_total",
 		"knockwatch_evidence_log_errors_total", "knockwatch_evidence_log_segments", "knockwatch_evidence_log_bytes",
