@@ -53,6 +53,11 @@ type Stats struct {
 	// had them (delivered before a restart); LedgerErrors failed ledger
 	// writes (those alerts may be sent again after a restart).
 	AlertsAlreadySent, LedgerErrors uint64
+	// Samples counts clock-calibration handshakes (HANDSHAKE records with
+	// Sample) passed to coverage, not to the engine; KnocksHeld the knocks
+	// held now for a path coverage finds blind.
+	Samples    uint64
+	KnocksHeld int64
 }
 
 // Stats returns a snapshot.
@@ -75,6 +80,8 @@ func (p *Pipeline) Stats() Stats {
 		SyncErrors:        c.syncErr.Load(),
 		AlertsAlreadySent: c.alreadySent.Load(),
 		LedgerErrors:      c.ledgerErr.Load(),
+		Samples:           c.samples.Load(),
+		KnocksHeld:        c.heldNow.Load(),
 	}
 	c.mu.Lock()
 	s.In = maps.Clone(c.inByKind)
