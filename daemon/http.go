@@ -3,6 +3,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/internal/metrics"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -70,6 +72,14 @@ func (d *Daemon) metricSources() metrics.Sources {
 		Bindings: func() binding.Stats { return d.bindings.Stats() },
 		Evidence: d.evlog.Stats,
 		Ledger:   d.ledger.Stats,
+		Coverage: func() coverage.Stats {
+			if d.pipe != nil {
+				if cov := d.pipe.Coverage(); cov != nil {
+					return cov.Stats()
+				}
+			}
+			return coverage.Stats{}
+		},
 	}
 }
 
@@ -103,6 +113,7 @@ func (d *Daemon) startMetricsServer() error {
 			_, _ = io.WriteString(w, "ok\n")
 		}
 	})
+	mux.HandleFunc("/v1/coverage", d.serveCoverage)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if why := d.notReady(); why != "" {
 			http.Error(w, "not ready: "+why+"\n", http.StatusServiceUnavailable)
@@ -135,4 +146,30 @@ func (d *Daemon) notReady() string {
 		}
 	}
 	return ""
+}
+
+// serveCoverage is GET /v1/coverage: the coverage report as JSON
+// (coverage.Report; docs/COVERAGE.md).
+func (d *Daemon) serveCoverage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed\n", http.StatusMethodNotAllowed)
+		return
+	}
+	var cov *coverage.Tracker
+	if d.pipe != nil {
+		cov = d.pipe.Coverage()
+	}
+	if cov == nil {
+		http.Error(w, "coverage is off (coverage.enabled: false)\n", http.StatusNotFound)
+		return
+	}
+	b, err := json.MarshalIndent(cov.Report(false), "", "  ")
+	if err != nil {
+		http.Error(w, "render coverage: "+err.Error()+"\n", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(append(b, '\n'))
 }

@@ -33,7 +33,7 @@ func (d *Daemon) Reload(cfg config.Config) error {
 			log.Error("reload: set the XDP allowlist", zap.Error(err))
 		}
 	}
-	d.pipe.Engine().SetInventory(b.Inventory)
+	d.pipe.SetInventory(b.Inventory)
 	if d.writer != nil {
 		if err := d.writer.Reopen(); err != nil {
 			log.Error("reload: reopen the alert file", zap.Error(err))

@@ -141,6 +141,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range boundDescs {
 		ch <- d
 	}
+	for _, d := range coverageDescs {
+		ch <- d
+	}
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
@@ -171,6 +174,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectSinks(ch)
 	c.collectBounds(ch)
 	c.collectEvidence(ch)
+	c.collectCoverage(ch)
 }
 
 func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -53,6 +54,8 @@ type Sources struct {
 	// Evidence is the evidence log; Ledger the ledger of delivered alerts.
 	Evidence func() evidence.Stats
 	Ledger   func() evidence.LedgerStats
+	// Coverage is the coverage tracker (host clocks, blind spots).
+	Coverage func() coverage.Stats
 }
 
 // LagBuckets are the event-lag histogram's buckets in seconds: forwarding
