@@ -76,26 +76,30 @@ func sensorRef(hs *Handshake, eventID uint32) time.Time {
 // handshake of it (now or when the handshake comes).
 func (t *Tracker) matchEvent(h *host, ev *Event) []ClockUpdate {
 	c := ev.Conn
+	at := ev.Time
+	if !c.At.IsZero() {
+		at = c.At
+	}
 	keys := []tuple{{plain(c.Remote), plain(c.Local), c.RemotePort, c.LocalPort}}
 	if !c.SideKnown {
 		keys = append(keys, tuple{plain(c.Local), plain(c.Remote), c.LocalPort, c.RemotePort})
 	}
 	m := &t.match
 	for _, k := range keys {
-		if d := m.done[k]; d != nil && absDur(ev.Time.Sub(d.hostTime)) <= t.cfg.MatchWait+t.cfg.MaxOffset {
-			return t.again(d, h, ev)
+		if d := m.done[k]; d != nil && absDur(at.Sub(d.hostTime)) <= t.cfg.MatchWait+t.cfg.MaxOffset {
+			return t.again(d, h, ev, at)
 		}
 	}
 	for _, k := range keys {
 		if w := m.hs[k]; w != nil && !w.gone {
 			w.gone = true
 			delete(m.hs, k)
-			cw := &connWait{key: k, host: h, hostTime: ev.Time, eventID: ev.EventID, channel: ev.Channel, record: ev.RecordID}
+			cw := &connWait{key: k, host: h, hostTime: at, eventID: ev.EventID, channel: ev.Channel, record: ev.RecordID}
 			return t.join(&w.hs, []*connWait{cw})
 		}
 	}
 	for _, k := range keys {
-		cw := &connWait{key: k, host: h, hostTime: ev.Time, eventID: ev.EventID, channel: ev.Channel, record: ev.RecordID}
+		cw := &connWait{key: k, host: h, hostTime: at, eventID: ev.EventID, channel: ev.Channel, record: ev.RecordID}
 		if m.nConn >= t.cfg.MaxPending {
 			m.evictConn(t)
 		}
@@ -197,12 +201,12 @@ func (t *Tracker) join(hs *Handshake, evs []*connWait) []ClockUpdate {
 // record forwarded twice, or the same connection logged by another
 // channel (5156 and Sysmon 3 agree), changes nothing; a different time is
 // a conflict: the sample goes, whichever of the two is forged.
-func (t *Tracker) again(d *matched, h *host, ev *Event) []ClockUpdate {
-	if ev.Channel == d.channel && ev.RecordID == d.record && ev.Time.Equal(d.hostTime) {
+func (t *Tracker) again(d *matched, h *host, ev *Event, at time.Time) []ClockUpdate {
+	if ev.Channel == d.channel && ev.RecordID == d.record && at.Equal(d.hostTime) {
 		t.st.samples["duplicate"]++
 		return nil
 	}
-	if absDur(ev.Time.Sub(d.hostTime)) <= t.cfg.Agreement && h == d.host {
+	if absDur(at.Sub(d.hostTime)) <= t.cfg.Agreement && h == d.host {
 		t.st.samples["duplicate"]++
 		return nil
 	}

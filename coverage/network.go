@@ -91,6 +91,12 @@ func counterDelta(cur, prev map[string]uint64, name string) uint64 {
 	return c - p
 }
 
+// pathDelta is what a path carried between two snapshots. The sensor's
+// global counters say which answers matched a SYN it saw: port_open (a
+// SYN-ACK, or the client's ACK proving one: ack_proof) and touch_rej (an
+// RST acking the SYN); answers to no SYN seen are synack_unmatched and
+// backscatter. An interface's (or a capture's) counters have only syn,
+// synack and rst: there every SYN-ACK and RST is an answer.
 func pathDelta(cur, prev map[string]uint64) delta {
 	d := func(n string) uint64 { return counterDelta(cur, prev, n) }
 	syn, synack, rst := d("syn"), d("synack"), d("rst")
@@ -98,7 +104,15 @@ func pathDelta(cur, prev map[string]uint64) delta {
 	if tcp := d("tcp"); tcp > syn+synack+rst {
 		other = tcp - syn - synack - rst
 	}
-	return delta{syn: syn, ans: synack + rst, unmatched: d("synack_unmatched") + d("backscatter"), other: other, proof: d("ack_proof")}
+	out := delta{syn: syn, ans: synack + rst, unmatched: d("synack_unmatched") + d("backscatter"), other: other, proof: d("ack_proof")}
+	if _, global := cur["port_open"]; global {
+		var seen uint64
+		if po := d("port_open"); po > out.proof {
+			seen = po - out.proof
+		}
+		out.ans = seen + d("touch_rej") + out.unmatched
+	}
+	return out
 }
 
 // ObserveCounters takes the program's counters at now: the global ones
@@ -268,7 +282,12 @@ func allIdle(ticks []netTick, name string) bool {
 	return true
 }
 
+// setVerdict records a path's state. A window too quiet to judge keeps
+// the last verdict (a one-way tap stays one way while nobody connects).
 func setVerdict(v *verdict, state string, sum delta, by string, now time.Time) {
+	if (state == StateIdle || state == StateUnknown) && v.state != "" && v.state != StateIdle && v.state != StateUnknown {
+		return
+	}
 	if v.state != state {
 		v.state, v.since = state, now
 	}

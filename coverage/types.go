@@ -29,6 +29,10 @@ type Conn struct {
 	// SideKnown is false when the decoder could not tell which side is
 	// local (LocalSideBy "unknown"): the match tries both orientations.
 	SideKnown bool
+	// At is when the host saw the connection, on its clock, when the
+	// record says so apart from its own time (Sysmon 3 UtcTime); zero:
+	// the event's Time.
+	At time.Time
 }
 
 // Handshake is a completed handshake the sensor reported: a clock sample
