@@ -216,11 +216,18 @@ func (t *Tracker) Report(final bool) Report {
 	}
 	r.Summary.Hosts = len(r.Hosts)
 	r.Sensor = t.pathReport("", &t.net.sensor)
-	r.Findings = append(r.Findings, t.pathFindings("", &t.net.sensor)...)
+	named := false
 	for _, name := range t.net.order {
 		v := &t.net.ifaces[name].verdict
 		r.Interfaces = append(r.Interfaces, t.pathReport(name, v))
-		r.Findings = append(r.Findings, t.pathFindings(name, v)...)
+		fs := t.pathFindings(name, v)
+		named = named || len(fs) > 0
+		r.Findings = append(r.Findings, fs...)
+	}
+	if !named {
+		// The sensor-wide finding, unless an interface's names the
+		// culprit more precisely.
+		r.Findings = append(r.Findings, t.pathFindings("", &t.net.sensor)...)
 	}
 	for _, f := range r.Findings {
 		r.Summary.Findings[f.Severity]++

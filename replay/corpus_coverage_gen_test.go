@@ -283,7 +283,7 @@ func coverageCases() []corpusCase {
 			events: []string{eventXML(fwEvent{id: 2004, at: 12 * s, host: "WS01.corp.example", record: 90104, rule: "Web admin 8443",
 				port: "8443", direction: 1, action: 3})},
 			cov: &wantCoverage{
-				Findings:     []wantFinding{{Kind: "one_way"}, {Kind: "one_way", Interface: "capture.pcap"}},
+				Findings:     []wantFinding{{Kind: "one_way", Interface: "capture.pcap"}},
 				Sensor:       "one_way",
 				EngineKnocks: intPtr(0),
 				KnocksHeld:   4,

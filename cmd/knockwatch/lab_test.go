@@ -80,6 +80,9 @@ func TestLabEndToEnd(t *testing.T) {
 		{"rej", "REJ", []string{"--scenario", lab.ScenarioREJ}, 1},
 		// A passive tap (each direction on its own interface) over IPv6.
 		{"rej-ipv6-tap", "REJ", []string{"--rej", "--ipv6", "--tap"}, 2},
+		// A second capture interface that sees one direction only
+		// (docs/COVERAGE.md): reported within a minute.
+		{"rej-one-way-port", "REJ", []string{"--rej", "--one-way-port"}, 2},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			report := filepath.Join(t.TempDir(), "report.json")
@@ -179,8 +182,28 @@ func TestLabEndToEnd(t *testing.T) {
 			if v := get(lab.MetricTouches, map[string]string{"kind": sc.kind}); v < 6 {
 				t.Errorf("closed-port touches %s = %v, want >= 6", sc.kind, v)
 			}
-			if v := get(lab.MetricTouches, map[string]string{"kind": other}); v != 0 {
+			// On the one-way port the SYNs to the file server end unanswered:
+			// S0 touches there (at least one per port the client used).
+			if v := get(lab.MetricTouches, map[string]string{"kind": other}); sc.name == "rej-one-way-port" && v < float64(len(r.OneWayPorts())) {
+				t.Errorf("closed-port touches %s = %v, want >= %d (the one-way path)", other, v, len(r.OneWayPorts()))
+			} else if sc.name != "rej-one-way-port" && v != 0 {
 				t.Errorf("closed-port touches %s = %v, want 0", other, v)
+			}
+			// The one-way port's phase: the client's seeming knock of the
+			// file server is flagged by the program, and held.
+			extraKnocks := 0.0
+			if sc.name == "rej-one-way-port" {
+				extraKnocks = 1
+				ow := r.OneWay
+				if ow == nil || ow.Reported <= 0 || ow.Reported > lab.OneWayWithin || ow.KnocksHeld < 1 {
+					t.Fatalf("one-way port: %+v: want cap2 reported within %v and the client's knock held", ow, lab.OneWayWithin)
+				}
+				if !strings.Contains(ow.Table, "CRITICAL  one_way  capture interface cap2") || !strings.Contains(ow.Table, "attach the tap's other port") {
+					t.Errorf("knockwatch coverage table:\n%s", ow.Table)
+				}
+				t.Logf("cap2 reported one way after %v (%d connections)", ow.Reported, ow.Connections)
+			} else if r.OneWay != nil {
+				t.Errorf("one-way phase without --one-way-port")
 			}
 			for _, c := range []struct {
 				name  string
@@ -188,8 +211,8 @@ func TestLabEndToEnd(t *testing.T) {
 				min   float64
 				max   float64
 			}{
-				{lab.MetricKnocksFlagged, nil, 1, 2}, // attacker, and the client's scan
-				{lab.MetricHandshakes, nil, 1, 2},    // attacker, and the client's if flagged in time
+				{lab.MetricKnocksFlagged, nil, 1, 2 + extraKnocks}, // attacker, and the client's scan
+				{lab.MetricHandshakes, nil, 1, 2},                  // attacker, and the client's if flagged in time
 				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "accepted"}, 1, 1},
 				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "rejected"}, 0, 0},
 				{lab.MetricEventsDropped, map[string]string{"transport": "http", "reason": "unauthorized"}, 1, 1},

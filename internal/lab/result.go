@@ -49,6 +49,8 @@ type Result struct {
 	// Alerts are every alert the sensor wrote, as written (across
 	// restarts: each process's, in order).
 	Alerts []json.RawMessage `json:"alerts"`
+	// OneWay is the one-way port's phase (Config.OneWayPort), nil without.
+	OneWay *OneWayResult `json:"one_way,omitempty"`
 	// Metrics is the sensor's /metrics scraped after the scenario.
 	Metrics  Metrics       `json:"metrics"`
 	Duration time.Duration `json:"duration_ns"`
@@ -128,6 +130,9 @@ func (r *Result) Check() error {
 	}
 	if r.Restart != "" && len(r.Restarts) != 1 {
 		errs = append(errs, fmt.Errorf("restart %q asked for, %d done", r.Restart, len(r.Restarts)))
+	}
+	if r.OneWay != nil {
+		errs = append(errs, r.OneWay.check()...)
 	}
 	return errors.Join(errs...)
 }

@@ -190,6 +190,11 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 			return err
 		}
 	}
+	if c.OneWayPort {
+		if err := l.playOneWay(ctx, r); err != nil {
+			return err
+		}
+	}
 	m, err := l.sensor.metrics(ctx)
 	r.Metrics = m
 	return err
