@@ -193,7 +193,7 @@ func (t *Tracker) join(hs *Handshake, evs []*connWait) []ClockUpdate {
 		h.clockIPs = append(h.clockIPs, s.Host)
 	}
 	t.addIP(h, s.Host)
-	t.traffic(h, hs.ACK)
+	t.traffic(h, hs.Dst, hs.ACK)
 	return t.estimate(h)
 }
 

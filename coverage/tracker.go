@@ -76,9 +76,10 @@ type host struct {
 	firstTraffic, lastTraffic, lastAnswered time.Time
 	unanswered                              []time.Time
 
-	// Sample requests (sensor times).
+	// Sample requests (sensor times). trafficIPs are the addresses the
+	// sensor reported traffic to (a request goes to those first).
 	lastReq, reqUntil, lastSample time.Time
-	reqIdx                        int
+	trafficIPs                    []netip.Addr
 	requests, answered            uint64
 
 	// Clock.
@@ -328,6 +329,11 @@ func (t *Tracker) merge(h, o *host) {
 	h.lastSample = maxTime(h.lastSample, o.lastSample)
 	h.requests += o.requests
 	h.answered += o.answered
+	for _, ip := range o.trafficIPs {
+		if !slices.Contains(h.trafficIPs, ip) && len(h.trafficIPs) < maxHostIPs {
+			h.trafficIPs = append(h.trafficIPs, ip)
+		}
+	}
 	t.dropHost(o)
 }
 
@@ -407,7 +413,7 @@ func (t *Tracker) ObserveHandshake(hs Handshake) []ClockUpdate {
 		return nil
 	}
 	t.active(h)
-	t.traffic(h, hs.ACK)
+	t.traffic(h, hs.Dst, hs.ACK)
 	if !hs.SYNACK.IsZero() {
 		h.lastAnswered = maxTime(h.lastAnswered, hs.ACK)
 	}
@@ -422,9 +428,30 @@ func (t *Tracker) ObserveHandshake(hs Handshake) []ClockUpdate {
 	return t.matchHandshake(&hs)
 }
 
-func (t *Tracker) traffic(h *host, at time.Time) {
+// traffic notes that the sensor saw traffic to h's address ip at at.
+func (t *Tracker) traffic(h *host, ip netip.Addr, at time.Time) {
 	h.firstTraffic = minTime(h.firstTraffic, at)
 	h.lastTraffic = maxTime(h.lastTraffic, at)
+	if ip = plain(ip); ip.IsValid() && !slices.Contains(h.trafficIPs, ip) && len(h.trafficIPs) < maxHostIPs {
+		h.trafficIPs = append(h.trafficIPs, ip)
+	}
+}
+
+// maxRequestIPs bounds the addresses one host's request covers.
+const maxRequestIPs = 4
+
+// requestIPs are the addresses a sample request of h goes to: those the
+// sensor saw traffic to, else all of them (at most maxRequestIPs; a host
+// known by an IPv4 and an IPv6 address is asked for on both).
+func (h *host) requestIPs() []netip.Addr {
+	ips := h.trafficIPs
+	if len(ips) == 0 {
+		ips = h.ips
+	}
+	if len(ips) > maxRequestIPs {
+		ips = ips[:maxRequestIPs]
+	}
+	return ips
 }
 
 // ObserveKnock takes a KNOCK record: its host takes traffic, and its
@@ -439,11 +466,11 @@ func (t *Tracker) ObserveKnock(k Knock) {
 	}
 	t.active(h)
 	for _, at := range k.Answered {
-		t.traffic(h, at)
+		t.traffic(h, k.Dst, at)
 		h.lastAnswered = maxTime(h.lastAnswered, at)
 	}
 	for _, at := range k.Unanswered {
-		t.traffic(h, at)
+		t.traffic(h, k.Dst, at)
 		if slices.Contains(h.unanswered, at) {
 			continue // a touch a later KNOCK of the pair repeats
 		}
@@ -529,7 +556,7 @@ func (t *Tracker) request(now time.Time, s Sampler) {
 	var due []*host
 	for _, h := range t.hosts {
 		if !h.reqUntil.IsZero() {
-			out++
+			out += len(h.requestIPs())
 			continue
 		}
 		if len(h.ips) == 0 {
@@ -550,20 +577,21 @@ func (t *Tracker) request(now time.Time, s Sampler) {
 		return compareStr(a.key, b.key)
 	})
 	for _, h := range due {
-		if out >= t.cfg.MaxRequests {
+		ips := h.requestIPs()
+		if out+len(ips) > t.cfg.MaxRequests {
 			return
 		}
-		ip := h.ips[h.reqIdx%len(h.ips)]
-		h.reqIdx++
 		h.lastReq = now
-		if err := s.RequestSample(ip, now.Add(t.cfg.SampleTTL)); err != nil {
-			t.st.requests["failed"]++
-			return // the table is full or the sensor gone: next tick
+		for _, ip := range ips {
+			if err := s.RequestSample(ip, now.Add(t.cfg.SampleTTL)); err != nil {
+				t.st.requests["failed"]++
+				return // the table is full or the sensor gone: next tick
+			}
 		}
 		t.st.requests["sent"]++
 		h.requests++
 		h.reqUntil = now.Add(t.cfg.SampleTTL)
-		out++
+		out += len(ips)
 	}
 }
 

@@ -83,6 +83,9 @@ func TestLabEndToEnd(t *testing.T) {
 		// A second capture interface that sees one direction only
 		// (docs/COVERAGE.md): reported within a minute.
 		{"rej-one-way-port", "REJ", []string{"--rej", "--one-way-port"}, 2},
+		// The host's clock 90 s behind, far beyond rule.skew, measured from
+		// its 5156 events: the alert is still high, corrected.
+		{"s0-clock-90s-behind", "S0", []string{"--s0", "--host-clock-offset=-90s"}, 1},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			report := filepath.Join(t.TempDir(), "report.json")
@@ -205,6 +208,20 @@ func TestLabEndToEnd(t *testing.T) {
 			} else if r.OneWay != nil {
 				t.Errorf("one-way phase without --one-way-port")
 			}
+			extraEvents := 0.0
+			if sc.name == "s0-clock-90s-behind" {
+				ck := r.Clock
+				if ck == nil || ck.Alert == nil || ck.Alert["applied"] != true {
+					t.Fatalf("host clock: %+v: want the offset measured and applied in the alert", ck)
+				}
+				if off, _ := ck.Alert["offset"].(float64); off > -89 || off < -91 {
+					t.Errorf("alert knockwatch.clock.offset %v, want -90 within 1 s", off)
+				}
+				t.Logf("host clock measured %+.3f s after %v from %d connections", ck.Measured, ck.MeasuredAfter, ck.Connections)
+				extraEvents = float64(ck.Connections) // one 5156 each
+			} else if r.Clock != nil {
+				t.Errorf("host-clock phase without --host-clock-offset")
+			}
 			for _, c := range []struct {
 				name  string
 				match map[string]string
@@ -213,7 +230,7 @@ func TestLabEndToEnd(t *testing.T) {
 			}{
 				{lab.MetricKnocksFlagged, nil, 1, 2 + extraKnocks}, // attacker, and the client's scan
 				{lab.MetricHandshakes, nil, 1, 2},                  // attacker, and the client's if flagged in time
-				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "accepted"}, 1, 1},
+				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "accepted"}, 1 + extraEvents, 1 + extraEvents},
 				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "rejected"}, 0, 0},
 				{lab.MetricEventsDropped, map[string]string{"transport": "http", "reason": "unauthorized"}, 1, 1},
 				{lab.MetricAlerts, map[string]string{"confidence": "high"}, 1, 1},
@@ -221,7 +238,7 @@ func TestLabEndToEnd(t *testing.T) {
 				{"knockwatch_ringbuf_lost_total", nil, 0, 0},
 				{"knockwatch_interface_attached", map[string]string{"iface": "cap0", "mode": "native"}, 1, 1},
 				{"knockwatch_interface_attached", map[string]string{"mode": "native"}, float64(sc.ifaces), float64(sc.ifaces)},
-				{"knockwatch_event_lag_seconds_count", nil, 1, 1},
+				{"knockwatch_event_lag_seconds_count", nil, 1 + extraEvents, 1 + extraEvents},
 			} {
 				if v := get(c.name, c.match); v < c.min || v > c.max {
 					t.Errorf("%s%v = %v, want [%v, %v]", c.name, c.match, v, c.min, c.max)

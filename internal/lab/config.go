@@ -44,6 +44,12 @@ type Config struct {
 	// the client uses it and the sensor must report cap2 one way within a
 	// minute (docs/COVERAGE.md) and hold the client's seeming knocks.
 	OneWayPort bool
+	// HostClockOffset sets the Windows host's clock this far off the real
+	// time (negative: behind): its events carry it. The host audits its
+	// inbound connections (5156); before the attack the client and the
+	// attacker use its web service, and the sensor must measure the offset
+	// and still alert high, corrected (docs/COVERAGE.md).
+	HostClockOffset time.Duration
 	// Knockd is "auto" (default: Debian's knockd on the host when
 	// installed), "on" or "off". With knockd the host's port opens the way
 	// a port-knocking backdoor opens it: knockd sees the sequence and runs

@@ -188,6 +188,10 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 		}
 		args = append(args, "--pin-path", filepath.Join(l.bpfDir, "knockwatch"))
 	}
+	if cfg.HostClockOffset != 0 {
+		// A measurement in seconds rather than minutes.
+		args = append(args, "--set", "coverage.sample_interval="+clockSampleInterval)
+	}
 	args = append(args, cfg.SensorArgs...)
 	l.args = args
 	first := args

@@ -210,22 +210,28 @@ func (l *Lab) playOneWay(ctx context.Context, r *Result) error {
 // coverage reads the sensor's /v1/coverage.
 func (s *sensor) coverage(ctx context.Context) (coverageDoc, error) {
 	var d coverageDoc
+	err := s.coverageInto(ctx, &d)
+	return d, err
+}
+
+// coverageInto decodes the sensor's /v1/coverage into v.
+func (s *sensor) coverageInto(ctx context.Context, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.metricsURL, "/metrics")+"/v1/coverage", nil)
 	if err != nil {
-		return d, err
+		return err
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return d, fmt.Errorf("read /v1/coverage: %w", err)
+		return fmt.Errorf("read /v1/coverage: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return d, fmt.Errorf("read /v1/coverage: %s", resp.Status)
+		return fmt.Errorf("read /v1/coverage: %s", resp.Status)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&d); err != nil {
-		return d, fmt.Errorf("read /v1/coverage: %w", err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
+		return fmt.Errorf("read /v1/coverage: %w", err)
 	}
-	return d, nil
+	return nil
 }
 
 // checkOneWay: the one-way interface was reported within OneWayWithin,

@@ -49,6 +49,8 @@ type Result struct {
 	// Alerts are every alert the sensor wrote, as written (across
 	// restarts: each process's, in order).
 	Alerts []json.RawMessage `json:"alerts"`
+	// Clock is the host-clock phase (Config.HostClockOffset), nil without.
+	Clock *ClockResult `json:"clock,omitempty"`
 	// OneWay is the one-way port's phase (Config.OneWayPort), nil without.
 	OneWay *OneWayResult `json:"one_way,omitempty"`
 	// Metrics is the sensor's /metrics scraped after the scenario.
@@ -133,6 +135,9 @@ func (r *Result) Check() error {
 	}
 	if r.OneWay != nil {
 		errs = append(errs, r.OneWay.check()...)
+	}
+	if r.Clock != nil {
+		errs = append(errs, r.Clock.check()...)
 	}
 	return errors.Join(errs...)
 }
