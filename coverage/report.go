@@ -350,8 +350,8 @@ func (t *Tracker) hostFindings(h *host, final bool) []Finding {
 	}
 	if t.hostNoAnswers(h) {
 		n := 0
-		for _, at := range h.unanswered {
-			if now.Sub(at) <= t.cfg.HostWindow {
+		for _, u := range h.unanswered {
+			if now.Sub(u.at) <= t.cfg.HostWindow {
 				n++
 			}
 		}
@@ -489,8 +489,8 @@ func (t *Tracker) hostReport(h *host, fs []Finding) HostReport {
 	if now.IsZero() {
 		now = h.lastTraffic
 	}
-	for _, at := range h.unanswered {
-		if now.Sub(at) <= t.cfg.HostWindow {
+	for _, u := range h.unanswered {
+		if now.Sub(u.at) <= t.cfg.HostWindow {
 			hr.Traffic.Unanswered++
 		}
 	}

@@ -74,7 +74,7 @@ type host struct {
 
 	// Traffic (sensor times).
 	firstTraffic, lastTraffic, lastAnswered time.Time
-	unanswered                              []time.Time
+	unanswered                              []touchRef
 
 	// Sample requests (sensor times). trafficIPs are the addresses the
 	// sensor reported traffic to (a request goes to those first).
@@ -94,6 +94,13 @@ type host struct {
 	// Event lag (arrival minus event time on the sensor's clock).
 	lags   []time.Duration
 	lagPos int
+}
+
+// touchRef is one unanswered touch: a later KNOCK of the same pair
+// repeats its touches, so (source, time) recognises them.
+type touchRef struct {
+	src netip.Addr
+	at  time.Time
 }
 
 type chanStat struct {
@@ -471,10 +478,11 @@ func (t *Tracker) ObserveKnock(k Knock) {
 	}
 	for _, at := range k.Unanswered {
 		t.traffic(h, k.Dst, at)
-		if slices.Contains(h.unanswered, at) {
+		ref := touchRef{plain(k.Src), at}
+		if slices.Contains(h.unanswered, ref) {
 			continue // a touch a later KNOCK of the pair repeats
 		}
-		h.unanswered = append(h.unanswered, at)
+		h.unanswered = append(h.unanswered, ref)
 	}
 	if n := len(h.unanswered) - maxUnanswered; n > 0 {
 		h.unanswered = h.unanswered[n:]
@@ -510,8 +518,8 @@ func (t *Tracker) hostNoAnswers(h *host) bool {
 		now = h.lastTraffic
 	}
 	n := 0
-	for _, at := range h.unanswered {
-		if now.Sub(at) <= t.cfg.HostWindow {
+	for _, u := range h.unanswered {
+		if now.Sub(u.at) <= t.cfg.HostWindow {
 			n++
 		}
 	}
