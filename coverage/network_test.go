@@ -278,3 +278,29 @@ func TestRequestsBounded(t *testing.T) {
 		t.Fatalf("%d requests after expiry, %v", n, tr.Stats().Requests)
 	}
 }
+
+// TestHostTableFlood: spoofed knocks to 10,000 random addresses fill the
+// host table; they evict each other, not the host whose events and clock
+// coverage has learned (nor the inventory's).
+func TestHostTableFlood(t *testing.T) {
+	tr := newTracker(t, func(c *Config) { c.MaxHosts = 100 })
+	var clk *Clock
+	for i := 0; i < 4; i++ {
+		c := conn{peer: peer(i % 2), sport: uint16(50000 + i), at: t0.Add(time.Duration(i) * time.Second)}
+		clk = lastClock(tr.ObserveHandshake(c.handshake(true)), ws01, clk)
+		clk = lastClock(tr.ObserveEvent(c.event(-90*time.Second, uint64(i+1))), ws01, clk)
+	}
+	if clk == nil {
+		t.Fatal("not measured")
+	}
+	for i := 0; i < 10000; i++ {
+		tr.ObserveKnock(Knock{Src: peer(1), Dst: netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}), Unanswered: []time.Time{t0}})
+	}
+	st := tr.Stats()
+	if st.Hosts > 100 || st.Evicted["hosts"] < 9900 {
+		t.Fatalf("hosts %d evicted %d", st.Hosts, st.Evicted["hosts"])
+	}
+	if st.ClockMeasured != 1 || len(tr.HostIPs("WS01.corp.example")) == 0 {
+		t.Fatalf("the measured host was evicted: %+v", st)
+	}
+}

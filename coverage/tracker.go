@@ -269,16 +269,29 @@ func (t *Tracker) newHost(key, name string) *host {
 	return h
 }
 
-// evictHost drops the least recently active host outside the inventory
-// (counted): a flood of addresses cannot grow the table.
+// evictScan is how many of the least recently active hosts eviction looks
+// at for one that knows nothing but traffic.
+const evictScan = 64
+
+// evictHost drops a host outside the inventory (counted), so a flood of
+// addresses cannot grow the table: among the least recently active, one
+// known only from traffic (no event, no clock sample) goes first, so
+// spoofed knocks to random addresses evict each other, not a host whose
+// events and clock coverage has learned.
 func (t *Tracker) evictHost() {
 	t.st.hostsCapHit++
-	e := t.lru.Front()
-	if e == nil {
+	victim := t.lru.Front()
+	i := 0
+	for e := victim; e != nil && i < evictScan; e, i = e.Next(), i+1 {
+		if h := e.Value.(*host); h.events == 0 && len(h.samples) == 0 {
+			victim = e
+			break
+		}
+	}
+	if victim == nil {
 		return
 	}
-	h := e.Value.(*host)
-	t.dropHost(h)
+	t.dropHost(victim.Value.(*host))
 	t.st.evicted["hosts"]++
 }
 
@@ -549,7 +562,9 @@ func (t *Tracker) Tick(now time.Time, s Sampler) []ClockUpdate {
 			h.reqUntil = time.Time{}
 			t.st.requests["expired"]++
 		}
-		ups = append(ups, t.estimate(h)...)
+		if len(h.samples) > 0 || h.pub != nil {
+			ups = append(ups, t.estimate(h)...) // samples age out
+		}
 	}
 	if s != nil {
 		t.request(now, s)
