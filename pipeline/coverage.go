@@ -119,7 +119,9 @@ func (p *Pipeline) observeRecord(r sensor.Record) (sample bool) {
 				switch t.Kind {
 				case sensor.TouchREJ:
 					k.Answered = append(k.Answered, t.Time)
-				case sensor.TouchS0, sensor.TouchRSTOS0:
+				case sensor.TouchS0, sensor.TouchRSTOS0, sensor.TouchAttempt:
+					// An attempt (a SYN pushed out of the program's
+					// pending SYNs undecided) went unanswered too.
 					k.Unanswered = append(k.Unanswered, t.Time)
 				}
 			}
@@ -135,7 +137,10 @@ func (p *Pipeline) observeRecord(r sensor.Record) (sample bool) {
 // flood the engine with them. They wait here instead (bounded), and go to
 // the engine as soon as the path shows an answer — the knocker's own
 // handshake seen with its SYN-ACK is one — so a "blind" verdict that an
-// attacker provokes delays their knock by nothing that matters.
+// attacker provokes delays their knock by nothing that matters. At the
+// bound the oldest held knock of the fullest host goes to the engine, not
+// away: an attacker who knocks, then floods spoofed knocks to push theirs
+// out, pushes it into the engine (whose own bounds resist floods).
 
 // maxHeldPerHost and maxHeld bound the held knocks.
 const (
@@ -160,15 +165,16 @@ func unverifiable(k *correlate.Knock) bool {
 	return len(k.Touches) > 0
 }
 
-// hold keeps k if its path is blind; it reports whether it did.
-func (p *Pipeline) hold(k *correlate.Knock) bool {
+// hold keeps k if its path is blind; it reports whether it did, and the
+// knock the bound pushed out (to go to the engine instead), if any.
+func (p *Pipeline) hold(k *correlate.Knock) (held bool, overflow *correlate.Knock) {
 	cov := p.cfg.Coverage
 	if cov == nil || !unverifiable(k) {
-		return false
+		return false, nil
 	}
 	blind, _ := cov.Blind(k.Dst)
 	if !blind {
-		return false
+		return false, nil
 	}
 	dst := k.Dst.Unmap()
 	h := &p.held
@@ -177,30 +183,33 @@ func (p *Pipeline) hold(k *correlate.Knock) bool {
 	if h.byDst == nil {
 		h.byDst = map[netip.Addr][]correlate.Knock{}
 	}
-	if len(h.byDst[dst]) >= maxHeldPerHost {
-		h.byDst[dst] = slices.Delete(h.byDst[dst], 0, 1)
-		h.n--
-		p.counters.reject("knock", "held_evicted")
-	} else if h.n >= maxHeld {
+	from := netip.Addr{}
+	switch {
+	case len(h.byDst[dst]) >= maxHeldPerHost:
+		from = dst
+	case h.n >= maxHeld:
 		// The host with the most held knocks gives its oldest.
-		var top netip.Addr
 		for d, ks := range h.byDst {
-			if len(ks) > len(h.byDst[top]) || (len(ks) == len(h.byDst[top]) && d.Less(top)) {
-				top = d
+			if !from.IsValid() || len(ks) > len(h.byDst[from]) || (len(ks) == len(h.byDst[from]) && d.Less(from)) {
+				from = d
 			}
 		}
-		h.byDst[top] = slices.Delete(h.byDst[top], 0, 1)
-		if len(h.byDst[top]) == 0 {
-			delete(h.byDst, top)
+	}
+	if from.IsValid() {
+		old := h.byDst[from][0]
+		overflow = &old
+		h.byDst[from] = slices.Delete(h.byDst[from], 0, 1)
+		if len(h.byDst[from]) == 0 {
+			delete(h.byDst, from)
 		}
 		h.n--
-		p.counters.reject("knock", "held_evicted")
+		p.counters.heldOverflow.Add(1)
 	}
 	h.byDst[dst] = append(h.byDst[dst], *k)
 	h.n++
 	cov.NoteHeld()
 	p.counters.heldNow.Store(int64(h.n))
-	return true
+	return true, overflow
 }
 
 // releaseHeld feeds the held knocks of paths no longer blind to the

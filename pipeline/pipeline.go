@@ -295,8 +295,17 @@ func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 	stored := p.store(ctx, items)
 	for i := range items {
 		it := &items[i]
-		if it.Knock != nil && p.hold(it.Knock) {
-			continue
+		if it.Knock != nil {
+			held, overflow := p.hold(it.Knock)
+			if overflow != nil {
+				p.counters.in("knock")
+				if err := p.engine.AddKnock(*overflow); err != nil {
+					p.counters.reject("knock", reasonOf(err))
+				}
+			}
+			if held {
+				continue
+			}
 		}
 		if it.Handshake != nil && p.cfg.Coverage != nil {
 			// An answered handshake shows its path: knocks held for it
@@ -612,17 +621,18 @@ type counters struct {
 	replayed    map[string]uint64 // by kind, at the rebuild
 	// samples are clock-calibration handshakes passed to coverage;
 	// heldNow the knocks held for a blind path.
-	samples    atomic.Uint64
-	heldNow    atomic.Int64
-	rebuildDur time.Duration
-	rebuilt    bool
+	samples      atomic.Uint64
+	heldNow      atomic.Int64
+	heldOverflow atomic.Uint64 // held knocks the bound sent to the engine
+	rebuildDur   time.Duration
+	rebuilt      bool
 }
 
 // rejectReasons are the reasons each kind of evidence can be refused for
 // (reasonOf); their counters exist at 0 from the start.
 var rejectReasons = map[string][]string{
 	"knock": {"invalid_addr", "missing_time", "no_touches", "invalid_port", "invalid_kind", "time_range", "closed", "cancelled", "other",
-		"held_evicted", "held_expired"},
+		"held_expired"},
 	"handshake": {"invalid_addr", "missing_time", "invalid_port", "invalid_order", "time_range", "closed", "cancelled", "other"},
 	"change":    {"invalid_addr", "missing_time", "no_host", "time_range", "future_time", "closed", "cancelled", "other"},
 }

@@ -58,30 +58,34 @@ type Stats struct {
 	// held now for a path coverage finds blind.
 	Samples    uint64
 	KnocksHeld int64
+	// KnocksHeldOverflow counts held knocks the bound sent on to the
+	// engine (the oldest of the fullest host), never dropped.
+	KnocksHeldOverflow uint64
 }
 
 // Stats returns a snapshot.
 func (p *Pipeline) Stats() Stats {
 	c := &p.counters
 	s := Stats{
-		Payloads:          c.payloads.Load(),
-		Unreadable:        c.unreadable.Load(),
-		Busy:              c.busy.Load(),
-		Waits:             c.waits.Load(),
-		AlertsEmitted:     c.emitted.Load(),
-		AlertsSuppressed:  c.suppressed.Load(),
-		AlertsUpgraded:    c.upgrades.Load(),
-		MarshalErrors:     c.marshal.Load(),
-		AlertsWritten:     c.written.Load(),
-		Batches:           c.batches.Load(),
-		WriteErrors:       c.writeErr.Load(),
-		AlertsUndelivered: c.undeliv.Load(),
-		NotStored:         c.notStored.Load(),
-		SyncErrors:        c.syncErr.Load(),
-		AlertsAlreadySent: c.alreadySent.Load(),
-		LedgerErrors:      c.ledgerErr.Load(),
-		Samples:           c.samples.Load(),
-		KnocksHeld:        c.heldNow.Load(),
+		Payloads:           c.payloads.Load(),
+		Unreadable:         c.unreadable.Load(),
+		Busy:               c.busy.Load(),
+		Waits:              c.waits.Load(),
+		AlertsEmitted:      c.emitted.Load(),
+		AlertsSuppressed:   c.suppressed.Load(),
+		AlertsUpgraded:     c.upgrades.Load(),
+		MarshalErrors:      c.marshal.Load(),
+		AlertsWritten:      c.written.Load(),
+		Batches:            c.batches.Load(),
+		WriteErrors:        c.writeErr.Load(),
+		AlertsUndelivered:  c.undeliv.Load(),
+		NotStored:          c.notStored.Load(),
+		SyncErrors:         c.syncErr.Load(),
+		AlertsAlreadySent:  c.alreadySent.Load(),
+		LedgerErrors:       c.ledgerErr.Load(),
+		Samples:            c.samples.Load(),
+		KnocksHeld:         c.heldNow.Load(),
+		KnocksHeldOverflow: c.heldOverflow.Load(),
 	}
 	c.mu.Lock()
 	s.In = maps.Clone(c.inByKind)

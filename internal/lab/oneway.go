@@ -183,7 +183,7 @@ func (l *Lab) playOneWay(ctx context.Context, r *Result) error {
 	// Once the client stops, its SYNs time out unanswered (S0: a new SYN
 	// to a port kept them pending) and it seems to have knocked three
 	// ports: the knock is held, not handed to the engine.
-	if err := l.waitMetric(ctx, "the client's seeming knock on the one-way path held", "knockwatch_coverage_knocks_held_total", nil, 1, 20*time.Second); err != nil {
+	if err := l.waitMetric(ctx, "the client's seeming knock on the one-way path held", "knockwatch_coverage_knocks_held_total", nil, 1, 35*time.Second); err != nil {
 		return err
 	}
 	if m, merr := l.sensor.metrics(ctx); merr == nil {

@@ -22,6 +22,7 @@ var (
 	dCovPending    = desc("coverage_pending", "Connection events and sensor handshakes waiting for their match.", "table")
 	dCovHeld       = desc("coverage_knocks_held", "Knocks held now because their path is blind (one way, or SYNs never answered).")
 	dCovHeldTotal  = desc("coverage_knocks_held_total", "Knocks held because their path was blind.")
+	dCovHeldOver   = desc("coverage_knocks_held_overflow_total", "Held knocks the bound sent on to the engine (the oldest of the host with the most held): never dropped.")
 	dCovConnEvents = desc("coverage_connection_events_total", "Host connection events (Security 5156, Sysmon 3) given to coverage.")
 	dCovSampleRecs = desc("clock_samples_received_total", "Clock-calibration HANDSHAKE records from the XDP program (not knock evidence).")
 	dCorClocks     = desc("correlate_host_clocks", "Host addresses whose measured clock the engine applies.")
@@ -30,7 +31,7 @@ var (
 )
 
 var coverageDescs = []*prometheus.Desc{dCovHosts, dCovMeasured, dCovMaxOffset, dCovIfaces, dCovSensor, dCovSamples, dCovRequests,
-	dCovEvicted, dCovHostsCap, dCovPending, dCovHeld, dCovHeldTotal, dCovConnEvents, dCovSampleRecs, dCorClocks, dCorClockUpd, dCorClocked}
+	dCovEvicted, dCovHostsCap, dCovPending, dCovHeld, dCovHeldTotal, dCovHeldOver, dCovConnEvents, dCovSampleRecs, dCorClocks, dCorClockUpd, dCorClocked}
 
 func (c *collector) collectCoverage(ch chan<- prometheus.Metric) {
 	if c.src.Engine != nil {
@@ -44,6 +45,7 @@ func (c *collector) collectCoverage(ch chan<- prometheus.Metric) {
 		s := c.src.Pipeline()
 		counter(ch, dCovSampleRecs, s.Samples)
 		gauge(ch, dCovHeld, float64(s.KnocksHeld))
+		counter(ch, dCovHeldOver, s.KnocksHeldOverflow)
 	}
 	if c.src.Coverage == nil {
 		return
