@@ -76,6 +76,7 @@ func sensorRef(hs *Handshake, eventID uint32) time.Time {
 // handshake of it (now or when the handshake comes).
 func (t *Tracker) matchEvent(h *host, ev *Event) []ClockUpdate {
 	c := ev.Conn
+	ev.Channel = keep(ev.Channel, maxChannelBytes)
 	at := ev.Time
 	if !c.At.IsZero() {
 		at = c.At

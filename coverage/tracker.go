@@ -181,6 +181,9 @@ func (t *Tracker) SetInventory(hosts []InventoryHost) {
 // namedHost returns the host named name (creating it with create).
 func (t *Tracker) namedHost(name string, create bool) *host {
 	key := normName(name)
+	if len(key) > maxNameBytes {
+		key = key[:maxNameBytes] // as newHost keeps it
+	}
 	if key == "" {
 		return nil
 	}
@@ -253,6 +256,7 @@ func (t *Tracker) newHost(key, name string) *host {
 	if len(t.hosts) >= t.cfg.MaxHosts {
 		t.evictHost()
 	}
+	key, name = keep(key, maxNameBytes), keep(name, maxNameBytes)
 	h := &host{key: key, name: name}
 	t.hosts[key] = h
 	h.elem = t.lru.PushBack(h)

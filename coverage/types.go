@@ -161,3 +161,19 @@ func channelClass(ch string) int {
 	}
 	return 4
 }
+
+// keep returns a copy of s of at most n bytes: what coverage stores never
+// pins a larger buffer (a decoded payload) and is bounded whatever an
+// event carries.
+func keep(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.Clone(s)
+}
+
+// Bounds of the strings coverage keeps.
+const (
+	maxNameBytes    = 256
+	maxChannelBytes = 128
+)
