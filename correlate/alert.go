@@ -118,6 +118,21 @@ type Alert struct {
 	// Observer is the sensor (WithObserver); Windows the rule's windows.
 	Observer Observer
 	Windows  Windows
+	// Clock is the change's host clock as the engine knew it (nil with no
+	// change). Clock.Measured false: no measurement, Skew alone applied.
+	Clock *AlertClock
+}
+
+// AlertClock is what an alert says of its host's clock
+// (knockwatch.clock).
+type AlertClock struct {
+	// Measured: the host's clock was measured (HostClock holds it).
+	Measured bool
+	HostClock
+	// Applied: the change matched only at its time corrected by the
+	// measurement (ChangeTime, on the sensor's clock).
+	Applied    bool
+	ChangeTime time.Time
 }
 
 // Rank orders the records of one alert id: confidence first, then
@@ -161,6 +176,11 @@ func (e *Engine) buildAlert(action string, d netip.Addr, p *pair, r *hsRec) Aler
 		c = o.change
 		cc := c.c
 		a.Change = &cc
+		a.Clock = &AlertClock{Applied: o.clocked, ChangeTime: time.Unix(0, c.t).UTC()}
+		if c.clock != nil {
+			a.Clock.Measured, a.Clock.HostClock = true, *c.clock
+			a.Clock.Evidence = append([]ClockSample(nil), c.clock.Evidence...)
+		}
 	}
 	a.HostName = e.hostName(d, c)
 	for i := o.knock.first; i <= o.knock.last && i < len(p.touches); i++ {
@@ -338,7 +358,52 @@ type ecsAlert struct {
 		Observer *struct {
 			Interfaces []string `json:"interfaces"`
 		} `json:"observer,omitempty"`
+		Clock *ecsClock `json:"clock,omitempty"`
 	} `json:"knockwatch"`
+}
+
+// ecsClock is knockwatch.clock: the host clock the change was judged by.
+type ecsClock struct {
+	Host     string `json:"host,omitempty"`
+	Measured bool   `json:"measured"`
+	// Offset is host minus sensor time in seconds; Applied says the
+	// change matched only once corrected by it (ChangeTime: its time on
+	// the sensor's clock).
+	Offset     *float64        `json:"offset,omitempty"`
+	Applied    bool            `json:"applied"`
+	ChangeTime jsonTime        `json:"change_time"`
+	Samples    int             `json:"samples,omitempty"`
+	Sources    int             `json:"sources,omitempty"`
+	Spread     *float64        `json:"spread,omitempty"`
+	MeasuredAt *jsonTime       `json:"measured_at,omitempty"`
+	Evidence   []ecsClockMatch `json:"evidence,omitempty"`
+}
+
+type ecsClockMatch struct {
+	SourceIP   string   `json:"source_ip"`
+	SourcePort uint16   `json:"source_port"`
+	Port       uint16   `json:"port"`
+	HostTime   jsonTime `json:"host_time"`
+	SensorTime jsonTime `json:"sensor_time"`
+	EventID    uint32   `json:"event_id"`
+	Channel    string   `json:"channel,omitempty"`
+	RecordID   uint64   `json:"record_id,omitempty"`
+}
+
+func clockJSON(c *AlertClock) *ecsClock {
+	out := &ecsClock{Measured: c.Measured, Applied: c.Applied, ChangeTime: jsonTime(c.ChangeTime)}
+	if !c.Measured {
+		return out
+	}
+	off, spread := c.Offset.Seconds(), c.Spread.Seconds()
+	at := jsonTime(c.HostClock.Measured)
+	out.Host, out.Offset, out.Samples, out.Sources, out.Spread, out.MeasuredAt = c.Host, &off, c.Samples, c.Sources, &spread, &at
+	for _, s := range c.Evidence {
+		out.Evidence = append(out.Evidence, ecsClockMatch{SourceIP: s.Src.String(), SourcePort: s.SrcPort, Port: s.Port,
+			HostTime: jsonTime(s.HostTime), SensorTime: jsonTime(s.SensorTime), EventID: s.EventID, Channel: s.Channel,
+			RecordID: s.RecordID})
+	}
+	return out
 }
 
 // Tactics of T1205 (ATT&CK): ids, names and pages, in the same order.
@@ -427,6 +492,9 @@ func (a Alert) MarshalJSON() ([]byte, error) {
 		k.Change = changeJSON(c)
 	}
 	k.Knock.Distinct, k.Knock.Attempted, k.Knock.Epoch = h.DistinctClosed, h.Attempted, h.Epoch
+	if a.Clock != nil {
+		k.Clock = clockJSON(a.Clock)
+	}
 	k.Handshake.SYN, k.Handshake.SYNACK, k.Handshake.ACK = jsonTime(h.SYN), jsonTime(h.SYNACK), jsonTime(h.ACK)
 	k.Handshake.RemoteFlag = h.RemoteFlag
 	k.PortLastClosed, k.PortLastOpen = jsonTime(h.PortLastClosed), jsonTime(h.PortLastOpen)

@@ -37,6 +37,11 @@ type Config struct {
 	// (interleaving across CPUs); the watermark trails the newest sensor
 	// time by this much (default 5 s; 0 is allowed).
 	SensorLateness time.Duration
+	// MaxClockOffset bounds the host clock offset a measurement may apply
+	// (SetHostClock): a host measured further off keeps Skew alone, and
+	// no measurement, forged or not, can move a change by more (default
+	// 10 min; a Windows domain member more than 5 min off fails Kerberos).
+	MaxClockOffset time.Duration
 
 	// MaxPairs caps tracked (source, destination) pairs (default 262144).
 	MaxPairs int
@@ -71,6 +76,7 @@ func DefaultConfig() Config {
 		HandshakeAfter:    300 * time.Second,
 		Retention:         20 * time.Minute,
 		SensorLateness:    5 * time.Second,
+		MaxClockOffset:    10 * time.Minute,
 		MaxPairs:          1 << 18,
 		MaxChanges:        1 << 16,
 		MaxHandshakes:     1 << 16,
@@ -97,6 +103,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("validate config: handshake-after window %v must be positive", c.HandshakeAfter)
 	case c.SensorLateness < 0:
 		return fmt.Errorf("validate config: sensor lateness %v is negative", c.SensorLateness)
+	case c.MaxClockOffset < 0 || c.MaxClockOffset > c.Retention:
+		return fmt.Errorf("validate config: max clock offset %v must be between 0 and the retention %v", c.MaxClockOffset, c.Retention)
 	case c.Retention < c.KnockWindow+c.ChangeAfter+c.HandshakeAfter+c.Skew:
 		return fmt.Errorf("validate config: retention %v is shorter than knock window + change-after + handshake-after + skew (%v)",
 			c.Retention, c.KnockWindow+c.ChangeAfter+c.HandshakeAfter+c.Skew)

@@ -51,6 +51,9 @@ func (e *Engine) evalHS(d netip.Addr, h *host, src netip.Addr, p *pair, r *hsRec
 	} else {
 		e.c.alerts[best.conf]++
 	}
+	if best.clocked {
+		e.c.clocked++
+	}
 	action := ActionCreated
 	if r.emitted {
 		action = ActionUpgraded

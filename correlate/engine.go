@@ -90,6 +90,7 @@ func (e *Engine) SetInventory(inv Inventory) {
 		if c.ips = e.resolve(&c.c); len(c.ips) == 0 {
 			still = append(still, c)
 		} else {
+			e.retime(c)
 			now = append(now, c)
 		}
 	}
@@ -392,8 +393,9 @@ func (e *Engine) AddChange(c ExposureChange) error {
 	}
 	clampChange(&c)
 	e.st.changeSeq++
-	ch := &chg{c: c, t: t, key: key, seq: e.st.changeSeq}
+	ch := &chg{c: c, t: t, raw: t, key: key, seq: e.st.changeSeq}
 	ch.ips = e.resolve(&ch.c)
+	e.retime(ch)
 	e.st.changes[key] = ch
 	if key.record != 0 {
 		e.st.byRecord[key.ref()] = append(e.st.byRecord[key.ref()], ch)

@@ -51,7 +51,7 @@ func (e *Engine) expire() {
 	// wait behind a newer one until the full pass.
 	q := e.st.changeQ
 	i := 0
-	for ; i < len(q) && (q[i].gone || q[i].t+e.rule.skew < cutoff); i++ {
+	for ; i < len(q) && (q[i].gone || q[i].latest()+e.rule.skew < cutoff); i++ {
 		if !q[i].gone {
 			e.dropChange(q[i].key, q[i])
 			e.c.expired[capChanges]++
@@ -71,7 +71,7 @@ func (e *Engine) expire() {
 // fullExpireChanges checks every stored change.
 func (e *Engine) fullExpireChanges(cutoff int64) {
 	for k, c := range e.st.changes {
-		if c.t+e.rule.skew < cutoff {
+		if c.latest()+e.rule.skew < cutoff {
 			e.dropChange(k, c)
 			e.c.expired[capChanges]++
 		}
@@ -307,15 +307,17 @@ func (e *Engine) changeClass(c *chg) int {
 	}
 	usable := false
 	for _, h := range c.hosts {
-		if h.knockFits(c.t) {
-			usable = true
+		for _, t := range c.times() {
+			usable = usable || h.knockFits(t)
+		}
+		if usable {
 			break
 		}
 	}
 	switch {
 	case !usable:
 		return 1
-	case e.maxSensor != 0 && c.t+e.rule.hsAfter+e.rule.skew < e.wm():
+	case e.maxSensor != 0 && c.latest()+e.rule.hsAfter+e.rule.skew < e.wm():
 		return 2 // no handshake can still come in time
 	}
 	return 3

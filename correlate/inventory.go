@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -172,6 +173,41 @@ func (h *Hosts) Name(ip netip.Addr) string {
 		return ""
 	}
 	return h.names[ip.Unmap()]
+}
+
+// HostEntry is one host of an inventory: its first name and addresses.
+type HostEntry struct {
+	Name string
+	IPs  []netip.Addr
+}
+
+// Entries returns the inventory's hosts: every address under the first
+// name its line gives, addresses sharing that name together, ordered by
+// name.
+func (h *Hosts) Entries() []HostEntry {
+	if h == nil {
+		return nil
+	}
+	byName := map[string]*HostEntry{}
+	var names []string
+	for ip, name := range h.names {
+		n := normName(name)
+		e := byName[n]
+		if e == nil {
+			e = &HostEntry{Name: name}
+			byName[n] = e
+			names = append(names, n)
+		}
+		e.IPs = append(e.IPs, ip)
+	}
+	slices.Sort(names)
+	out := make([]HostEntry, 0, len(names))
+	for _, n := range names {
+		e := byName[n]
+		slices.SortFunc(e.IPs, func(a, b netip.Addr) int { return a.Compare(b) })
+		out = append(out, *e)
+	}
+	return out
 }
 
 // Len returns the number of addresses in the inventory.

@@ -84,7 +84,9 @@ func (e *Engine) fitsAny(p *pair, cs []*chg) bool {
 	lo, hi := p.touches[0].t-e.rule.skew, p.touches[len(p.touches)-1].t+e.rule.after
 	near := false
 	for _, c := range cs {
-		near = near || (c.t >= lo && c.t <= hi)
+		for _, t := range c.times() {
+			near = near || (t >= lo && t <= hi)
+		}
 	}
 	if !near {
 		return false
@@ -92,9 +94,8 @@ func (e *Engine) fitsAny(p *pair, cs []*chg) bool {
 	found := false
 	p.knockWindows(e.rule.window, e.cfg.MinPorts, func(k knockEnd) bool {
 		for _, c := range cs {
-			if c.t >= k.t-e.rule.skew && c.t <= k.t+e.rule.after {
-				found = true
-				break
+			for _, t := range c.times() {
+				found = found || (t >= k.t-e.rule.skew && t <= k.t+e.rule.after)
 			}
 		}
 		return !found

@@ -106,6 +106,9 @@ type outcome struct {
 	suppressed string // suppression reason, "" if not suppressed
 	knock      knockEnd
 	change     *chg // nil for the network-only medium match
+	// clocked: the change matched at its time corrected by its host's
+	// measured clock (HostClock), not at its own.
+	clocked bool
 }
 
 // rank orders outcomes: confidence first, then unsuppressed before
@@ -232,27 +235,33 @@ func (r *rule) evaluate(sup *suppressor, cutoff int64, arriving *chg, src, dst n
 			return true
 		}
 		for _, c := range hst.changes {
-			if (c.t+r.skew < cutoff && c != arriving) || c.t < k.t-r.skew || c.t > k.t+r.after {
-				continue
-			}
-			if h.ack < c.t-r.skew || h.ack > c.t+r.hsAfter {
+			if c.latest()+r.skew < cutoff && c != arriving {
 				continue
 			}
 			conf := names(&c.c, port)
 			if conf == ConfidenceNone {
 				continue
 			}
-			o := outcome{conf: conf, knock: k, change: c}
-			switch {
-			case allowed:
-				o.suppressed = ReasonAllowedSource
-			case sup.adminActor(&c.c):
-				o.suppressed = ReasonAdminActor
-			case sup.inWindow(dst, c.c.Host, c.t):
-				o.suppressed = ReasonChangeWindow
-			}
-			if o.better(best) {
-				best = o
+			// The change's time on the sensor's clock (its host's
+			// measured clock applied), and its own time: either may
+			// match, so a measurement only ever adds a match.
+			for i, ct := range c.times() {
+				if ct < k.t-r.skew || ct > k.t+r.after || h.ack < ct-r.skew || h.ack > ct+r.hsAfter {
+					continue
+				}
+				o := outcome{conf: conf, knock: k, change: c, clocked: i == 0 && c.clock != nil}
+				switch {
+				case allowed:
+					o.suppressed = ReasonAllowedSource
+				case sup.adminActor(&c.c):
+					o.suppressed = ReasonAdminActor
+				case sup.inWindow(dst, c.c.Host, ct):
+					o.suppressed = ReasonChangeWindow
+				}
+				if o.better(best) {
+					best = o
+				}
+				break
 			}
 		}
 		// The network alone shows the port went from closed to open.

@@ -56,10 +56,13 @@ type hsRec struct {
 
 // chg is a stored exposure change.
 type chg struct {
-	c   ExposureChange
-	t   int64
-	key changeKey
-	ips []netip.Addr // resolved destination addresses; empty = unresolved
+	c ExposureChange
+	// t is the change's time on the sensor's clock: its event time (raw)
+	// corrected by its host's measured clock (clock), or raw without one.
+	t, raw int64
+	clock  *HostClock
+	key    changeKey
+	ips    []netip.Addr // resolved destination addresses; empty = unresolved
 	// hosts are the hosts the change is filed under (one per address); a
 	// host with changes is never dropped, so these stay valid.
 	hosts []*host
@@ -406,11 +409,14 @@ type state struct {
 	nPairs     int
 	nHS        int
 	classes    [numClasses]pair // list heads, see lru.go
+	// clocks are the hosts' measured clocks by address (SetHostClock).
+	clocks map[addrKey]*HostClock
 }
 
 func newState() *state {
 	s := &state{hosts: make(map[addrKey]*host), pairs: make(map[uint64]*pair), changes: make(map[changeKey]*chg),
-		byRecord: make(map[recordRef][]*chg), replaced: make(map[recordRef]replacedRecord), seed: maphash.MakeSeed()}
+		byRecord: make(map[recordRef][]*chg), replaced: make(map[recordRef]replacedRecord), seed: maphash.MakeSeed(),
+		clocks: make(map[addrKey]*HostClock)}
 	for i := range s.classes {
 		s.classes[i].prev, s.classes[i].next = &s.classes[i], &s.classes[i]
 	}

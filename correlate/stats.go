@@ -27,6 +27,7 @@ type counters struct {
 	upgrades, scans, scanEvidence, scanEnded uint64
 	touchesDropped, unresolvedSeen           uint64
 	replaced, updated, replacedResent        uint64
+	clockUpdates, clockRefused, clocked      uint64
 	capHits, evicted, expired                map[string]uint64
 	evictReason                              map[string]map[string]uint64 // table -> reason
 	topHosts, topOrigins                     *topK
@@ -88,6 +89,13 @@ type Stats struct {
 	Scans        uint64 // pairs found scanning (more than MaxPorts ports)
 	ScanEvidence uint64 // evidence from pairs already known as scans
 	ScanEnded    uint64 // scanners whose later knock began a new burst
+	// Host clocks (SetHostClock): hosts with a measured clock now,
+	// updates taken, updates refused (beyond MaxClockOffset, or the
+	// table full), and alert records whose change matched only at its
+	// time corrected by the host's clock.
+	HostClocks                 int
+	ClockUpdates, ClockRefused uint64
+	AlertsClocked              uint64
 	// Suppressed counts matches by suppression reason.
 	Suppressed map[string]uint64
 	// NoAlert counts handshakes that cannot alert by reason
@@ -141,6 +149,10 @@ func (e *Engine) Stats() Stats {
 		Scans:             e.c.scans,
 		ScanEvidence:      e.c.scanEvidence,
 		ScanEnded:         e.c.scanEnded,
+		HostClocks:        len(e.st.clocks),
+		ClockUpdates:      e.c.clockUpdates,
+		ClockRefused:      e.c.clockRefused,
+		AlertsClocked:     e.c.clocked,
 		Suppressed:        clone(e.c.suppressed),
 		NoAlert:           clone(e.c.noAlert),
 		CapHits:           clone(e.c.capHits),

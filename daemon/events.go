@@ -64,6 +64,10 @@ func (d *Daemon) startEventSide() error {
 	}
 	registerProcessMetrics(d.reg)
 
+	if _, err := built.NewCoverage(); err != nil {
+		_ = sink.Close()
+		return err
+	}
 	pc := built.Pipeline
 	pc.ObserveLag = m.ObserveLag
 	// Alerts name this sensor (ECS observer.*).

@@ -3,6 +3,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/internal/config"
@@ -37,6 +39,9 @@ func (d *Daemon) metricSources() metrics.Sources {
 		// No evidence log or ledger on disk; the store-only pipeline's
 		// engine and sinks are idle (the correlators evaluate).
 		src.Evidence, src.Ledger, src.Engine, src.Sinks = nil, nil, nil, nil
+		// Coverage is measured by the all-in-one box only
+		// (docs/COVERAGE.md, "Scale-out").
+		src.Coverage = nil
 		if !d.cfg.Runs(config.RoleSensor) && !d.cfg.Runs(config.RoleIntake) {
 			src.Pipeline = nil
 		}
@@ -96,6 +101,14 @@ func (d *Daemon) baseSources() metrics.Sources {
 		Bindings: func() binding.Stats { return d.bindings.Stats() },
 		Evidence: func() evidence.Stats { return d.evlog.Stats() },
 		Ledger:   func() evidence.LedgerStats { return d.ledger.Stats() },
+		Coverage: func() coverage.Stats {
+			if d.pipe != nil {
+				if cov := d.pipe.Coverage(); cov != nil {
+					return cov.Stats()
+				}
+			}
+			return coverage.Stats{}
+		},
 	}
 }
 
@@ -129,6 +142,7 @@ func (d *Daemon) startMetricsServer() error {
 			_, _ = io.WriteString(w, "ok\n")
 		}
 	})
+	mux.HandleFunc("/v1/coverage", d.serveCoverage)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if why := d.notReady(); why != "" {
 			http.Error(w, "not ready: "+why+"\n", http.StatusServiceUnavailable)
@@ -161,4 +175,34 @@ func (d *Daemon) notReady() string {
 		}
 	}
 	return ""
+}
+
+// serveCoverage is GET /v1/coverage: the coverage report as JSON
+// (coverage.Report; docs/COVERAGE.md).
+func (d *Daemon) serveCoverage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed\n", http.StatusMethodNotAllowed)
+		return
+	}
+	var cov *coverage.Tracker
+	if d.pipe != nil {
+		cov = d.pipe.Coverage()
+	}
+	if cov == nil && d.cfg.Distributed() {
+		http.Error(w, "coverage is not measured in a scale-out role (docs/COVERAGE.md, \"Scale-out\")\n", http.StatusNotFound)
+		return
+	}
+	if cov == nil {
+		http.Error(w, "coverage is off (coverage.enabled: false)\n", http.StatusNotFound)
+		return
+	}
+	b, err := json.MarshalIndent(cov.Report(false), "", "  ")
+	if err != nil {
+		http.Error(w, "render coverage: "+err.Error()+"\n", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(append(b, '\n'))
 }

@@ -47,7 +47,7 @@ func (d *Daemon) Reload(cfg config.Config) error {
 		}
 	}
 	if d.pipe != nil && !cfg.Distributed() {
-		d.pipe.Engine().SetInventory(b.Inventory)
+		d.pipe.SetInventory(b.Inventory)
 	}
 	if d.writer != nil {
 		if err := d.writer.Reopen(); err != nil {

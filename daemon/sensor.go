@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/loader"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -62,6 +63,10 @@ func (d *Daemon) startSensor(_ context.Context) error {
 
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.loopCancel = cancel
+	if d.pipe.Coverage() != nil {
+		d.loops.Add(1)
+		go func() { defer d.loops.Done(); d.coverageLoop(loopCtx, s, ifs) }()
+	}
 	d.loops.Add(4)
 	go func() { defer d.loops.Done(); d.readLoop(loopCtx, reader) }()
 	go func() {
@@ -148,8 +153,56 @@ func (d *Daemon) logRecord(log *zap.Logger, rec sensor.Record) {
 		log.Info("knock flagged", zap.Stringer(fieldSourceIP, v.Src), zap.Stringer(fieldDestIP, v.Dst),
 			zap.Uint16s(fieldPorts, ports), zap.Int(fieldDistinct, v.Distinct))
 	case *sensor.Handshake:
+		if v.Sample {
+			log.Debug("clock sample", zap.Stringer(fieldSourceIP, v.Src), zap.Stringer(fieldDestIP, v.Dst),
+				zap.Uint16(fieldDestPort, v.Port))
+			return
+		}
 		log.Info("first handshake of a flagged source", zap.Stringer(fieldSourceIP, v.Src),
 			zap.Stringer(fieldDestIP, v.Dst), zap.Uint16(fieldDestPort, v.Port))
+	}
+}
+
+// coverageLoop gives coverage the program's counters every second (the
+// sensor's and each capture interface's), lets it ask the program for
+// clock samples, and prunes the requests the program no longer needs.
+func (d *Daemon) coverageLoop(ctx context.Context, s *loader.Sensor, ifs *loader.Interfaces) {
+	log := d.log.Named("coverage")
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastWarn, lastPrune time.Time
+	warn := func(msg string, err error) {
+		if time.Since(lastWarn) > time.Minute { // a line a minute, not a second
+			lastWarn = time.Now()
+			log.Warn(msg, zap.Error(err))
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c, err := s.Counters()
+			if err != nil {
+				if !errors.Is(err, loader.ErrSensorClosed) {
+					warn("read counters for coverage", err)
+				}
+				continue
+			}
+			var per []coverage.Interface
+			for _, st := range ifs.Stats() {
+				if st.XDP != nil {
+					per = append(per, coverage.Interface{Name: st.Name, Counters: st.XDP})
+				}
+			}
+			d.pipe.ObserveSensor(now, c, per, s)
+			if now.Sub(lastPrune) >= 5*time.Second {
+				lastPrune = now
+				if _, _, err := s.PruneRequests(now); err != nil && !errors.Is(err, loader.ErrSensorClosed) {
+					warn("prune sample requests", err)
+				}
+			}
+		}
 	}
 }
 

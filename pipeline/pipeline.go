@@ -13,6 +13,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -102,6 +103,12 @@ type Config struct {
 	// withholds its ACK (the scale-out evidence topic's brokers are not
 	// answering: events would only pile up).
 	Busy func() error
+	// Coverage, when set, is told every sensor record and decoded event:
+	// clock samples (HANDSHAKE records with Sample) and connection events
+	// go to it only, the hosts' clocks it measures go to the engine
+	// (correlate.Engine.SetHostClock), and knocks of a path it finds
+	// blind are held until the path shows an answer (CoverageTick).
+	Coverage *coverage.Tracker
 }
 
 // EvidenceLog is where evidence goes before the engine sees it: the local
@@ -160,6 +167,7 @@ type Pipeline struct {
 	stopped chan struct{}
 
 	counters counters
+	held     heldKnocks
 
 	wmuWarn                        sync.Mutex
 	lastWarn, lastDrop, lastLedger time.Time
@@ -325,6 +333,11 @@ func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 	items := make([]evidence.Item, 0, len(recs))
 	var errs []error
 	for _, r := range recs {
+		if p.observeRecord(r) {
+			// A clock sample: coverage's, not evidence of a knock.
+			p.counters.samples.Add(1)
+			continue
+		}
 		switch r := r.(type) {
 		case *sensor.Knock:
 			k := KnockFromLoader(r)
@@ -339,8 +352,26 @@ func (p *Pipeline) AddRecords(ctx context.Context, recs []sensor.Record) error {
 	}
 	stored := p.store(ctx, items)
 	for i := range items {
-		if err := p.feed(&items[i]); err != nil {
-			errs = append(errs, fmt.Errorf("add %s: %w", items[i].Kind(), err))
+		it := &items[i]
+		if it.Knock != nil {
+			held, overflow := p.hold(it.Knock)
+			if overflow != nil {
+				p.counters.in("knock")
+				if err := p.engine.AddKnock(*overflow); err != nil {
+					p.counters.reject("knock", reasonOf(err))
+				}
+			}
+			if held {
+				continue
+			}
+		}
+		if it.Handshake != nil && p.cfg.Coverage != nil {
+			// An answered handshake shows its path: knocks held for it
+			// go first.
+			p.releaseHeld(it.Handshake.ACK)
+		}
+		if err := p.feed(it); err != nil {
+			errs = append(errs, fmt.Errorf("add %s: %w", it.Kind(), err))
 		}
 	}
 	if stored != nil {
@@ -373,6 +404,7 @@ func (p *Pipeline) AddHandshake(ctx context.Context, h *sensor.Handshake) error 
 // listeners go through Handle). A change that must not reach the engine is
 // counted by reason and is not an error. It has no forwarder (Origin "").
 func (p *Pipeline) AddChange(c *winevents.ExposureChange) error {
+	p.observeEvent(c, time.Time{})
 	ec, ok, skip := ChangeFromWinevents(c)
 	if !ok {
 		p.counters.skip(skip)
@@ -499,6 +531,7 @@ func (p *Pipeline) Handle(ctx context.Context, m intake.Message) intake.Result {
 		if p.cfg.ObserveLag != nil && !c.Time.IsZero() {
 			p.cfg.ObserveLag(m.Transport, c.Source.Format, arrival.Sub(c.Time))
 		}
+		p.observeEvent(c, arrival)
 		if c.Time.After(arrival.Add(p.cfg.MaxFuture)) {
 			rejected++
 			p.counters.reject("change", reasonOf(ErrFuture))
@@ -629,14 +662,20 @@ type counters struct {
 	alreadySent     atomic.Uint64 // alert records the ledger already had
 	ledgerErr       atomic.Uint64
 	replayed        map[string]uint64 // by kind, at the rebuild
-	rebuildDur      time.Duration
-	rebuilt         bool
+	// samples are clock-calibration handshakes passed to coverage;
+	// heldNow the knocks held for a blind path.
+	samples      atomic.Uint64
+	heldNow      atomic.Int64
+	heldOverflow atomic.Uint64 // held knocks the bound sent to the engine
+	rebuildDur   time.Duration
+	rebuilt      bool
 }
 
 // rejectReasons are the reasons each kind of evidence can be refused for
 // (reasonOf); their counters exist at 0 from the start.
 var rejectReasons = map[string][]string{
-	"knock":     {"invalid_addr", "missing_time", "no_touches", "invalid_port", "invalid_kind", "time_range", "closed", "cancelled", "other"},
+	"knock": {"invalid_addr", "missing_time", "no_touches", "invalid_port", "invalid_kind", "time_range", "closed", "cancelled", "other",
+		"held_expired"},
 	"handshake": {"invalid_addr", "missing_time", "invalid_port", "invalid_order", "time_range", "closed", "cancelled", "other"},
 	"change":    {"invalid_addr", "missing_time", "no_host", "time_range", "future_time", "closed", "cancelled", "other"},
 }

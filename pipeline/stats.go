@@ -63,31 +63,42 @@ type Stats struct {
 	// writes (the ledger keeps those marks and writes them again; a
 	// restart before that may send those alerts again).
 	AlertsAlreadySent, LedgerErrors uint64
+	// Samples counts clock-calibration handshakes (HANDSHAKE records with
+	// Sample) passed to coverage, not to the engine; KnocksHeld the knocks
+	// held now for a path coverage finds blind.
+	Samples    uint64
+	KnocksHeld int64
+	// KnocksHeldOverflow counts held knocks the bound sent on to the
+	// engine (the oldest of the fullest host), never dropped.
+	KnocksHeldOverflow uint64
 }
 
 // Stats returns a snapshot.
 func (p *Pipeline) Stats() Stats {
 	c := &p.counters
 	s := Stats{
-		Payloads:          c.payloads.Load(),
-		Unreadable:        c.unreadable.Load(),
-		Busy:              c.busy.Load(),
-		Waits:             c.waits.Load(),
-		AlertsEmitted:     c.emitted.Load(),
-		AlertsSuppressed:  c.suppressed.Load(),
-		AlertsUpgraded:    c.upgrades.Load(),
-		MarshalErrors:     c.marshal.Load(),
-		AlertsWritten:     c.written.Load(),
-		Batches:           c.batches.Load(),
-		WriteErrors:       c.writeErr.Load(),
-		AlertsUndelivered: c.undeliv.Load(),
-		NotStored:         c.notStored.Load(),
-		SyncErrors:        c.syncErr.Load(),
-		Restored:          c.restored.Load(),
-		UnstoredFull:      c.unstoredFull.Load(),
-		UnstoredDropped:   c.unstoredDropped.Load(),
-		AlertsAlreadySent: c.alreadySent.Load(),
-		LedgerErrors:      c.ledgerErr.Load(),
+		Payloads:           c.payloads.Load(),
+		Unreadable:         c.unreadable.Load(),
+		Busy:               c.busy.Load(),
+		Waits:              c.waits.Load(),
+		AlertsEmitted:      c.emitted.Load(),
+		AlertsSuppressed:   c.suppressed.Load(),
+		AlertsUpgraded:     c.upgrades.Load(),
+		MarshalErrors:      c.marshal.Load(),
+		AlertsWritten:      c.written.Load(),
+		Batches:            c.batches.Load(),
+		WriteErrors:        c.writeErr.Load(),
+		AlertsUndelivered:  c.undeliv.Load(),
+		NotStored:          c.notStored.Load(),
+		SyncErrors:         c.syncErr.Load(),
+		Restored:           c.restored.Load(),
+		UnstoredFull:       c.unstoredFull.Load(),
+		UnstoredDropped:    c.unstoredDropped.Load(),
+		AlertsAlreadySent:  c.alreadySent.Load(),
+		LedgerErrors:       c.ledgerErr.Load(),
+		Samples:            c.samples.Load(),
+		KnocksHeld:         c.heldNow.Load(),
+		KnocksHeldOverflow: c.heldOverflow.Load(),
 	}
 	c.mu.Lock()
 	s.In = maps.Clone(c.inByKind)

@@ -4,29 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
-
-// memLog is an evidence log in memory (a topic's stand-in).
-type memLog struct {
-	mu    sync.Mutex
-	items []evidence.Item
-}
-
-func (m *memLog) Append(_ context.Context, items []evidence.Item) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.items = append(m.items, items...)
-	return nil
-}
-
-func (m *memLog) Sync(context.Context) error { return nil }
 
 // A store-only pipeline (a scale-out sensor or intake role) stores valid
 // evidence and counts invalid evidence by reason, evaluates nothing,

@@ -171,7 +171,11 @@ type corpusCase struct {
 	frames []frame
 	events []string // XML records, written concatenated (no root) unless wrapped
 	wrap   bool     // write the events inside <Events>
-	want   []wantAlert
+	// jsonEvents are Winlogbeat (or NXLog) JSON records, one per line of
+	// events.json.
+	jsonEvents []string
+	want       []wantAlert
+	cov        *wantCoverage
 }
 
 // wantAlert is one expected alert (created, not suppressed).
@@ -190,6 +194,8 @@ type expectation struct {
 	// IgnoreChecksums replays the case as --ignore-checksums does: its
 	// capture was taken on a sending host with checksum offload.
 	IgnoreChecksums bool `json:"ignore_checksums,omitempty"`
+	// Coverage is what `knockwatch replay --coverage` must report.
+	Coverage *wantCoverage `json:"coverage,omitempty"`
 }
 
 func corpusCases() []corpusCase {
@@ -307,7 +313,7 @@ func corpusCases() []corpusCase {
 // TestGenerateCorpus writes testdata/replay (with -update) or checks that
 // the committed corpus is what the definitions generate.
 func TestGenerateCorpus(t *testing.T) {
-	for _, c := range corpusCases() {
+	for _, c := range append(corpusCases(), coverageCases()...) {
 		files := renderCase(t, c)
 		for name, data := range files {
 			path := filepath.Join(corpusDir, c.name, name)
@@ -353,7 +359,10 @@ func renderCase(t *testing.T, c corpusCase) map[string][]byte {
 		ev.WriteString("</Events>\n")
 	}
 	out["events.xml"] = []byte(ev.String())
-	exp := expectation{Case: c.name, About: c.about, Alerts: c.want}
+	if len(c.jsonEvents) > 0 {
+		out["events.json"] = []byte(strings.Join(c.jsonEvents, "\n") + "\n")
+	}
+	exp := expectation{Case: c.name, About: c.about, Alerts: c.want, Coverage: c.cov}
 	if exp.Alerts == nil {
 		exp.Alerts = []wantAlert{}
 	}

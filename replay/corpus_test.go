@@ -3,6 +3,8 @@ package replay
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -36,6 +39,7 @@ func (m *memSink) Close() error { return nil }
 type alertLine struct {
 	Event struct {
 		Action string `json:"action"`
+		ID     string `json:"id"`
 	} `json:"event"`
 	Source      struct{ IP string } `json:"source"`
 	Destination struct {
@@ -43,8 +47,9 @@ type alertLine struct {
 		Port uint16 `json:"port"`
 	} `json:"destination"`
 	Knockwatch struct {
-		Confidence string `json:"confidence"`
-		Suppressed bool   `json:"suppressed"`
+		Confidence string         `json:"confidence"`
+		Suppressed bool           `json:"suppressed"`
+		Clock      map[string]any `json:"clock"`
 	} `json:"knockwatch"`
 }
 
@@ -60,9 +65,8 @@ func testSensorConfig() sensor.Config {
 	return cfg
 }
 
-// replayDir replays one corpus case with engine kind and returns the
-// created alerts and the summary.
-func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, Summary) {
+// replayDir replays one corpus case with engine kind.
+func replayDir(t *testing.T, dir, kind string, want expectation) replayOut {
 	t.Helper()
 	caps, _ := filepath.Glob(filepath.Join(dir, "capture*"))
 	sort.Strings(caps)
@@ -74,7 +78,41 @@ func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, S
 	}
 	scfg := testSensorConfig()
 	scfg.VerifyChecksums = !want.IgnoreChecksums
-	return replayFiles(t, kind, scfg, caps, []string{filepath.Join(dir, "events.xml")}, hostsFile)
+	events, _ := filepath.Glob(filepath.Join(dir, "events.*"))
+	sort.Strings(events)
+	return replayFull(t, kind, scfg, caps, events, hostsFile, true)
+}
+
+// TestCoverageCasesNeedCoverage: the coverage cases turn on what coverage
+// does: without it the 90-s host gives no alert, and the one-way capture
+// gives the monitor's false alert and floods the engine with knocks.
+func TestCoverageCasesNeedCoverage(t *testing.T) {
+	for _, tc := range []struct {
+		dir    string
+		alerts int
+	}{{"pos_clock_90s_behind", 0}, {"pos_clock_sysmon_winlogbeat", 0}, {"neg_one_way_capture", 1}} {
+		t.Run(tc.dir, func(t *testing.T) {
+			dir := filepath.Join(corpusDir, tc.dir)
+			caps, _ := filepath.Glob(filepath.Join(dir, "capture*"))
+			events, _ := filepath.Glob(filepath.Join(dir, "events.*"))
+			out := replayFull(t, EngineGo, testSensorConfig(), caps, events, filepath.Join(corpusDir, "hosts"), false)
+			if len(out.alerts) != tc.alerts {
+				t.Fatalf("without coverage: alerts %+v, want %d", out.alerts, tc.alerts)
+			}
+			if tc.dir == "neg_one_way_capture" && out.engine.In["knock"] < 4 {
+				t.Fatalf("without coverage the engine took %d knocks", out.engine.In["knock"])
+			}
+		})
+	}
+}
+
+// pathInterfaces names each capture's counters as a capture interface's.
+func pathInterfaces(paths []Path) []coverage.Interface {
+	out := make([]coverage.Interface, len(paths))
+	for i, p := range paths {
+		out[i] = coverage.Interface{Name: filepath.Base(p.Name), Counters: p.Counters}
+	}
+	return out
 }
 
 // replayFiles replays captures and event files with engine kind made with
@@ -82,13 +120,40 @@ func replayDir(t *testing.T, dir, kind string, want expectation) ([]wantAlert, S
 // created (unsuppressed) alerts and the summary.
 func replayFiles(t *testing.T, kind string, scfg sensor.Config, caps, events []string, hostsFile string) ([]wantAlert, Summary) {
 	t.Helper()
+	out := replayFull(t, kind, scfg, caps, events, hostsFile, true)
+	return out.alerts, out.sum
+}
+
+// replayOut is what one replay produced.
+type replayOut struct {
+	alerts []wantAlert
+	sum    Summary
+	report coverage.Report
+	engine correlate.Stats
+	pipe   pipeline.Stats
+	// clocks are the alerts' knockwatch.clock objects, by alert id.
+	clocks map[string]map[string]any
+}
+
+// replayFull is replayFiles with the coverage report and the engine's and
+// pipeline's counters (coverage on, as knockwatch replay --coverage).
+func replayFull(t *testing.T, kind string, scfg sensor.Config, caps, events []string, hostsFile string, withCoverage bool) (out replayOut) {
+	t.Helper()
 	hosts, err := correlate.ReadHostsFile(hostsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sink := &memSink{}
-	p, err := pipeline.New(pipeline.Config{Engine: correlate.DefaultConfig(),
-		EngineOptions: []correlate.Option{correlate.WithInventory(hosts)}}, sink, nil)
+	cov, err := coverage.New(coverage.DefaultConfig(), hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cov.SetInventory(pipeline.InventoryHosts(hosts))
+	pc := pipeline.Config{Engine: correlate.DefaultConfig(), EngineOptions: []correlate.Option{correlate.WithInventory(hosts)}}
+	if withCoverage {
+		pc.Coverage = cov
+	}
+	p, err := pipeline.New(pc, sink, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +165,14 @@ func replayFiles(t *testing.T, kind string, scfg sensor.Config, caps, events []s
 	sum, err := Run(context.Background(), Options{
 		Captures: caps, Events: events, Engine: eng, Decoder: p.Decoder(), Sink: p,
 		FinalSweep: scfg.S0Timeout + time.Second, GapSweeps: GapSweepsFor(scfg),
+		OnSweep: func(now time.Time, paths []Path) error {
+			c, err := eng.Counters()
+			if err != nil {
+				return err
+			}
+			p.ObserveSensor(now, c, pathInterfaces(paths), eng)
+			return eng.PruneRequests(now)
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +180,11 @@ func replayFiles(t *testing.T, kind string, scfg sensor.Config, caps, events []s
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var got []wantAlert
+	out.report = cov.Report(true)
+	out.engine = p.Engine().Stats()
+	out.pipe = p.Stats()
+	out.sum = sum
+	out.clocks = map[string]map[string]any{}
 	for _, r := range sink.recs {
 		var a alertLine
 		if err := json.Unmarshal(r.JSON, &a); err != nil {
@@ -116,10 +193,13 @@ func replayFiles(t *testing.T, kind string, scfg sensor.Config, caps, events []s
 		if a.Event.Action != correlate.ActionCreated || a.Knockwatch.Suppressed {
 			continue
 		}
-		got = append(got, wantAlert{Source: a.Source.IP, Dest: a.Destination.IP, Port: a.Destination.Port,
+		out.alerts = append(out.alerts, wantAlert{Source: a.Source.IP, Dest: a.Destination.IP, Port: a.Destination.Port,
 			Confidence: a.Knockwatch.Confidence})
+		if a.Knockwatch.Clock != nil {
+			out.clocks[a.Event.ID] = a.Knockwatch.Clock
+		}
 	}
-	return got, sum
+	return out
 }
 
 // TestCorpus replays every case of testdata/replay through both engines
@@ -127,7 +207,7 @@ func replayFiles(t *testing.T, kind string, scfg sensor.Config, caps, events []s
 // every counter.
 func TestCorpus(t *testing.T) {
 	dirs, _ := filepath.Glob(filepath.Join(corpusDir, "*", "expected.json"))
-	if len(dirs) < 15 {
+	if len(dirs) < 20 {
 		t.Fatalf("corpus has %d cases; regenerate it: go test ./replay -run TestGenerateCorpus -update", len(dirs))
 	}
 	for _, exp := range dirs {
@@ -147,11 +227,15 @@ func TestCorpus(t *testing.T) {
 					if kind == EngineXDP {
 						testenv.RequirePrivileged(t)
 					}
-					got, sum := replayDir(t, dir, kind, want)
+					out := replayDir(t, dir, kind, want)
+					got, sum := out.alerts, out.sum
 					sums = append(sums, sum)
 					if !sameAlerts(got, want.Alerts) {
 						t.Errorf("%s: %s\nalerts %+v\nwant   %+v\nsummary: %d packets, %d knocks, %d handshakes, events %+v",
 							want.Case, want.About, got, want.Alerts, sum.Packets, sum.Knocks, sum.Handshakes, sum.Events)
+					}
+					if want.Coverage != nil {
+						checkCoverage(t, want.Coverage, out)
 					}
 					if sum.Packets == 0 || sum.Events.Read == 0 {
 						t.Errorf("nothing read: %+v", sum)
@@ -188,4 +272,80 @@ func sameAlerts(got, want []wantAlert) bool {
 		g[key(a)]--
 	}
 	return true
+}
+
+// checkCoverage compares a replay's coverage report with the case's
+// hand-written expectation.
+func checkCoverage(t *testing.T, want *wantCoverage, out replayOut) {
+	t.Helper()
+	r := out.report
+	same := func(a, b string) bool {
+		return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
+	}
+	for _, w := range want.Findings {
+		found := false
+		for _, f := range r.Findings {
+			found = found || (f.Kind == w.Kind && (w.Host == "" || same(f.Host, w.Host)) && f.Interface == w.Interface)
+		}
+		if !found {
+			t.Errorf("coverage: no finding %+v; findings:\n%s", w, findingList(r))
+		}
+	}
+	for _, kind := range want.Absent {
+		for _, f := range r.Findings {
+			if f.Kind == kind {
+				t.Errorf("coverage: unexpected finding %s (%s %s): %s", kind, f.Host, f.Interface, f.Missing)
+			}
+		}
+	}
+	hosts := map[string]coverage.HostReport{}
+	for _, h := range r.Hosts {
+		hosts[strings.ToLower(h.Host)] = h
+	}
+	for _, w := range want.Clocks {
+		h, ok := hosts[strings.ToLower(w.Host)]
+		if !ok || h.Clock.State != "measured" || h.Clock.Offset == nil || math.Abs(*h.Clock.Offset-w.Offset) > 1 {
+			t.Errorf("coverage: clock of %s: %+v (offset %v), want measured %.1f s within 1 s", w.Host, h.Clock, ptrVal(h.Clock.Offset), w.Offset)
+		}
+		if w.AlertApplied {
+			if len(out.clocks) == 0 {
+				t.Errorf("coverage: no alert carries knockwatch.clock")
+			}
+			for id, c := range out.clocks {
+				off, _ := c["offset"].(float64)
+				if c["applied"] != true || c["measured"] != true || math.Abs(off-w.Offset) > 1 {
+					t.Errorf("coverage: alert %s knockwatch.clock %v", id, c)
+				}
+			}
+		}
+	}
+	for name, st := range want.HostStates {
+		if h, ok := hosts[name]; !ok || h.State != st {
+			t.Errorf("coverage: host %s state %q, want %q", name, h.State, st)
+		}
+	}
+	if want.Sensor != "" && r.Sensor.State != want.Sensor {
+		t.Errorf("coverage: sensor path %q (%+v), want %q", r.Sensor.State, r.Sensor, want.Sensor)
+	}
+	if want.EngineKnocks != nil && out.engine.In["knock"] > uint64(*want.EngineKnocks) {
+		t.Errorf("coverage: the engine took %d knocks, want at most %d (held %d)", out.engine.In["knock"], *want.EngineKnocks, out.pipe.KnocksHeld)
+	}
+	if out.pipe.KnocksHeld < int64(want.KnocksHeld) {
+		t.Errorf("coverage: %d knocks held, want at least %d", out.pipe.KnocksHeld, want.KnocksHeld)
+	}
+}
+
+func ptrVal(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+func findingList(r coverage.Report) string {
+	var b strings.Builder
+	for _, f := range r.Findings {
+		fmt.Fprintf(&b, "  %s %s host=%q iface=%q: %s\n", f.Severity, f.Kind, f.Host, f.Interface, f.Missing)
+	}
+	return b.String()
 }

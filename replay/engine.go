@@ -37,6 +37,12 @@ type Engine interface {
 	Drain(fn func(sensor.Record) error) error
 	// Counters returns the engine's counters (sensor.CounterNames).
 	Counters() (sensor.Counters, error)
+	// RequestSample asks for the next handshake completed to host before
+	// until (capture time): one HANDSHAKE record with Sample set, a
+	// clock-calibration sample (docs/COVERAGE.md). PruneRequests drops
+	// the requests expired at now.
+	RequestSample(host netip.Addr, until time.Time) error
+	PruneRequests(now time.Time) error
 	Close() error
 }
 
@@ -115,6 +121,10 @@ func (g *goEngine) Drain(fn func(sensor.Record) error) error {
 }
 func (g *goEngine) Counters() (sensor.Counters, error) { return g.t.Counters(), nil }
 func (g *goEngine) Close() error                       { return nil }
+func (g *goEngine) RequestSample(host netip.Addr, until time.Time) error {
+	return g.t.RequestSample(host, until)
+}
+func (g *goEngine) PruneRequests(now time.Time) error { g.t.PruneRequests(now); return nil }
 
 type xdpEngine struct {
 	s  *loader.Sensor
@@ -163,6 +173,13 @@ func (x *xdpEngine) Drain(fn func(sensor.Record) error) error {
 	return err
 }
 func (x *xdpEngine) Counters() (sensor.Counters, error) { return x.rp.Counters() }
+func (x *xdpEngine) RequestSample(host netip.Addr, until time.Time) error {
+	return x.rp.RequestSample(host, until)
+}
+func (x *xdpEngine) PruneRequests(now time.Time) error {
+	_, _, err := x.s.PruneRequests(now)
+	return err
+}
 func (x *xdpEngine) Close() error {
 	x.rp.Close()
 	return x.s.Close()

@@ -80,12 +80,12 @@ func (m *merger) fill(it *mergeItem) (bool, error) {
 
 // next calls fn with the earliest frame of all captures (the frame is valid
 // during the call) and returns false when every capture has ended.
-func (m *merger) next(fn func(frame []byte, ts time.Time) error) (bool, error) {
+func (m *merger) next(fn func(frame []byte, ts time.Time, capture int) error) (bool, error) {
 	if len(m.h) == 0 {
 		return false, nil
 	}
 	it := m.h[0]
-	if err := fn(it.frame, it.ts); err != nil {
+	if err := fn(it.frame, it.ts, it.idx); err != nil {
 		return false, err
 	}
 	ok, err := m.fill(it)

@@ -47,6 +47,19 @@ type Options struct {
 	// classified (the engine must be made with ReportTouches), in the
 	// order the engine decided them. Touches never go to Sink.
 	OnTouch func(*sensor.TouchRecord) error
+	// OnSweep, when set, is called after every sweep with its capture
+	// time and what each capture carried so far (Paths: one per capture,
+	// in Captures order), and once more after the closing sweep: coverage
+	// ticks there and asks the engine for clock samples.
+	OnSweep func(now time.Time, paths []Path) error
+}
+
+// Path is what one capture carried so far: its TCP packets and among them
+// SYNs, SYN-ACKs and RSTs, under the program's counter names ("tcp",
+// "syn", "synack", "rst"), as a capture interface's per-interface counters.
+type Path struct {
+	Name     string
+	Counters sensor.Counters
 }
 
 // Progress is how far a replay is: bytes read of all captures (compressed
@@ -154,7 +167,25 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	var nextSweep int64
 	step := int64(opts.SweepInterval)
 	var n int64
-	each := func(frame []byte, ts time.Time) error {
+	var paths []Path
+	if opts.OnSweep != nil {
+		for _, c := range caps {
+			paths = append(paths, Path{Name: c.Path, Counters: sensor.Counters{"tcp": 0, "syn": 0, "synack": 0, "rst": 0}})
+		}
+	}
+	sweep := func(at time.Time) error {
+		if err := opts.Engine.Sweep(at); err != nil {
+			return err
+		}
+		if opts.OnSweep != nil {
+			if err := opts.Engine.Drain(emit); err != nil {
+				return err
+			}
+			return opts.OnSweep(at, paths)
+		}
+		return nil
+	}
+	each := func(frame []byte, ts time.Time, capIdx int) error {
 		ns := ts.UnixNano()
 		if sum.First.IsZero() {
 			sum.First = ts
@@ -168,14 +199,14 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			if last := sum.Last.UnixNano(); ns-last > 2*step {
 				for _, d := range opts.GapSweeps {
 					if at := last + int64(d); at < ns-ns%step {
-						if err := opts.Engine.Sweep(time.Unix(0, at).UTC()); err != nil {
+						if err := sweep(time.Unix(0, at).UTC()); err != nil {
 							return err
 						}
 					}
 				}
 			}
 			at := ns - ns%step
-			if err := opts.Engine.Sweep(time.Unix(0, at).UTC()); err != nil {
+			if err := sweep(time.Unix(0, at).UTC()); err != nil {
 				return err
 			}
 			nextSweep = at + step
@@ -188,6 +219,9 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			return nil
 		}
 		sum.Packets++
+		if paths != nil {
+			countPath(paths[capIdx].Counters, frame)
+		}
 		if err := opts.Engine.Run(frame, ts); err != nil {
 			return err
 		}
@@ -225,7 +259,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		if final <= 0 {
 			final = finalSweepAfter
 		}
-		if err := opts.Engine.Sweep(sum.Last.Add(final)); err != nil {
+		if err := sweep(sum.Last.Add(final)); err != nil {
 			return sum, err
 		}
 		if err := opts.Engine.Drain(emit); err != nil {

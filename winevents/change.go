@@ -213,6 +213,11 @@ type ExposureChange struct {
 	// "unknown" (then LocalAddress/Ports hold the destination side as
 	// written and RemoteAddress the source side).
 	LocalSideBy string `json:"local_side_by,omitempty"`
+	// Observed is, for a connection from Sysmon 3, when Sysmon saw the
+	// connection (its UtcTime, on the host's clock): Sysmon writes network
+	// events late (seconds to a minute after UtcTime), so Time is not the
+	// connection's time. Zero otherwise (Time is).
+	Observed time.Time `json:"observed,omitzero"`
 
 	FilterID uint64 `json:"filter_id,omitempty"` // WFP filter (5447 FilterId, 5154/5158/5156 FilterRTID)
 	Layer    string `json:"layer,omitempty"`     // WFP layer: bind, listen, accept, connect or the 5447 layer name

@@ -49,6 +49,9 @@ func (s *state) sysmonEvent(h *hostState, r *record, emit func(ExposureChange)) 
 		c.ProcessID = uint32(pid)
 	}
 	proto := parseProtocol(r.get("Protocol"))
+	if t, ok := parseUTCTime(r.get("UtcTime")); ok {
+		c.Observed = t
+	}
 	s.connection(h, r, &c, proto, src, dst, true, emit)
 }
 

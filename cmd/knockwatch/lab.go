@@ -28,7 +28,7 @@ func init() {
 	}
 }
 
-const labUsage = `usage: knockwatch lab [--s0 | --rej] [--ipv6] [--tap] [--restart[=POINT]] [--keep] [--timeout D] [--json] [--report FILE] [FLAGS]
+const labUsage = `usage: knockwatch lab [--s0 | --rej] [--ipv6] [--tap] [--one-way-port] [--host-clock-offset D] [--restart[=POINT]] [--keep] [--timeout D] [--json] [--report FILE] [FLAGS]
 
 Builds a small network in namespaces (an attacker, a benign client and a
 Windows host on a switch whose host port is mirrored to a sensor), starts the
@@ -47,6 +47,17 @@ it again with the same --state-dir and --pin-path: after the knock, after the
 event's 202 (the default), after the handshake with the alert made but not
 yet written, or after the alert. The restarted sensor rebuilds its engine
 from its evidence log; the alert must still come exactly once.
+
+--one-way-port adds a file server whose link reaches the sensor on a second
+capture interface in one direction only (a tap whose other port is missing);
+after the attack the client uses its shares, and the sensor must report that
+interface one way within a minute and hold the knocks every client of it seems
+to make. The lab prints what knockwatch coverage shows.
+
+--host-clock-offset D stamps the host's events with a clock D off (e.g. -90s,
+far beyond rule.skew). The host audits its inbound connections (5156): before
+the attack the client and the attacker use its web service until the sensor
+has measured the offset, and the alert must still be high, corrected.
 
 flags:
 `
@@ -70,6 +81,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	knockClient := fs.String("knock-client", "auto", "attacker's knock client: auto (Debian's knock if installed), knock, or go (Go dials)")
 	ipv6 := fs.Bool("ipv6", false, "play the scenario over IPv6")
 	tap := fs.Bool("tap", false, "mirror like a passive tap: the host's two directions on two capture interfaces, one sensor on both")
+	clockOffset := fs.Duration("host-clock-offset", 0, "set the Windows host's clock this far off (e.g. -90s: behind); it audits its inbound connections (5156),\nthe sensor measures the offset before the attack and must still alert high, corrected (knockwatch.clock)")
+	oneWay := fs.Bool("one-way-port", false, "add a file server mirrored to a second capture interface in one direction only (a tap missing its other port);\nafter the attack the client uses it, and the sensor must report that interface one way within a minute (knockwatch coverage)")
 	knockd := fs.String("knockd", "auto", "the host's port-knocking backdoor: auto (Debian's knockd if installed: it sees the knock and opens the port), on, or off (the lab opens the port itself)")
 	knockPorts := fs.String("knock-ports", "7000,8000,9000", "closed `PORTS` the attacker knocks, comma-separated")
 	openPort := fs.Uint("open-port", 4444, "`PORT` the host opens after the knock")
@@ -107,19 +120,21 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	out := &alertPrinter{w: stdout, pretty: !*jsonOut && daemon.IsTerminal(stdout)}
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "lab: "+format+"\n", a...) }
 	cfg := lab.Config{
-		Scenario:     *scenario,
-		KnockPorts:   ports,
-		OpenPort:     uint16(*openPort),
-		KnockClient:  *knockClient,
-		Knockd:       *knockd,
-		IPv6:         *ipv6,
-		Tap:          *tap,
-		AlertTimeout: *alertTimeout,
-		Logf:         logf,
-		OnAlert:      out.alert,
-		SensorArgs:   sensorArgs,
-		Capture:      *capture,
-		Restart:      string(restart),
+		Scenario:        *scenario,
+		KnockPorts:      ports,
+		OpenPort:        uint16(*openPort),
+		KnockClient:     *knockClient,
+		Knockd:          *knockd,
+		IPv6:            *ipv6,
+		Tap:             *tap,
+		OneWayPort:      *oneWay,
+		HostClockOffset: *clockOffset,
+		AlertTimeout:    *alertTimeout,
+		Logf:            logf,
+		OnAlert:         out.alert,
+		SensorArgs:      sensorArgs,
+		Capture:         *capture,
+		Restart:         string(restart),
 	}
 	if *verbose {
 		cfg.SensorLog = stderr

@@ -80,6 +80,12 @@ func TestLabEndToEnd(t *testing.T) {
 		{"rej", "REJ", []string{"--scenario", lab.ScenarioREJ}, 1},
 		// A passive tap (each direction on its own interface) over IPv6.
 		{"rej-ipv6-tap", "REJ", []string{"--rej", "--ipv6", "--tap"}, 2},
+		// A second capture interface that sees one direction only
+		// (docs/COVERAGE.md): reported within a minute.
+		{"rej-one-way-port", "REJ", []string{"--rej", "--one-way-port"}, 2},
+		// The host's clock 90 s behind, far beyond rule.skew, measured from
+		// its 5156 events: the alert is still high, corrected.
+		{"s0-clock-90s-behind", "S0", []string{"--s0", "--host-clock-offset=-90s"}, 1},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			report := filepath.Join(t.TempDir(), "report.json")
@@ -179,8 +185,42 @@ func TestLabEndToEnd(t *testing.T) {
 			if v := get(lab.MetricTouches, map[string]string{"kind": sc.kind}); v < 6 {
 				t.Errorf("closed-port touches %s = %v, want >= 6", sc.kind, v)
 			}
-			if v := get(lab.MetricTouches, map[string]string{"kind": other}); v != 0 {
+			// On the one-way port the SYNs to the file server end unanswered:
+			// S0 touches there (at least one per port the client used).
+			if v := get(lab.MetricTouches, map[string]string{"kind": other}); sc.name == "rej-one-way-port" && v < float64(len(r.OneWayPorts())) {
+				t.Errorf("closed-port touches %s = %v, want >= %d (the one-way path)", other, v, len(r.OneWayPorts()))
+			} else if sc.name != "rej-one-way-port" && v != 0 {
 				t.Errorf("closed-port touches %s = %v, want 0", other, v)
+			}
+			// The one-way port's phase: the client's seeming knock of the
+			// file server is flagged by the program, and held.
+			extraKnocks := 0.0
+			if sc.name == "rej-one-way-port" {
+				extraKnocks = 1
+				ow := r.OneWay
+				if ow == nil || ow.Reported <= 0 || ow.Reported > lab.OneWayWithin || ow.KnocksHeld < 1 {
+					t.Fatalf("one-way port: %+v: want cap2 reported within %v and the client's knock held", ow, lab.OneWayWithin)
+				}
+				if !strings.Contains(ow.Table, "CRITICAL  one_way  capture interface cap2") || !strings.Contains(ow.Table, "attach the tap's other port") {
+					t.Errorf("knockwatch coverage table:\n%s", ow.Table)
+				}
+				t.Logf("cap2 reported one way after %v (%d connections)", ow.Reported, ow.Connections)
+			} else if r.OneWay != nil {
+				t.Errorf("one-way phase without --one-way-port")
+			}
+			extraEvents := 0.0
+			if sc.name == "s0-clock-90s-behind" {
+				ck := r.Clock
+				if ck == nil || ck.Alert == nil || ck.Alert["applied"] != true {
+					t.Fatalf("host clock: %+v: want the offset measured and applied in the alert", ck)
+				}
+				if off, _ := ck.Alert["offset"].(float64); off > -89 || off < -91 {
+					t.Errorf("alert knockwatch.clock.offset %v, want -90 within 1 s", off)
+				}
+				t.Logf("host clock measured %+.3f s after %v from %d connections", ck.Measured, ck.MeasuredAfter, ck.Connections)
+				extraEvents = float64(ck.Connections) // one 5156 each
+			} else if r.Clock != nil {
+				t.Errorf("host-clock phase without --host-clock-offset")
 			}
 			for _, c := range []struct {
 				name  string
@@ -188,9 +228,9 @@ func TestLabEndToEnd(t *testing.T) {
 				min   float64
 				max   float64
 			}{
-				{lab.MetricKnocksFlagged, nil, 1, 2}, // attacker, and the client's scan
-				{lab.MetricHandshakes, nil, 1, 2},    // attacker, and the client's if flagged in time
-				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "accepted"}, 1, 1},
+				{lab.MetricKnocksFlagged, nil, 1, 2 + extraKnocks}, // attacker, and the client's scan
+				{lab.MetricHandshakes, nil, 1, 2},                  // attacker, and the client's if flagged in time
+				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "accepted"}, 1 + extraEvents, 1 + extraEvents},
 				{lab.MetricEventsReceived, map[string]string{"transport": "http", "outcome": "rejected"}, 0, 0},
 				{lab.MetricEventsDropped, map[string]string{"transport": "http", "reason": "unauthorized"}, 1, 1},
 				{lab.MetricAlerts, map[string]string{"confidence": "high"}, 1, 1},
@@ -198,7 +238,7 @@ func TestLabEndToEnd(t *testing.T) {
 				{"knockwatch_ringbuf_lost_total", nil, 0, 0},
 				{"knockwatch_interface_attached", map[string]string{"iface": "cap0", "mode": "native"}, 1, 1},
 				{"knockwatch_interface_attached", map[string]string{"mode": "native"}, float64(sc.ifaces), float64(sc.ifaces)},
-				{"knockwatch_event_lag_seconds_count", nil, 1, 1},
+				{"knockwatch_event_lag_seconds_count", nil, 1 + extraEvents, 1 + extraEvents},
 			} {
 				if v := get(c.name, c.match); v < c.min || v > c.max {
 					t.Errorf("%s%v = %v, want [%v, %v]", c.name, c.match, v, c.min, c.max)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/internal/config"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/replay"
@@ -53,11 +55,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	timelineDir := fs.String("timeline", "", "also draw every alert record as an SVG timeline into `DIR` (see knockwatch explain)")
 	timelinePNG := fs.Bool("timeline-png", false, "with --timeline, also write PNGs (needs rsvg-convert: Debian librsvg2-bin)")
 	noCsum := fs.Bool("ignore-checksums", false, "accept TCP segments with wrong checksums (a capture taken on a sending host with checksum offload, as Zeek's -C); by default SYN-ACKs, RSTs and proving ACKs with a wrong checksum are ignored and counted")
+	covOut := fs.Bool("coverage", false, "print the coverage report of the recording on stdout instead of the alerts (in --format):\nhost clocks measured from its connection events, hosts without events, one-way captures (docs/COVERAGE.md)")
+	alertsPath := fs.String("alerts", "", "write the alerts (ECS JSON lines) to `FILE` instead of stdout (with --coverage: the alerts are kept there)")
 	touches := fs.Bool("touches", false, "print one line per closed-port touch instead of alerts: its kind (REJ, S0, RSTOS0, as Zeek's conn_state)\nand the SYN's 4-tuple and time; JSON lines, or a table with --format table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: knockwatch replay --pcap FILE [--pcap FILE]... [--events FILE]... [--hosts FILE] [--allow-source CIDR]...")
 		fmt.Fprintln(stderr, "                        [--config FILE] [--engine auto|xdp|go] [--format json|table] [--timeline DIR [--timeline-png]]")
-		fmt.Fprintln(stderr, "                        [--touches] [--ignore-checksums]")
+		fmt.Fprintln(stderr, "                        [--touches] [--ignore-checksums] [--coverage] [--alerts FILE]")
 		fmt.Fprintln(stderr, "\nReplays recorded captures and exported Windows events through the sensor's tracking and the AN0842")
 		fmt.Fprintln(stderr, "rule, in the evidence's own time. Alerts go to stdout, a summary to stderr.")
 		fmt.Fprintln(stderr, "\nWith --touches, stdout gets every closed-port touch instead, one per line in the order the sensor")
@@ -89,6 +93,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: replay: --engine %q is not auto, xdp or go", errUsage, *engine)
 	case *timelinePNG && *timelineDir == "":
 		return fmt.Errorf("%w: replay: --timeline-png needs --timeline DIR", errUsage)
+	case *covOut && *touches:
+		return fmt.Errorf("%w: replay: --coverage and --touches both want stdout", errUsage)
 	}
 
 	cfg := config.Default()
@@ -113,6 +119,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	built, err := cfg.Build()
 	if err != nil {
 		return err
+	}
+	// Coverage measures the hosts' clocks from the recording's connection
+	// events (its alerts are corrected by them) and finds its blind spots.
+	cov, err := built.NewCoverage()
+	if err != nil {
+		return err
+	}
+	if *covOut && cov == nil {
+		return fmt.Errorf("%w: replay: --coverage with coverage.enabled: false in --config", errUsage)
 	}
 	// The observer is this machine replaying the captures (they do not
 	// say which interface recorded them).
@@ -150,9 +165,21 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var table *replayTable
 	var touchOut *touchOutput
 	switch {
+	case *alertsPath != "":
+		f, err := os.Create(*alertsPath)
+		if err != nil {
+			return fmt.Errorf("open --alerts: %w", err)
+		}
+		sink = alert.NewStreamWriter(f, *alertsPath, false)
+		defer f.Close()
+		if *touches {
+			touchOut = newTouchOutput(stdout, *format == "table")
+		}
 	case *touches:
 		touchOut = newTouchOutput(stdout, *format == "table")
 		sink = discardAlerts{}
+	case *covOut:
+		sink = discardAlerts{} // counted in the summary; --alerts FILE keeps them
 	case *format == "table":
 		table = &replayTable{}
 		sink = table
@@ -181,6 +208,16 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if touchOut != nil {
 		opts.OnTouch = touchOut.write
 	}
+	if cov != nil {
+		opts.OnSweep = func(now time.Time, paths []replay.Path) error {
+			c, err := eng.Counters()
+			if err != nil {
+				return err
+			}
+			p.ObserveSensor(now, c, pathInterfaces(paths), eng)
+			return eng.PruneRequests(now)
+		}
+	}
 	if bar != nil {
 		opts.Progress = bar.update
 	}
@@ -206,7 +243,26 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if table != nil {
 		table.print(stdout)
 	}
+	var report *coverage.Report
+	if cov != nil {
+		r := cov.Report(true)
+		report = &r
+	}
+	if *covOut {
+		if err := writeCoverage(stdout, *report, *format); err != nil {
+			return err
+		}
+	}
 	printReplaySummary(stderr, sum, p.Stats(), *touches)
+	if report != nil {
+		n := report.Summary.Findings
+		hint := ""
+		if !*covOut {
+			hint = " (knockwatch replay --coverage shows them)"
+		}
+		fmt.Fprintf(stderr, "  coverage   %d hosts, clocks measured %d; findings: %d critical, %d warning, %d info%s\n",
+			report.Summary.Hosts, report.Summary.ClockMeasured, n[coverage.SevCritical], n[coverage.SevWarning], n[coverage.SevInfo], hint)
+	}
 	if tee != nil {
 		return tee.draw(ctx, *timelineDir, *timelinePNG, stderr)
 	}
@@ -453,5 +509,29 @@ func (t *recordTee) draw(ctx context.Context, dir string, png bool, stderr io.Wr
 	}
 	paths, err := writeTimelines(ctx, dir, as, png)
 	fmt.Fprintf(stderr, "  timelines  %d files in %s\n", len(paths), dir)
+	return err
+}
+
+// pathInterfaces names each capture's counters as a capture interface's
+// (the file's base name).
+func pathInterfaces(paths []replay.Path) []coverage.Interface {
+	out := make([]coverage.Interface, len(paths))
+	for i, p := range paths {
+		out[i] = coverage.Interface{Name: filepath.Base(p.Name), Counters: p.Counters}
+	}
+	return out
+}
+
+// writeCoverage writes a coverage report as JSON (the /v1/coverage
+// document) or as the table of knockwatch coverage.
+func writeCoverage(w io.Writer, r coverage.Report, format string) error {
+	if format == "table" {
+		return coverage.WriteTable(w, r)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("render coverage: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
 	return err
 }

@@ -153,7 +153,7 @@ func isKernelSide(path string) bool {
 // and internal/netns (netlink) import them directly.
 func TestPureGo(t *testing.T) {
 	pkgs := goList(t)
-	for _, name := range []string{"sensor", "gotwin", "pipeline", "correlate", "winevents", "winevents/intake", "alert",
+	for _, name := range []string{"sensor", "gotwin", "pipeline", "correlate", "coverage", "winevents", "winevents/intake", "alert",
 		"internal/config", "internal/metrics", "scaleout"} {
 		p, ok := pkgs[name]
 		if !ok {

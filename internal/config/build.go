@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/pipeline"
 	"github.com/knockwatch/knockwatch/sensor"
@@ -72,6 +73,9 @@ type Built struct {
 	// is configured. Hosts is the number of names it holds.
 	Inventory correlate.Inventory
 	Hosts     int
+	// Coverage is coverage's configuration; nil when coverage.enabled is
+	// false. NewCoverage makes the tracker.
+	Coverage *coverage.Config
 	// EvidenceLog and Ledger are the evidence log (state_dir/evidence) and
 	// the ledger of delivered alerts (state_dir/alerts); the daemon adds
 	// its logger.
@@ -131,6 +135,13 @@ func (c *Config) Build() (Built, error) {
 	if b.Pipeline.Bindings, err = c.Bindings(); err != nil {
 		return b, err
 	}
+	if c.Coverage.Enabled {
+		cc := c.CoverageConfig()
+		if err := cc.Validate(); err != nil {
+			return b, fmt.Errorf("coverage: %w", err)
+		}
+		b.Coverage = &cc
+	}
 	maxAge := c.EvidenceMaxAge()
 	b.EvidenceLog = evidence.LogConfig{
 		Dir: filepath.Join(c.StateDir, "evidence"), MaxAge: maxAge, MaxBytes: c.EvidenceLog.MaxBytes,
@@ -143,4 +154,25 @@ func (c *Config) Build() (Built, error) {
 		Dir: filepath.Join(c.StateDir, "alerts"), MaxAge: maxAge + time.Hour + c.Rule.Retention, Fsync: c.EvidenceLog.Fsync,
 	}
 	return b, nil
+}
+
+// NewCoverage makes the coverage tracker for b (nil when coverage is
+// off), knowing the inventory's hosts, and sets it in b.Pipeline.
+func (b *Built) NewCoverage() (*coverage.Tracker, error) {
+	if b.Coverage == nil {
+		return nil, nil
+	}
+	var res coverage.Resolver
+	if h, ok := b.Inventory.(*correlate.Hosts); ok {
+		res = h
+	}
+	t, err := coverage.New(*b.Coverage, res)
+	if err != nil {
+		return nil, fmt.Errorf("start coverage: %w", err)
+	}
+	if h, ok := b.Inventory.(*correlate.Hosts); ok {
+		t.SetInventory(pipeline.InventoryHosts(h))
+	}
+	b.Pipeline.Coverage = t
+	return t, nil
 }

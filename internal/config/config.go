@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/sensor"
 	"github.com/knockwatch/knockwatch/winevents/intake"
 )
@@ -68,6 +69,33 @@ type Config struct {
 	Alerts    Alerts    `yaml:"alerts"`
 	Metrics   Metrics   `yaml:"metrics"`
 	Pipeline  Pipeline  `yaml:"pipeline"`
+	Coverage  Coverage  `yaml:"coverage"`
+}
+
+// Coverage configures what the sensor measures of its own coverage (host
+// clocks, blind spots: docs/COVERAGE.md). The offset bound is
+// rule.max_clock_offset, the tolerance rule.skew, the requests out at once
+// sensor.samples.
+type Coverage struct {
+	// Enabled turns coverage on (clock samples, findings, /v1/coverage).
+	Enabled           bool          `yaml:"enabled"`
+	SampleInterval    time.Duration `yaml:"sample_interval"`
+	RefreshInterval   time.Duration `yaml:"refresh_interval"`
+	SampleTTL         time.Duration `yaml:"sample_ttl"`
+	MinSamples        int           `yaml:"min_samples"`
+	MinSources        int           `yaml:"min_sources"`
+	Agreement         time.Duration `yaml:"agreement"`
+	SampleMaxAge      time.Duration `yaml:"sample_max_age"`
+	MatchWait         time.Duration `yaml:"match_wait"`
+	NoEventsAfter     time.Duration `yaml:"no_events_after"`
+	QuietAfter        time.Duration `yaml:"quiet_after"`
+	LagWarn           time.Duration `yaml:"lag_warn"`
+	NetWindow         time.Duration `yaml:"net_window"`
+	MinSYN            int           `yaml:"min_syn"`
+	HostMinUnanswered int           `yaml:"host_min_unanswered"`
+	HostWindow        time.Duration `yaml:"host_window"`
+	MaxHosts          int           `yaml:"max_hosts"`
+	MaxPending        int           `yaml:"max_pending"`
 }
 
 // EvidenceLog bounds the evidence log and sets its fsync policy
@@ -105,6 +133,7 @@ type Rule struct {
 	MaxChanges        int           `yaml:"max_changes"`
 	MaxHandshakes     int           `yaml:"max_handshakes"`
 	MaxTouchesPerPair int           `yaml:"max_touches_per_pair"`
+	MaxClockOffset    time.Duration `yaml:"max_clock_offset"`
 	ServiceStartOpens bool          `yaml:"service_start_opens"`
 	EmitSuppressed    bool          `yaml:"emit_suppressed"`
 }
@@ -309,7 +338,7 @@ func Default() Config {
 			MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,
 			Skew: r.Skew, HandshakeAfter: r.HandshakeAfter, Retention: r.Retention, SensorLateness: r.SensorLateness,
 			MaxPairs: r.MaxPairs, MaxChanges: r.MaxChanges, MaxHandshakes: r.MaxHandshakes,
-			MaxTouchesPerPair: r.MaxTouchesPerPair,
+			MaxTouchesPerPair: r.MaxTouchesPerPair, MaxClockOffset: r.MaxClockOffset,
 		},
 		Decoder: Decoder{
 			DedupeSize: 65536, MaxHosts: 4096, MaxPerHost: 4096, JoinWindow: 30 * time.Second,
@@ -340,5 +369,28 @@ func Default() Config {
 			RequestTimeout: 10 * time.Second, MaxBackoff: 30 * time.Second,
 		}},
 		Pipeline: Pipeline{BatchSize: 64, FlushInterval: 200 * time.Millisecond, MaxQueued: 4096},
+		Coverage: defaultCoverage(),
 	}
+}
+
+func defaultCoverage() Coverage {
+	d := coverage.DefaultConfig()
+	return Coverage{Enabled: true, SampleInterval: d.SampleInterval, RefreshInterval: d.RefreshInterval, SampleTTL: d.SampleTTL,
+		MinSamples: d.MinSamples, MinSources: d.MinSources, Agreement: d.Agreement, SampleMaxAge: d.SampleMaxAge,
+		MatchWait: d.MatchWait, NoEventsAfter: d.NoEventsAfter, QuietAfter: d.QuietAfter, LagWarn: d.LagWarn,
+		NetWindow: d.NetWindow, MinSYN: d.MinSYN, HostMinUnanswered: d.HostMinUnanswered, HostWindow: d.HostWindow,
+		MaxHosts: d.MaxHosts, MaxPending: d.MaxPending}
+}
+
+// CoverageConfig is coverage's configuration: the coverage section with
+// the rule's skew and clock bound and the sensor's sample table.
+func (c *Config) CoverageConfig() coverage.Config {
+	v := c.Coverage
+	d := coverage.DefaultConfig()
+	return coverage.Config{SampleInterval: v.SampleInterval, RefreshInterval: v.RefreshInterval, SampleTTL: v.SampleTTL,
+		MaxRequests: int(c.Sensor.Samples), MinSamples: v.MinSamples, MinSources: v.MinSources, Agreement: v.Agreement,
+		SampleMaxAge: v.SampleMaxAge, MaxSamples: d.MaxSamples, MaxOffset: c.Rule.MaxClockOffset, MatchWait: v.MatchWait,
+		Skew: c.Rule.Skew, NoEventsAfter: v.NoEventsAfter, QuietAfter: v.QuietAfter, LagWarn: v.LagWarn, NetWindow: v.NetWindow,
+		MinSYN: v.MinSYN, HostMinUnanswered: v.HostMinUnanswered, HostWindow: v.HostWindow, MaxHosts: v.MaxHosts,
+		MaxPending: v.MaxPending}
 }

@@ -82,6 +82,12 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateState()...)
 	errs = append(errs, c.validateRole()...)
+	if c.Coverage.Enabled {
+		cc := c.CoverageConfig()
+		if err := cc.Validate(); err != nil {
+			add("coverage", "%v", err)
+		}
+	}
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")
 	}
@@ -100,7 +106,7 @@ func (c *Config) EngineConfig() (correlate.Config, error) {
 		MinPorts: r.MinPorts, MaxPorts: r.MaxPorts, KnockWindow: r.KnockWindow, ChangeAfter: r.ChangeAfter,
 		Skew: r.Skew, HandshakeAfter: r.HandshakeAfter, Retention: r.Retention, SensorLateness: r.SensorLateness,
 		MaxPairs: r.MaxPairs, MaxChanges: r.MaxChanges, MaxHandshakes: r.MaxHandshakes,
-		MaxTouchesPerPair: r.MaxTouchesPerPair, ServiceStartOpens: r.ServiceStartOpens,
+		MaxTouchesPerPair: r.MaxTouchesPerPair, MaxClockOffset: r.MaxClockOffset, ServiceStartOpens: r.ServiceStartOpens,
 		EmitSuppressed: r.EmitSuppressed, Suppression: s,
 	}, nil
 }

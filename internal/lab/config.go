@@ -39,6 +39,17 @@ type Config struct {
 	// receives to cap0, what it sends to cap1; the sensor attaches to both.
 	// The default is one span port carrying both directions.
 	Tap bool
+	// OneWayPort adds a file server whose link is mirrored to a second
+	// capture interface (cap2) in one direction only; after the scenario
+	// the client uses it and the sensor must report cap2 one way within a
+	// minute (docs/COVERAGE.md) and hold the client's seeming knocks.
+	OneWayPort bool
+	// HostClockOffset sets the Windows host's clock this far off the real
+	// time (negative: behind): its events carry it. The host audits its
+	// inbound connections (5156); before the attack the client and the
+	// attacker use its web service, and the sensor must measure the offset
+	// and still alert high, corrected (docs/COVERAGE.md).
+	HostClockOffset time.Duration
 	// Knockd is "auto" (default: Debian's knockd on the host when
 	// installed), "on" or "off". With knockd the host's port opens the way
 	// a port-knocking backdoor opens it: knockd sees the sequence and runs

@@ -57,11 +57,7 @@ func RenderFirewall2004(r RuleAdded) ([]byte, error) {
 		}
 		r.RuleID = fmt.Sprintf("{%X-%X-%X-%X-%X}", g[0:4], g[4:6], g[6:8], g[8:10], g[10:])
 	}
-	esc := func(s string) string {
-		var b strings.Builder
-		_ = xml.EscapeText(&b, []byte(s))
-		return b.String()
-	}
+	esc := xmlEscape
 	if r.ModifyingUser == "" {
 		r.ModifyingUser = "S-1-5-21-3471133136-2963561160-3931775028-1001"
 	}
@@ -134,3 +130,10 @@ func (f *forwarder) post(ctx context.Context, body []byte, withToken bool) (post
 }
 
 func (f *forwarder) close() { f.client.CloseIdleConnections() }
+
+// xmlEscape escapes s for XML text and attributes.
+func xmlEscape(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}

@@ -59,6 +59,9 @@ func (l *Lab) hostBaseline(ctx context.Context) error {
 	if err := l.serve(ctx, l.cfg.ServicePort, "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n", true); err != nil {
 		return fmt.Errorf("start host service: %w", err)
 	}
+	if l.cfg.OneWayPort {
+		return l.startFileServer(ctx)
+	}
 	return nil
 }
 
@@ -117,6 +120,10 @@ func (l *Lab) writeFiles() error {
 	short, _, _ := strings.Cut(l.cfg.HostName, ".")
 	hosts := fmt.Sprintf("# knockwatch lab inventory: Windows host names as their events carry them\n%v %s %s\n%v %s %s\n",
 		l.topo.Host.IP, l.cfg.HostName, short, l.topo.Host.IP6, l.cfg.HostName, short)
+	if l.cfg.OneWayPort {
+		short, _, _ := strings.Cut(fileServerName, ".")
+		hosts += fmt.Sprintf("%v %s %s\n%v %s %s\n", l.topo.Files.IP, fileServerName, short, l.topo.Files.IP6, fileServerName, short)
+	}
 	if err := os.WriteFile(filepath.Join(l.dir, "hosts"), []byte(hosts), 0o644); err != nil {
 		return fmt.Errorf("write hosts file: %w", err)
 	}

@@ -128,13 +128,16 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if l.env, err = netns.NewEnv("kwlab"); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
-	if l.topo, err = l.env.NewTopology(netns.TopologyConfig{Tap: cfg.Tap}); err != nil {
+	if l.topo, err = l.env.NewTopology(netns.TopologyConfig{Tap: cfg.Tap, OneWay: cfg.OneWayPort}); err != nil {
 		return l, fmt.Errorf("start lab: %w", err)
 	}
 	t := l.topo
 	mirror := "span port: both directions of the host's port to " + t.CaptureIface
 	if cfg.Tap {
 		mirror = "tap: the host's two directions to " + strings.Join(t.CaptureIfaces, " and ")
+	}
+	if cfg.OneWayPort {
+		mirror += fmt.Sprintf("; file server %v: only what it receives to %s", l.ip(t.Files), netns.OneWayCaptureIface)
 	}
 	cfg.Logf("network: attacker %v, client %v, host %v (%s) on a switch; %s in the sensor namespace",
 		l.ip(t.Attacker), l.ip(t.Client), l.ip(t.Host), cfg.HostName, mirror)
@@ -184,6 +187,10 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 			return l, fmt.Errorf("start lab: %w", err)
 		}
 		args = append(args, "--pin-path", filepath.Join(l.bpfDir, "knockwatch"))
+	}
+	if cfg.HostClockOffset != 0 {
+		// A measurement in seconds rather than minutes.
+		args = append(args, "--set", "coverage.sample_interval="+clockSampleInterval)
 	}
 	args = append(args, cfg.SensorArgs...)
 	l.args = args

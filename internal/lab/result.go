@@ -49,6 +49,10 @@ type Result struct {
 	// Alerts are every alert the sensor wrote, as written (across
 	// restarts: each process's, in order).
 	Alerts []json.RawMessage `json:"alerts"`
+	// Clock is the host-clock phase (Config.HostClockOffset), nil without.
+	Clock *ClockResult `json:"clock,omitempty"`
+	// OneWay is the one-way port's phase (Config.OneWayPort), nil without.
+	OneWay *OneWayResult `json:"one_way,omitempty"`
 	// Metrics is the sensor's /metrics scraped after the scenario.
 	Metrics  Metrics       `json:"metrics"`
 	Duration time.Duration `json:"duration_ns"`
@@ -128,6 +132,12 @@ func (r *Result) Check() error {
 	}
 	if r.Restart != "" && len(r.Restarts) != 1 {
 		errs = append(errs, fmt.Errorf("restart %q asked for, %d done", r.Restart, len(r.Restarts)))
+	}
+	if r.OneWay != nil {
+		errs = append(errs, r.OneWay.check()...)
+	}
+	if r.Clock != nil {
+		errs = append(errs, r.Clock.check()...)
 	}
 	return errors.Join(errs...)
 }

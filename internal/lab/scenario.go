@@ -38,6 +38,13 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 	if err == nil {
 		err = aerr
 	}
+	if r.Clock != nil {
+		for _, raw := range r.Alerts {
+			if matches(raw, r.Attacker, r.Host, r.OpenPort) {
+				r.Clock.Alert = alertClock(raw)
+			}
+		}
+	}
 	if r.Metrics == nil && ctx.Err() == nil {
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 		m, merr := l.sensor.metrics(mctx)
@@ -54,6 +61,13 @@ func (l *Lab) Play(ctx context.Context) (*Result, error) {
 
 func (l *Lab) play(ctx context.Context, r *Result) error {
 	c, t := l.cfg, l.topo
+
+	// 0. A host whose clock is off: the sensor measures it first.
+	if c.HostClockOffset != 0 {
+		if err := l.calibrate(ctx, r); err != nil {
+			return err
+		}
+	}
 
 	// 1. The knock, and at the same time the benign client's scan.
 	how := "dropped silently by the host's firewall: S0"
@@ -103,7 +117,7 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 	r.Opened = time.Now()
 	ev, err := RenderFirewall2004(RuleAdded{
 		Computer: c.HostName, Port: c.OpenPort, RuleName: fmt.Sprintf("Remote Management (TCP-In %d)", c.OpenPort),
-		Time: r.Opened, RecordID: uint64(r.Opened.Unix() % 1000000),
+		Time: l.hostTime(r.Opened), RecordID: uint64(r.Opened.Unix() % 1000000),
 	})
 	if err != nil {
 		return err
@@ -187,6 +201,11 @@ func (l *Lab) play(ctx context.Context, r *Result) error {
 		}
 		c.Logf("sensor: the rebuilt engine made the same alert again; the ledger recognised it as already sent")
 		if err := sleep(ctx, c.Grace); err != nil {
+			return err
+		}
+	}
+	if c.OneWayPort {
+		if err := l.playOneWay(ctx, r); err != nil {
 			return err
 		}
 	}

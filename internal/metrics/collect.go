@@ -156,6 +156,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range kafkaDescs {
 		ch <- d
 	}
+	for _, d := range coverageDescs {
+		ch <- d
+	}
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
@@ -187,6 +190,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectBounds(ch)
 	c.collectEvidence(ch)
 	c.collectKafka(ch)
+	c.collectCoverage(ch)
 }
 
 func (c *collector) collectEvidence(ch chan<- prometheus.Metric) {

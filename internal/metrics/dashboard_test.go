@@ -52,7 +52,7 @@ func TestMetricsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, d := range append(append(append([]*prometheus.Desc(nil), allDescs...), boundDescs...), kafkaDescs...) {
+	for _, d := range append(append(append(append([]*prometheus.Desc(nil), allDescs...), boundDescs...), kafkaDescs...), coverageDescs...) {
 		name := re.FindStringSubmatch(d.String())[1]
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/CONFIG.md does not list %s", name)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -61,6 +62,8 @@ type Sources struct {
 	RemoteFlags    func() scaleout.RemoteFlagStats
 	FlagSubscriber func() scaleout.FlagSubscriberStats
 	Correlator     func() scaleout.CorrelatorStats
+	// Coverage is the coverage tracker (host clocks, blind spots).
+	Coverage func() coverage.Stats
 }
 
 // LagBuckets are the event-lag histogram's buckets in seconds: forwarding

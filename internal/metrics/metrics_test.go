@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/knockwatch/knockwatch/alert"
 	"github.com/knockwatch/knockwatch/correlate"
+	"github.com/knockwatch/knockwatch/coverage"
 	"github.com/knockwatch/knockwatch/evidence"
 	"github.com/knockwatch/knockwatch/internal/binding"
 	"github.com/knockwatch/knockwatch/pipeline"
@@ -100,6 +102,58 @@ func fakeSources() Sources {
 			return scaleout.CorrelatorStats{Partitions: 4, ByKind: map[string]uint64{"knock": 2, "handshake": 1, "change": 4},
 				Rebuilds: 4, RebuildRecords: 100, RebuildSeconds: 0.5, Commits: 9, Aborts: 1, High: 1, Pairs: 3}
 		},
+		Coverage: func() coverage.Stats {
+			tr, err := coverage.New(coverage.DefaultConfig(), nil)
+			if err != nil {
+				panic(err)
+			}
+			tr.ObserveKnock(coverage.Knock{Dst: netip.MustParseAddr("10.0.0.5"), Unanswered: []time.Time{time.Unix(1700000000, 0)}})
+			return tr.Stats()
+		},
+	}
+}
+
+// TestCoverageMetrics: the coverage aggregates exist from the first
+// scrape with every state and outcome, bounded whatever the hosts.
+func TestCoverageMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	if _, err := Register(reg, fakeSources()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[key] = v
+		}
+	}
+	for key, want := range map[string]float64{
+		"knockwatch_coverage_hosts/unseen": 1, "knockwatch_coverage_hosts/network_blind": 0,
+		"knockwatch_coverage_clock_samples_total/conflict": 0, "knockwatch_coverage_sample_requests_total/failed": 0,
+		"knockwatch_coverage_sensor_path/idle": 1, "knockwatch_coverage_sensor_path/one_way": 0,
+		"knockwatch_coverage_hosts_clock_measured": 0, "knockwatch_coverage_interfaces/one_way": 0,
+	} {
+		v, ok := got[key]
+		if !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	n := 0
+	for key := range got {
+		if strings.HasPrefix(key, "knockwatch_coverage_hosts/") {
+			n++
+		}
+	}
+	if n != len(coverage.HostStates) {
+		t.Errorf("%d host-state series, want %d", n, len(coverage.HostStates))
 	}
 }
 

@@ -24,6 +24,10 @@ const (
 	// capture interface of a tap topology (see TopologyConfig.Tap).
 	TapSpanIface    = "span1"
 	TapCaptureIface = "cap1"
+	// OneWaySpanIface and OneWayCaptureIface carry one direction of a
+	// second server's link (see TopologyConfig.OneWay).
+	OneWaySpanIface    = "span2"
+	OneWayCaptureIface = "cap2"
 )
 
 // TopologyConfig sets a Topology's addresses. The zero value picks the
@@ -37,6 +41,11 @@ type TopologyConfig struct {
 	// receives goes to cap0, what it sends to cap1 (over span0 and span1).
 	// The default is one span port carrying both directions to cap0.
 	Tap bool
+	// OneWay adds a second server (Files, .6) whose switch port is
+	// mirrored to a second capture interface, cap2, in one direction
+	// only: what the server receives, never what it sends, as from a tap
+	// whose other port is not attached.
+	OneWay bool
 }
 
 // DefaultTopologyConfig returns 10.203.0.0/24 and fd6b:7763::/64: private
@@ -80,8 +89,10 @@ type Endpoint struct {
 type Topology struct {
 	Env                    *Env
 	Attacker, Client, Host Endpoint
-	Switch, Sensor         *Namespace
-	Subnet4, Subnet6       netip.Prefix
+	// Files is the second server of a OneWay topology (NS nil otherwise).
+	Files            Endpoint
+	Switch, Sensor   *Namespace
+	Subnet4, Subnet6 netip.Prefix
 	// CaptureIface is the sensor's first (in span mode only) capture
 	// interface; CaptureIfaces lists all of them.
 	CaptureIface  string
@@ -124,26 +135,35 @@ func (e *Env) NewTopology(cfg TopologyConfig) (*Topology, error) {
 			return nil, fmt.Errorf("build topology: %w", err)
 		}
 	}
+	endpoints := []Endpoint{t.Host, t.Attacker, t.Client}
+	if cfg.OneWay {
+		if t.Files, err = t.endpoint("files", 6); err != nil {
+			return nil, fmt.Errorf("build topology: %w", err)
+		}
+		endpoints = append(endpoints, t.Files)
+	}
 	if t.Sensor, err = e.Namespace("sensor"); err != nil {
 		return nil, fmt.Errorf("build topology: %w", err)
 	}
-	mirrors := []struct {
-		span, capture string
-		dir           Direction
-	}{{SpanIface, CaptureIface, Both}}
+	type mirror struct {
+		port, span, capture string
+		dir                 Direction
+	}
+	mirrors := []mirror{{HostPort, SpanIface, CaptureIface, Both}}
 	if cfg.Tap {
 		// Egress of the host's switch port is what the host receives.
-		mirrors = []struct {
-			span, capture string
-			dir           Direction
-		}{{SpanIface, CaptureIface, Egress}, {TapSpanIface, TapCaptureIface, Ingress}}
+		mirrors = []mirror{{HostPort, SpanIface, CaptureIface, Egress}, {HostPort, TapSpanIface, TapCaptureIface, Ingress}}
+	}
+	if cfg.OneWay {
+		// What the file server receives, never what it sends.
+		mirrors = append(mirrors, mirror{t.Files.Port, OneWaySpanIface, OneWayCaptureIface, Egress})
 	}
 	for _, m := range mirrors {
 		if err := steps(
 			func() error { return Veth(t.Switch, m.span, t.Sensor, m.capture) },
 			func() error { return t.Switch.LinkUp(m.span) },
 			func() error { return t.Sensor.LinkUp(m.capture) },
-			func() error { return t.Switch.Mirror(HostPort, m.span, m.dir) },
+			func() error { return t.Switch.Mirror(m.port, m.span, m.dir) },
 		); err != nil {
 			return nil, fmt.Errorf("build topology: %w", err)
 		}
@@ -155,7 +175,7 @@ func (e *Env) NewTopology(cfg TopologyConfig) (*Topology, error) {
 		ifc string
 	}
 	waits := []nsIf{{t.Switch, BridgeIface}}
-	for _, ep := range []Endpoint{t.Host, t.Attacker, t.Client} {
+	for _, ep := range endpoints {
 		waits = append(waits, nsIf{ep.NS, EndpointIface}, nsIf{t.Switch, ep.Port})
 	}
 	for _, m := range mirrors {
