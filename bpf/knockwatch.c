@@ -296,6 +296,19 @@ int knockwatch(struct xdp_md *ctx)
 	KW_INC(c, KW_C_TCP);
 	ic->c[KW_IF_TCP]++;
 	KW_INC(c, p->ipv6 ? KW_C_IPV6 : KW_C_IPV4);
+	/* The interface's SYNs and answers (the fast lane above only takes
+	 * segments without SYN and RST). SYN+RST is neither. */
+	switch (p->flags & (KW_TH_SYN | KW_TH_RST)) {
+	case KW_TH_SYN:
+		if (p->flags & KW_TH_ACK)
+			ic->c[KW_IF_SYNACK]++;
+		else
+			ic->c[KW_IF_SYN]++;
+		break;
+	case KW_TH_RST:
+		ic->c[KW_IF_RST]++;
+		break;
+	}
 
 	/* Fast path: a plain ACK or data segment leaves here unless a watched
 	 * handshake may be in flight or ACKs are to prove unseen answers. */

@@ -213,12 +213,15 @@ const (
 	knockwatchKwIfCounterKW_IF_FRAGMENT    knockwatchKwIfCounter = 6
 	knockwatchKwIfCounterKW_IF_UNKNOWN_EXT knockwatchKwIfCounter = 7
 	knockwatchKwIfCounterKW_IF_BAD_HEADER  knockwatchKwIfCounter = 8
-	knockwatchKwIfCounterKW_IF__MAX        knockwatchKwIfCounter = 9
+	knockwatchKwIfCounterKW_IF_SYN         knockwatchKwIfCounter = 9
+	knockwatchKwIfCounterKW_IF_SYNACK      knockwatchKwIfCounter = 10
+	knockwatchKwIfCounterKW_IF_RST         knockwatchKwIfCounter = 11
+	knockwatchKwIfCounterKW_IF__MAX        knockwatchKwIfCounter = 12
 )
 
 type knockwatchKwIfCounters struct {
 	_ structs.HostLayout
-	C [9]uint64
+	C [12]uint64
 }
 
 type knockwatchKwPair struct {

@@ -69,6 +69,9 @@ var InterfaceCounterNames = []string{
 	"fragment",
 	"unknown_ext",
 	"bad_header",
+	"syn",    // SYN without ACK
+	"synack", // SYN with ACK
+	"rst",    // RST without SYN
 }
 
 // MapFill is one BPF map's size and use, read by the loader at scrape time.

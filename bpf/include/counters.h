@@ -69,8 +69,11 @@ struct kw_counters {
 #define KW_INC(c, idx) ((c)->c[(idx)]++)
 
 /* Per-interface counters: packets, bytes and parse outcomes of each
- * capture interface, in a PERCPU_ARRAY slot chosen by ingress ifindex
- * (sensor.InterfaceCounterNames keeps the order). */
+ * capture interface, then its TCP SYNs, SYN-ACKs and RSTs (what coverage
+ * needs to tell a tap missing one direction: SYNs almost never answered,
+ * or answers with no SYNs), in a PERCPU_ARRAY slot chosen by ingress
+ * ifindex (sensor.InterfaceCounterNames keeps the order; new counters are
+ * appended). */
 enum kw_if_counter {
 	KW_IF_PACKETS,
 	KW_IF_BYTES,
@@ -81,6 +84,9 @@ enum kw_if_counter {
 	KW_IF_FRAGMENT,
 	KW_IF_UNKNOWN_EXT,
 	KW_IF_BAD_HEADER,
+	KW_IF_SYN,    /* SYN without ACK (and without RST) */
+	KW_IF_SYNACK, /* SYN with ACK (and without RST) */
+	KW_IF_RST,    /* RST without SYN */
 	KW_IF__MAX,
 };
 

@@ -40,7 +40,7 @@ var (
 	dIfPackets  = desc("interface_receive_packets_total", "Packets the kernel received on the capture interface.", "iface")
 	dIfBytes    = desc("interface_receive_bytes_total", "Bytes the kernel received on the capture interface.", "iface")
 	dIfDropped  = desc("interface_receive_dropped_total", "Packets the kernel dropped on receive on the capture interface (includes XDP_DROP).", "iface")
-	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets and parse outcomes (bytes are xdp_interface_bytes_total).", "iface", "counter")
+	dIfXDP      = desc("xdp_interface_total", "The XDP program's per-interface counters: packets, parse outcomes, SYNs, SYN-ACKs and RSTs (bytes are xdp_interface_bytes_total).", "iface", "counter")
 	dIfXDPBytes = desc("xdp_interface_bytes_total", "Bytes the XDP program saw on the interface.", "iface")
 
 	dRingPending = desc("ringbuf_pending_bytes", "Bytes of records waiting in the ring buffer for the reader.")
