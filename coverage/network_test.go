@@ -304,3 +304,52 @@ func TestHostTableFlood(t *testing.T) {
 		t.Fatalf("the measured host was evicted: %+v", st)
 	}
 }
+
+// TestDestinationOnlyHost: a host known only from the program's table of
+// SYN destinations (no inventory entry, no event, no record) is listed
+// and, once it took traffic for NoEventsAfter without an event, is
+// host-side blind; a destination that sends events is not. Re-reading the
+// same entry (the table keeps it until it ages) changes nothing.
+func TestDestinationOnlyHost(t *testing.T) {
+	tr := newTracker(t, nil)
+	silent, talking := netip.MustParseAddr("10.9.0.20"), netip.MustParseAddr("10.9.0.21")
+	tr.ObserveEvent(Event{Host: "srv21.corp.example", HostIPs: []netip.Addr{talking}, Time: t0, Arrival: t0,
+		Channel: "Microsoft-Windows-Windows Firewall With Advanced Security/Firewall", EventID: 2004})
+	for m := 0; m <= 15; m++ {
+		now := t0.Add(time.Duration(m) * time.Minute)
+		for range 2 { // read twice per minute, same entries
+			tr.ObserveDestination(silent, now)
+			tr.ObserveDestination(talking, now)
+		}
+		tr.Tick(now, nil)
+	}
+	r := tr.Report(false)
+	if !hasFinding(r, FindHostNoEvents, silent.String()) {
+		t.Errorf("no %s for the silent destination: %+v", FindHostNoEvents, r.Findings)
+	}
+	for _, f := range r.Findings {
+		if f.Kind == FindHostNoEvents && f.Host == silent.String() && f.Severity != SevWarning {
+			t.Errorf("a host known from SYN destinations alone: severity %s, want %s (it may not be a Windows host)", f.Severity, SevWarning)
+		}
+	}
+	// A knock on it makes it a host the sensor reported: critical.
+	tr.ObserveKnock(Knock{Src: netip.MustParseAddr("192.0.2.66"), Dst: silent, Answered: []time.Time{t0.Add(15 * time.Minute)}})
+	for _, f := range tr.Report(false).Findings {
+		if f.Kind == FindHostNoEvents && f.Host == silent.String() && f.Severity != SevCritical {
+			t.Errorf("a knocked host without events: severity %s, want %s", f.Severity, SevCritical)
+		}
+	}
+	states := map[string]string{}
+	for _, h := range r.Hosts {
+		states[h.Host] = h.State
+	}
+	if states[silent.String()] != HostBlind {
+		t.Errorf("silent destination: state %q, want %s (%v)", states[silent.String()], HostBlind, states)
+	}
+	if s := states["srv21.corp.example"]; s == HostBlind || s == "" {
+		t.Errorf("destination with events: state %q (%v)", s, states)
+	}
+	if got := tr.Stats().Destinations; got != 64 {
+		t.Errorf("destinations read %d, want 64 (2 hosts, 2 readings, 16 minutes)", got)
+	}
+}

@@ -363,13 +363,20 @@ func (t *Tracker) hostFindings(h *host, final bool) []Finding {
 	}
 	traffic := !h.lastTraffic.IsZero()
 	if h.events == 0 && traffic && (final || now.Sub(h.firstTraffic) >= t.cfg.NoEventsAfter) {
-		add(FindHostNoEvents, SevCritical,
-			fmt.Sprintf("the host takes traffic (the sensor saw connections to it since %s) but not one of its Windows events arrived: "+
+		sev, what, fix := SevCritical, "the sensor saw connections to it", ""
+		if !h.inventory && !h.recorded {
+			// Known from SYN destinations alone: maybe not a Windows
+			// host at all, so a warning, with the other fix too.
+			sev, what = SevWarning, "SYNs to it inside coverage.networks"
+			fix = "; if it is not a Windows host, list the networks behind the tap in coverage.networks more narrowly"
+		}
+		add(FindHostNoEvents, sev,
+			fmt.Sprintf("the host takes traffic (%s since %s) but not one of its Windows events arrived: "+
 				"a firewall change or a new listener on it cannot be seen, so no knock on it can give a high alert",
-				h.firstTraffic.UTC().Format(time.RFC3339)),
+				what, h.firstTraffic.UTC().Format(time.RFC3339)),
 			"forward the host's Security and Windows Firewall With Advanced Security/Firewall channels (WEF subscription, Winlogbeat or NXLog) "+
-				"to the sensor, and enable auditing of firewall rule changes (auditpol /set /subcategory:\"MPSSVC Rule-Level Policy Change\" /success:enable)",
-			map[string]any{"first_traffic": h.firstTraffic.UTC(), "last_traffic": h.lastTraffic.UTC()})
+				"to the sensor, and enable auditing of firewall rule changes (auditpol /set /subcategory:\"MPSSVC Rule-Level Policy Change\" /success:enable)"+fix,
+			map[string]any{"first_traffic": h.firstTraffic.UTC(), "last_traffic": h.lastTraffic.UTC(), "known_from_records": h.recorded})
 	}
 	off := time.Duration(0)
 	if h.est.valid && !h.est.beyond {

@@ -45,6 +45,7 @@ type counters struct {
 	connEvents  uint64
 	handshakes  uint64
 	knocks      uint64
+	dsts        uint64
 	clockPub    uint64
 	held        uint64
 	hostsCapHit uint64
@@ -74,7 +75,11 @@ type host struct {
 
 	// Traffic (sensor times).
 	firstTraffic, lastTraffic, lastAnswered time.Time
-	unanswered                              []touchRef
+	// recorded: the sensor reported traffic to the host in a record (a
+	// knock, a handshake, a sample); false while it is known from the
+	// table of SYN destinations alone.
+	recorded   bool
+	unanswered []touchRef
 
 	// Sample requests (sensor times). trafficIPs are the addresses the
 	// sensor reported traffic to (a request goes to those first).
@@ -344,6 +349,7 @@ func (t *Tracker) merge(h, o *host) {
 	h.firstTraffic = minTime(h.firstTraffic, o.firstTraffic)
 	h.lastTraffic = maxTime(h.lastTraffic, o.lastTraffic)
 	h.lastAnswered = maxTime(h.lastAnswered, o.lastAnswered)
+	h.recorded = h.recorded || o.recorded
 	h.unanswered = append(h.unanswered, o.unanswered...)
 	if n := len(h.unanswered) - maxUnanswered; n > 0 {
 		h.unanswered = h.unanswered[n:]
@@ -452,8 +458,14 @@ func (t *Tracker) ObserveHandshake(hs Handshake) []ClockUpdate {
 	return t.matchHandshake(&hs)
 }
 
-// traffic notes that the sensor saw traffic to h's address ip at at.
+// traffic notes that the sensor reported traffic to h's address ip at at.
 func (t *Tracker) traffic(h *host, ip netip.Addr, at time.Time) {
+	h.recorded = true
+	t.seen(h, ip, at)
+}
+
+// seen notes traffic to h's address ip at at.
+func (t *Tracker) seen(h *host, ip netip.Addr, at time.Time) {
 	h.firstTraffic = minTime(h.firstTraffic, at)
 	h.lastTraffic = maxTime(h.lastTraffic, at)
 	if ip = plain(ip); ip.IsValid() && !slices.Contains(h.trafficIPs, ip) && len(h.trafficIPs) < maxHostIPs {
@@ -504,6 +516,28 @@ func (t *Tracker) ObserveKnock(k Knock) {
 	if n := len(h.unanswered) - maxUnanswered; n > 0 {
 		h.unanswered = h.unanswered[n:]
 	}
+}
+
+// ObserveDestination takes a host the program saw SYNs go to (its
+// syn_dsts table: hosts inside coverage.networks) with the time of its
+// latest SYN: the host takes traffic, whether or not an event, a record
+// or the inventory names it, so a host nobody forwards events from is
+// listed (host_blind) instead of staying unseen.
+func (t *Tracker) ObserveDestination(ip netip.Addr, lastSYN time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.st.dsts++
+	if lastSYN.IsZero() {
+		return
+	}
+	h := t.ipHost(ip, true)
+	if h == nil {
+		return
+	}
+	if lastSYN.After(h.lastTraffic) {
+		t.active(h)
+	}
+	t.seen(h, ip, lastSYN)
 }
 
 // Blind reports whether knocks to dst cannot be trusted now, and why: the
@@ -660,6 +694,9 @@ type Stats struct {
 	ConnEvents uint64            // of them connection events
 	Handshakes uint64
 	Knocks     uint64
+	// Destinations counts the hosts read from the program's table of SYN
+	// destinations (one per host and reading).
+	Destinations uint64
 	// Held counts knocks the pipeline held for a blind path.
 	Held uint64
 }
@@ -671,7 +708,7 @@ func (t *Tracker) Stats() Stats {
 	s := Stats{Hosts: len(t.hosts), HostsState: map[string]int{}, Interfaces: map[string]int{},
 		Samples: clone(t.st.samples), Requests: clone(t.st.requests), Evicted: clone(t.st.evicted),
 		HostsCap: t.st.hostsCapHit, Events: t.st.events, ConnEvents: t.st.connEvents, Handshakes: t.st.handshakes,
-		Knocks: t.st.knocks, Held: t.st.held, Sensor: t.net.sensor.state,
+		Knocks: t.st.knocks, Destinations: t.st.dsts, Held: t.st.held, Sensor: t.net.sensor.state,
 		Pending: map[string]int{"connections": t.match.nConn, "handshakes": len(t.match.hs)}}
 	for _, st := range HostStates {
 		s.HostsState[st] = 0

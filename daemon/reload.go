@@ -45,6 +45,11 @@ func (d *Daemon) Reload(cfg config.Config) error {
 		if err := s.SetAllowlist(b.Allowed); err != nil {
 			log.Error("reload: set the XDP allowlist", zap.Error(err))
 		}
+		if d.pipe != nil && d.pipe.Coverage() != nil {
+			if err := s.SetDestinationNets(b.CoverageNetworks); err != nil {
+				log.Error("reload: set coverage.networks", zap.Error(err))
+			}
+		}
 	}
 	if d.pipe != nil && !cfg.Distributed() {
 		d.pipe.SetInventory(b.Inventory)

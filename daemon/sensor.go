@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -45,6 +46,16 @@ func (d *Daemon) startSensor(_ context.Context) error {
 	}
 	if err := s.SetAllowlist(built.Allowed); err != nil {
 		return fmt.Errorf("set --allow-source list: %w", err)
+	}
+	// Coverage lists the hosts SYNs go to inside coverage.networks; with
+	// coverage off the table stays closed (a pinned one from an earlier
+	// run too).
+	var nets []netip.Prefix
+	if d.pipe.Coverage() != nil {
+		nets = built.CoverageNetworks
+	}
+	if err := s.SetDestinationNets(nets); err != nil {
+		return fmt.Errorf("set coverage.networks: %w", err)
 	}
 	mode, err := sensor.ParseMode(cfg.XDPMode)
 	if err != nil {
@@ -163,9 +174,16 @@ func (d *Daemon) logRecord(log *zap.Logger, rec sensor.Record) {
 	}
 }
 
+const (
+	dstReadInterval = 5 * time.Second
+	dstKeep         = 2 * time.Minute // a host is read ~24 times before its entry goes
+)
+
 // coverageLoop gives coverage the program's counters every second (the
 // sensor's and each capture interface's), lets it ask the program for
-// clock samples, and prunes the requests the program no longer needs.
+// clock samples, and prunes the requests the program no longer needs;
+// every dstReadInterval it hands coverage the hosts SYNs went to
+// (syn_dsts), deleting those idle for dstKeep.
 func (d *Daemon) coverageLoop(ctx context.Context, s *loader.Sensor, ifs *loader.Interfaces) {
 	log := d.log.Named("coverage")
 	t := time.NewTicker(time.Second)
@@ -196,10 +214,19 @@ func (d *Daemon) coverageLoop(ctx context.Context, s *loader.Sensor, ifs *loader
 				}
 			}
 			d.pipe.ObserveSensor(now, c, per, s)
-			if now.Sub(lastPrune) >= 5*time.Second {
+			if now.Sub(lastPrune) >= dstReadInterval {
 				lastPrune = now
 				if _, _, err := s.PruneRequests(now); err != nil && !errors.Is(err, loader.ErrSensorClosed) {
 					warn("prune sample requests", err)
+				}
+				dsts, err := s.SYNDestinations(now, dstKeep)
+				if err != nil && !errors.Is(err, loader.ErrSensorClosed) {
+					warn("read SYN destinations", err)
+				}
+				if cov := d.pipe.Coverage(); cov != nil {
+					for _, dst := range dsts {
+						cov.ObserveDestination(dst.Addr, dst.LastSYN)
+					}
 				}
 			}
 		}

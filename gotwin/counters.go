@@ -53,6 +53,8 @@ const (
 	cAttempted
 	cRemoteFlag
 	cSamples
+	cSynDstNew
+	cSynDstFull
 	numCounters
 )
 

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/knockwatch/knockwatch/internal/testsupport/scenario"
 	"github.com/knockwatch/knockwatch/internal/testsupport/testenv"
@@ -235,4 +237,69 @@ func FuzzDifferential(f *testing.F) {
 		checkSame(t, ks[0], data)
 		checkSame(t, ks[1], data)
 	})
+}
+
+// TestDifferentialDestinations checks syn_dsts (a hash map and an LPM trie
+// in the program, a Go map and prefix matching in the twin) on generated
+// inputs: counters, records and the table's contents must be identical.
+// The table holds 2 hosts while the networks hold 3 of the generated
+// destinations, so a full table is compared too.
+func TestDifferentialDestinations(t *testing.T) {
+	cfg := testConfig()
+	cfg.SYNDestinations = 2
+	k := newKernel(t, cfg)
+	defer k.s.Close()
+	nets := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8:1::/64")}
+	if err := k.s.SetDestinationNets(nets); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var added, full uint64
+	for i := 0; i < 60; i++ {
+		data := make([]byte, 4*(20+rng.IntN(150)))
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		for j := 0; j+3 < len(data); j += 4 {
+			data[j] = []byte{0, 1, 1, 3, 12}[rng.IntN(5)] | data[j]&0x80
+			data[j+3] %= 200 // steps long enough to cross the once-a-second refresh
+		}
+		steps := scenario.DecodeOps(data)
+		ko := k.play(t, steps)
+		tw, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.SetDestinationNets(nets); err != nil {
+			t.Fatal(err)
+		}
+		g := scenario.Play(t, engine{tw}, steps)
+		if d := scenario.Compare(ko, g); d != "" {
+			t.Fatalf("engines differ with destination networks on ops %x:\n%s", data, d)
+		}
+		end := scenario.T0.Add(time.Hour)
+		kd, err := k.s.SYNDestinations(end, 2*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gd, _ := tw.SYNDestinations(end, 2*time.Hour)
+		sortDst := func(d []sensor.Destination) {
+			slices.SortFunc(d, func(a, b sensor.Destination) int { return a.Addr.Compare(b.Addr) })
+		}
+		sortDst(kd)
+		sortDst(gd)
+		if !slices.Equal(kd, gd) {
+			t.Fatalf("syn_dsts differ on ops %x:\nxdp %v\ngo  %v", data, kd, gd)
+		}
+		for _, d := range kd {
+			if !slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Contains(d.Addr) }) {
+				t.Fatalf("%v recorded outside the networks", d.Addr)
+			}
+		}
+		added += ko.Counters["syn_dst_new"]
+		full += ko.Counters["syn_dst_full"]
+	}
+	if added == 0 || full == 0 {
+		t.Fatalf("generated inputs reached syn_dst_new %d, syn_dst_full %d: want both", added, full)
+	}
 }

@@ -10,6 +10,9 @@ func (t *Twin) onSYN(now uint64) {
 	f := fp(h)
 	b := t.bucketOf(h)
 	t.c[cSYN]++
+	if t.dstNetsN != 0 {
+		t.noteDst(&pr.dst, now)
+	}
 	t.curSet(&pr, h, f, true)
 	sc.same, sc.early, sc.mark = -1, -1, -1
 	sc.due, sc.other, sc.flagged = 0, 0, 0

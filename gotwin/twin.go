@@ -38,8 +38,13 @@ type Twin struct {
 	flagsIn            map[pair]uint64
 	samples            map[addr]uint64
 	flagsInN, samplesN uint32
-	c                  [numCounters]uint64
-	s                  scratch
+	// dst_nets (IPv4 stored IPv4-mapped, as the trie keys it), its gate
+	// dst_nets_n, and syn_dsts.
+	dstNets  []netip.Prefix
+	dstNetsN uint32
+	synDsts  map[addr]uint64
+	c        [numCounters]uint64
+	s        scratch
 
 	ringSize, ringUsed uint64
 	records            []sensor.Record
@@ -97,6 +102,7 @@ func New(cfg sensor.Config) (*Twin, error) {
 	}
 	t.flagsIn = map[pair]uint64{}
 	t.samples = map[addr]uint64{}
+	t.synDsts = map[addr]uint64{}
 	return t, nil
 }
 

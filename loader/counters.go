@@ -78,6 +78,7 @@ func (s *Sensor) Maps() []Map {
 	return []Map{
 		{"pairs", o.Pairs}, {"cands", o.Cands}, {"watches", o.Watches}, {"port_slots", o.PortSlots},
 		{"owners", o.Owners}, {"allowlist", o.Allowlist}, {"events", o.Events}, {"stats", o.Stats},
-		{"iface_stats", o.IfaceStats}, {"scratch", o.Scratch},
+		{"iface_stats", o.IfaceStats}, {"scratch", o.Scratch}, {"flags_in", o.FlagsIn}, {"samples", o.Samples},
+		{"dst_nets", o.DstNets}, {"syn_dsts", o.SynDsts},
 	}
 }

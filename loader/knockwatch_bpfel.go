@@ -193,12 +193,21 @@ const (
 	knockwatchKwCounterKW_C_ATTEMPTED          knockwatchKwCounter = 45
 	knockwatchKwCounterKW_C_REMOTE_FLAG        knockwatchKwCounter = 46
 	knockwatchKwCounterKW_C_SAMPLES            knockwatchKwCounter = 47
-	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 48
+	knockwatchKwCounterKW_C_SYN_DST_NEW        knockwatchKwCounter = 48
+	knockwatchKwCounterKW_C_SYN_DST_FULL       knockwatchKwCounter = 49
+	knockwatchKwCounterKW_C__MAX               knockwatchKwCounter = 50
 )
 
 type knockwatchKwCounters struct {
 	_ structs.HostLayout
-	C [48]uint64
+	C [50]uint64
+}
+
+type knockwatchKwDstSeen struct {
+	_     structs.HostLayout
+	D     knockwatchKwAddr
+	Last  uint64
+	Valid uint64
 }
 
 type knockwatchKwIfCounter uint32
@@ -502,6 +511,8 @@ type knockwatchTouchRec struct {
 const (
 	knockwatchMapAllowlist          = "allowlist"
 	knockwatchMapCands              = "cands"
+	knockwatchMapDstNets            = "dst_nets"
+	knockwatchMapDstSeen            = "dst_seen"
 	knockwatchMapEvents             = "events"
 	knockwatchMapFlagsIn            = "flags_in"
 	knockwatchMapIfaceStats         = "iface_stats"
@@ -511,10 +522,12 @@ const (
 	knockwatchMapSamples            = "samples"
 	knockwatchMapScratch            = "scratch"
 	knockwatchMapStats              = "stats"
+	knockwatchMapSynDsts            = "syn_dsts"
 	knockwatchMapWatches            = "watches"
 	knockwatchProgKnockwatch        = "knockwatch"
 	knockwatchProgKnockwatchSweep   = "knockwatch_sweep"
 	knockwatchVarCFG                = "CFG"
+	knockwatchVarDstNetsN           = "dst_nets_n"
 	knockwatchVarFlagsInN           = "flags_in_n"
 	knockwatchVarSamplesN           = "samples_n"
 	knockwatchVarUnusedCounter      = "unused_counter"
@@ -578,6 +591,8 @@ type knockwatchProgramSpecs struct {
 type knockwatchMapSpecs struct {
 	Allowlist  *ebpf.MapSpec `ebpf:"allowlist"`
 	Cands      *ebpf.MapSpec `ebpf:"cands"`
+	DstNets    *ebpf.MapSpec `ebpf:"dst_nets"`
+	DstSeen    *ebpf.MapSpec `ebpf:"dst_seen"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	FlagsIn    *ebpf.MapSpec `ebpf:"flags_in"`
 	IfaceStats *ebpf.MapSpec `ebpf:"iface_stats"`
@@ -587,6 +602,7 @@ type knockwatchMapSpecs struct {
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	SynDsts    *ebpf.MapSpec `ebpf:"syn_dsts"`
 	Watches    *ebpf.MapSpec `ebpf:"watches"`
 }
 
@@ -595,6 +611,7 @@ type knockwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type knockwatchVariableSpecs struct {
 	CFG                *ebpf.VariableSpec `ebpf:"CFG"`
+	DstNetsN           *ebpf.VariableSpec `ebpf:"dst_nets_n"`
 	FlagsInN           *ebpf.VariableSpec `ebpf:"flags_in_n"`
 	SamplesN           *ebpf.VariableSpec `ebpf:"samples_n"`
 	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -628,6 +645,8 @@ func (o *knockwatchObjects) Close() error {
 type knockwatchMaps struct {
 	Allowlist  *ebpf.Map `ebpf:"allowlist"`
 	Cands      *ebpf.Map `ebpf:"cands"`
+	DstNets    *ebpf.Map `ebpf:"dst_nets"`
+	DstSeen    *ebpf.Map `ebpf:"dst_seen"`
 	Events     *ebpf.Map `ebpf:"events"`
 	FlagsIn    *ebpf.Map `ebpf:"flags_in"`
 	IfaceStats *ebpf.Map `ebpf:"iface_stats"`
@@ -637,6 +656,7 @@ type knockwatchMaps struct {
 	Samples    *ebpf.Map `ebpf:"samples"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Stats      *ebpf.Map `ebpf:"stats"`
+	SynDsts    *ebpf.Map `ebpf:"syn_dsts"`
 	Watches    *ebpf.Map `ebpf:"watches"`
 }
 
@@ -644,6 +664,8 @@ func (m *knockwatchMaps) Close() error {
 	return _KnockwatchClose(
 		m.Allowlist,
 		m.Cands,
+		m.DstNets,
+		m.DstSeen,
 		m.Events,
 		m.FlagsIn,
 		m.IfaceStats,
@@ -653,6 +675,7 @@ func (m *knockwatchMaps) Close() error {
 		m.Samples,
 		m.Scratch,
 		m.Stats,
+		m.SynDsts,
 		m.Watches,
 	)
 }
@@ -662,6 +685,7 @@ func (m *knockwatchMaps) Close() error {
 // It can be passed to loadKnockwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type knockwatchVariables struct {
 	CFG                *ebpf.Variable `ebpf:"CFG"`
+	DstNetsN           *ebpf.Variable `ebpf:"dst_nets_n"`
 	FlagsInN           *ebpf.Variable `ebpf:"flags_in_n"`
 	SamplesN           *ebpf.Variable `ebpf:"samples_n"`
 	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`

@@ -99,6 +99,7 @@ func Load(cfg sensor.Config, opts Options) (*Sensor, error) {
 		"owners":     1,
 		"flags_in":   cfg.RemoteFlags,
 		"samples":    cfg.Samples,
+		"syn_dsts":   cfg.SYNDestinations,
 	}
 	if cfg.ReportTouches {
 		sizes["owners"] = (kcfg.PairMask + 1) * sensor.PairWays

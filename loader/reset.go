@@ -9,7 +9,7 @@ import (
 )
 
 // Reset empties every state table, the gates and the counters, as a fresh
-// load would leave them (the allowlist stays). Tests and fuzzers use it to
+// load would leave them (the allowlist and the destination networks stay). Tests and fuzzers use it to
 // start each input from a clean program without paying a load.
 func (s *Sensor) Reset() error {
 	s.mu.RLock()
@@ -24,6 +24,9 @@ func (s *Sensor) Reset() error {
 	}
 	if err := s.objs.WatchUntil.Set(uint64(0)); err != nil {
 		return fmt.Errorf("reset watch gate: %w", err)
+	}
+	if err := s.clearDsts(); err != nil {
+		return fmt.Errorf("reset: %w", err)
 	}
 	for _, m := range []*ebpf.Map{s.objs.FlagsIn, s.objs.Samples} {
 		if err := clearHash(m); err != nil {

@@ -75,6 +75,10 @@ type Config struct {
 	// Samples sizes the table of hosts whose next completed handshake
 	// userspace asked for (clock calibration).
 	Samples uint32 `yaml:"samples"`
+	// SYNDestinations sizes the table of hosts inside coverage's networks
+	// that SYNs went to (coverage lists the hosts taking traffic that no
+	// event names); a full table is counted (syn_dst_full).
+	SYNDestinations uint32 `yaml:"syn_destinations"`
 	// Allowlist: maximum number of allowlisted prefixes.
 	Allowlist uint32 `yaml:"allowlist"`
 	// RingBytes sizes the ring buffer of records (a power of two, >= page).
@@ -117,6 +121,7 @@ func DefaultConfig() Config {
 		Watches:          4096,
 		RemoteFlags:      1 << 14,
 		Samples:          1024,
+		SYNDestinations:  4096,
 		Allowlist:        1024,
 		RingBytes:        4 << 20,
 	}
@@ -155,7 +160,8 @@ func (c Config) Validate() error {
 		v    uint32
 		min  uint32
 	}{{"pair_slots", c.PairSlots, PairWays}, {"port_slots", c.PortSlots, 1}, {"candidates", c.Candidates, CandWays},
-		{"watches", c.Watches, 1}, {"allowlist", c.Allowlist, 1}, {"remote_flags", c.RemoteFlags, 1}, {"samples", c.Samples, 1}} {
+		{"watches", c.Watches, 1}, {"allowlist", c.Allowlist, 1}, {"remote_flags", c.RemoteFlags, 1}, {"samples", c.Samples, 1},
+		{"syn_destinations", c.SYNDestinations, 1}} {
 		if m.v < m.min || m.v > 1<<26 {
 			errs = append(errs, fmt.Errorf("%s %d: must be between %d and %d", m.name, m.v, m.min, 1<<26))
 		}

@@ -52,6 +52,8 @@ var CounterNames = []string{
 	"attempted",
 	"remote_flag",
 	"samples",
+	"syn_dst_new",
+	"syn_dst_full",
 }
 
 // Counters are the program's counters summed over CPUs, by name.

@@ -127,3 +127,10 @@ func Stamp(c Clock, ns uint64) time.Time {
 	}
 	return c(ns)
 }
+
+// Destination is a host inside coverage's networks that SYNs went to, as
+// the program's syn_dsts table holds it (loader.Sensor.SYNDestinations).
+type Destination struct {
+	Addr    netip.Addr
+	LastSYN time.Time // the latest SYN, to within a second
+}

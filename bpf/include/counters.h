@@ -58,6 +58,8 @@ enum kw_counter {
 	KW_C_ATTEMPTED,        /* distinct ports added to a pair's attempted count */
 	KW_C_REMOTE_FLAG,      /* a handshake watched for a flag another sensor raised (flags_in) */
 	KW_C_SAMPLES,          /* clock-calibration HANDSHAKE records sent (samples) */
+	KW_C_SYN_DST_NEW,      /* SYN destinations inside dst_nets added to syn_dsts */
+	KW_C_SYN_DST_FULL,     /* a SYN destination inside dst_nets found syn_dsts full: not recorded */
 	KW_C__MAX,
 };
 

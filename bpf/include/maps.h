@@ -252,6 +252,50 @@ struct {
 	__type(value, __u8);
 } allowlist SEC(".maps");
 
+/* dst_nets: LPM trie, IPv4-mapped address prefix -> 1: the networks whose
+ * hosts coverage lists (coverage.networks). Written by userspace only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+} dst_nets SEC(".maps");
+
+/* syn_dsts: hosts inside dst_nets that SYNs went to, so coverage knows the
+ * hosts taking traffic that no event, record or inventory names
+ * (docs/COVERAGE.md). D -> program time of its latest SYN, refreshed in
+ * place at most once per KW_DST_REFRESH_NS (no write otherwise); a
+ * destination outside dst_nets costs one trie lookup and no write. A
+ * full table is counted (syn_dst_full), not evicted into: userspace reads
+ * it every few seconds and deletes what it read once it aged. Gated by
+ * dst_nets_n. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 12);
+	__type(key, struct kw_addr);
+	__type(value, __u64);
+} syn_dsts SEC(".maps");
+
+/* dst_seen: per CPU, the syn_dsts entry this CPU last read or wrote (D and
+ * its time as the table held it), so a flood at one host skips the hash
+ * lookup. Skipping is exact: the table's time for D is never older than
+ * the one kept here, so a SYN to D within KW_DST_REFRESH_NS of it would
+ * leave the table as it is anyway. Zeroed whenever the table is cleared
+ * (Reset, SetDestinationNets). */
+struct kw_dst_seen {
+	struct kw_addr d;
+	__u64 last;  /* D's time in syn_dsts when this CPU saw it */
+	__u64 valid; /* 0 until set */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kw_dst_seen);
+} dst_seen SEC(".maps");
+
 /* events: ring buffer of struct knock_rec / handshake_rec / touch_rec.
  * Records are sent only on state transitions (a knock, a first handshake)
  * and, with CFG.report_touches, per touch. */
@@ -461,5 +505,8 @@ __u64 watch_until SEC(".bss");
  *               samples (0: the answer path skips the lookup). */
 __u32 flags_in_n SEC(".bss");
 __u32 samples_n SEC(".bss");
+/*  dst_nets_n: the prefixes userspace keeps in dst_nets (0: SYNs skip
+ *               syn_dsts). */
+__u32 dst_nets_n SEC(".bss");
 
 #endif

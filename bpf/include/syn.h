@@ -19,6 +19,56 @@
 #include "touch.h"
 #include "recheck.h"
 
+#define KW_DST_REFRESH_NS 1000000000ULL /* syn_dsts: at most one write a second per host */
+#define KW_E2BIG 7                      /* a full hash map's update error */
+
+/* kw_note_dst records a SYN's destination in syn_dsts when it lies inside
+ * dst_nets (coverage's hosts taking traffic). The destination this CPU
+ * saw last within the second costs a compare (dst_seen); another known
+ * one a lookup and, once a second, a store in place; an unknown one a
+ * trie lookup and, inside the networks, one insert. Several CPUs may
+ * insert the same host at once: the loser's EEXIST is not a full table. */
+static __always_inline void kw_note_dst(struct kw_counters *c, const struct kw_addr *d, __u64 now)
+{
+	struct lpm_key k = { .prefixlen = 128 };
+	struct kw_dst_seen *ds;
+	__u32 zero = 0;
+	__u64 *last, seen;
+	long err;
+
+	ds = bpf_map_lookup_elem(&dst_seen, &zero);
+	if (ds && ds->valid && kw_addr_eq(&ds->d, d) && (__s64)(now - ds->last) < (__s64)KW_DST_REFRESH_NS)
+		return;
+	last = bpf_map_lookup_elem(&syn_dsts, d);
+	if (last) {
+		seen = *last;
+		if ((__s64)(now - seen) >= (__s64)KW_DST_REFRESH_NS) {
+			*last = now;
+			seen = now;
+		}
+		if (ds) {
+			ds->d = *d;
+			ds->last = seen;
+			ds->valid = 1;
+		}
+		return;
+	}
+	__builtin_memcpy(k.addr, d->b, 16);
+	if (!bpf_map_lookup_elem(&dst_nets, &k))
+		return;
+	err = bpf_map_update_elem(&syn_dsts, d, &now, BPF_NOEXIST);
+	if (!err) {
+		KW_INC(c, KW_C_SYN_DST_NEW);
+		if (ds) {
+			ds->d = *d;
+			ds->last = now;
+			ds->valid = 1;
+		}
+	} else if (err == -KW_E2BIG) {
+		KW_INC(c, KW_C_SYN_DST_FULL);
+	}
+}
+
 static __always_inline int kw_syn_body(__u64 now)
 {
 	struct kw_scratch *s = kw_scratch();
@@ -39,6 +89,8 @@ static __always_inline int kw_syn_body(__u64 now)
 	fp = kw_fp(h);
 	b = kw_bucket_of(h);
 	KW_INC(c, KW_C_SYN);
+	if (dst_nets_n)
+		kw_note_dst(c, &pair.dst, now);
 	if (!b)
 		return 0;
 	kw_cur_set(s, &pair, h, fp, 1);

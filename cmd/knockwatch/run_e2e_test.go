@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -216,8 +217,56 @@ func runEndToEnd(t *testing.T, name string, extraEnv []string, ready func(pid in
 		a.Destination.Port != 4444 || a.Knockwatch.Confidence != "high" {
 		t.Fatalf("unexpected alert: %s", line)
 	}
+	// 4. Coverage lists a host nobody names, from the SYNs to it alone: a
+	// second address on the mirrored link (not in --hosts, no event, no
+	// record) refuses one connection of the attacker. The sensor reads
+	// the program's table of SYN destinations every 5 s.
+	maddr := <-metricsAddr
+	unnamed := netip.AddrFrom4([4]byte{10, 203, 0, 99})
+	if !topo.Subnet4.Contains(unnamed) {
+		t.Fatalf("%v outside the topology's %v", unnamed, topo.Subnet4)
+	}
+	if err := topo.Host.NS.AddAddr(netns.EndpointIface, netip.PrefixFrom(unnamed, topo.Subnet4.Bits())); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := topo.Attacker.NS.Dial(ctx, &net.Dialer{Timeout: 2 * time.Second}, "tcp",
+		net.JoinHostPort(unnamed.String(), "7777")); err == nil {
+		c.Close()
+		t.Fatalf("port 7777 of %v unexpectedly open", unnamed)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		var rep struct {
+			Hosts []struct {
+				Host      string `json:"host"`
+				Inventory bool   `json:"inventory"`
+				Traffic   struct {
+					Last *time.Time `json:"last"`
+				} `json:"traffic"`
+			} `json:"hosts"`
+		}
+		resp, err := client.Get("http://" + maddr + "/v1/coverage")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("decode /v1/coverage: %v", err)
+		}
+		found := false
+		for _, h := range rep.Hosts {
+			found = found || (h.Host == unnamed.String() && !h.Inventory && h.Traffic.Last != nil)
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/v1/coverage does not list %v, a SYN destination inside coverage.networks: %+v", unnamed, rep.Hosts)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	// The metrics agree with the scenario.
-	resp, err = client.Get("http://" + <-metricsAddr + "/metrics")
+	resp, err = client.Get("http://" + maddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +278,7 @@ func runEndToEnd(t *testing.T, name string, extraEnv []string, ready func(pid in
 		`knockwatch_alerts_total{confidence="medium"} 0`,
 		`knockwatch_knocks_flagged_total 1`,
 		`knockwatch_handshakes_reported_total 1`,
-		`knockwatch_closed_port_touches_total{kind="REJ"} 3`,
+		`knockwatch_closed_port_touches_total{kind="REJ"} 4`, // the knock's 3 and the unnamed address's 1
 		`knockwatch_events_received_total{outcome="accepted",transport="http"} 1`,
 		`knockwatch_decoder_records_total{format="xml",outcome="emitted"} 1`,
 		`knockwatch_ringbuf_lost_total 0`,

@@ -76,6 +76,10 @@ type Built struct {
 	// Coverage is coverage's configuration; nil when coverage.enabled is
 	// false. NewCoverage makes the tracker.
 	Coverage *coverage.Config
+	// CoverageNetworks are coverage.networks: the program records the
+	// destinations of SYNs inside them for coverage (nil when coverage is
+	// off).
+	CoverageNetworks []netip.Prefix
 	// EvidenceLog and Ledger are the evidence log (state_dir/evidence) and
 	// the ledger of delivered alerts (state_dir/alerts); the daemon adds
 	// its logger.
@@ -141,6 +145,9 @@ func (c *Config) Build() (Built, error) {
 			return b, fmt.Errorf("coverage: %w", err)
 		}
 		b.Coverage = &cc
+		if b.CoverageNetworks, err = c.Coverage.CoverageNetworks(); err != nil {
+			return b, err
+		}
 	}
 	maxAge := c.EvidenceMaxAge()
 	b.EvidenceLog = evidence.LogConfig{

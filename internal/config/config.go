@@ -13,6 +13,10 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
@@ -96,7 +100,43 @@ type Coverage struct {
 	HostWindow        time.Duration `yaml:"host_window"`
 	MaxHosts          int           `yaml:"max_hosts"`
 	MaxPending        int           `yaml:"max_pending"`
+	// Networks are the networks (CIDRs) whose hosts coverage lists from
+	// traffic alone: the XDP program records every destination of a SYN
+	// inside them (sensor.syn_destinations), so a host taking traffic
+	// that no inventory entry, event or record names is listed and, with
+	// no events, found host-side blind. Default: the private ranges
+	// (RFC 1918, RFC 4193); set it to the networks behind the tap, or to
+	// [] to list only hosts known otherwise. At most 256.
+	Networks []string `yaml:"networks"`
 }
+
+// DefaultCoverageNetworks are coverage.networks by default: the private
+// address ranges.
+var DefaultCoverageNetworks = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
+
+// CoverageNetworks parses coverage.networks (CIDRs or single addresses).
+func (c *Coverage) CoverageNetworks() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.Networks))
+	for i, v := range c.Networks {
+		v = strings.TrimSpace(v)
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("coverage.networks[%d]: %q is not a CIDR prefix or an address", i, v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	if len(out) > maxCoverageNetworks {
+		return nil, fmt.Errorf("coverage.networks: %d prefixes, at most %d", len(out), maxCoverageNetworks)
+	}
+	return out, nil
+}
+
+// maxCoverageNetworks is the room of the program's dst_nets.
+const maxCoverageNetworks = 256
 
 // EvidenceLog bounds the evidence log and sets its fsync policy
 // (evidence.LogConfig).
@@ -379,7 +419,7 @@ func defaultCoverage() Coverage {
 		MinSamples: d.MinSamples, MinSources: d.MinSources, Agreement: d.Agreement, SampleMaxAge: d.SampleMaxAge,
 		MatchWait: d.MatchWait, NoEventsAfter: d.NoEventsAfter, QuietAfter: d.QuietAfter, LagWarn: d.LagWarn,
 		NetWindow: d.NetWindow, MinSYN: d.MinSYN, HostMinUnanswered: d.HostMinUnanswered, HostWindow: d.HostWindow,
-		MaxHosts: d.MaxHosts, MaxPending: d.MaxPending}
+		MaxHosts: d.MaxHosts, MaxPending: d.MaxPending, Networks: slices.Clone(DefaultCoverageNetworks)}
 }
 
 // CoverageConfig is coverage's configuration: the coverage section with

@@ -87,6 +87,9 @@ func (c *Config) Validate() error {
 		if err := cc.Validate(); err != nil {
 			add("coverage", "%v", err)
 		}
+		if _, err := c.Coverage.CoverageNetworks(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Pipeline.BatchSize <= 0 || c.Pipeline.MaxQueued < 2 {
 		add("pipeline", "batch_size must be positive and max_queued at least 2")

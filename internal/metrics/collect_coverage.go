@@ -24,6 +24,7 @@ var (
 	dCovHeldTotal  = desc("coverage_knocks_held_total", "Knocks held because their path was blind.")
 	dCovHeldOver   = desc("coverage_knocks_held_overflow_total", "Held knocks the bound sent on to the engine (the oldest of the host with the most held): never dropped.")
 	dCovConnEvents = desc("coverage_connection_events_total", "Host connection events (Security 5156, Sysmon 3) given to coverage.")
+	dCovDsts       = desc("coverage_syn_destinations_total", "Hosts read from the XDP program's table of SYN destinations inside coverage.networks (one per host and reading).")
 	dCovSampleRecs = desc("clock_samples_received_total", "Clock-calibration HANDSHAKE records from the XDP program (not knock evidence).")
 	dCorClocks     = desc("correlate_host_clocks", "Host addresses whose measured clock the engine applies.")
 	dCorClockUpd   = desc("correlate_clock_updates_total", "Host clock updates the engine took or refused (beyond rule.max_clock_offset, table full).", "outcome")
@@ -31,7 +32,7 @@ var (
 )
 
 var coverageDescs = []*prometheus.Desc{dCovHosts, dCovMeasured, dCovMaxOffset, dCovIfaces, dCovSensor, dCovSamples, dCovRequests,
-	dCovEvicted, dCovHostsCap, dCovPending, dCovHeld, dCovHeldTotal, dCovHeldOver, dCovConnEvents, dCovSampleRecs, dCorClocks, dCorClockUpd, dCorClocked}
+	dCovEvicted, dCovHostsCap, dCovPending, dCovHeld, dCovHeldTotal, dCovHeldOver, dCovConnEvents, dCovDsts, dCovSampleRecs, dCorClocks, dCorClockUpd, dCorClocked}
 
 func (c *collector) collectCoverage(ch chan<- prometheus.Metric) {
 	if c.src.Engine != nil {
@@ -81,4 +82,5 @@ func (c *collector) collectCoverage(ch chan<- prometheus.Metric) {
 	}
 	counter(ch, dCovHeldTotal, s.Held)
 	counter(ch, dCovConnEvents, s.ConnEvents)
+	counter(ch, dCovDsts, s.Destinations)
 }
