@@ -36,6 +36,8 @@ func (t *Twin) noteDst(d *addr, now uint64) {
 	t.c[cSynDstNew]++
 }
 
+// containsAny is an LPM trie lookup: whether a lies in one of prefixes
+// (stored as mapped does).
 func containsAny(prefixes []netip.Prefix, a *addr) bool {
 	ip := netip.AddrFrom16(*a)
 	for _, p := range prefixes {

@@ -1,7 +1,5 @@
 package gotwin
 
-import "net/netip"
-
 // touch.go mirrors bpf/include/touch.h: the work queue and the steps that
 // carry a closed touch to the state that remembers it.
 
@@ -22,15 +20,7 @@ func (t *Twin) curSet(p *pair, h, fp uint32, hasPair bool) {
 	t.s.cur.pair, t.s.cur.h, t.s.cur.fp, t.s.cur.hasPair = *p, h, fp, hasPair
 }
 
-func (t *Twin) allowlisted(a *addr) bool {
-	ip := netip.AddrFrom16(*a)
-	for _, p := range t.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+func (t *Twin) allowlisted(a *addr) bool { return containsAny(t.allow, a) }
 
 // markSet is kw_mark_set: refresh the pair's MARK or write it anew.
 func (t *Twin) markSet(h uint32, now uint64, cidx uint32, flag bool) {

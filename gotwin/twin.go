@@ -115,13 +115,7 @@ func (t *Twin) SetAllowlist(prefixes []netip.Prefix) error {
 	seen := map[netip.Prefix]bool{}
 	var out []netip.Prefix
 	for _, p := range prefixes {
-		p = p.Masked()
-		a := netip.AddrFrom16(p.Addr().As16())
-		b := p.Bits()
-		if p.Addr().Is4() {
-			b += 96
-		}
-		q := netip.PrefixFrom(a, b)
+		q := mapped(p)
 		if !seen[q] {
 			seen[q] = true
 			out = append(out, q)

@@ -41,27 +41,8 @@ func (s *Sensor) SetDestinationNets(prefixes []netip.Prefix) error {
 	if err := s.objs.DstNetsN.Set(uint32(0)); err != nil {
 		return fmt.Errorf("set destination networks: close the gate: %w", err)
 	}
-	var k knockwatchLpmKey
-	var v uint8
-	var stale []knockwatchLpmKey
-	it := s.objs.DstNets.Iterate()
-	for it.Next(&k, &v) {
-		if !want[k] {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read destination networks: %w", err)
-	}
-	for _, key := range stale {
-		if err := s.objs.DstNets.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove destination network: %w", err)
-		}
-	}
-	for key := range want {
-		if err := s.objs.DstNets.Put(key, uint8(1)); err != nil {
-			return fmt.Errorf("add destination network: %w", err)
-		}
+	if err := syncLPM(s.objs.DstNets, want, "destination networks"); err != nil {
+		return fmt.Errorf("set destination networks: %w", err)
 	}
 	if err := s.clearDsts(); err != nil {
 		return fmt.Errorf("set destination networks: %w", err)

@@ -69,26 +69,33 @@ func (s *Sensor) SetAllowlist(prefixes []netip.Prefix) error {
 	if uint32(len(want)) > s.cfg.Allowlist {
 		return fmt.Errorf("set allowlist: %d prefixes, room for %d", len(want), s.cfg.Allowlist)
 	}
+	return syncLPM(s.objs.Allowlist, want, "allowlist")
+}
+
+// syncLPM makes the LPM trie m hold exactly the keys of want (value 1):
+// the new ones are added before the stale ones go, so a prefix in both
+// the old and the new set is never missing.
+func syncLPM(m *ebpf.Map, want map[knockwatchLpmKey]bool, what string) error {
 	var k knockwatchLpmKey
-	var stale []knockwatchLpmKey
-	it := s.objs.Allowlist.Iterate()
 	var v uint8
+	var stale []knockwatchLpmKey
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if !want[k] {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read allowlist: %w", err)
+		return fmt.Errorf("read %s: %w", what, err)
 	}
 	for key := range want {
-		if err := s.objs.Allowlist.Put(key, uint8(1)); err != nil {
-			return fmt.Errorf("add %v to allowlist: %w", key, err)
+		if err := m.Put(key, uint8(1)); err != nil {
+			return fmt.Errorf("add %v to %s: %w", key, what, err)
 		}
 	}
 	for _, key := range stale {
-		if err := s.objs.Allowlist.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove stale allowlist entry: %w", err)
+		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove stale %s entry: %w", what, err)
 		}
 	}
 	return nil
