@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/knockwatch/knockwatch/correlate"
@@ -116,18 +115,9 @@ var DefaultCoverageNetworks = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0
 
 // CoverageNetworks parses coverage.networks (CIDRs or single addresses).
 func (c *Coverage) CoverageNetworks() ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(c.Networks))
-	for i, v := range c.Networks {
-		v = strings.TrimSpace(v)
-		p, err := netip.ParsePrefix(v)
-		if err != nil {
-			a, aerr := netip.ParseAddr(v)
-			if aerr != nil {
-				return nil, fmt.Errorf("coverage.networks[%d]: %q is not a CIDR prefix or an address", i, v)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		out = append(out, p.Masked())
+	out, err := parsePrefixes("coverage.networks", c.Networks)
+	if err != nil {
+		return nil, err
 	}
 	if len(out) > maxCoverageNetworks {
 		return nil, fmt.Errorf("coverage.networks: %d prefixes, at most %d", len(out), maxCoverageNetworks)

@@ -117,14 +117,19 @@ func (c *Config) EngineConfig() (correlate.Config, error) {
 // AllowedPrefixes parses suppression.allowed_sources (CIDRs or single
 // addresses).
 func (s *Suppression) AllowedPrefixes() ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(s.AllowedSources))
-	for i, v := range s.AllowedSources {
+	return parsePrefixes("suppression.allowed_sources", s.AllowedSources)
+}
+
+// parsePrefixes parses the list key (CIDRs or single addresses, masked).
+func parsePrefixes(key string, vs []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(vs))
+	for i, v := range vs {
 		v = strings.TrimSpace(v)
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
 			a, aerr := netip.ParseAddr(v)
 			if aerr != nil {
-				return nil, fmt.Errorf("suppression.allowed_sources[%d]: %q is not a CIDR prefix or an address", i, v)
+				return nil, fmt.Errorf("%s[%d]: %q is not a CIDR prefix or an address", key, i, v)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
