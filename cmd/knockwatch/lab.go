@@ -92,11 +92,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		strings.Join(lab.RestartPoints, ", ")+" (--restart alone: "+lab.RestartAfterEvent+")")
 	var sensorArgs listArg
 	fs.Var(&sensorArgs, "sensor-arg", "extra `ARG` for 'knockwatch run' (repeatable), e.g. --sensor-arg=--set --sensor-arg=rule.skew=10s")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: lab: unexpected argument %q", errUsage, fs.Arg(0))

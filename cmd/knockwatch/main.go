@@ -79,3 +79,15 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nrun 'knockwatch COMMAND --help' for the flags of one command")
 }
+
+// parseFlags parses a subcommand's args: -h is flag.ErrHelp as it is, any
+// other parse error an errUsage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
