@@ -48,6 +48,9 @@ type Daemon struct {
 
 	mu  sync.Mutex // guards cfg (Reload)
 	cfg config.Config
+	// built is cfg as Start built it (once: the inventory file and the
+	// credentials are read once), for the sensor started after the rest.
+	built config.Built
 
 	writer      *alert.Writer
 	evlog       *evidence.Log

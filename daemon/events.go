@@ -43,6 +43,7 @@ func (d *Daemon) startEventSide() error {
 	if err != nil {
 		return err
 	}
+	d.built = built
 	d.bindings = built.Pipeline.Bindings
 	if cfg.Hosts != "" {
 		d.log.Named("run").Info("inventory loaded", zap.String(fieldPath, cfg.Hosts), zap.Int(fieldHosts, built.Hosts))

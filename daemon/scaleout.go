@@ -42,6 +42,7 @@ func (d *Daemon) startScaleOut(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.built = built
 	sc := cfg.ScaleOut()
 	sc.Logger = d.log
 	needs, err := cfg.ScaleOutNeeds()

@@ -26,10 +26,7 @@ import (
 func (d *Daemon) startSensor(_ context.Context) error {
 	cfg := &d.cfg
 	log := d.log.Named("sensor")
-	built, err := cfg.Build()
-	if err != nil {
-		return err
-	}
+	built := d.built
 	s, err := loader.Load(built.Sensor, loader.Options{PinPath: cfg.PinPath})
 	if err != nil {
 		return fmt.Errorf("load XDP program: %w", err)
